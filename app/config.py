@@ -1,0 +1,188 @@
+"""Settings: one frozen Struct read from the environment once, at start-up.
+
+Every variable has a working local default (the "embedded default": local PostgreSQL and Redis,
+the in-process sandbox for upstreams), so ``c2s-api serve`` runs on a fresh machine. Invalid
+values stop the process with a one-line message naming the variable. Secrets are wrapped in
+:class:`Secret`, whose ``repr``/``str`` never show the value.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal, NoReturn
+from urllib.parse import urlsplit, urlunsplit
+
+import msgspec
+
+__all__ = ["ConfigError", "Secret", "Settings", "load_settings", "redact_url"]
+
+
+class ConfigError(Exception):
+    """Raised for an invalid environment; the message names the variable."""
+
+
+class Secret:
+    """A string that never shows itself in ``repr``, ``str`` or logs."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def get(self) -> str:
+        """Return the wrapped value (only where it is actually sent)."""
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __repr__(self) -> str:
+        return "Secret('**********')" if self._value else "Secret('')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+def redact_url(url: str) -> str:
+    """Return ``url`` with any password replaced, for logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
+PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+NonNegInt = Annotated[int, msgspec.Meta(ge=0)]
+PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
+HttpUrl = Annotated[str, msgspec.Meta(pattern=r"^https?://\S+$")]
+PostgresUrl = Annotated[str, msgspec.Meta(pattern=r"^postgres(ql)?://\S+$")]
+RedisUrl = Annotated[str, msgspec.Meta(pattern=r"^rediss?://\S+$")]
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    """Process-wide configuration. Field ``foo_bar`` is read from env ``FOO_BAR``."""
+
+    # --- server ---------------------------------------------------------------------------
+    port: Port = 8080
+    host: str = "127.0.0.1"
+    web_workers: PositiveInt = 1
+    workers_kill_timeout: PositiveInt = 20
+    environment: Literal["development", "test", "production"] = "development"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "console"] = "json"
+    service_name: str = "c2s-api"
+
+    # --- PostgreSQL -------------------------------------------------------------------------
+    database_url: PostgresUrl = "postgresql://postgres@127.0.0.1:5432/c2s_api"
+    db_pool_min: NonNegInt = 2
+    db_pool_max: PositiveInt = 10
+    db_statement_timeout_ms: PositiveInt = 2000
+    db_connect_timeout_s: PositiveFloat = 2.0
+
+    # --- Redis ------------------------------------------------------------------------------
+    redis_url: RedisUrl = "redis://127.0.0.1:6379/0"
+    redis_key_prefix: str = "c2s:"
+    redis_timeout_s: PositiveFloat = 0.25
+    redis_max_connections: PositiveInt = 512
+
+    # --- readiness --------------------------------------------------------------------------
+    ready_timeout_s: PositiveFloat = 1.0
+
+    # --- upstreams (empty base URL = the embedded sandbox) -----------------------------------
+    c2s_base_url: Annotated[str, msgspec.Meta(pattern=r"^(https?://\S+)?$")] = ""
+    c2s_token: Secret = msgspec.field(default_factory=lambda: Secret(""))
+    c2s_timeout_s: PositiveFloat = 10.0
+    c2s_connect_timeout_s: PositiveFloat = 2.0
+    diretrix_base_url: Annotated[str, msgspec.Meta(pattern=r"^(https?://\S+)?$")] = ""
+    diretrix_user: str = ""
+    diretrix_pass: Secret = msgspec.field(default_factory=lambda: Secret(""))
+    diretrix_timeout_s: PositiveFloat = 8.0
+    diretrix_connect_timeout_s: PositiveFloat = 2.0
+    work_api_base_url: Annotated[str, msgspec.Meta(pattern=r"^(https?://\S+)?$")] = ""
+    work_api_token: Secret = msgspec.field(default_factory=lambda: Secret(""))
+    work_api_timeout_s: PositiveFloat = 15.0
+    work_api_connect_timeout_s: PositiveFloat = 2.0
+    upstream_max_connections: PositiveInt = 100
+    sandbox_port: Port = 8099
+    sandbox_seed: NonNegInt = 20251122
+
+    # --- webhooks ---------------------------------------------------------------------------
+    webhook_secret: Secret = msgspec.field(default_factory=lambda: Secret(""))
+    google_ads_webhook_key: Secret = msgspec.field(default_factory=lambda: Secret(""))
+    c2s_default_seller_id: str = ""
+    c2s_description_max_length: PositiveInt = 5000
+
+    # --- domain -----------------------------------------------------------------------------
+    income_multiplier: PositiveFloat = 1.9
+
+    # --- HTTP edge --------------------------------------------------------------------------
+    max_body_bytes: PositiveInt = 5 * 1024 * 1024
+    cors_allow_origins: tuple[str, ...] = ()
+
+
+_SECRET_FIELDS = frozenset(
+    name
+    for name, hint in Settings.__annotations__.items()
+    if hint in ("Secret", Secret)  # annotations are strings under `from __future__`
+)
+
+
+def _coerce(name: str, raw: str) -> Any:  # Any: the value is validated by msgspec.convert below
+    if name in _SECRET_FIELDS:
+        return Secret(raw)
+    if name == "cors_allow_origins":
+        return tuple(o.strip() for o in raw.split(",") if o.strip())
+    return raw
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Build :class:`Settings` from ``environ`` (default: ``os.environ``).
+
+    Raises:
+        ConfigError: naming the offending variable, without echoing secret values.
+    """
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for name in Settings.__struct_fields__:
+        var = name.upper()
+        if var in env:
+            values[name] = _coerce(name, env[var])
+    if "port" not in values and "PORT" not in env and "GRANIAN_PORT" in env:
+        values["port"] = env["GRANIAN_PORT"]
+    try:
+        settings = msgspec.convert(
+            values, Settings, strict=False, dec_hook=lambda _t, v: v
+        )
+    except msgspec.ValidationError as exc:
+        # msgspec names the path as `$.field`; report it as the environment variable.
+        message = str(exc)
+        field = message.rsplit("$.", 1)[-1].split("[", 1)[0].strip("`' ") if "$." in message else ""
+        var = field.upper() or "environment"
+        reason = message.split(" - at ", 1)[0]
+        raise ConfigError(f"invalid configuration: {var}: {reason}") from None
+    if settings.db_pool_min > settings.db_pool_max:
+        raise ConfigError("invalid configuration: DB_POOL_MIN: must not exceed DB_POOL_MAX")
+    return settings
+
+
+def settings_or_exit(environ: Mapping[str, str] | None = None) -> Settings:
+    """Load settings or stop the process with a one-line message (exit status 2)."""
+    try:
+        return load_settings(environ)
+    except ConfigError as exc:
+        _die(str(exc))
+
+
+def _die(message: str) -> NoReturn:
+    print(message, file=sys.stderr)  # noqa: T201 - logging is not configured yet
+    raise SystemExit(2)

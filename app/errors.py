@@ -1,0 +1,200 @@
+"""The one exception-to-response table.
+
+Every error leaving the API is ``application/problem+json`` (RFC 9457) built here. 5xx bodies
+carry generic texts only (never exception messages), so no personal data can leak through them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from litestar import MediaType, Request, Response
+from litestar.exceptions import (
+    HTTPException,
+    NotFoundException,
+    ValidationException,
+)
+
+from app.middleware import request_id_of
+from app.problems import PROBLEM_MEDIA_TYPE, FieldError, Problem, problem_type
+from domain.errors import (
+    Conflict,
+    DependencyUnavailable,
+    DomainError,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    Unauthorized,
+    UpstreamError,
+)
+from observability.tracing import current_trace_id
+
+if TYPE_CHECKING:
+    from litestar.types import ExceptionHandlersMap
+
+__all__ = ["exception_handlers", "problem_response"]
+
+log = structlog.get_logger("app.errors")
+
+# domain error class -> (status, detail shown to the client or None to use the error's own text)
+# 5xx details are fixed strings: the error's text may name internals.
+_DOMAIN_TABLE: tuple[tuple[type[DomainError], int, str | None], ...] = (
+    (InvalidInput, 400, None),
+    (Unauthorized, 401, None),
+    (Forbidden, 403, None),
+    (NotFound, 404, None),
+    (Conflict, 409, None),
+    (DependencyUnavailable, 503, None),
+    (UpstreamError, 502, "External service error"),
+)
+
+# The legacy `error` member: the reference's generic texts for 5xx.
+_LEGACY_5XX = {
+    500: "Internal server error",
+    502: "External service error",
+    503: "Service unavailable",
+    504: "External service timeout",
+}
+
+
+def problem_response(
+    request: Request[Any, Any, Any],
+    status: int,
+    detail: str,
+    *,
+    errors: list[FieldError] | None = None,
+    dependency: str | None = None,
+    retry_after: float | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response[bytes]:
+    """Build a problem+json response for ``request``."""
+    type_uri, title = problem_type(status)
+    retry = math.ceil(retry_after) if retry_after is not None else None
+    body = Problem(
+        type=type_uri,
+        title=title,
+        status=status,
+        detail=detail,
+        error=_LEGACY_5XX.get(status, detail),
+        instance=request.scope.get("path"),
+        request_id=request_id_of(request.scope),
+        trace_id=current_trace_id(),
+        errors=errors,
+        dependency=dependency,
+        retry_after=retry,
+    )
+    out_headers = dict(headers or {})
+    if retry is not None:
+        out_headers["Retry-After"] = str(max(retry, 1))
+    return Response(
+        content=body,
+        status_code=status,
+        media_type=PROBLEM_MEDIA_TYPE,
+        headers=out_headers,
+    )
+
+
+def _field_errors(exc: ValidationException) -> list[FieldError]:
+    """Translate Litestar's validation `extra` into named field errors."""
+    out: list[FieldError] = []
+    extra = exc.extra
+    items = extra if isinstance(extra, list) else [extra] if isinstance(extra, dict) else []
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        key = str(item.get("key") or "body")
+        message = str(item.get("message") or "invalid value")
+        source = item.get("source")
+        out.append(
+            FieldError(field=key, message=message, source=str(source) if source else None)
+        )
+    return out
+
+
+def _validation_detail(exc: ValidationException, errors: list[FieldError]) -> str:
+    if errors:
+        first = errors[0]
+        where = f" ({first.source})" if first.source else ""
+        return f"Invalid field '{first.field}'{where}: {first.message}"
+    # Litestar's own text ("Validation failed for GET /x") names no PII.
+    return str(exc.detail) or "Invalid request"
+
+
+def _on_validation(request: Request[Any, Any, Any], exc: ValidationException) -> Response[bytes]:
+    errors = _field_errors(exc)
+    return problem_response(request, 400, _validation_detail(exc, errors), errors=errors or None)
+
+
+def _on_http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
+    status = exc.status_code
+    if status >= 500:
+        log.error("http_exception", status=status, error_type=type(exc).__name__)
+        detail = _LEGACY_5XX.get(status, "Internal server error")
+    else:
+        detail = str(exc.detail)
+    headers = dict(exc.headers or {})
+    retry = headers.pop("Retry-After", None)
+    return problem_response(
+        request,
+        status,
+        detail,
+        headers=headers,
+        retry_after=float(retry) if retry is not None and retry.isdigit() else None,
+    )
+
+
+def _on_not_found(request: Request[Any, Any, Any], exc: NotFoundException) -> Response[bytes]:
+    return problem_response(request, 404, str(exc.detail) or "Not found")
+
+
+def _on_domain(request: Request[Any, Any, Any], exc: DomainError) -> Response[bytes]:
+    for cls, status, fixed in _DOMAIN_TABLE:
+        if isinstance(exc, cls):
+            break
+    else:  # an unmapped DomainError is a bug, answered as 500 without its text
+        log.error("unmapped_domain_error", error_type=type(exc).__name__)
+        return problem_response(request, 500, _LEGACY_5XX[500])
+    if isinstance(exc, InvalidInput):
+        return problem_response(
+            request,
+            status,
+            exc.detail,
+            errors=[FieldError(field=exc.field, message=exc.detail)],
+        )
+    if isinstance(exc, DependencyUnavailable):
+        log.warning("dependency_unavailable", dependency=exc.dependency)
+        return problem_response(
+            request,
+            status,
+            f"Dependency unavailable: {exc.dependency}",
+            dependency=exc.dependency,
+            retry_after=exc.retry_after,
+        )
+    if isinstance(exc, UpstreamError):
+        log.warning("upstream_error", upstream=exc.upstream, upstream_status=exc.status)
+    return problem_response(request, status, fixed if fixed is not None else exc.detail)
+
+
+def _on_unhandled(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    # Log the class only: exception messages may contain request data.
+    log.error("unhandled_exception", error_type=type(exc).__name__, exc_info=False)
+    return problem_response(request, 500, _LEGACY_5XX[500])
+
+
+def exception_handlers() -> ExceptionHandlersMap:
+    """The handlers to install on the application."""
+    table: dict[type[Exception] | int, Callable[..., Response[Any]]] = {
+        ValidationException: _on_validation,
+        NotFoundException: _on_not_found,
+        HTTPException: _on_http,
+        DomainError: _on_domain,
+        Exception: _on_unhandled,
+    }
+    return table  # type: ignore[return-value]
+
+
+# re-exported for handlers that want the plain JSON media type constant
+JSON = MediaType.JSON

@@ -1,0 +1,89 @@
+"""The composition root: ``create_app()`` builds the Litestar application.
+
+Granian calls :func:`create_app` inside each worker (``--factory``), so everything per-process
+(pools, clients, telemetry) is built here or in the lifespan, never at import time.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from litestar import Litestar
+from litestar.config.cors import CORSConfig
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme, Server
+
+from app.config import settings_or_exit
+from app.docs import DocsController, swagger_static_router
+from app.errors import exception_handlers
+from app.health import SERVICE_VERSION, HealthController
+from app.middleware import RequestIdMiddleware
+from app.state import lifespan
+from observability.logging import configure_logging
+
+if TYPE_CHECKING:
+    from app.config import Settings
+
+__all__ = ["create_app"]
+
+API_DESCRIPTION = """\
+Lead enrichment for the Contact2Sale CRM: resolves a lead's CPF from its phone and e-mail
+(Diretrix), fetches the person's dossier (Work API), stores it in the party model and posts a
+formatted message back to the lead in C2S.
+
+Every error is `application/problem+json` (RFC 9457) with the legacy `error` member, plus
+`request_id` and `trace_id`. Send `X-Request-ID` to correlate your own logs.
+"""
+
+
+def openapi_config() -> OpenAPIConfig:
+    """OpenAPI 3.1 document at ``/schema/openapi.json``; the UI lives at ``/docs``."""
+    return OpenAPIConfig(
+        title="c2s-api",
+        version=SERVICE_VERSION,
+        description=API_DESCRIPTION,
+        path="/schema",
+        render_plugins=[JsonRenderPlugin()],
+        servers=[Server(url="/")],
+        components=Components(
+            security_schemes={
+                "ApiKey": SecurityScheme(type="apiKey", name="X-API-Key", security_scheme_in="header"),
+                "Bearer": SecurityScheme(type="http", scheme="bearer"),
+            }
+        ),
+        use_handler_docstrings=False,
+    )
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    """Build the application.
+
+    Args:
+        settings: Configuration; read from the environment when omitted (the Granian path).
+    """
+    settings = settings or settings_or_exit()
+    configure_logging(settings.log_level, settings.log_format)
+    app = Litestar(
+        route_handlers=[HealthController, DocsController, swagger_static_router()],
+        lifespan=[lifespan],
+        exception_handlers=exception_handlers(),
+        openapi_config=openapi_config(),
+        cors_config=CORSConfig(
+            allow_origins=list(settings.cors_allow_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type", "X-Request-ID",
+                           "Idempotency-Key"],
+            expose_headers=["X-Request-ID", "RateLimit", "RateLimit-Policy", "Retry-After",
+                            "X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset"],
+        )
+        if settings.cors_allow_origins
+        else None,
+        request_max_body_size=settings.max_body_bytes,
+        debug=False,
+    )
+    app.state.settings = settings
+    # Wrap the whole ASGI handler, not the route middleware stack, so that responses Litestar
+    # produces before routing (unknown path, wrong method) also carry the request id.
+    app.asgi_handler = RequestIdMiddleware(app.asgi_handler)
+    return app
