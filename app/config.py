@@ -160,9 +160,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if "port" not in values and "PORT" not in env and "GRANIAN_PORT" in env:
         values["port"] = env["GRANIAN_PORT"]
     try:
-        settings = msgspec.convert(
-            values, Settings, strict=False, dec_hook=lambda _t, v: v
-        )
+        settings = msgspec.convert(values, Settings, strict=False, dec_hook=lambda _t, v: v)
     except msgspec.ValidationError as exc:
         # msgspec names the path as `$.field`; report it as the environment variable.
         message = str(exc)
@@ -184,5 +182,5 @@ def settings_or_exit(environ: Mapping[str, str] | None = None) -> Settings:
 
 
 def _die(message: str) -> NoReturn:
-    print(message, file=sys.stderr)  # noqa: T201 - logging is not configured yet
+    print(message, file=sys.stderr)
     raise SystemExit(2)

@@ -53,7 +53,7 @@ class DocsController(Controller):
 
     path = "/"
     include_in_schema = False
-    opt = _DOC_OPT  # noqa: RUF012 - Litestar reads class attributes
+    opt = _DOC_OPT
 
     @get("/docs", media_type=MediaType.HTML, sync_to_thread=False)
     def swagger(self) -> str:

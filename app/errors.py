@@ -7,6 +7,7 @@ carry generic texts only (never exception messages), so no personal data can lea
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -69,7 +70,7 @@ def problem_response(
     dependency: str | None = None,
     retry_after: float | None = None,
     headers: dict[str, str] | None = None,
-) -> Response[bytes]:
+) -> Response[Problem]:
     """Build a problem+json response for ``request``."""
     type_uri, title = problem_type(status)
     retry = math.ceil(retry_after) if retry_after is not None else None
@@ -97,9 +98,18 @@ def problem_response(
     )
 
 
+_BACKTICKED_FIELD = re.compile(r"field `([^`]+)`")
+_MISSING = re.compile(r"^Missing required (\w+) parameter '([^']+)'")
+
+
 def _field_errors(exc: ValidationException) -> list[FieldError]:
-    """Translate Litestar's validation `extra` into named field errors."""
+    """Translate Litestar's validation `extra` (or its missing-parameter text) into field errors."""
     out: list[FieldError] = []
+    missing = _MISSING.match(str(exc.detail))
+    if missing:
+        return [
+            FieldError(field=missing[2], message="required parameter is missing", source=missing[1])
+        ]
     extra = exc.extra
     items = extra if isinstance(extra, list) else [extra] if isinstance(extra, dict) else []
     for item in items:
@@ -108,9 +118,12 @@ def _field_errors(exc: ValidationException) -> list[FieldError]:
         key = str(item.get("key") or "body")
         message = str(item.get("message") or "invalid value")
         source = item.get("source")
-        out.append(
-            FieldError(field=key, message=message, source=str(source) if source else None)
-        )
+        if key == "data":  # the whole body: name the field msgspec complained about, if any
+            named = _BACKTICKED_FIELD.search(message)
+            key = named[1] if named else "body"
+            if message == "'data'":
+                message = "request body is required"
+        out.append(FieldError(field=key, message=message, source=str(source) if source else None))
     return out
 
 
@@ -123,12 +136,12 @@ def _validation_detail(exc: ValidationException, errors: list[FieldError]) -> st
     return str(exc.detail) or "Invalid request"
 
 
-def _on_validation(request: Request[Any, Any, Any], exc: ValidationException) -> Response[bytes]:
+def _on_validation(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Problem]:
     errors = _field_errors(exc)
     return problem_response(request, 400, _validation_detail(exc, errors), errors=errors or None)
 
 
-def _on_http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
+def _on_http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Problem]:
     status = exc.status_code
     if status >= 500:
         log.error("http_exception", status=status, error_type=type(exc).__name__)
@@ -146,17 +159,16 @@ def _on_http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[by
     )
 
 
-def _on_not_found(request: Request[Any, Any, Any], exc: NotFoundException) -> Response[bytes]:
+def _on_not_found(request: Request[Any, Any, Any], exc: NotFoundException) -> Response[Problem]:
     return problem_response(request, 404, str(exc.detail) or "Not found")
 
 
-def _on_domain(request: Request[Any, Any, Any], exc: DomainError) -> Response[bytes]:
-    for cls, status, fixed in _DOMAIN_TABLE:
-        if isinstance(exc, cls):
-            break
-    else:  # an unmapped DomainError is a bug, answered as 500 without its text
+def _on_domain(request: Request[Any, Any, Any], exc: DomainError) -> Response[Problem]:
+    entry = next((row for row in _DOMAIN_TABLE if isinstance(exc, row[0])), None)
+    if entry is None:  # an unmapped DomainError is a bug, answered as 500 without its text
         log.error("unmapped_domain_error", error_type=type(exc).__name__)
         return problem_response(request, 500, _LEGACY_5XX[500])
+    _cls, status, fixed = entry
     if isinstance(exc, InvalidInput):
         return problem_response(
             request,
@@ -178,7 +190,7 @@ def _on_domain(request: Request[Any, Any, Any], exc: DomainError) -> Response[by
     return problem_response(request, status, fixed if fixed is not None else exc.detail)
 
 
-def _on_unhandled(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+def _on_unhandled(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
     # Log the class only: exception messages may contain request data.
     log.error("unhandled_exception", error_type=type(exc).__name__, exc_info=False)
     return problem_response(request, 500, _LEGACY_5XX[500])
@@ -193,7 +205,7 @@ def exception_handlers() -> ExceptionHandlersMap:
         DomainError: _on_domain,
         Exception: _on_unhandled,
     }
-    return table  # type: ignore[return-value]
+    return table
 
 
 # re-exported for handlers that want the plain JSON media type constant

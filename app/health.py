@@ -34,7 +34,9 @@ class ReadyView(msgspec.Struct, frozen=True, kw_only=True):
     checks: dict[str, str]
 
 
-_HEALTH = msgspec.json.encode(HealthView(status="healthy", service="c2s-api", version=SERVICE_VERSION))
+_HEALTH = msgspec.json.encode(
+    HealthView(status="healthy", service="c2s-api", version=SERVICE_VERSION)
+)
 
 
 class HealthController(Controller):
@@ -81,9 +83,9 @@ class HealthController(Controller):
         return Response(ReadyView(status="ready", checks=checks))
 
 
-async def _check(probe: Any, timeout: float) -> str:  # Any: an awaitable probe
+async def _check(probe: Any, limit_s: float) -> str:  # Any: an awaitable probe
     try:
-        await asyncio.wait_for(probe, timeout)
+        await asyncio.wait_for(probe, limit_s)
     except TimeoutError:
         return "timeout"
     except Exception:  # a readiness probe reports any failure, it never raises

@@ -48,7 +48,9 @@ def openapi_config() -> OpenAPIConfig:
         servers=[Server(url="/")],
         components=Components(
             security_schemes={
-                "ApiKey": SecurityScheme(type="apiKey", name="X-API-Key", security_scheme_in="header"),
+                "ApiKey": SecurityScheme(
+                    type="apiKey", name="X-API-Key", security_scheme_in="header"
+                ),
                 "Bearer": SecurityScheme(type="http", scheme="bearer"),
             }
         ),
@@ -72,10 +74,22 @@ def create_app(settings: Settings | None = None) -> Litestar:
         cors_config=CORSConfig(
             allow_origins=list(settings.cors_allow_origins),
             allow_methods=["GET", "POST"],
-            allow_headers=["Authorization", "X-API-Key", "Content-Type", "X-Request-ID",
-                           "Idempotency-Key"],
-            expose_headers=["X-Request-ID", "RateLimit", "RateLimit-Policy", "Retry-After",
-                            "X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset"],
+            allow_headers=[
+                "Authorization",
+                "X-API-Key",
+                "Content-Type",
+                "X-Request-ID",
+                "Idempotency-Key",
+            ],
+            expose_headers=[
+                "X-Request-ID",
+                "RateLimit",
+                "RateLimit-Policy",
+                "Retry-After",
+                "X-RateLimit-Limit",
+                "X-RateLimit-Remaining",
+                "X-RateLimit-Reset",
+            ],
         )
         if settings.cors_allow_origins
         else None,

@@ -10,6 +10,8 @@ import re
 import uuid
 from typing import TYPE_CHECKING
 
+from litestar.enums import ScopeType
+
 if TYPE_CHECKING:
     from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -23,10 +25,7 @@ _VALID_ID = re.compile(rb"^[A-Za-z0-9._:/+=-]{1,128}$")
 
 def request_id_of(scope: Scope) -> str | None:
     """Return the request id stored in the scope by :class:`RequestIdMiddleware`."""
-    state = scope.get("state")
-    if state is None:
-        return None
-    value = state.get("request_id")
+    value = scope.get("state", {}).get("request_id")
     return value if isinstance(value, str) else None
 
 
@@ -39,7 +38,7 @@ class RequestIdMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != ScopeType.HTTP:
             await self.app(scope, receive, send)
             return
         raw: bytes | None = None

