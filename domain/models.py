@@ -17,10 +17,12 @@ __all__ = [
     "CpfCandidate",
     "Lead",
     "LeadCustomer",
+    "LeadLockState",
     "NewLead",
     "Party",
     "PartyWithContacts",
     "StoredDossier",
+    "StoredEnrichment",
 ]
 
 ContactType = Literal["email", "phone", "whatsapp"]
@@ -124,3 +126,25 @@ class StoredDossier(msgspec.Struct, frozen=True, kw_only=True):
     created: bool
     contacts_added: int
     addresses_added: int
+
+
+class StoredEnrichment(msgspec.Struct, frozen=True, kw_only=True):
+    """The current Work API payload stored for a party."""
+
+    party_id: UUID
+    raw_payload: bytes
+    enriched_at: datetime
+
+
+class LeadLockState(msgspec.Struct, frozen=True, kw_only=True):
+    """The outcome of trying to take a lead's in-flight lock.
+
+    Attributes:
+        acquired: This caller holds the lock now.
+        started_at: When the holder started (epoch seconds), if someone else holds it.
+        finished: The finished answer (JSON) of a run that ended within the replay window.
+    """
+
+    acquired: bool
+    started_at: float | None = None
+    finished: bytes | None = None

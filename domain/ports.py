@@ -10,21 +10,31 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from contextlib import AbstractAsyncContextManager
     from uuid import UUID
 
     from domain.dossier import Dossier
     from domain.models import (
         CpfCandidate,
         Lead,
+        LeadLockState,
         NewLead,
         PartyWithContacts,
         StoredDossier,
+        StoredEnrichment,
     )
 
 __all__ = [
     "C2SPort",
+    "Clock",
+    "ContactCpfCache",
     "DiretrixPort",
+    "DossierCache",
+    "LeadLocks",
     "PartyRepository",
+    "RecentCpfs",
+    "StepObserver",
     "WorkApiPort",
 ]
 
@@ -100,4 +110,76 @@ class PartyRepository(Protocol):
         self, cpf: str, dossier: Dossier, raw: bytes, lead_id: str | None
     ) -> StoredDossier:
         """Write party, person, contacts, addresses and enrichment in one transaction."""
+        ...
+
+    async def find_enrichment(self, cpf: str) -> StoredEnrichment | None:
+        """The current stored Work API payload of the newest party with this CPF."""
+        ...
+
+
+class DossierCache(Protocol):
+    """Shared cache of Work API bodies, integrity-protected (a tampered entry is a miss)."""
+
+    async def get(self, key: str) -> bytes | None:
+        """The verified raw body stored under ``key`` (``cpf:<cpf>``, ``module:<m>:<q>``)."""
+        ...
+
+    async def put(self, key: str, raw: bytes) -> None:
+        """Store a successful body (never an error)."""
+        ...
+
+
+class ContactCpfCache(Protocol):
+    """Shared cache of contact -> CPF candidates; ``[]`` (not found) is cached shorter."""
+
+    async def get(self, kind: str, value: str) -> list[CpfCandidate] | None:
+        """Cached candidates for ``kind`` (``phone``/``email``) and value; ``None`` = miss."""
+        ...
+
+    async def put(self, kind: str, value: str, candidates: Sequence[CpfCandidate]) -> None:
+        """Remember the candidates found (possibly none)."""
+        ...
+
+
+class LeadLocks(Protocol):
+    """In-flight lock per lead, shared by every worker, with a replay of the finished answer."""
+
+    async def acquire(self, lead_id: str) -> LeadLockState:
+        """Take the lock, or report who holds it / the finished answer to replay."""
+        ...
+
+    async def finish(self, lead_id: str, result: bytes) -> None:
+        """Release the lock, keeping ``result`` (JSON) for the replay window."""
+        ...
+
+    async def abandon(self, lead_id: str) -> None:
+        """Release the lock without a result (the processing crashed)."""
+        ...
+
+
+class RecentCpfs(Protocol):
+    """CPFs enriched in the last minute, skipped by ``/leads/process``."""
+
+    async def recent(self, cpfs: Sequence[str]) -> set[str]:
+        """The subset of ``cpfs`` processed within the window."""
+        ...
+
+    async def mark(self, cpfs: Sequence[str]) -> None:
+        """Record ``cpfs`` as just processed."""
+        ...
+
+
+class StepObserver(Protocol):
+    """Traces and measures one pipeline step (adapters: an OTel span + a histogram)."""
+
+    def step(self, name: str) -> AbstractAsyncContextManager[None]:
+        """Context manager around one step; records its outcome from the exception, if any."""
+        ...
+
+
+class Clock(Protocol):
+    """Wall-clock seconds since the epoch (injectable for tests)."""
+
+    def now(self) -> float:
+        """Current time."""
         ...

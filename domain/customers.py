@@ -1,0 +1,334 @@
+"""Customer lookup: the unified view of a person from the database and the Work API.
+
+``GET /api/v1/contributor/customer`` and ``POST /api/v1/enrich``. The reference read Work API
+fields at the wrong nesting level and returned almost nothing from them; here the view is built
+from :class:`domain.dossier.NormalizedPerson`, which decodes the real nested payload.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from domain.documents import normalize_cpf
+from domain.dossier import NormalizedPerson, normalize_dossier
+from domain.emails import is_valid_email, normalize_email
+from domain.errors import DependencyUnavailable, InvalidInput, NotFound, UpstreamError
+from domain.models import LeadCustomer
+from domain.phones import parse_br_phone
+
+if TYPE_CHECKING:
+    from domain.models import PartyWithContacts
+    from domain.pipeline import Enricher, MatchInfo
+
+__all__ = [
+    "AddressView",
+    "ContactInfo",
+    "CustomerQuery",
+    "EmailView",
+    "FinancialInfo",
+    "Metadata",
+    "PersonalInfo",
+    "PhoneView",
+    "UnifiedCustomer",
+    "lookup_customer",
+]
+
+
+class CustomerQuery(msgspec.Struct, frozen=True, kw_only=True):
+    """Identifiers to look a customer up by; at least one is required."""
+
+    cpf: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    name: str | None = None
+
+
+class PersonalInfo(msgspec.Struct, frozen=True, kw_only=True):
+    cpf: str | None
+    name: str | None
+    birth_date: str | None
+    gender: str | None
+    mother_name: str | None
+    father_name: str | None
+    marital_status: str | None
+    rg: str | None
+    voter_id: str | None = None
+
+
+class EmailView(msgspec.Struct, frozen=True, kw_only=True):
+    email: str
+    is_valid: bool
+    source: str
+
+
+class PhoneView(msgspec.Struct, frozen=True, kw_only=True):
+    phone: str
+    ddd: str | None
+    operator: str | None
+    type: str | None
+    is_valid: bool
+    source: str
+    is_whatsapp: bool = False
+
+
+class ContactInfo(msgspec.Struct, frozen=True, kw_only=True):
+    emails: list[EmailView]
+    phones: list[PhoneView]
+
+
+class AddressView(msgspec.Struct, frozen=True, kw_only=True):
+    street: str | None
+    number: str | None
+    complement: str | None
+    neighborhood: str | None
+    city: str | None
+    state: str | None
+    cep: str | None
+    source: str
+
+
+class FinancialInfo(msgspec.Struct, frozen=True, kw_only=True):
+    income: float | None
+    purchasing_power: str | None
+    income_range: str | None
+    credit_score: int | None
+    risk_band: str | None
+    quality_score: float
+
+
+class Metadata(msgspec.Struct, frozen=True, kw_only=True):
+    enriched: bool
+    sources: list[str]
+    timestamp: str
+    modules_consulted: list[str]
+    party_id: str | None = None
+
+
+class UnifiedCustomer(msgspec.Struct, frozen=True, kw_only=True):
+    """The reference's UnifiedCustomerResponse, filled from the nested dossier, plus ``match``."""
+
+    source: str
+    type: str
+    personal_info: PersonalInfo
+    contact_info: ContactInfo
+    addresses: list[AddressView]
+    financial_info: FinancialInfo | None
+    interests: None
+    metadata: Metadata
+    wealth_assessment: None
+    match: MatchInfo | None = None
+
+
+def _clean(query: CustomerQuery) -> CustomerQuery:
+    """Validate and normalise the identifiers; an invalid one is a 400 naming the field."""
+    cpf = normalize_cpf(query.cpf) if query.cpf and query.cpf.strip() else None
+    email = None
+    if query.email and query.email.strip():
+        if not is_valid_email(query.email):
+            raise InvalidInput("email", "not a valid e-mail address")
+        email = normalize_email(query.email)
+    phone = parse_br_phone(query.phone).national if query.phone and query.phone.strip() else None
+    name = query.name.strip() if query.name and query.name.strip() else None
+    if name is not None and len(name) < 2:
+        raise InvalidInput("name", "name must have at least 2 characters")
+    if not (cpf or email or phone or name):
+        raise InvalidInput("cpf", "At least one identifier required (cpf, email, phone, or name)")
+    return CustomerQuery(cpf=cpf, email=email, phone=phone, name=name)
+
+
+async def _find_in_db(enricher: Enricher, query: CustomerQuery) -> PartyWithContacts | None:
+    repo = enricher.repository
+    if query.cpf and (found := await repo.find_by_cpf(query.cpf)):
+        return found
+    if query.email and (found := await repo.find_by_email(query.email)):
+        return found
+    if query.phone and (found := await repo.find_by_phone(query.phone)):
+        return found
+    if query.name:
+        hits = await repo.search_by_name(query.name, limit=1)
+        if hits:
+            return hits[0]
+    return None
+
+
+async def lookup_customer(
+    enricher: Enricher, query: CustomerQuery, *, now: dt.datetime
+) -> UnifiedCustomer:
+    """Find a customer: database first (cpf > email > phone > name), then the Work API.
+
+    A party found but never enriched is enriched on the way (cached dossier, stored). A customer
+    not in the database is looked up by CPF, or by a CPF resolved from the e-mail/phone through
+    Diretrix (reported in ``match``) — the reference sent the e-mail or phone itself as a CPF.
+
+    Raises:
+        InvalidInput: no usable identifier, or an invalid one.
+        NotFound: nowhere to be found.
+        DependencyUnavailable: the Work API or Diretrix is down and nothing is stored.
+    """
+    query = _clean(query)
+    found = await _find_in_db(enricher, query)
+    person: NormalizedPerson | None = None
+    sources: list[str] = []
+    match: MatchInfo | None = None
+    if found is not None:
+        sources.append("local_db")
+        if found.normalized_data is not None:
+            person = msgspec.json.decode(found.normalized_data, type=NormalizedPerson)
+        elif found.party.cpf_cnpj and found.party.party_type == "person":
+            person = await _enrich_quietly(enricher, normalize_cpf(found.party.cpf_cnpj))
+            if person is not None:
+                sources.append("work_api")
+        return _view(found, person, sources, now=now, match=None)
+    cpf = query.cpf
+    if cpf is None and (query.email or query.phone):
+        resolution = await enricher.resolve(
+            LeadCustomer(name=query.name, email=query.email, phone=query.phone)
+        )
+        if resolution.people:
+            cpf = resolution.people[0].cpf
+            match = resolution.people[0].match
+        elif "unavailable" in (resolution.phone.status, resolution.email.status):
+            raise DependencyUnavailable("diretrix", "CPF resolution unavailable", retry_after=5)
+    if cpf is None:
+        raise NotFound("Customer not found in database or Work API")
+    try:
+        async with enricher.observer.step("fetch_dossier"):
+            dossier, raw = await enricher.fetch_dossier(cpf, use_cache=True)
+    except (UpstreamError, NotFound):
+        # An outage (DependencyUnavailable) propagates as a 503: retrying later can help.
+        raise NotFound("Customer not found in database or Work API") from None
+    stored = await enricher.store({cpf: (dossier, raw)}, None)
+    person = normalize_dossier(dossier)
+    stored_found = await enricher.repository.find_by_cpf(cpf) if stored else None
+    return _view(stored_found, person, ["work_api"], now=now, match=match)
+
+
+async def _enrich_quietly(enricher: Enricher, cpf: str) -> NormalizedPerson | None:
+    """Enrich a stored, never-enriched party; on failure answer from the database only."""
+    dossiers = await enricher.fetch_dossiers([cpf], use_cache=True)
+    if cpf not in dossiers:
+        return None
+    await enricher.store(dossiers, None)
+    return normalize_dossier(dossiers[cpf][0])
+
+
+def _view(
+    found: PartyWithContacts | None,
+    person: NormalizedPerson | None,
+    sources: list[str],
+    *,
+    now: dt.datetime,
+    match: MatchInfo | None,
+) -> UnifiedCustomer:
+    party = found.party if found is not None else None
+    emails: dict[str, EmailView] = {}
+    phones: dict[str, PhoneView] = {}
+    if found is not None:
+        for contact in found.contacts:
+            if contact.contact_type == "email":
+                emails.setdefault(
+                    contact.value, EmailView(email=contact.value, is_valid=True, source="database")
+                )
+            else:
+                phones.setdefault(
+                    contact.value,
+                    PhoneView(
+                        phone=contact.value,
+                        ddd=contact.value[:2] if len(contact.value) >= 10 else None,
+                        operator=contact.source,
+                        type=contact.contact_type,
+                        is_valid=True,
+                        source="database",
+                        is_whatsapp=contact.is_whatsapp,
+                    ),
+                )
+    addresses: list[AddressView] = []
+    if person is not None:
+        for email in person.emails:
+            emails.setdefault(
+                email.address,
+                EmailView(
+                    email=email.address, is_valid=not email.is_blacklisted, source="work_api"
+                ),
+            )
+        for phone in person.phones:
+            phones.setdefault(
+                phone.number,
+                PhoneView(
+                    phone=phone.number,
+                    ddd=phone.number[:2] if len(phone.number) >= 10 else None,
+                    operator=phone.operator,
+                    type=phone.type,
+                    is_valid=phone.status != "NO",
+                    source="work_api",
+                    is_whatsapp=phone.is_whatsapp,
+                ),
+            )
+        addresses = [
+            AddressView(
+                street=" ".join(p for p in (a.street_type, a.street) if p) or None,
+                number=a.number,
+                complement=a.complement,
+                neighborhood=a.neighborhood,
+                city=a.city,
+                state=a.state,
+                cep=a.zip_code,
+                source="work_api",
+            )
+            for a in person.addresses
+        ]
+
+    def pick(from_person: str | None, from_party: str | None) -> str | None:
+        return from_person if from_person is not None else from_party
+
+    birth = person.birth_date if person is not None and person.birth_date else None
+    if birth is None and party is not None:
+        birth = party.birth_date
+    personal = PersonalInfo(
+        cpf=pick(person.cpf if person else None, party.cpf_cnpj if party else None),
+        name=pick(person.name if person else None, party.full_name if party else None),
+        birth_date=birth.isoformat() if birth else None,
+        gender=pick(person.sex if person else None, party.sex if party else None),
+        mother_name=pick(
+            person.mother_name if person else None, party.mother_name if party else None
+        ),
+        father_name=pick(
+            person.father_name if person else None, party.father_name if party else None
+        ),
+        marital_status=person.marital_status if person else None,
+        rg=pick(person.rg if person else None, party.rg if party else None),
+    )
+    financial = (
+        FinancialInfo(
+            income=person.income,
+            purchasing_power=person.purchasing_power,
+            income_range=person.income_range,
+            credit_score=person.credit_score,
+            risk_band=person.risk_band,
+            quality_score=person.quality_score,
+        )
+        if person is not None and (person.income is not None or person.risk_band is not None)
+        else None
+    )
+    enriched = person is not None
+    return UnifiedCustomer(
+        source="c2s-api",
+        type="customer",
+        personal_info=personal,
+        contact_info=ContactInfo(emails=list(emails.values()), phones=list(phones.values())),
+        addresses=addresses,
+        financial_info=financial,
+        interests=None,
+        metadata=Metadata(
+            enriched=enriched,
+            sources=sources,
+            timestamp=now.isoformat().replace("+00:00", "Z"),
+            modules_consulted=["cpf"] if "work_api" in sources or enriched else [],
+            party_id=str(party.id) if party is not None else None,
+        ),
+        wealth_assessment=None,
+        match=match,
+    )

@@ -1,0 +1,524 @@
+"""The enrichment pipeline: lead -> CPF(s) -> dossier(s) -> store -> message -> C2S.
+
+Written against the ports only. Three entry points share the steps:
+
+* :meth:`Enricher.process_lead` — ``GET /api/v1/leads/process`` (Make.com): in-flight lock with a
+  replay of the finished answer, recent-CPF dedup, cached dossiers; always an answer object.
+* :meth:`Enricher.enrich_lead` — ``POST /api/v1/c2s/enrich/{lead_id}``: no dedup, fresh dossiers,
+  failures raised as domain errors (HTTP errors).
+* :meth:`Enricher.enrich_event` — the durable webhook job: stored/cached data first.
+
+Fixed defects of the reference (behaviour.md section 9): CPF and dossier are paired by CPF, never
+by list index; Diretrix lookups run concurrently; phones are validated before Diretrix (national
+digits, not ``+55...``); the lead lock is released when processing ends; upstream errors are never
+cached; the data is stored before the message is sent, so a failing send loses nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+import msgspec
+
+from domain.documents import is_valid_cpf, normalize_cpf
+from domain.dossier import Dossier, decode_dossier
+from domain.emails import is_valid_email, normalize_email
+from domain.errors import (
+    DependencyUnavailable,
+    DomainError,
+    InvalidInput,
+    NotFound,
+    UpstreamError,
+)
+from domain.message import PersonSource, format_lead_message
+from domain.names import match_names
+from domain.phones import diretrix_form, parse_br_phone
+
+if TYPE_CHECKING:
+    from domain.models import CpfCandidate, Lead, LeadCustomer
+    from domain.ports import (
+        C2SPort,
+        Clock,
+        ContactCpfCache,
+        DiretrixPort,
+        DossierCache,
+        LeadLocks,
+        PartyRepository,
+        RecentCpfs,
+        StepObserver,
+        WorkApiPort,
+    )
+
+__all__ = [
+    "ContactLookup",
+    "DirectResult",
+    "Enricher",
+    "EventResult",
+    "MatchInfo",
+    "ProcessResult",
+    "Resolution",
+    "ResolvedPerson",
+]
+
+Via = Literal["phone", "email", "both", "direct"]
+LookupStatus = Literal["found", "not_found", "invalid", "absent", "unavailable"]
+
+
+class MatchInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """How a CPF was resolved from a contact.
+
+    Attributes:
+        score: Name similarity between the lead's name and the candidate's, in [0, 1]; 0 when the
+            lead has no name to compare.
+        method: The name-matching rule that decided (``exact``, ``fuzzy-full``... or ``none``).
+        source: Where the candidate came from (``diretrix`` or ``cache``).
+        matched: Whether the names are considered the same person.
+    """
+
+    score: float
+    method: str
+    source: str
+    matched: bool
+
+
+class ResolvedPerson(msgspec.Struct, frozen=True, kw_only=True):
+    """One CPF found for a lead, and how."""
+
+    cpf: str
+    via: Via
+    contact: str | None = None
+    match: MatchInfo | None = None
+
+
+class ContactLookup(msgspec.Struct, frozen=True, kw_only=True):
+    """What one contact (phone or e-mail) yielded."""
+
+    status: LookupStatus
+    person: ResolvedPerson | None = None
+
+
+class Resolution(msgspec.Struct, frozen=True, kw_only=True):
+    """The CPFs found for a lead: phone first, then e-mail, one entry per distinct CPF."""
+
+    people: list[ResolvedPerson]
+    phone: ContactLookup
+    email: ContactLookup
+
+    @property
+    def same_person(self) -> bool:
+        """Phone and e-mail led to the same CPF."""
+        return len(self.people) == 1 and self.people[0].via == "both"
+
+
+class ProcessResult(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """The answer of ``/leads/process`` (the reference's JSON fields, plus ``matches``)."""
+
+    success: bool
+    message: str
+    lead_id: str
+    duplicate_request: bool | None = None
+    cpfs_processed: list[str] | None = None
+    entities_stored: int | None = None
+    matches: list[ResolvedPerson] | None = None
+
+
+class DirectResult(msgspec.Struct, frozen=True, kw_only=True):
+    """The answer of ``/c2s/enrich/{lead_id}``."""
+
+    success: bool
+    lead_id: str
+    customer_name: str
+    enriched: bool
+    message_sent: bool
+    stored_in_db: int
+    entity_ids: list[str]
+    cpfs_enriched: list[str]
+    same_person: bool
+    matches: list[ResolvedPerson]
+
+
+class EventResult(msgspec.Struct, frozen=True, kw_only=True):
+    """What the webhook job did."""
+
+    cpfs: list[str]
+    stored: int
+    message: str
+    used_stored_data: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineSettings:
+    """Tunables of the pipeline."""
+
+    income_multiplier: float = 1.9
+    name_match_threshold: float = 0.75
+    stored_dossier_max_age_s: float = 30 * 24 * 3600.0
+
+
+def _dossier_key(cpf: str) -> str:
+    return f"cpf:{cpf}"
+
+
+def _valid_cpf(raw: str) -> str | None:
+    if not is_valid_cpf(raw):
+        return None
+    return normalize_cpf(raw)
+
+
+class Enricher:
+    """The use cases of the enrichment pipeline, bound to their ports."""
+
+    def __init__(
+        self,
+        *,
+        c2s: C2SPort,
+        diretrix: DiretrixPort,
+        work_api: WorkApiPort,
+        repository: PartyRepository,
+        dossier_cache: DossierCache,
+        contact_cache: ContactCpfCache,
+        lead_locks: LeadLocks,
+        recent_cpfs: RecentCpfs,
+        observer: StepObserver,
+        clock: Clock,
+        settings: PipelineSettings | None = None,
+    ) -> None:
+        self.c2s = c2s
+        self.diretrix = diretrix
+        self.work_api = work_api
+        self.repository = repository
+        self.dossier_cache = dossier_cache
+        self.contact_cache = contact_cache
+        self.lead_locks = lead_locks
+        self.recent_cpfs = recent_cpfs
+        self.observer = observer
+        self.clock = clock
+        self.settings = settings or PipelineSettings()
+
+    # --- steps ---------------------------------------------------------------------------------
+
+    async def fetch_lead(self, lead_id: str) -> Lead:
+        """Fetch the lead from C2S."""
+        async with self.observer.step("fetch_lead"):
+            return await self.c2s.fetch_lead(lead_id)
+
+    async def resolve(self, customer: LeadCustomer) -> Resolution:
+        """Resolve the customer's CPF(s) from phone and e-mail, concurrently.
+
+        A failing lookup (Diretrix down, breaker open) counts as ``unavailable`` for that contact
+        only; the other contact still resolves.
+        """
+        async with self.observer.step("resolve_cpf"):
+            phone, email = await asyncio.gather(
+                self._lookup_phone(customer), self._lookup_email(customer)
+            )
+        people: list[ResolvedPerson] = []
+        if phone.person is not None and email.person is not None:
+            if phone.person.cpf == email.person.cpf:
+                people.append(msgspec.structs.replace(phone.person, via="both", contact=None))
+            else:
+                people.extend([phone.person, email.person])
+        elif phone.person is not None:
+            people.append(phone.person)
+        elif email.person is not None:
+            people.append(email.person)
+        return Resolution(people=people, phone=phone, email=email)
+
+    async def _lookup_phone(self, customer: LeadCustomer) -> ContactLookup:
+        raw = customer.phone or customer.phone2
+        if not raw or not raw.strip():
+            return ContactLookup(status="absent")
+        try:
+            phone = parse_br_phone(raw)
+        except InvalidInput:
+            return ContactLookup(status="invalid")
+        national = diretrix_form(phone)
+        return await self._lookup("phone", national, customer.name, national)
+
+    async def _lookup_email(self, customer: LeadCustomer) -> ContactLookup:
+        raw = customer.email
+        if not raw or not raw.strip():
+            return ContactLookup(status="absent")
+        if not is_valid_email(raw):
+            return ContactLookup(status="invalid")
+        email = normalize_email(raw)
+        return await self._lookup("email", email, customer.name, email)
+
+    async def _lookup(
+        self, kind: Literal["phone", "email"], value: str, lead_name: str | None, shown: str
+    ) -> ContactLookup:
+        source = "cache"
+        candidates = await self.contact_cache.get(kind, value)
+        if candidates is None:
+            source = "diretrix"
+            try:
+                if kind == "phone":
+                    candidates = await self.diretrix.search_by_phone(value)
+                else:
+                    candidates = await self.diretrix.search_by_email(value)
+            except (DependencyUnavailable, UpstreamError):
+                return ContactLookup(status="unavailable")
+            await self.contact_cache.put(kind, value, candidates)
+        chosen = self._choose(candidates, lead_name)
+        if chosen is None:
+            return ContactLookup(status="not_found")
+        cpf, score, method, matched = chosen
+        return ContactLookup(
+            status="found",
+            person=ResolvedPerson(
+                cpf=cpf,
+                via=kind,
+                contact=shown,
+                match=MatchInfo(score=score, method=method, source=source, matched=matched),
+            ),
+        )
+
+    def _choose(
+        self, candidates: Sequence[CpfCandidate], lead_name: str | None
+    ) -> tuple[str, float, str, bool] | None:
+        """Pick the candidate whose name best matches the lead's (the first valid one on ties).
+
+        The reference trusted Diretrix's first answer blindly; here a better-matching later
+        candidate wins, and the score is reported so a client can judge a weak match.
+        """
+        best: tuple[str, float, str, bool] | None = None
+        for candidate in candidates:
+            cpf = _valid_cpf(candidate.cpf)
+            if cpf is None:
+                continue
+            if not lead_name or not lead_name.strip():
+                return (cpf, 0.0, "none", False)
+            result = match_names(lead_name, candidate.name, self.settings.name_match_threshold)
+            if best is None or result.score > best[1]:
+                best = (cpf, result.score, result.method, result.matched)
+        return best
+
+    async def fetch_dossiers(
+        self, cpfs: Sequence[str], *, use_cache: bool
+    ) -> dict[str, tuple[Dossier, bytes]]:
+        """Fetch each CPF's dossier concurrently; a CPF whose fetch failed is simply absent.
+
+        Results are keyed by CPF, so a failure of one CPF can never shift another CPF's data.
+        """
+        async with self.observer.step("fetch_dossier"):
+            results = await asyncio.gather(
+                *(self.fetch_dossier(cpf, use_cache=use_cache) for cpf in cpfs),
+                return_exceptions=True,
+            )
+        out: dict[str, tuple[Dossier, bytes]] = {}
+        for cpf, result in zip(cpfs, results, strict=True):
+            if isinstance(result, tuple):
+                out[cpf] = result
+            elif not isinstance(result, DomainError):
+                raise result  # a bug, not an upstream failure: let it surface
+        return out
+
+    async def fetch_dossier(self, cpf: str, *, use_cache: bool) -> tuple[Dossier, bytes]:
+        """One CPF's dossier: the shared cache first (when allowed), then the Work API.
+
+        Only successful bodies are cached: the Work API client raises on soft errors.
+        """
+        key = _dossier_key(cpf)
+        if use_cache:
+            cached = await self.dossier_cache.get(key)
+            if cached is not None:
+                return decode_dossier(cached), cached
+        dossier, raw = await self.work_api.fetch_dossier(cpf)
+        await self.dossier_cache.put(key, raw)
+        return dossier, raw
+
+    async def store(
+        self, dossiers: dict[str, tuple[Dossier, bytes]], lead_id: str | None
+    ) -> list[str]:
+        """Store each dossier (one transaction each); return the stored party ids.
+
+        A failed store is not fatal for the lead (the message is still worth sending), matching
+        the reference; the failure is visible in the step metric and span.
+        """
+        party_ids: list[str] = []
+        async with self.observer.step("store"):
+            for cpf, (dossier, raw) in dossiers.items():
+                try:
+                    stored = await self.repository.store_dossier(cpf, dossier, raw, lead_id)
+                except DependencyUnavailable:
+                    continue
+                party_ids.append(str(stored.party_id))
+        return party_ids
+
+    def format(
+        self,
+        resolution: Resolution,
+        dossiers: dict[str, tuple[Dossier, bytes]],
+        layout: Literal["webhook", "process"],
+    ) -> str:
+        """Format the C2S message for the people whose dossier was fetched."""
+        people = [
+            PersonSource(cpf=p.cpf, dossier=dossiers[p.cpf][0], via=p.via, contact=p.contact)
+            for p in resolution.people
+            if p.cpf in dossiers
+        ]
+        return format_lead_message(
+            people, layout=layout, income_multiplier=self.settings.income_multiplier
+        )
+
+    async def send(self, lead_id: str, message: str) -> None:
+        """Post the message to the lead in C2S (never retried blindly)."""
+        async with self.observer.step("send_message"):
+            await self.c2s.send_message(lead_id, message)
+
+    # --- entry points --------------------------------------------------------------------------
+
+    async def process_lead(self, lead_id: str) -> ProcessResult:
+        """``/leads/process``: deduplicated, cached, always an answer (``success`` tells)."""
+        lock = await self.lead_locks.acquire(lead_id)
+        if not lock.acquired:
+            if lock.finished is not None:
+                replay = msgspec.json.decode(lock.finished, type=ProcessResult)
+                return msgspec.structs.replace(replay, duplicate_request=True)
+            started = lock.started_at if lock.started_at is not None else self.clock.now()
+            elapsed = max(0, math.floor(self.clock.now() - started))
+            return ProcessResult(
+                success=True,
+                message=(
+                    f"Lead already being processed (started {elapsed} seconds ago). "
+                    "Duplicate request blocked."
+                ),
+                lead_id=lead_id,
+                duplicate_request=True,
+            )
+        try:
+            result = await self._process(lead_id)
+        except BaseException:
+            await self.lead_locks.abandon(lead_id)
+            raise
+        await self.lead_locks.finish(lead_id, msgspec.json.encode(result))
+        return result
+
+    async def _process(self, lead_id: str) -> ProcessResult:
+        def fail(message: str) -> ProcessResult:
+            return ProcessResult(success=False, message=message, lead_id=lead_id)
+
+        try:
+            lead = await self.fetch_lead(lead_id)
+        except NotFound:
+            return fail("Failed to fetch lead from C2S: lead not found")
+        except (UpstreamError, DependencyUnavailable) as exc:
+            return fail(f"Failed to fetch lead from C2S: {exc.detail}")
+        resolution = await self.resolve(lead.customer)
+        if not resolution.people:
+            return fail("Could not find CPF from phone or email")
+        cpfs = [p.cpf for p in resolution.people]
+        recent = await self.recent_cpfs.recent(cpfs)
+        todo = [p.cpf for p in resolution.people if p.cpf not in recent]
+        if not todo:
+            return ProcessResult(
+                success=True,
+                message="CPFs already recently processed (deduplication)",
+                lead_id=lead_id,
+                cpfs_processed=cpfs,
+                entities_stored=0,
+                matches=resolution.people,
+            )
+        dossiers = await self.fetch_dossiers(todo, use_cache=True)
+        if not dossiers:
+            return fail("Failed to enrich any CPFs")
+        await self.recent_cpfs.mark(list(dossiers))
+        stored = await self.store(dossiers, lead_id)
+        async with self.observer.step("format"):
+            message = self.format(resolution, dossiers, "process")
+        try:
+            await self.send(lead_id, message)
+        except (UpstreamError, DependencyUnavailable, NotFound) as exc:
+            return fail(f"Enriched data but failed to send to C2S: {exc.detail}")
+        return ProcessResult(
+            success=True,
+            message=(
+                f"Successfully processed and enriched lead. Stored {len(stored)} entities in "
+                "database."
+            ),
+            lead_id=lead_id,
+            cpfs_processed=cpfs,
+            entities_stored=len(stored),
+            matches=resolution.people,
+        )
+
+    async def enrich_lead(self, lead_id: str) -> DirectResult:
+        """``/c2s/enrich/{lead_id}``: the full flow with fresh data; failures raise.
+
+        Raises:
+            NotFound: the lead does not exist in C2S, or no CPF was found for it.
+            UpstreamError: C2S failed, or every Work API call failed, or the send failed.
+            DependencyUnavailable: an upstream is down (breaker open, timeout).
+        """
+        lead = await self.fetch_lead(lead_id)
+        resolution = await self.resolve(lead.customer)
+        if not resolution.people:
+            raise NotFound("Could not find CPF via Diretrix")
+        cpfs = [p.cpf for p in resolution.people]
+        dossiers = await self.fetch_dossiers(cpfs, use_cache=False)
+        if not dossiers:
+            raise UpstreamError("work_api", "Failed to enrich any CPFs")
+        stored = await self.store(dossiers, lead_id)
+        async with self.observer.step("format"):
+            message = self.format(resolution, dossiers, "webhook")
+        await self.send(lead_id, message)
+        return DirectResult(
+            success=True,
+            lead_id=lead_id,
+            customer_name=lead.customer.name or "",
+            enriched=True,
+            message_sent=True,
+            stored_in_db=len(stored),
+            entity_ids=stored,
+            cpfs_enriched=list(dossiers),
+            same_person=resolution.same_person,
+            matches=resolution.people,
+        )
+
+    async def prepare_event(self, lead: Lead) -> tuple[EventResult, Resolution]:
+        """The webhook job up to (not including) the send: resolve, fetch, store, format.
+
+        Stored dossiers younger than ``stored_dossier_max_age_s`` are reused (the reference's
+        "DB-first shortcut", which sent empty messages because it formatted ``{}``), then the
+        shared cache, then the Work API.
+
+        Raises:
+            NotFound: no CPF for the lead's contacts.
+            UpstreamError: no dossier could be fetched.
+        """
+        resolution = await self.resolve(lead.customer)
+        if not resolution.people:
+            raise NotFound("Could not find CPF from phone or email")
+        cpfs = [p.cpf for p in resolution.people]
+        dossiers: dict[str, tuple[Dossier, bytes]] = {}
+        for cpf in cpfs:
+            stored = await self.repository.find_enrichment(cpf)
+            age = self.clock.now() - stored.enriched_at.timestamp() if stored is not None else None
+            if (
+                stored is not None
+                and age is not None
+                and age <= self.settings.stored_dossier_max_age_s
+            ):
+                dossiers[cpf] = (decode_dossier(stored.raw_payload), stored.raw_payload)
+        used_stored = bool(dossiers)
+        missing = [cpf for cpf in cpfs if cpf not in dossiers]
+        fresh = await self.fetch_dossiers(missing, use_cache=True) if missing else {}
+        if not dossiers and not fresh:
+            raise UpstreamError("work_api", "Failed to enrich any CPFs")
+        stored_ids = await self.store(fresh, lead.id) if fresh else []
+        dossiers.update(fresh)
+        async with self.observer.step("format"):
+            message = self.format(resolution, dossiers, "webhook")
+        return (
+            EventResult(
+                cpfs=[c for c in cpfs if c in dossiers],
+                stored=len(stored_ids),
+                message=message,
+                used_stored_data=used_stored,
+            ),
+            resolution,
+        )

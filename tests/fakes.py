@@ -1,0 +1,333 @@
+"""In-memory fakes of the domain ports, for unit tests of the use cases.
+
+Small and honest: each keeps state the way the real adapter does (a dict where Redis or
+PostgreSQL would be), so tests assert on behaviour, never on calls to our own code.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from domain.dossier import decode_dossier, normalize_dossier
+from domain.errors import DependencyUnavailable, NotFound, UpstreamError, UpstreamSoftError
+from domain.models import (
+    Contact,
+    ContactType,
+    CpfCandidate,
+    Lead,
+    LeadLockState,
+    NewLead,
+    Party,
+    PartyWithContacts,
+    StoredDossier,
+    StoredEnrichment,
+)
+from domain.pipeline import Enricher, PipelineSettings
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Sequence
+
+    from domain.dossier import Dossier
+
+
+class FakeClock:
+    def __init__(self, start: float = 1_800_000_000.0) -> None:
+        self.t = start
+
+    def now(self) -> float:
+        return self.t
+
+
+@dataclass
+class FakeC2S:
+    leads: dict[str, Lead] = field(default_factory=dict)
+    messages: dict[str, list[str]] = field(default_factory=dict)
+    created: list[NewLead] = field(default_factory=list)
+    fail_fetch: DependencyUnavailable | UpstreamError | None = None
+    fail_send: DependencyUnavailable | UpstreamError | None = None
+
+    async def fetch_lead(self, lead_id: str) -> Lead:
+        if self.fail_fetch is not None:
+            raise self.fail_fetch
+        if lead_id not in self.leads:
+            raise NotFound("lead not found")
+        return self.leads[lead_id]
+
+    async def send_message(self, lead_id: str, body: str) -> None:
+        if self.fail_send is not None:
+            raise self.fail_send
+        self.messages.setdefault(lead_id, []).append(body)
+
+    async def create_lead(self, lead: NewLead) -> str:
+        self.created.append(lead)
+        return uuid.uuid4().hex
+
+
+@dataclass
+class FakeDiretrix:
+    by_phone: dict[str, list[CpfCandidate]] = field(default_factory=dict)
+    by_email: dict[str, list[CpfCandidate]] = field(default_factory=dict)
+    down: bool = False
+    calls: int = 0
+
+    async def search_by_phone(self, national_phone: str) -> list[CpfCandidate]:
+        self.calls += 1
+        if self.down:
+            raise DependencyUnavailable("diretrix", "breaker open")
+        return list(self.by_phone.get(national_phone, []))
+
+    async def search_by_email(self, email: str) -> list[CpfCandidate]:
+        self.calls += 1
+        if self.down:
+            raise DependencyUnavailable("diretrix", "breaker open")
+        return list(self.by_email.get(email, []))
+
+
+@dataclass
+class FakeWorkApi:
+    dossiers: dict[str, bytes] = field(default_factory=dict)
+    failing: set[str] = field(default_factory=set)
+    down: bool = False
+    calls: list[str] = field(default_factory=list)
+
+    async def fetch_module(self, module: str, query: str) -> bytes:
+        if module == "cpf":
+            return (await self.fetch_dossier(query))[1]
+        raise UpstreamSoftError("work_api", "unknown module", 403, "unknown_module")
+
+    async def fetch_dossier(self, cpf: str) -> tuple[Dossier, bytes]:
+        self.calls.append(cpf)
+        if self.down:
+            raise DependencyUnavailable("work_api", "breaker open")
+        if cpf in self.failing:
+            raise UpstreamError("work_api", "Work API answered 500", status=500)
+        if cpf not in self.dossiers:
+            raise UpstreamSoftError("work_api", "CPF not found", 404, "not_found")
+        raw = self.dossiers[cpf]
+        return decode_dossier(raw), raw
+
+
+@dataclass
+class _Row:
+    party: Party
+    contacts: list[Contact]
+    raw: bytes | None = None
+    normalized: bytes | None = None
+    enriched_at: dt.datetime | None = None
+
+
+@dataclass
+class FakeRepository:
+    rows: dict[uuid.UUID, _Row] = field(default_factory=dict)
+    down: bool = False
+    now: dt.datetime = field(default_factory=lambda: dt.datetime(2026, 11, 26, tzinfo=dt.UTC))
+
+    def _check(self) -> None:
+        if self.down:
+            raise DependencyUnavailable("postgres", "connection refused")
+
+    def _view(self, row: _Row) -> PartyWithContacts:
+        return PartyWithContacts(
+            party=row.party,
+            contacts=list(row.contacts),
+            normalized_data=row.normalized,
+            enriched_at=row.enriched_at,
+        )
+
+    def add_party(self, party: Party, contacts: Sequence[Contact] = ()) -> None:
+        self.rows[party.id] = _Row(party=party, contacts=list(contacts))
+
+    async def find_by_cpf(self, cpf: str) -> PartyWithContacts | None:
+        self._check()
+        for row in self.rows.values():
+            if row.party.cpf_cnpj == cpf and row.party.party_type == "person":
+                return self._view(row)
+        return None
+
+    async def find_by_email(self, email: str) -> PartyWithContacts | None:
+        self._check()
+        for row in self.rows.values():
+            if any(c.contact_type == "email" and c.value == email for c in row.contacts):
+                return self._view(row)
+        return None
+
+    async def find_by_phone(self, national_phone: str) -> PartyWithContacts | None:
+        self._check()
+        for row in self.rows.values():
+            if any(c.contact_type != "email" and c.value == national_phone for c in row.contacts):
+                return self._view(row)
+        return None
+
+    async def search_by_name(self, name: str, limit: int = 10) -> list[PartyWithContacts]:
+        self._check()
+        hits = [r for r in self.rows.values() if name.lower() in r.party.full_name.lower()]
+        return [self._view(r) for r in hits[:limit]]
+
+    async def get_party(self, party_id: uuid.UUID) -> PartyWithContacts | None:
+        self._check()
+        row = self.rows.get(party_id)
+        return self._view(row) if row is not None else None
+
+    async def store_dossier(
+        self, cpf: str, dossier: Dossier, raw: bytes, lead_id: str | None
+    ) -> StoredDossier:
+        self._check()
+        import msgspec
+
+        person = normalize_dossier(dossier)
+        existing = next((r for r in self.rows.values() if r.party.cpf_cnpj == cpf), None)
+        created = existing is None
+        if existing is None:
+            party = Party(
+                id=uuid.uuid4(),
+                party_type="person",
+                cpf_cnpj=cpf,
+                full_name=person.name or "",
+                enriched=True,
+            )
+            existing = _Row(party=party, contacts=[])
+            self.rows[party.id] = existing
+        before = len(existing.contacts)
+        known = {(c.contact_type, c.value) for c in existing.contacts}
+        for email in person.emails:
+            if ("email", email.address) not in known:
+                existing.contacts.append(
+                    Contact(id=uuid.uuid4(), contact_type="email", value=email.address)
+                )
+        for phone in person.phones:
+            kind: ContactType = "whatsapp" if phone.is_whatsapp else "phone"
+            if (kind, phone.number) not in known:
+                existing.contacts.append(
+                    Contact(id=uuid.uuid4(), contact_type=kind, value=phone.number)
+                )
+        existing.raw = raw
+        existing.normalized = msgspec.json.encode(person)
+        existing.enriched_at = self.now
+        return StoredDossier(
+            party_id=existing.party.id,
+            created=created,
+            contacts_added=len(existing.contacts) - before,
+            addresses_added=0,
+        )
+
+    async def find_enrichment(self, cpf: str) -> StoredEnrichment | None:
+        self._check()
+        for row in self.rows.values():
+            if row.party.cpf_cnpj == cpf and row.raw is not None and row.enriched_at is not None:
+                return StoredEnrichment(
+                    party_id=row.party.id, raw_payload=row.raw, enriched_at=row.enriched_at
+                )
+        return None
+
+
+@dataclass
+class FakeDossierCache:
+    entries: dict[str, bytes] = field(default_factory=dict)
+
+    async def get(self, key: str) -> bytes | None:
+        return self.entries.get(key)
+
+    async def put(self, key: str, raw: bytes) -> None:
+        self.entries[key] = raw
+
+
+@dataclass
+class FakeContactCache:
+    entries: dict[tuple[str, str], list[CpfCandidate]] = field(default_factory=dict)
+
+    async def get(self, kind: str, value: str) -> list[CpfCandidate] | None:
+        found = self.entries.get((kind, value))
+        return list(found) if found is not None else None
+
+    async def put(self, kind: str, value: str, candidates: Sequence[CpfCandidate]) -> None:
+        self.entries[(kind, value)] = list(candidates)
+
+
+@dataclass
+class FakeLeadLocks:
+    clock: FakeClock
+    held: dict[str, float] = field(default_factory=dict)
+    finished: dict[str, bytes] = field(default_factory=dict)
+
+    async def acquire(self, lead_id: str) -> LeadLockState:
+        if lead_id in self.finished:
+            return LeadLockState(acquired=False, finished=self.finished[lead_id])
+        if lead_id in self.held:
+            return LeadLockState(acquired=False, started_at=self.held[lead_id])
+        self.held[lead_id] = self.clock.now()
+        return LeadLockState(acquired=True)
+
+    async def finish(self, lead_id: str, result: bytes) -> None:
+        self.held.pop(lead_id, None)
+        self.finished[lead_id] = result
+
+    async def abandon(self, lead_id: str) -> None:
+        self.held.pop(lead_id, None)
+
+
+@dataclass
+class FakeRecentCpfs:
+    clock: FakeClock
+    window_s: float = 60.0
+    seen: dict[str, float] = field(default_factory=dict)
+
+    async def recent(self, cpfs: Sequence[str]) -> set[str]:
+        now = self.clock.now()
+        return {c for c in cpfs if c in self.seen and now - self.seen[c] < self.window_s}
+
+    async def mark(self, cpfs: Sequence[str]) -> None:
+        for cpf in cpfs:
+            self.seen[cpf] = self.clock.now()
+
+
+@dataclass
+class RecordingObserver:
+    """Records each step and its outcome, like the metric the real observer feeds."""
+
+    steps: list[tuple[str, str]] = field(default_factory=list)
+
+    @asynccontextmanager
+    async def step(self, name: str) -> AsyncIterator[None]:
+        try:
+            yield
+        except BaseException as exc:
+            self.steps.append((name, type(exc).__name__))
+            raise
+        self.steps.append((name, "ok"))
+
+
+@dataclass
+class World:
+    """Every fake wired into one :class:`Enricher`."""
+
+    clock: FakeClock = field(default_factory=FakeClock)
+    c2s: FakeC2S = field(default_factory=FakeC2S)
+    diretrix: FakeDiretrix = field(default_factory=FakeDiretrix)
+    work_api: FakeWorkApi = field(default_factory=FakeWorkApi)
+    repository: FakeRepository = field(default_factory=FakeRepository)
+    dossier_cache: FakeDossierCache = field(default_factory=FakeDossierCache)
+    contact_cache: FakeContactCache = field(default_factory=FakeContactCache)
+    observer: RecordingObserver = field(default_factory=RecordingObserver)
+    lead_locks: FakeLeadLocks | None = None
+    recent_cpfs: FakeRecentCpfs | None = None
+
+    def enricher(self, settings: PipelineSettings | None = None) -> Enricher:
+        self.lead_locks = self.lead_locks or FakeLeadLocks(self.clock)
+        self.recent_cpfs = self.recent_cpfs or FakeRecentCpfs(self.clock)
+        return Enricher(
+            c2s=self.c2s,
+            diretrix=self.diretrix,
+            work_api=self.work_api,
+            repository=self.repository,
+            dossier_cache=self.dossier_cache,
+            contact_cache=self.contact_cache,
+            lead_locks=self.lead_locks,
+            recent_cpfs=self.recent_cpfs,
+            observer=self.observer,
+            clock=self.clock,
+            settings=settings,
+        )
