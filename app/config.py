@@ -16,7 +16,14 @@ from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
 
-__all__ = ["ConfigError", "Secret", "Settings", "load_settings", "redact_url"]
+__all__ = [
+    "ConfigError",
+    "Secret",
+    "Settings",
+    "load_settings",
+    "parse_hmac_keys",
+    "redact_url",
+]
 
 
 class ConfigError(Exception):
@@ -95,6 +102,24 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     redis_timeout_s: PositiveFloat = 0.25
     redis_max_connections: PositiveInt = 512
 
+    # --- shared caches (Redis) ---------------------------------------------------------------
+    # "kid:secret[,kid:secret]": the first signs new entries, every listed key verifies (rotation).
+    cache_hmac_keys: Secret = msgspec.field(
+        default_factory=lambda: Secret("dev:development-only-cache-key")
+    )
+    # Keys Redis entries by a keyed digest of the identifier, so no raw CPF/e-mail sits in Redis.
+    cache_key_salt: Secret = msgspec.field(
+        default_factory=lambda: Secret("development-only-key-salt")
+    )
+    work_api_cache_ttl_s: PositiveInt = 3600
+    contact_cache_ttl_s: PositiveInt = 86400
+    contact_cache_negative_ttl_s: PositiveInt = 3600
+    lead_lock_ttl_s: PositiveInt = 300
+    lead_replay_ttl_s: PositiveInt = 60
+    recent_cpf_ttl_s: PositiveInt = 60
+    idempotency_ttl_s: PositiveInt = 86400
+    idempotency_lock_ttl_s: PositiveInt = 120
+
     # --- readiness --------------------------------------------------------------------------
     ready_timeout_s: PositiveFloat = 1.0
 
@@ -168,9 +193,41 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         var = field.upper() or "environment"
         reason = message.split(" - at ", 1)[0]
         raise ConfigError(f"invalid configuration: {var}: {reason}") from None
+    if not _parse_keys_ok(settings.cache_hmac_keys.get()):
+        raise ConfigError(
+            "invalid configuration: CACHE_HMAC_KEYS: expected kid:secret[,kid:secret], "
+            "secrets of at least 16 characters"
+        )
+    if settings.environment == "production" and (
+        settings.cache_hmac_keys.get().startswith("dev:")
+        or settings.cache_key_salt.get().startswith("development-only")
+    ):
+        raise ConfigError(
+            "invalid configuration: CACHE_HMAC_KEYS: set real keys (and CACHE_KEY_SALT) in production"
+        )
     if settings.db_pool_min > settings.db_pool_max:
         raise ConfigError("invalid configuration: DB_POOL_MIN: must not exceed DB_POOL_MAX")
     return settings
+
+
+def parse_hmac_keys(raw: str) -> list[tuple[str, bytes]]:
+    """Split ``kid:secret[,kid:secret]`` into ``[(kid, secret), ...]``, current key first."""
+    keys: list[tuple[str, bytes]] = []
+    for part in raw.split(","):
+        kid, _, secret = part.strip().partition(":")
+        keys.append((kid, secret.encode()))
+    return keys
+
+
+def _parse_keys_ok(raw: str) -> bool:
+    try:
+        keys = parse_hmac_keys(raw)
+    except ValueError:
+        return False
+    kids = [kid for kid, _ in keys]
+    return bool(keys) and len(set(kids)) == len(kids) and all(
+        kid.isalnum() and len(secret) >= 16 for kid, secret in keys
+    )
 
 
 def settings_or_exit(environ: Mapping[str, str] | None = None) -> Settings:

@@ -1,0 +1,161 @@
+"""Shared Redis state against a real Redis: integrity, dedup across callers, degraded mode."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from typing import TYPE_CHECKING
+
+import pytest
+import redis.asyncio as aioredis
+
+from domain.models import CpfCandidate
+from infra.cache import (
+    HmacEnvelope,
+    KeySpace,
+    RedisContactCpfCache,
+    RedisDossierCache,
+    RedisLeadLocks,
+    RedisRecentCpfs,
+)
+from tests.conftest import REDIS_BASE_URL
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+pytestmark = pytest.mark.integration
+
+CPF = "39053344705"
+KEYS = [("k2", b"new-secret-0123456789"), ("k1", b"old-secret-0123456789")]
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.counts: Counter[tuple[str, str]] = Counter()
+
+    def record(self, cache: str, result: str) -> None:
+        self.counts[(cache, result)] += 1
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[aioredis.Redis]:
+    redis = aioredis.Redis.from_url(REDIS_BASE_URL)
+    yield redis
+    await redis.aclose()
+
+
+@pytest.fixture
+def keyspace(redis_prefix: str, redis_cleanup: None) -> KeySpace:
+    return KeySpace(redis_prefix + "cache:", b"test-salt")
+
+
+async def test_dossier_round_trips_and_key_hides_the_cpf(
+    client: aioredis.Redis, keyspace: KeySpace
+) -> None:
+    recorder = Recorder()
+    cache = RedisDossierCache(client, keyspace, HmacEnvelope(KEYS), 60, recorder)
+    await cache.put(f"cpf:{CPF}", b'{"status":200}')
+    assert await cache.get(f"cpf:{CPF}") == b'{"status":200}'
+    name = cache.key(f"cpf:{CPF}")
+    assert CPF not in name
+    assert 0 < await client.ttl(name) <= 60
+    assert recorder.counts[("work_api", "hit")] == 1
+
+
+async def test_tampered_entry_is_a_counted_miss(client: aioredis.Redis, keyspace: KeySpace) -> None:
+    recorder = Recorder()
+    cache = RedisDossierCache(client, keyspace, HmacEnvelope(KEYS), 60, recorder)
+    await cache.put("cpf:1", b'{"renda":"1000,00"}')
+    name = cache.key("cpf:1")
+    sealed = await client.get(name)
+    assert sealed is not None
+    await client.set(name, sealed.replace(b"1000", b"9999"))
+    assert await cache.get("cpf:1") is None
+    assert recorder.counts[("work_api", "integrity_failure")] == 1
+
+
+async def test_entry_copied_under_another_key_does_not_verify(
+    client: aioredis.Redis, keyspace: KeySpace
+) -> None:
+    cache = RedisDossierCache(client, keyspace, HmacEnvelope(KEYS), 60)
+    await cache.put("cpf:a", b"A")
+    sealed = await client.get(cache.key("cpf:a"))
+    assert sealed is not None
+    await client.set(cache.key("cpf:b"), sealed)
+    assert await cache.get("cpf:b") is None
+
+
+async def test_rotation_accepts_the_old_key_and_rejects_unknown_ones(
+    client: aioredis.Redis, keyspace: KeySpace
+) -> None:
+    old = RedisDossierCache(client, keyspace, HmacEnvelope([KEYS[1]]), 60)
+    await old.put("cpf:r", b"R")
+    rotated = RedisDossierCache(client, keyspace, HmacEnvelope(KEYS), 60)
+    assert await rotated.get("cpf:r") == b"R"
+    stranger = RedisDossierCache(client, keyspace, HmacEnvelope([("k9", b"x" * 20)]), 60)
+    assert await stranger.get("cpf:r") is None
+
+
+async def test_contact_cache_keeps_not_found_shorter(
+    client: aioredis.Redis, keyspace: KeySpace
+) -> None:
+    cache = RedisContactCpfCache(client, keyspace, ttl_s=86400, negative_ttl_s=600)
+    found = [CpfCandidate(name="A", cpf=CPF)]
+    await cache.put("phone", "11987654321", found)
+    await cache.put("email", "nobody@example.com", [])
+    assert await cache.get("phone", "11987654321") == found
+    assert await cache.get("email", "nobody@example.com") == []
+    assert await cache.get("email", "other@example.com") is None
+    assert await client.ttl(keyspace.key("cc", "email:nobody@example.com")) <= 600
+    assert await client.ttl(keyspace.key("cc", "phone:11987654321")) > 600
+
+
+async def test_exactly_one_of_many_concurrent_callers_takes_a_lead(
+    client: aioredis.Redis, keyspace: KeySpace
+) -> None:
+    locks = [RedisLeadLocks(client, keyspace, 300, 60) for _ in range(4)]  # four "workers"
+    states = await asyncio.gather(*(locks[i % 4].acquire("lead-1") for i in range(40)))
+    assert sum(s.acquired for s in states) == 1
+    assert all(s.started_at is not None for s in states if not s.acquired)
+
+
+async def test_finish_replays_and_abandon_frees(client: aioredis.Redis, keyspace: KeySpace) -> None:
+    locks = RedisLeadLocks(client, keyspace, 300, 60)
+    assert (await locks.acquire("lead-2")).acquired
+    await locks.finish("lead-2", b'{"success":true}')
+    replay = await locks.acquire("lead-2")
+    assert not replay.acquired
+    assert replay.finished == b'{"success":true}'
+    assert (await locks.acquire("lead-3")).acquired
+    await locks.abandon("lead-3")
+    assert (await locks.acquire("lead-3")).acquired
+
+
+async def test_recent_cpfs_expire_with_their_window(
+    client: aioredis.Redis, keyspace: KeySpace
+) -> None:
+    recent = RedisRecentCpfs(client, keyspace, ttl_s=1)
+    await recent.mark([CPF])
+    assert await recent.recent([CPF, "71460238001"]) == {CPF}
+    await asyncio.sleep(1.2)
+    assert await recent.recent([CPF]) == set()
+
+
+async def test_redis_down_degrades_without_raising(keyspace: KeySpace) -> None:
+    dead = aioredis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2)
+    try:
+        recorder = Recorder()
+        cache = RedisDossierCache(dead, keyspace, HmacEnvelope(KEYS), 60, recorder)
+        await cache.put("cpf:x", b"X")
+        assert await cache.get("cpf:x") is None
+        assert recorder.counts[("work_api", "error")] == 2
+        locks = RedisLeadLocks(dead, keyspace, 300, 60)
+        assert (await locks.acquire("lead-x")).acquired
+        assert not (await locks.acquire("lead-x")).acquired  # still deduplicated per process
+        await locks.finish("lead-x", b"{}")
+        assert (await locks.acquire("lead-x")).finished == b"{}"
+        recent = RedisRecentCpfs(dead, keyspace, ttl_s=60)
+        await recent.mark([CPF])
+        assert await recent.recent([CPF]) == {CPF}
+    finally:
+        await dead.aclose()
