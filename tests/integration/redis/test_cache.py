@@ -68,7 +68,7 @@ async def test_tampered_entry_is_a_counted_miss(client: aioredis.Redis, keyspace
     await cache.put("cpf:1", b'{"renda":"1000,00"}')
     name = cache.key("cpf:1")
     sealed = await client.get(name)
-    assert sealed is not None
+    assert isinstance(sealed, bytes)
     await client.set(name, sealed.replace(b"1000", b"9999"))
     assert await cache.get("cpf:1") is None
     assert recorder.counts[("work_api", "integrity_failure")] == 1
