@@ -1,0 +1,166 @@
+"""Rate-limit middleware: per client IP, per API key and global, with IETF draft headers.
+
+Runs after routing (route ``opt`` decides), in one Redis round trip that can also prefetch the
+route's cached body (route ``opt["cache_prefetch"]``: a function of the scope returning the Redis
+key to read, or ``""``). Responses carry ``RateLimit-Policy`` and ``RateLimit``
+(draft-ietf-httpapi-ratelimit-headers) and ``X-RateLimit-Limit/Remaining/Reset`` (Reset is
+seconds until the window resets, like the draft's ``t``); a 429 is problem+json with
+``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from litestar.enums import ScopeType
+
+from app.middleware import request_id_of
+from app.problems import PROBLEM_MEDIA_TYPE, Problem, encode_problem, problem_type
+
+if TYPE_CHECKING:
+    from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+    from infra.ratelimit import Decision, RateLimiter, Tier
+
+__all__ = ["ClientAddress", "RateLimitMiddleware", "format_headers"]
+
+PrefetchFn = Callable[["Scope"], str]
+
+
+class ClientAddress:
+    """The client's IP: the first proxy hop only when the peer is a trusted proxy."""
+
+    __slots__ = ("_networks",)
+
+    def __init__(self, trusted: tuple[str, ...]) -> None:
+        self._networks = [ipaddress.ip_network(cidr, strict=False) for cidr in trusted]
+
+    def _trusted(self, peer: str) -> bool:
+        try:
+            address = ipaddress.ip_address(peer)
+        except ValueError:
+            return False
+        return any(address in network for network in self._networks)
+
+    def of(self, scope: Scope) -> str:
+        """Return the client address for ``scope``."""
+        client = scope.get("client")
+        peer = client[0] if client else "unknown"
+        if not self._networks or not self._trusted(peer):
+            return peer
+        forwarded: bytes | None = None
+        for name, value in scope["headers"]:
+            if name == b"fly-client-ip":
+                forwarded = value
+                break
+            if name == b"x-forwarded-for" and forwarded is None:
+                forwarded = value
+        if forwarded is None:
+            return peer
+        first = forwarded.split(b",", 1)[0].strip().decode("latin-1")
+        try:
+            return str(ipaddress.ip_address(first))
+        except ValueError:
+            return peer
+
+
+def _digest(value: str, salt: bytes) -> str:
+    return hashlib.blake2b(value.encode(), key=salt[:64], digest_size=12).hexdigest()
+
+
+def format_headers(limiter: RateLimiter, decision: Decision) -> list[tuple[bytes, bytes]]:
+    """The rate-limit response headers for ``decision``."""
+    policies = ", ".join(
+        f'"{state.tier}";q={state.quota};w={math.ceil(state.window_s)}' for state in decision.states
+    )
+    headers: list[tuple[bytes, bytes]] = []
+    if policies:
+        headers.append((b"ratelimit-policy", policies.encode()))
+    tight = decision.tightest
+    if tight is not None:
+        reset = math.ceil(tight.reset_s)
+        headers += [
+            (b"ratelimit", f'"{tight.tier}";r={tight.remaining};t={reset}'.encode()),
+            (b"x-ratelimit-limit", str(tight.quota).encode()),
+            (b"x-ratelimit-remaining", str(tight.remaining).encode()),
+            (b"x-ratelimit-reset", str(reset).encode()),
+        ]
+    return headers
+
+
+class RateLimitMiddleware:
+    """ASGI middleware (route level) enforcing the tiers of :class:`infra.ratelimit.RateLimiter`."""
+
+    __slots__ = ("app",)
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        handler = scope.get("route_handler")
+        opt: dict[str, Any] = handler.opt if handler is not None else {}
+        state = scope["app"].state
+        limiter: RateLimiter | None = getattr(state, "rate_limiter", None)
+        if scope["type"] != ScopeType.HTTP or opt.get("exclude_from_rate_limit") or limiter is None:
+            await self.app(scope, receive, send)
+            return
+        edge = state.edge
+        identities: dict[Tier, str] = {
+            "ip": _digest(edge.client_address.of(scope), edge.salt),
+            "global": "all",
+        }
+        key_id = scope.get("state", {}).get("api_key_id")
+        if key_id:
+            identities["key"] = key_id
+        prefetch: PrefetchFn | None = opt.get("cache_prefetch")
+        extra_key = prefetch(scope) if prefetch is not None else ""
+        decision = await limiter.check(identities, extra_key=extra_key)
+        headers = format_headers(limiter, decision)
+        if not decision.allowed:
+            await _send_429(scope, send, decision.retry_after_s, headers)
+            return
+        if extra_key:
+            scope.setdefault("state", {})["prefetched"] = (extra_key, decision.extra)
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), *headers]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+async def _send_429(
+    scope: Scope, send: Send, retry_after: int, headers: list[tuple[bytes, bytes]]
+) -> None:
+    type_uri, title = problem_type(429)
+    detail = f"Rate limit exceeded; retry in {retry_after} s"
+    body = encode_problem(
+        Problem(
+            type=type_uri,
+            title=title,
+            status=429,
+            detail=detail,
+            error=detail,
+            instance=scope.get("path"),
+            request_id=request_id_of(scope),
+            retry_after=retry_after,
+        )
+    )
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 429,
+            "headers": [
+                (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
+                (b"content-length", str(len(body)).encode()),
+                (b"retry-after", str(retry_after).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body, "more_body": False})

@@ -1,0 +1,183 @@
+"""Customer lookups: ``/contributor/customer``, ``/enrich``, ``/enrich/batch``, ``/customers/{id}``,
+and the basic lead processing of ``POST /leads``."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from typing import TYPE_CHECKING, Annotated
+from uuid import UUID
+
+import msgspec
+from litestar import Controller, get, post
+from litestar.params import Parameter
+
+from app.problems import problem_responses
+from app.schemas import (
+    BatchItemResult,
+    BatchRequest,
+    BatchResult,
+    CustomerDetail,
+    EmailRow,
+    EnrichRequest,
+    LeadRequest,
+    LeadResponse,
+    PhoneRow,
+)
+from domain.customers import CustomerQuery, UnifiedCustomer, lookup_customer
+from domain.dossier import NormalizedPerson
+from domain.errors import DependencyUnavailable, DomainError, InvalidInput, NotFound
+
+if TYPE_CHECKING:
+    from domain.models import PartyWithContacts
+    from domain.pipeline import Enricher
+
+__all__ = ["CustomerController", "customer_detail"]
+
+_BATCH_CONCURRENCY = 8
+Identifier = Annotated[str | None, Parameter(max_length=256, required=False)]
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def customer_detail(found: PartyWithContacts) -> CustomerDetail:
+    """The reference's customer document, with the stored enrichment filled in."""
+
+    def stamp(value: dt.datetime | None) -> str | None:
+        return value.isoformat() if value is not None else None
+
+    emails = [
+        EmailRow(id=str(c.id), email=c.value, created_at=stamp(c.created_at))
+        for c in found.contacts
+        if c.contact_type == "email"
+    ]
+    phones = [
+        PhoneRow(id=str(c.id), number=c.value, country_code=None, created_at=stamp(c.created_at))
+        for c in found.contacts
+        if c.contact_type != "email"
+    ]
+    enrichment = (
+        msgspec.json.decode(found.normalized_data, type=NormalizedPerson)
+        if found.normalized_data is not None
+        else None
+    )
+    return CustomerDetail(
+        customer=found.party, emails=emails, phones=phones, enrichment_data=enrichment
+    )
+
+
+class CustomerController(Controller):
+    """Look customers up in the party model, enriching from the Work API when needed."""
+
+    path = "/api/v1"
+    tags = ["customers"]  # noqa: RUF012 - Litestar reads class attributes
+
+    @get(
+        "/contributor/customer",
+        operation_id="getContributorCustomer",
+        summary="Find a customer by cpf > email > phone > name (database, then Work API)",
+        responses=problem_responses(400, 401, 404, 429, 503),
+    )
+    async def contributor_customer(
+        self,
+        enricher: Enricher,
+        cpf: Identifier = None,
+        email: Identifier = None,
+        phone: Identifier = None,
+        name: Identifier = None,
+    ) -> UnifiedCustomer:
+        query = CustomerQuery(cpf=cpf, email=email, phone=phone, name=name)
+        return await lookup_customer(enricher, query, now=_now())
+
+    @post(
+        "/enrich",
+        operation_id="enrichCustomer",
+        summary="Same as the customer lookup, identifiers in a JSON body",
+        status_code=200,
+        responses=problem_responses(400, 401, 404, 413, 415, 429, 503),
+    )
+    async def enrich(self, enricher: Enricher, data: EnrichRequest) -> UnifiedCustomer:
+        query = CustomerQuery(cpf=data.cpf, email=data.email, phone=data.phone, name=data.name)
+        return await lookup_customer(enricher, query, now=_now())
+
+    @post(
+        "/enrich/batch",
+        operation_id="enrichBatch",
+        summary="Look up 1..100 customers; per-item results, partial success",
+        status_code=200,
+        responses=problem_responses(400, 401, 413, 415, 429),
+    )
+    async def enrich_batch(self, enricher: Enricher, data: BatchRequest) -> BatchResult:
+        gate = asyncio.Semaphore(_BATCH_CONCURRENCY)
+        now = _now()
+
+        async def one(index: int, item: EnrichRequest) -> BatchItemResult:
+            query = CustomerQuery(cpf=item.cpf, email=item.email, phone=item.phone, name=item.name)
+            async with gate:
+                try:
+                    customer = await lookup_customer(enricher, query, now=now)
+                except InvalidInput as exc:
+                    return BatchItemResult(
+                        index=index,
+                        status=400,
+                        error=exc.detail,
+                        detail=exc.detail,
+                        field=exc.field,
+                    )
+                except NotFound as exc:
+                    return BatchItemResult(
+                        index=index, status=404, error=exc.detail, detail=exc.detail
+                    )
+                except DomainError as exc:
+                    status = 503 if isinstance(exc, DependencyUnavailable) else 502
+                    text = "Service unavailable" if status == 503 else "External service error"
+                    return BatchItemResult(index=index, status=status, error=text, detail=text)
+            return BatchItemResult(index=index, status=200, customer=customer)
+
+        results = await asyncio.gather(*(one(i, item) for i, item in enumerate(data.items)))
+        ok = sum(1 for r in results if r.status == 200)
+        return BatchResult(results=list(results), succeeded=ok, failed=len(results) - ok)
+
+    @get(
+        "/customers/{customer_id:uuid}",
+        operation_id="getCustomer",
+        summary="A stored customer (party) by id, with contacts and its current enrichment",
+        responses=problem_responses(400, 401, 404, 429, 503),
+    )
+    async def customer(self, enricher: Enricher, customer_id: UUID) -> CustomerDetail:
+        found = await enricher.repository.get_party(customer_id)
+        if found is None or found.party.party_type != "person":
+            raise NotFound(f"Customer with id {customer_id} not found")
+        return customer_detail(found)
+
+    @post(
+        "/leads",
+        operation_id="processBasicLead",
+        summary="Basic lead processing: look the lead's person up (no C2S calls); always 200",
+        status_code=200,
+        responses=problem_responses(400, 401, 413, 415, 429),
+    )
+    async def basic_lead(self, enricher: Enricher, data: LeadRequest) -> LeadResponse:
+        phones = data.contact_info.phones
+        query = CustomerQuery(
+            cpf=data.personal_info.cpf,
+            email=data.personal_info.email,
+            phone=phones[0].phone if phones else None,
+            name=data.personal_info.name,
+        )
+        try:
+            view = await lookup_customer(enricher, query, now=_now())
+        except DomainError as exc:
+            text = exc.detail if isinstance(exc, InvalidInput | NotFound) else "dependency failure"
+            return LeadResponse(success=False, message=f"Failed to enrich lead: {text}", data=None)
+        party_id = view.metadata.party_id
+        found = await enricher.repository.get_party(UUID(party_id)) if party_id else None
+        if found is None or not found.contacts:
+            return LeadResponse(success=False, message="No contact data found for lead", data=None)
+        return LeadResponse(
+            success=True,
+            message="Lead processed and enriched successfully",
+            data=customer_detail(found),
+        )

@@ -1,0 +1,92 @@
+"""Work API proxy: ``/work/modules/all`` (the cached hot path) and ``/work/modules/{module}``.
+
+The upstream body is answered verbatim (stored bytes are served without decoding and
+re-encoding). Soft errors are never answered as data nor cached: a "not found" is a 404, an
+exhausted/expired account a 502.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Annotated
+
+from litestar import Controller, Response, get
+from litestar.params import Parameter
+
+from app.problems import problem_responses
+from domain.documents import normalize_cpf
+from domain.errors import InvalidInput, NotFound, UpstreamSoftError
+
+if TYPE_CHECKING:
+    from domain.pipeline import Enricher
+
+__all__ = ["WorkController"]
+
+_MODULE = re.compile(r"^[a-z]{2,20}$")
+_DOCUMENT = re.compile(r"^[A-Za-z0-9@._+ -]{1,120}$")
+Documento = Annotated[
+    str | None,
+    Parameter(required=False, max_length=120, description="CPF, CEP or the module's key"),
+]
+
+
+def _documento(raw: str | None) -> str:
+    if raw is None or not raw.strip():
+        raise InvalidInput("documento", "Missing 'documento' parameter")
+    if not _DOCUMENT.match(raw):
+        raise InvalidInput("documento", "'documento' has characters no module accepts")
+    return raw.strip()
+
+
+async def _cached_module(enricher: Enricher, key: str, module: str, query: str) -> bytes:
+    cached = await enricher.dossier_cache.get(key)
+    if cached is not None:
+        return cached
+    try:
+        raw = await enricher.work_api.fetch_module(module, query)
+    except UpstreamSoftError as exc:
+        if exc.kind == "not_found":
+            raise NotFound("No data for this document") from None
+        raise
+    await enricher.dossier_cache.put(key, raw)
+    return raw
+
+
+class WorkController(Controller):
+    """Proxy to the Work API data broker, with the shared integrity-checked cache."""
+
+    path = "/api/v1/work/modules"
+    tags = ["work-api"]  # noqa: RUF012 - Litestar reads class attributes
+
+    @get(
+        "/all",
+        operation_id="getWorkModulesAll",
+        summary="The full Work API dossier (modulo=cpf) for a CPF, cached for an hour",
+        responses=problem_responses(400, 401, 404, 429, 502, 503),
+        response_description="The Work API body, verbatim",
+    )
+    async def all_modules(self, enricher: Enricher, documento: Documento = None) -> Response[bytes]:
+        cpf = normalize_cpf(_documento(documento))
+        raw = await _cached_module(enricher, f"cpf:{cpf}", "cpf", cpf)
+        return Response(raw, media_type="application/json")
+
+    @get(
+        "/{module:str}",
+        operation_id="getWorkModule",
+        summary="One Work API module (cep, cnpj, ...) for a document, cached for an hour",
+        responses=problem_responses(400, 401, 404, 429, 502, 503),
+        response_description="The Work API body, verbatim",
+    )
+    async def module(
+        self, enricher: Enricher, module: str, documento: Documento = None
+    ) -> Response[bytes]:
+        if not _MODULE.match(module):
+            raise InvalidInput("module", "module must be 2-20 lower-case letters")
+        query = _documento(documento)
+        if module == "cpf":
+            query = normalize_cpf(query)
+            key = f"cpf:{query}"
+        else:
+            key = f"module:{module}:{query}"
+        raw = await _cached_module(enricher, key, module, query)
+        return Response(raw, media_type="application/json")

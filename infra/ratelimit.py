@@ -1,0 +1,300 @@
+"""Multi-tier rate limiting shared through Redis, in ONE round trip per request.
+
+Limits are data (``limits`` rate strings such as ``"20/2second"``, parsed by ``limits``) per tier:
+client IP, API key, and a global ceiling. The Redis path runs the sliding-window-counter
+algorithm of ``limits`` for every tier of a request in a single Lua script, and the same script
+can read one extra key (the cached Work API body of the hot path) — see ADR 0005 for why this is
+not ``limits``' own per-limit storage call (one round trip per limit: 3-4 on the hot path, where
+each ``redis.asyncio`` command costs 100-200 us of client CPU).
+
+With Redis unreachable the limiter degrades to per-process limits with the same quotas, using
+``limits``' in-memory sliding window counter, never answers an error, and reports the degradation
+to a listener (the ``rate_limit_degraded`` gauge). It retries Redis after a short back-off rather
+than paying a socket timeout on every request.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Literal, Protocol
+
+import limits
+import msgspec
+import structlog
+from limits.aio.storage import MemoryStorage
+from limits.aio.strategies import SlidingWindowCounterRateLimiter
+from redis.exceptions import RedisError
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
+
+__all__ = [
+    "Decision",
+    "LimitState",
+    "RateLimitListener",
+    "RateLimiter",
+    "Tier",
+    "parse_policy",
+]
+
+log = structlog.get_logger(__name__)
+
+Tier = Literal["ip", "key", "global"]
+
+# ARGV: n, then per limit (base key, limit, window ms), then the extra key to read ("" for none).
+# Checks every limit first and counts the request in all of them only if all allow it, so a
+# request refused by one tier does not consume the others. Uses the server's clock (TIME) so
+# that several app machines with skewed clocks share one window.
+_SCRIPT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local n = tonumber(ARGV[1])
+local allowed = 1
+local rows = {}
+for i = 0, n - 1 do
+  local base = ARGV[2 + i * 3]
+  local limit = tonumber(ARGV[3 + i * 3])
+  local window = tonumber(ARGV[4 + i * 3])
+  local idx = math.floor(now / window)
+  local elapsed = now - idx * window
+  local cur_key = base .. ':' .. idx
+  local prev = tonumber(redis.call('GET', base .. ':' .. (idx - 1)) or '0')
+  local cur = tonumber(redis.call('GET', cur_key) or '0')
+  local weighted = math.floor(prev * (window - elapsed) / window) + cur
+  if weighted + 1 > limit then allowed = 0 end
+  rows[i + 1] = {cur_key, weighted, limit, window - elapsed, window}
+end
+local out = {allowed}
+for i = 1, n do
+  local row = rows[i]
+  local used = row[2]
+  if allowed == 1 then
+    if redis.call('INCR', row[1]) == 1 then redis.call('PEXPIRE', row[1], row[5] * 2) end
+    used = used + 1
+  end
+  out[#out + 1] = row[3] - used
+  out[#out + 1] = row[4]
+end
+local extra = ARGV[2 + n * 3]
+if extra ~= '' then
+  local value = redis.call('GET', extra)
+  if value then out[#out + 1] = value end
+end
+return out
+"""
+
+
+class LimitState(msgspec.Struct, frozen=True, kw_only=True):
+    """One limit's state after a request."""
+
+    tier: Tier
+    quota: int
+    window_s: float
+    remaining: int
+    reset_s: float
+    refused: bool = False
+
+
+class Decision(msgspec.Struct, frozen=True, kw_only=True):
+    """The answer for one request.
+
+    Attributes:
+        allowed: Serve it.
+        states: Every limit that applied, in policy order.
+        tightest: The limit with the least room left (drives the response headers).
+        retry_after_s: When refused, seconds before a retry can succeed.
+        degraded: Decided by the per-process fallback (Redis unavailable).
+        extra: The value of the extra key read in the same round trip, if requested.
+    """
+
+    allowed: bool
+    states: list[LimitState]
+    tightest: LimitState | None
+    retry_after_s: int = 0
+    degraded: bool = False
+    extra: bytes | None = None
+
+
+class RateLimitListener(Protocol):
+    """Receives decisions (the app wires Prometheus counters here)."""
+
+    def decided(self, tier: Tier | None, allowed: bool) -> None:
+        """One request was allowed, or refused by ``tier``."""
+        ...
+
+    def degraded(self, active: bool) -> None:
+        """The limiter entered (True) or left (False) per-process mode."""
+        ...
+
+
+class _NullListener:
+    def decided(self, tier: Tier | None, allowed: bool) -> None:
+        return None
+
+    def degraded(self, active: bool) -> None:
+        return None
+
+
+def parse_policy(spec: str) -> list[limits.RateLimitItem]:
+    """Parse ``"20/2second;1000/minute"`` (``limits`` syntax); empty means no limit.
+
+    Raises:
+        ValueError: the string is not valid ``limits`` syntax.
+    """
+    if not spec.strip():
+        return []
+    return list(limits.parse_many(spec))
+
+
+def _window_ms(item: limits.RateLimitItem) -> int:
+    return int(item.get_expiry() * 1000)
+
+
+class RateLimiter:
+    """Checks every tier of a request against its quotas."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        prefix: str,
+        policies: Mapping[Tier, Sequence[limits.RateLimitItem]],
+        listener: RateLimitListener | None = None,
+        retry_redis_after_s: float = 1.0,
+    ) -> None:
+        self._client = client
+        self._prefix = prefix
+        self._policies = {tier: list(items) for tier, items in policies.items() if items}
+        self._listener = listener or _NullListener()
+        self._script = client.register_script(_SCRIPT)
+        self._memory = SlidingWindowCounterRateLimiter(MemoryStorage())
+        self._retry_after = retry_redis_after_s
+        self._down_until = 0.0
+        self._degraded = False
+
+    @property
+    def degraded(self) -> bool:
+        """True while decisions are per-process."""
+        return self._degraded
+
+    def policies(self) -> dict[Tier, list[limits.RateLimitItem]]:
+        """The configured quotas per tier (for the ``RateLimit-Policy`` header)."""
+        return {tier: list(items) for tier, items in self._policies.items()}
+
+    def _applicable(
+        self, identities: Mapping[Tier, str]
+    ) -> list[tuple[Tier, str, limits.RateLimitItem]]:
+        return [
+            (tier, identities[tier], item)
+            for tier, items in self._policies.items()
+            if tier in identities
+            for item in items
+        ]
+
+    async def check(self, identities: Mapping[Tier, str], *, extra_key: str = "") -> Decision:
+        """Count one request for ``identities`` (tier -> hashed identity); read ``extra_key``.
+
+        Never raises for a storage failure: it falls back to per-process limits.
+        """
+        applicable = self._applicable(identities)
+        if time.monotonic() >= self._down_until:
+            try:
+                decision = await self._check_redis(applicable, extra_key)
+            except (RedisError, OSError, TimeoutError) as exc:
+                self._down_until = time.monotonic() + self._retry_after
+                log.warning("rate_limit_storage_error", error_type=type(exc).__name__)
+            else:
+                if self._degraded:
+                    self._degraded = False
+                    self._listener.degraded(False)
+                    log.info("rate_limit_storage_recovered")
+                self._report(decision)
+                return decision
+        if not self._degraded:
+            self._degraded = True
+            self._listener.degraded(True)
+        decision = await self._check_memory(applicable)
+        self._report(decision)
+        return decision
+
+    def _report(self, decision: Decision) -> None:
+        if decision.allowed:
+            self._listener.decided(None, True)
+            return
+        refused = next((s for s in decision.states if s.refused), decision.tightest)
+        self._listener.decided(refused.tier if refused else None, False)
+
+    async def _check_redis(
+        self, applicable: list[tuple[Tier, str, limits.RateLimitItem]], extra_key: str
+    ) -> Decision:
+        args: list[str | int] = [len(applicable)]
+        for tier, ident, item in applicable:
+            window = _window_ms(item)
+            args += [f"{self._prefix}rl:{tier}:{ident}:{item.amount}/{window}", item.amount, window]
+        args.append(extra_key)
+        reply = await self._script(args=args)
+        allowed = int(reply[0]) == 1
+        states: list[LimitState] = []
+        for i, (tier, _ident, item) in enumerate(applicable):
+            remaining = int(reply[1 + 2 * i])
+            reset_ms = int(reply[2 + 2 * i])
+            # When refused, the script reports room before counting: <= 0 marks a refusing tier.
+            refused = not allowed and remaining <= 0
+            states.append(
+                LimitState(
+                    tier=tier,
+                    quota=item.amount,
+                    window_s=item.get_expiry(),
+                    remaining=max(0, remaining),
+                    reset_s=reset_ms / 1000,
+                    refused=refused,
+                )
+            )
+        extra_index = 1 + 2 * len(applicable)
+        extra = bytes(reply[extra_index]) if len(reply) > extra_index else None
+        return self._decide(allowed, states, degraded=False, extra=extra)
+
+    async def _check_memory(
+        self, applicable: list[tuple[Tier, str, limits.RateLimitItem]]
+    ) -> Decision:
+        refusing = [
+            not await self._memory.test(item, tier, ident) for tier, ident, item in applicable
+        ]
+        allowed = not any(refusing)
+        states: list[LimitState] = []
+        for (tier, ident, item), refused in zip(applicable, refusing, strict=True):
+            if allowed:
+                await self._memory.hit(item, tier, ident)
+            stats = await self._memory.get_window_stats(item, tier, ident)
+            states.append(
+                LimitState(
+                    tier=tier,
+                    quota=item.amount,
+                    window_s=item.get_expiry(),
+                    remaining=max(0, stats.remaining),
+                    reset_s=max(0.0, stats.reset_time - time.time()),
+                    refused=refused,
+                )
+            )
+        return self._decide(allowed, states, degraded=True, extra=None)
+
+    def _decide(
+        self, allowed: bool, states: list[LimitState], *, degraded: bool, extra: bytes | None
+    ) -> Decision:
+        tightest = (
+            min(states, key=lambda s: (not s.refused, s.remaining, -s.reset_s)) if states else None
+        )
+        retry = 0
+        if not allowed:
+            refused = [s for s in states if s.refused] or states
+            retry = max(1, math.ceil(max(s.reset_s for s in refused)))
+        return Decision(
+            allowed=allowed,
+            states=states,
+            tightest=tightest,
+            retry_after_s=retry,
+            degraded=degraded,
+            extra=extra,
+        )

@@ -1,0 +1,118 @@
+"""The multi-tier limiter against a real Redis: shared windows, tier isolation, degraded mode."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+import pytest
+import redis.asyncio as aioredis
+
+from infra.ratelimit import RateLimiter, parse_policy
+from tests.conftest import REDIS_BASE_URL
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+pytestmark = pytest.mark.integration
+
+
+class Listener:
+    def __init__(self) -> None:
+        self.refused: list[str | None] = []
+        self.allowed = 0
+        self.degraded_events: list[bool] = []
+
+    def decided(self, tier: str | None, allowed: bool) -> None:
+        if allowed:
+            self.allowed += 1
+        else:
+            self.refused.append(tier)
+
+    def degraded(self, active: bool) -> None:
+        self.degraded_events.append(active)
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[aioredis.Redis]:
+    redis = aioredis.Redis.from_url(REDIS_BASE_URL)
+    yield redis
+    await redis.aclose()
+
+
+def limiter(
+    client: aioredis.Redis, prefix: str, *, ip: str = "", key: str = "", glob: str = ""
+) -> RateLimiter:
+    return RateLimiter(
+        client,
+        prefix=prefix,
+        policies={"ip": parse_policy(ip), "key": parse_policy(key), "global": parse_policy(glob)},
+        listener=Listener(),
+    )
+
+
+async def test_quota_is_shared_by_several_limiters(
+    client: aioredis.Redis, redis_prefix: str, redis_cleanup: None, run_id: str
+) -> None:
+    prefix = f"{redis_prefix}rl1:"
+    workers = [limiter(client, prefix, key="30/minute") for _ in range(4)]
+    decisions = await asyncio.gather(*(workers[i % 4].check({"key": "k1"}) for i in range(50)))
+    assert sum(d.allowed for d in decisions) == 30
+    refused = [d for d in decisions if not d.allowed]
+    assert all(d.retry_after_s >= 1 for d in refused)
+    assert all(d.tightest is not None and d.tightest.remaining == 0 for d in refused)
+
+
+async def test_a_refused_request_consumes_no_other_tier(
+    client: aioredis.Redis, redis_prefix: str, redis_cleanup: None
+) -> None:
+    gate = limiter(client, f"{redis_prefix}rl2:", ip="2/minute", glob="100/minute")
+    results = [await gate.check({"ip": "a", "global": "all"}) for _ in range(5)]
+    assert [r.allowed for r in results] == [True, True, False, False, False]
+    other = await gate.check({"ip": "b", "global": "all"})
+    assert other.allowed
+    global_state = next(s for s in other.states if s.tier == "global")
+    assert global_state.remaining == 100 - 3  # two from "a", one from "b"
+
+
+async def test_remaining_counts_down_and_names_the_tightest_tier(
+    client: aioredis.Redis, redis_prefix: str, redis_cleanup: None
+) -> None:
+    gate = limiter(client, f"{redis_prefix}rl3:", ip="5/minute", key="100/minute")
+    first = await gate.check({"ip": "x", "key": "k"})
+    second = await gate.check({"ip": "x", "key": "k"})
+    assert first.tightest is not None
+    assert second.tightest is not None
+    assert (first.tightest.tier, first.tightest.remaining) == ("ip", 4)
+    assert second.tightest.remaining == 3
+    assert 0 < second.tightest.reset_s <= 60
+
+
+async def test_extra_key_is_read_in_the_same_call(
+    client: aioredis.Redis, redis_prefix: str, redis_cleanup: None
+) -> None:
+    await client.set(f"{redis_prefix}extra", b"cached-body", ex=60)
+    gate = limiter(client, f"{redis_prefix}rl4:", ip="5/minute")
+    decision = await gate.check({"ip": "y"}, extra_key=f"{redis_prefix}extra")
+    assert decision.extra == b"cached-body"
+    missing = await gate.check({"ip": "y"}, extra_key=f"{redis_prefix}absent")
+    assert missing.extra is None
+
+
+async def test_redis_down_degrades_to_the_same_quota_per_process() -> None:
+    dead = aioredis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2)
+    try:
+        listener = Listener()
+        gate = RateLimiter(
+            dead,
+            prefix="x:",
+            policies={"ip": parse_policy("3/minute")},
+            listener=listener,
+        )
+        results = [await gate.check({"ip": "z"}) for _ in range(5)]
+        assert [r.allowed for r in results] == [True, True, True, False, False]
+        assert all(r.degraded for r in results)
+        assert listener.degraded_events == [True]
+        assert results[-1].retry_after_s >= 1
+    finally:
+        await dead.aclose()
