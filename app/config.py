@@ -8,6 +8,7 @@ values stop the process with a one-line message naming the variable. Secrets are
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import sys
 from collections.abc import Mapping
@@ -150,6 +151,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # --- domain -----------------------------------------------------------------------------
     income_multiplier: PositiveFloat = 1.9
 
+    # --- rate limits (limits syntax: "20/2second;1000/minute"; empty = no limit) -------------
+    # The reference meant 10 req/s with bursts of 20 per client: 20 per 2 s, sliding.
+    rate_limit_ip: str = "20/2second"
+    rate_limit_key: str = "50/second;2000/minute"
+    rate_limit_global: str = "2000/second"
+    rate_limit_strategy: Literal["sliding-window-counter"] = "sliding-window-counter"
+    # Peers whose Fly-Client-IP / X-Forwarded-For first hop is believed (CIDRs).
+    trusted_proxies: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
+
+    # --- API keys ---------------------------------------------------------------------------
+    api_key_cache_ttl_s: Annotated[float, msgspec.Meta(gt=0, le=5)] = 2.0
+
     # --- HTTP edge --------------------------------------------------------------------------
     max_body_bytes: PositiveInt = 5 * 1024 * 1024
     cors_allow_origins: tuple[str, ...] = ()
@@ -165,7 +178,7 @@ _SECRET_FIELDS = frozenset(
 def _coerce(name: str, raw: str) -> Any:  # Any: the value is validated by msgspec.convert below
     if name in _SECRET_FIELDS:
         return Secret(raw)
-    if name == "cors_allow_origins":
+    if name in ("cors_allow_origins", "trusted_proxies"):
         return tuple(o.strip() for o in raw.split(",") if o.strip())
     return raw
 
@@ -203,8 +216,21 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         or settings.cache_key_salt.get().startswith("development-only")
     ):
         raise ConfigError(
-            "invalid configuration: CACHE_HMAC_KEYS: set real keys (and CACHE_KEY_SALT) in production"
+            "invalid configuration: CACHE_HMAC_KEYS: production needs real keys "
+            "(and CACHE_KEY_SALT)"
         )
+    for var, spec in (
+        ("RATE_LIMIT_IP", settings.rate_limit_ip),
+        ("RATE_LIMIT_KEY", settings.rate_limit_key),
+        ("RATE_LIMIT_GLOBAL", settings.rate_limit_global),
+    ):
+        if spec.strip() and not _limits_ok(spec):
+            raise ConfigError(f"invalid configuration: {var}: expected e.g. '10/second;100/minute'")
+    for cidr in settings.trusted_proxies:
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            raise ConfigError("invalid configuration: TRUSTED_PROXIES: not a CIDR list") from None
     if settings.db_pool_min > settings.db_pool_max:
         raise ConfigError("invalid configuration: DB_POOL_MIN: must not exceed DB_POOL_MAX")
     return settings
@@ -219,14 +245,26 @@ def parse_hmac_keys(raw: str) -> list[tuple[str, bytes]]:
     return keys
 
 
+def _limits_ok(spec: str) -> bool:
+    from limits import parse_many
+
+    try:
+        parse_many(spec)
+    except ValueError:
+        return False
+    return True
+
+
 def _parse_keys_ok(raw: str) -> bool:
     try:
         keys = parse_hmac_keys(raw)
     except ValueError:
         return False
     kids = [kid for kid, _ in keys]
-    return bool(keys) and len(set(kids)) == len(kids) and all(
-        kid.isalnum() and len(secret) >= 16 for kid, secret in keys
+    return (
+        bool(keys)
+        and len(set(kids)) == len(kids)
+        and all(kid.isalnum() and len(secret) >= 16 for kid, secret in keys)
     )
 
 
