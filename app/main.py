@@ -10,17 +10,28 @@ from typing import TYPE_CHECKING
 
 from litestar import Litestar
 from litestar.config.cors import CORSConfig
+from litestar.datastructures import State
+from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme, Server
 
+from app.auth import AuthMiddleware
 from app.config import settings_or_exit
 from app.docs import DocsController, swagger_static_router
 from app.errors import exception_handlers
 from app.health import SERVICE_VERSION, HealthController
 from app.middleware import RequestIdMiddleware
+from app.ratelimit import RateLimitMiddleware
+from app.routes.customers import CustomerController
+from app.routes.leads import LeadController
+from app.routes.work import WorkController
+from app.security import SecurityHeadersMiddleware, StrictContentTypeMiddleware
 from app.state import lifespan
+from domain.pipeline import Enricher
 from observability.logging import configure_logging
+from observability.middleware import install_observability
+from observability.tracing import tracing_plugins
 
 if TYPE_CHECKING:
     from app.config import Settings
@@ -58,6 +69,12 @@ def openapi_config() -> OpenAPIConfig:
     )
 
 
+def provide_enricher(state: State) -> Enricher:
+    """The worker's :class:`~domain.pipeline.Enricher` (built by the lifespan)."""
+    enricher: Enricher = state.enricher
+    return enricher
+
+
 def create_app(settings: Settings | None = None) -> Litestar:
     """Build the application.
 
@@ -67,7 +84,17 @@ def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or settings_or_exit()
     configure_logging(settings.log_level, settings.log_format)
     app = Litestar(
-        route_handlers=[HealthController, DocsController, swagger_static_router()],
+        route_handlers=[
+            HealthController,
+            DocsController,
+            swagger_static_router(),
+            LeadController,
+            CustomerController,
+            WorkController,
+        ],
+        dependencies={"enricher": Provide(provide_enricher, sync_to_thread=False)},
+        # Handlers annotate with these under TYPE_CHECKING; Litestar resolves them here.
+        signature_namespace={"Enricher": Enricher, "State": State},
         lifespan=[lifespan],
         exception_handlers=exception_handlers(),
         openapi_config=openapi_config(),
@@ -94,10 +121,23 @@ def create_app(settings: Settings | None = None) -> Litestar:
         if settings.cors_allow_origins
         else None,
         request_max_body_size=settings.max_body_bytes,
+        # Route level, outermost first: API keys (unauthenticated requests learn nothing more),
+        # then Content-Type; a rate limiter goes after AuthMiddleware (it reads the key id).
+        middleware=[AuthMiddleware, RateLimitMiddleware, StrictContentTypeMiddleware],
         debug=False,
+        # observability: OTel server spans when OTEL_EXPORTER_OTLP_*ENDPOINT is set (else none);
+        # logging is owned by observability.logging (Litestar's default would replace it).
+        plugins=tracing_plugins(settings.service_name, settings.environment, SERVICE_VERSION),
+        logging_config=None,
     )
     app.state.settings = settings
     # Wrap the whole ASGI handler, not the route middleware stack, so that responses Litestar
     # produces before routing (unknown path, wrong method) also carry the request id.
     app.asgi_handler = RequestIdMiddleware(app.asgi_handler)
+    # Security headers on every response, 404/405 and middleware answers included.
+    app.asgi_handler = SecurityHeadersMiddleware(
+        app.asgi_handler, production=settings.environment == "production"
+    )
+    # observability: /metrics + request metrics/access log; keep it the outermost wrapper.
+    install_observability(app)
     return app

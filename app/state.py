@@ -2,35 +2,47 @@
 
 from __future__ import annotations
 
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import asyncpg
-import redis.asyncio as aioredis
 import structlog
 
-from app.config import redact_url
+from app.container import Container, open_container
+from app.ratelimit import ClientAddress
+from infra.ratelimit import RateLimiter, parse_policy
+from observability.metrics import RATE_LIMIT_DEGRADED, record_rate_limit, track_pool
+from observability.tracing import flush_tracing, freeze_gc_after_startup
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
+    import asyncpg
+    import redis.asyncio as aioredis
     from litestar import Litestar
 
     from app.config import Settings
+    from infra.ratelimit import Tier
 
-__all__ = ["Resources", "lifespan"]
+__all__ = ["EdgeConfig", "Resources", "lifespan"]
 
 log = structlog.get_logger("app.state")
 
 
 @dataclass(slots=True)
 class Resources:
-    """What the handlers of one worker share: pools and clients."""
+    """What the handlers of one worker share."""
 
     settings: Settings
-    pool: asyncpg.Pool
-    redis: aioredis.Redis
+    container: Container
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        return self.container.pool
+
+    @property
+    def redis(self) -> aioredis.Redis:
+        return self.container.redis
 
     async def check_postgres(self) -> None:
         """Raise unless PostgreSQL answers ``SELECT 1``."""
@@ -42,60 +54,56 @@ class Resources:
         await self.redis.ping()
 
 
-async def open_resources(settings: Settings) -> Resources:
-    """Create the pool and clients. Never fails because a dependency is down.
+@dataclass(frozen=True, slots=True)
+class EdgeConfig:
+    """Per-process helpers of the HTTP edge (client address, identity digests)."""
 
-    The pool starts empty (``min_size=0``) and connects lazily, so the process starts and
-    reports "not ready" through ``/health/ready`` instead of crash-looping while PostgreSQL is
-    unreachable; it is warmed up right after.
-    """
-    pool = asyncpg.create_pool(
-        settings.database_url,
-        min_size=0,
-        max_size=settings.db_pool_max,
-        timeout=settings.db_connect_timeout_s,
-        command_timeout=settings.db_statement_timeout_ms / 1000 + 1,
-        server_settings={
-            "statement_timeout": str(settings.db_statement_timeout_ms),
-            "application_name": settings.service_name,
+    client_address: ClientAddress
+    salt: bytes
+
+
+class RateLimitMetrics:
+    """Feeds limiter decisions and the degraded flag to Prometheus."""
+
+    def decided(self, tier: Tier | None, allowed: bool) -> None:
+        record_rate_limit(tier or "all", allowed=allowed)
+
+    def degraded(self, active: bool) -> None:
+        RATE_LIMIT_DEGRADED.set(1 if active else 0)
+
+
+def build_rate_limiter(settings: Settings, container: Container) -> RateLimiter:
+    """The limiter with the configured quotas per tier."""
+    return RateLimiter(
+        container.redis,
+        prefix=settings.redis_key_prefix,
+        policies={
+            "ip": parse_policy(settings.rate_limit_ip),
+            "key": parse_policy(settings.rate_limit_key),
+            "global": parse_policy(settings.rate_limit_global),
         },
+        listener=RateLimitMetrics(),
     )
-    await pool
-    client = aioredis.Redis.from_url(
-        settings.redis_url,
-        socket_timeout=settings.redis_timeout_s,
-        socket_connect_timeout=settings.redis_timeout_s,
-        max_connections=settings.redis_max_connections,
-        health_check_interval=30,
-    )
-    resources = Resources(settings=settings, pool=pool, redis=client)
-    try:
-        async with pool.acquire() as conn:
-            await conn.fetchval("SELECT 1")
-    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-        log.warning("postgres_unavailable_at_start", error_type=type(exc).__name__)
-    log.info(
-        "resources_opened",
-        database=redact_url(settings.database_url),
-        redis=redact_url(settings.redis_url),
-    )
-    return resources
-
-
-async def close_resources(resources: Resources) -> None:
-    """Close everything :func:`open_resources` opened."""
-    await resources.redis.aclose()
-    await resources.pool.close()
 
 
 @asynccontextmanager
 async def lifespan(app: Litestar) -> AsyncIterator[None]:
     """Open the worker's resources on start-up, close them on shutdown."""
     settings: Settings = app.state.settings
-    resources = await open_resources(settings)
-    app.state.resources = resources
-    try:
-        yield
-    finally:
-        await close_resources(resources)
-        log.info("resources_closed")
+    async with AsyncExitStack() as stack:
+        container = await stack.enter_async_context(open_container(settings))
+        app.state.resources = Resources(settings=settings, container=container)
+        app.state.enricher = container.enricher
+        app.state.rate_limiter = build_rate_limiter(settings, container)
+        app.state.edge = EdgeConfig(
+            client_address=ClientAddress(settings.trusted_proxies),
+            salt=settings.cache_key_salt.get().encode(),
+        )
+        stack.callback(track_pool(container.pool))  # pool gauges read at scrape time
+        freeze_gc_after_startup()  # start-up objects out of later GC scans
+        try:
+            yield
+        finally:
+            log.info("shutting_down")
+    flush_tracing()  # export the spans still queued
+    log.info("resources_closed")

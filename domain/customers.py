@@ -18,10 +18,11 @@ from domain.emails import is_valid_email, normalize_email
 from domain.errors import DependencyUnavailable, InvalidInput, NotFound, UpstreamError
 from domain.models import LeadCustomer
 from domain.phones import parse_br_phone
+from domain.pipeline import MatchInfo  # runtime: a field type of UnifiedCustomer
 
 if TYPE_CHECKING:
     from domain.models import PartyWithContacts
-    from domain.pipeline import Enricher, MatchInfo
+    from domain.pipeline import Enricher
 
 __all__ = [
     "AddressView",

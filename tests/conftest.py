@@ -102,6 +102,10 @@ def base_env(database_url: str, redis_prefix: str, redis_cleanup: None) -> dict[
         "REDIS_KEY_PREFIX": redis_prefix,
         "ENVIRONMENT": "test",
         "LOG_LEVEL": "WARNING",
+        # Functional tests must not trip the limiter; its own tests set tight quotas.
+        "RATE_LIMIT_IP": "100000/second",
+        "RATE_LIMIT_KEY": "100000/second",
+        "RATE_LIMIT_GLOBAL": "100000/second",
     }
 
 

@@ -10,9 +10,10 @@ from uuid import UUID
 
 import msgspec
 from litestar import Controller, get, post
-from litestar.params import Parameter
+from litestar.params import FromPath, JSONBody, QueryParameter
 
 from app.problems import problem_responses
+from app.routes import API_KEY_SECURITY, EnricherDep
 from app.schemas import (
     BatchItemResult,
     BatchRequest,
@@ -30,12 +31,11 @@ from domain.errors import DependencyUnavailable, DomainError, InvalidInput, NotF
 
 if TYPE_CHECKING:
     from domain.models import PartyWithContacts
-    from domain.pipeline import Enricher
 
 __all__ = ["CustomerController", "customer_detail"]
 
 _BATCH_CONCURRENCY = 8
-Identifier = Annotated[str | None, Parameter(max_length=256, required=False)]
+Identifier = Annotated[str | None, QueryParameter(max_length=256, required=False)]
 
 
 def _now() -> dt.datetime:
@@ -73,6 +73,7 @@ class CustomerController(Controller):
 
     path = "/api/v1"
     tags = ["customers"]  # noqa: RUF012 - Litestar reads class attributes
+    security = API_KEY_SECURITY  # noqa: RUF012
 
     @get(
         "/contributor/customer",
@@ -82,7 +83,7 @@ class CustomerController(Controller):
     )
     async def contributor_customer(
         self,
-        enricher: Enricher,
+        enricher: EnricherDep,
         cpf: Identifier = None,
         email: Identifier = None,
         phone: Identifier = None,
@@ -98,7 +99,7 @@ class CustomerController(Controller):
         status_code=200,
         responses=problem_responses(400, 401, 404, 413, 415, 429, 503),
     )
-    async def enrich(self, enricher: Enricher, data: EnrichRequest) -> UnifiedCustomer:
+    async def enrich(self, enricher: EnricherDep, data: JSONBody[EnrichRequest]) -> UnifiedCustomer:
         query = CustomerQuery(cpf=data.cpf, email=data.email, phone=data.phone, name=data.name)
         return await lookup_customer(enricher, query, now=_now())
 
@@ -109,7 +110,9 @@ class CustomerController(Controller):
         status_code=200,
         responses=problem_responses(400, 401, 413, 415, 429),
     )
-    async def enrich_batch(self, enricher: Enricher, data: BatchRequest) -> BatchResult:
+    async def enrich_batch(
+        self, enricher: EnricherDep, data: JSONBody[BatchRequest]
+    ) -> BatchResult:
         gate = asyncio.Semaphore(_BATCH_CONCURRENCY)
         now = _now()
 
@@ -146,7 +149,7 @@ class CustomerController(Controller):
         summary="A stored customer (party) by id, with contacts and its current enrichment",
         responses=problem_responses(400, 401, 404, 429, 503),
     )
-    async def customer(self, enricher: Enricher, customer_id: UUID) -> CustomerDetail:
+    async def customer(self, enricher: EnricherDep, customer_id: FromPath[UUID]) -> CustomerDetail:
         found = await enricher.repository.get_party(customer_id)
         if found is None or found.party.party_type != "person":
             raise NotFound(f"Customer with id {customer_id} not found")
@@ -159,7 +162,7 @@ class CustomerController(Controller):
         status_code=200,
         responses=problem_responses(400, 401, 413, 415, 429),
     )
-    async def basic_lead(self, enricher: Enricher, data: LeadRequest) -> LeadResponse:
+    async def basic_lead(self, enricher: EnricherDep, data: JSONBody[LeadRequest]) -> LeadResponse:
         phones = data.contact_info.phones
         query = CustomerQuery(
             cpf=data.personal_info.cpf,

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 from litestar import Controller, get, post
-from litestar.params import Parameter
+from litestar.params import FromPath, QueryParameter
 
 from app.problems import problem_responses
+from app.routes import API_KEY_SECURITY, EnricherDep
 from domain.errors import InvalidInput
 from domain.pipeline import DirectResult, ProcessResult
-
-if TYPE_CHECKING:
-    from domain.pipeline import Enricher
 
 __all__ = ["LeadController"]
 
@@ -35,6 +33,7 @@ class LeadController(Controller):
 
     path = "/api/v1"
     tags = ["leads"]  # noqa: RUF012 - Litestar reads class attributes
+    security = API_KEY_SECURITY  # noqa: RUF012
 
     @get(
         "/leads/process",
@@ -44,10 +43,10 @@ class LeadController(Controller):
     )
     async def process(
         self,
-        enricher: Enricher,
+        enricher: EnricherDep,
         lead_id: Annotated[
             str | None,
-            Parameter(query="id", required=False, max_length=64, description="C2S lead id"),
+            QueryParameter(name="id", required=False, max_length=64, description="C2S lead id"),
         ] = None,
     ) -> ProcessResult:
         return await enricher.process_lead(_lead_id(lead_id))
@@ -59,5 +58,5 @@ class LeadController(Controller):
         status_code=200,
         responses=problem_responses(400, 401, 404, 429, 502, 503),
     )
-    async def enrich(self, enricher: Enricher, lead_id: str) -> DirectResult:
+    async def enrich(self, enricher: EnricherDep, lead_id: FromPath[str]) -> DirectResult:
         return await enricher.enrich_lead(_lead_id(lead_id))

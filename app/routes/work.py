@@ -8,17 +8,15 @@ exhausted/expired account a 502.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 from litestar import Controller, Response, get
-from litestar.params import Parameter
+from litestar.params import FromPath, QueryParameter
 
 from app.problems import problem_responses
+from app.routes import API_KEY_SECURITY, EnricherDep
 from domain.documents import normalize_cpf
 from domain.errors import InvalidInput, NotFound, UpstreamSoftError
-
-if TYPE_CHECKING:
-    from domain.pipeline import Enricher
 
 __all__ = ["WorkController"]
 
@@ -26,7 +24,7 @@ _MODULE = re.compile(r"^[a-z]{2,20}$")
 _DOCUMENT = re.compile(r"^[A-Za-z0-9@._+ -]{1,120}$")
 Documento = Annotated[
     str | None,
-    Parameter(required=False, max_length=120, description="CPF, CEP or the module's key"),
+    QueryParameter(required=False, max_length=120, description="CPF, CEP or the module's key"),
 ]
 
 
@@ -38,7 +36,7 @@ def _documento(raw: str | None) -> str:
     return raw.strip()
 
 
-async def _cached_module(enricher: Enricher, key: str, module: str, query: str) -> bytes:
+async def _cached_module(enricher: EnricherDep, key: str, module: str, query: str) -> bytes:
     cached = await enricher.dossier_cache.get(key)
     if cached is not None:
         return cached
@@ -57,6 +55,7 @@ class WorkController(Controller):
 
     path = "/api/v1/work/modules"
     tags = ["work-api"]  # noqa: RUF012 - Litestar reads class attributes
+    security = API_KEY_SECURITY  # noqa: RUF012
 
     @get(
         "/all",
@@ -65,7 +64,9 @@ class WorkController(Controller):
         responses=problem_responses(400, 401, 404, 429, 502, 503),
         response_description="The Work API body, verbatim",
     )
-    async def all_modules(self, enricher: Enricher, documento: Documento = None) -> Response[bytes]:
+    async def all_modules(
+        self, enricher: EnricherDep, documento: Documento = None
+    ) -> Response[bytes]:
         cpf = normalize_cpf(_documento(documento))
         raw = await _cached_module(enricher, f"cpf:{cpf}", "cpf", cpf)
         return Response(raw, media_type="application/json")
@@ -78,7 +79,7 @@ class WorkController(Controller):
         response_description="The Work API body, verbatim",
     )
     async def module(
-        self, enricher: Enricher, module: str, documento: Documento = None
+        self, enricher: EnricherDep, module: FromPath[str], documento: Documento = None
     ) -> Response[bytes]:
         if not _MODULE.match(module):
             raise InvalidInput("module", "module must be 2-20 lower-case letters")

@@ -29,7 +29,7 @@ from domain.documents import normalize_cpf, only_digits
 from domain.dossier import normalize_dossier
 from domain.emails import normalize_email
 from domain.errors import DependencyUnavailable, InvalidInput
-from domain.models import Contact, Party, PartyWithContacts, StoredDossier
+from domain.models import Contact, Party, PartyWithContacts, StoredDossier, StoredEnrichment
 from domain.phones import storage_digits
 from infra.db import sql
 
@@ -436,6 +436,22 @@ class PgPartyRepository:
             DependencyUnavailable: PostgreSQL cannot serve now.
         """
         return await self._fetch_one(sql.GET_PARTY, party_id)
+
+    async def find_enrichment(self, cpf: str) -> StoredEnrichment | None:
+        """The current stored Work API payload of the newest person party with ``cpf``.
+
+        Raises:
+            DependencyUnavailable: PostgreSQL cannot serve now.
+        """
+        async with self._connection() as conn:
+            row = await conn.fetchrow(sql.FIND_ENRICHMENT, cpf)
+        if row is None:
+            return None
+        return StoredEnrichment(
+            party_id=row["party_id"],
+            raw_payload=row["raw_payload"].encode(),
+            enriched_at=row["enriched_at"],
+        )
 
     # -------------------------------------------------------------------------------- store
 

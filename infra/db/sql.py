@@ -156,6 +156,19 @@ WHERE p.id = $1
 """,
 )
 
+# The current Work API payload of the newest person party with this CPF.
+# $1 text: CPF, 11 digits.
+# Index: idx_parties_cpf_cnpj, then uq_party_enrichments_party.
+FIND_ENRICHMENT = """
+SELECT e.party_id, e.raw_payload::text AS raw_payload, e.enriched_at
+  FROM (SELECT id
+          FROM core.parties
+         WHERE cpf_cnpj = $1 AND party_type = 'person'
+         ORDER BY updated_at DESC
+         LIMIT 1) AS p
+  JOIN core.party_enrichments AS e ON e.party_id = p.id
+"""
+
 # --------------------------------------------------------------------------------------------
 # store_dossier: all of the statements below run in ONE transaction, after LOCK_CPF.
 # --------------------------------------------------------------------------------------------

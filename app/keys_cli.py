@@ -1,0 +1,290 @@
+"""``c2s-api keys create|list|revoke``: API key administration from the command line.
+
+Each function prints its result and returns the process exit status, so ``app/cli.py`` only
+parses arguments (:func:`add_keys_parser`) and dispatches (:func:`run_keys`):
+
+* 0: done;
+* 1: no key has the given id (``revoke``);
+* 2: invalid arguments (unknown scope, bad tenant, bad id...);
+* 3: PostgreSQL unavailable or not migrated.
+
+The plaintext of a new key is printed exactly once, by ``create``; nothing stores or logs it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, TextIO
+from uuid import UUID
+
+import asyncpg
+
+from domain.errors import DependencyUnavailable, InvalidInput
+from domain.keys import DEFAULT_SCOPES, key_status, new_api_key
+from infra.db.keys import PgApiKeyStore
+from infra.db.pool import create_pool
+
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Awaitable, Callable, Iterable
+
+    from app.config import Settings
+    from domain.keys import ApiKey
+
+__all__ = [
+    "EXIT_INVALID",
+    "EXIT_NOT_FOUND",
+    "EXIT_OK",
+    "EXIT_UNAVAILABLE",
+    "add_keys_parser",
+    "keys_create",
+    "keys_list",
+    "keys_revoke",
+    "run_keys",
+]
+
+EXIT_OK = 0
+EXIT_NOT_FOUND = 1
+EXIT_INVALID = 2
+EXIT_UNAVAILABLE = 3
+
+
+def add_keys_parser(subparsers: Any) -> None:  # Any: argparse's private _SubParsersAction
+    """Register ``keys create|list|revoke`` on the ``c2s-api`` sub-command parser.
+
+    Args:
+        subparsers: What ``parser.add_subparsers(...)`` returned.
+    """
+    keys = subparsers.add_parser("keys", help="create, list and revoke API keys")
+    sub = keys.add_subparsers(dest="keys_command", required=True)
+    create = sub.add_parser("create", help="create a key and print it once")
+    create.add_argument("--name", required=True, help="who or what uses the key")
+    create.add_argument("--tenant", required=True, help="tenant whose data the key may reach")
+    create.add_argument(
+        "--scopes",
+        default=",".join(DEFAULT_SCOPES),
+        help="comma-separated: read, enrich, admin (default: read,enrich)",
+    )
+    create.add_argument(
+        "--expires-days", type=int, default=None, help="lifetime in days (default: no expiry)"
+    )
+    listing = sub.add_parser("list", help="list keys (never their secrets)")
+    listing.add_argument("--active", action="store_true", help="hide revoked keys")
+    listing.add_argument("--json", action="store_true", help="one JSON object per line")
+    revoke = sub.add_parser("revoke", help="revoke a key (effective within 5 s)")
+    revoke.add_argument("key_id", help="the key's id, as shown by 'keys list'")
+
+
+def run_keys(args: argparse.Namespace, settings: Settings) -> int:
+    """Dispatch a parsed ``keys`` command.
+
+    Args:
+        args: Parsed arguments (see :func:`add_keys_parser`).
+        settings: Settings (the database URL).
+
+    Returns:
+        The exit status.
+    """
+    if args.keys_command == "create":
+        return keys_create(settings, args.name, args.tenant, args.scopes, args.expires_days)
+    if args.keys_command == "list":
+        return keys_list(settings, include_revoked=not args.active, as_json=args.json)
+    return keys_revoke(settings, args.key_id)
+
+
+def keys_create(
+    settings: Settings,
+    name: str,
+    tenant: str,
+    scopes: str | Iterable[str],
+    expires_days: int | None,
+    *,
+    out: TextIO | None = None,
+) -> int:
+    """Create a key and print its plaintext once.
+
+    Args:
+        settings: Settings (the database URL).
+        name: Human label.
+        tenant: Tenant id (lower-case slug).
+        scopes: ``"read,enrich"`` or an iterable of scope names.
+        expires_days: Lifetime in days, or ``None``.
+        out: Where to print (stdout by default).
+
+    Returns:
+        The exit status.
+    """
+    stream = out or sys.stdout
+    try:
+        generated, record = new_api_key(
+            name=name,
+            tenant=tenant,
+            scopes=scopes,
+            now=datetime.now(UTC),
+            expires_days=expires_days,
+        )
+    except InvalidInput as exc:
+        return _invalid(exc.detail)
+
+    async def create(store: PgApiKeyStore) -> int:
+        key = await store.create(record)
+        print(f"id:      {key.id}", file=stream)
+        print(f"name:    {key.name}", file=stream)
+        print(f"tenant:  {key.tenant}", file=stream)
+        print(f"scopes:  {','.join(key.scopes)}", file=stream)
+        print(f"expires: {_stamp(key.expires_at) or 'never'}", file=stream)
+        print(f"key:     {generated.plaintext}", file=stream)
+        print(
+            "\nThis is the only time the key is shown: store it now. "
+            "Send it as 'Authorization: Bearer <key>' or 'X-API-Key: <key>'.",
+            file=stream,
+            flush=True,
+        )
+        return EXIT_OK
+
+    return _run(settings, create)
+
+
+def keys_list(
+    settings: Settings,
+    *,
+    include_revoked: bool = True,
+    as_json: bool = False,
+    out: TextIO | None = None,
+) -> int:
+    """Print the keys: id, name, tenant, prefix, scopes, status and times (never a digest).
+
+    Args:
+        settings: Settings (the database URL).
+        include_revoked: Also list revoked keys.
+        as_json: One JSON object per line instead of a table.
+        out: Where to print (stdout by default).
+
+    Returns:
+        The exit status.
+    """
+    stream = out or sys.stdout
+
+    async def listing(store: PgApiKeyStore) -> int:
+        keys = await store.list(include_revoked=include_revoked)
+        now = datetime.now(UTC)
+        rows = [_row(key, now) for key in keys]
+        if as_json:
+            for row in rows:
+                print(json.dumps(row), file=stream)
+            return EXIT_OK
+        _print_table(rows, stream)
+        return EXIT_OK
+
+    return _run(settings, listing)
+
+
+def keys_revoke(settings: Settings, key_id: str, *, out: TextIO | None = None) -> int:
+    """Revoke a key; every worker stops accepting it within the auth cache TTL (<= 5 s).
+
+    Args:
+        settings: Settings (the database URL).
+        key_id: The key's id.
+        out: Where to print (stdout by default).
+
+    Returns:
+        The exit status (1 when no key has that id).
+    """
+    stream = out or sys.stdout
+    try:
+        parsed = UUID(key_id.strip())
+    except ValueError:
+        return _invalid("key id must be a UUID, as shown by 'c2s-api keys list'")
+
+    async def revoke(store: PgApiKeyStore) -> int:
+        key = await store.revoke(parsed)
+        if key is None:
+            print(f"error: no API key with id {parsed}", file=sys.stderr)
+            return EXIT_NOT_FOUND
+        print(
+            f"revoked {key.id} ({key.name}, tenant {key.tenant}) at {_stamp(key.revoked_at)}",
+            file=stream,
+        )
+        return EXIT_OK
+
+    return _run(settings, revoke)
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def _invalid(detail: str) -> int:
+    print(f"error: {detail}", file=sys.stderr)
+    return EXIT_INVALID
+
+
+def _run(settings: Settings, action: Callable[[PgApiKeyStore], Awaitable[int]]) -> int:
+    async def main() -> int:
+        pool = await create_pool(settings, min_size=0)
+        try:
+            return await action(PgApiKeyStore(pool, acquire_timeout=settings.db_connect_timeout_s))
+        finally:
+            await pool.close()
+
+    try:
+        return asyncio.run(main())
+    except (DependencyUnavailable, OSError, TimeoutError, asyncpg.PostgresConnectionError):
+        print("error: PostgreSQL is unavailable (check DATABASE_URL)", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    except asyncpg.UndefinedTableError:
+        print("error: table core.api_keys is missing: run 'c2s-api migrate' first", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+
+
+def _stamp(value: datetime | None) -> str | None:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if value is not None else None
+
+
+def _row(key: ApiKey, now: datetime) -> dict[str, Any]:  # Any: JSON values
+    return {
+        "id": str(key.id),
+        "name": key.name,
+        "tenant": key.tenant,
+        "prefix": f"c2s_{key.key_prefix}_",
+        "scopes": ",".join(key.scopes),
+        "status": key_status(key, now),
+        "created_at": _stamp(key.created_at),
+        "expires_at": _stamp(key.expires_at),
+        "revoked_at": _stamp(key.revoked_at),
+        "last_used_at": _stamp(key.last_used_at),
+    }
+
+
+_COLUMNS = (
+    ("id", "ID"),
+    ("name", "NAME"),
+    ("tenant", "TENANT"),
+    ("prefix", "PREFIX"),
+    ("scopes", "SCOPES"),
+    ("status", "STATUS"),
+    ("created_at", "CREATED"),
+    ("expires_at", "EXPIRES"),
+    ("revoked_at", "REVOKED"),
+    ("last_used_at", "LAST USED"),
+)
+
+
+def _print_table(rows: list[dict[str, Any]], stream: TextIO) -> None:  # Any: JSON values
+    if not rows:
+        print("no API keys", file=stream)
+        return
+    cells = [[str(row[field] or "-") for field, _ in _COLUMNS] for row in rows]
+    widths = [
+        max(len(title), *(len(line[i]) for line in cells)) for i, (_, title) in enumerate(_COLUMNS)
+    ]
+    print(
+        "  ".join(title.ljust(w) for (_, title), w in zip(_COLUMNS, widths, strict=True)).rstrip(),
+        file=stream,
+    )
+    for line in cells:
+        print(
+            "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip(), file=stream
+        )

@@ -1,0 +1,292 @@
+"""Webhooks: ``POST /webhooks/c2s`` (durable intake) and ``POST /webhooks/google-ads``.
+
+Both are excluded from API-key auth (``opt["exclude_from_auth"]``): each has its own secret,
+checked in constant time by a guard that runs before the body is read.
+
+C2S webhook contract (``behaviour.md`` 1.11, ADR 0004):
+
+* Token: when ``WEBHOOK_SECRET`` is set, a token presented in ``X-Webhook-Token`` or in the
+  ``?token=`` query parameter must match (else 401). A request presenting neither is accepted,
+  as in the reference, because C2S cannot send custom headers; the query parameter lets an
+  operator configure a secret URL in C2S instead.
+* The events are stored durably in PostgreSQL, each with its job, BEFORE the answer: a 200 means
+  nothing can be lost. A failing database is a 503 with ``Retry-After`` (the sender retries; the
+  retry is idempotent).
+* Answer ``{"status":"received","received":n,"processed":p,"duplicates":d}``: ``received`` counts
+  the events of the body, ``processed`` the newly stored ones, ``duplicates`` the ones stored
+  before; ``rejected`` (invalid events, counted in neither) is added only when non-zero.
+* When SOME events are invalid the answer is still 200 (the valid ones are stored; a redelivery
+  could not fix the invalid ones). When the body is not JSON, or EVERY event is invalid, nothing
+  was accepted: 400 problem+json naming each offending field.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import TYPE_CHECKING, Annotated, Any, Final
+
+import msgspec
+import structlog
+from litestar import Controller, Request, post
+from litestar.datastructures import State
+from litestar.di import NamedDependency, Provide
+from litestar.exceptions import NotAuthorizedException, ValidationException
+from litestar.params import Body, HeaderParameter, JSONBody, QueryParameter
+from opentelemetry import propagate
+
+from app.problems import problem_responses
+from domain.pipeline import Enricher
+from domain.webhooks import (
+    GoogleAdsLead,
+    GoogleAdsResult,
+    GoogleAdsSettings,
+    intake_google_lead,
+    parse_webhook_document,
+)
+from infra.db.events import PgEventStore, PgGoogleLeadClaims
+from infra.queue import provably_unsent
+
+# Litestar reads handler and provider annotations at runtime: Request, State, Enricher and the
+# stores are imported for real, not under TYPE_CHECKING.
+
+if TYPE_CHECKING:
+    import asyncpg
+    from litestar.connection import ASGIConnection
+    from litestar.handlers.base import BaseRouteHandler
+
+    from app.config import Settings
+
+__all__ = [
+    "C2SWebhookAnswer",
+    "WebhookController",
+    "c2s_webhook_guard",
+    "google_ads_guard",
+]
+
+log = structlog.get_logger(__name__)
+
+_OPT: Final[dict[str, Any]] = {"exclude_from_auth": True, "lenient_content_type": True}
+_MAX_REPORTED_ERRORS: Final = 20
+
+
+class C2SWebhookAnswer(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """The C2S webhook answer (the reference's fields; ``rejected`` only when non-zero)."""
+
+    status: str
+    received: int
+    processed: int
+    duplicates: int
+    rejected: int = 0
+
+
+def _settings(state: Any) -> Settings:  # Any: Litestar's State
+    settings: Settings = state.settings
+    return settings
+
+
+def _pool(state: Any) -> asyncpg.Pool:  # Any: Litestar's State
+    """The process's pool, wherever the lifespan put it (container or resources)."""
+    for holder in ("container", "resources"):
+        pool = getattr(getattr(state, holder, None), "pool", None)
+        if pool is not None:
+            return pool  # type: ignore[no-any-return]
+    pool = getattr(state, "pool", None)
+    if pool is None:
+        raise RuntimeError("no database pool on app.state (lifespan not run?)")
+    return pool  # type: ignore[no-any-return]
+
+
+def _same(presented: str, secret: str) -> bool:
+    """Constant-time comparison (bytes, so any presented text is comparable)."""
+    return hmac.compare_digest(presented.encode(), secret.encode())
+
+
+def c2s_webhook_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Check the C2S webhook token, when a secret is configured and a token is presented.
+
+    Raises:
+        NotAuthorizedException: A presented token (header or query) does not match, or none is
+            presented while ``WEBHOOK_REQUIRE_TOKEN`` is set.
+    """
+    settings = _settings(connection.app.state)
+    secret = settings.webhook_secret.get()
+    if not secret:
+        return
+    presented = [
+        value
+        for value in (
+            connection.headers.get("x-webhook-token"),
+            connection.query_params.get("token"),
+        )
+        if value is not None
+    ]
+    # Forward-compatible switch: the reference accepts unauthenticated deliveries because C2S
+    # cannot send headers; with a secret URL configured an operator may want to refuse them.
+    if not presented and getattr(settings, "webhook_require_token", False):
+        raise NotAuthorizedException("Unauthorized")
+    if not all(_same(value, secret) for value in presented):
+        raise NotAuthorizedException("Unauthorized")
+
+
+def google_ads_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Check ``?google_key=`` against ``GOOGLE_ADS_WEBHOOK_KEY`` (unset key: always 401).
+
+    Raises:
+        NotAuthorizedException: Missing or wrong key.
+    """
+    expected = _settings(connection.app.state).google_ads_webhook_key.get()
+    presented = connection.query_params.get("google_key")
+    if not expected or presented is None or not _same(presented, expected):
+        raise NotAuthorizedException("Unauthorized")
+
+
+async def provide_event_store(state: State) -> PgEventStore:
+    """The C2S event store on the process's pool."""
+    settings = _settings(state)
+    return PgEventStore(_pool(state), acquire_timeout=settings.db_connect_timeout_s)
+
+
+async def provide_google_claims(state: State) -> PgGoogleLeadClaims:
+    """Google Ads lead dedup on the process's pool."""
+    settings = _settings(state)
+    return PgGoogleLeadClaims(_pool(state), acquire_timeout=settings.db_connect_timeout_s)
+
+
+def _trace_context() -> dict[str, str] | None:
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier or None
+
+
+class WebhookController(Controller):
+    """Inbound webhooks of C2S and Google Ads."""
+
+    path = "/api/v1/webhooks"
+    tags = ["webhooks"]  # noqa: RUF012 - Litestar reads class attributes
+    dependencies = {  # noqa: RUF012 - Litestar reads class attributes
+        "events": Provide(provide_event_store),
+        "claims": Provide(provide_google_claims),
+    }
+
+    @post(
+        "/c2s",
+        operation_id="receiveC2sWebhook",
+        summary="Receive C2S lead events; each is stored durably (with its job) before the 200",
+        description=(
+            "Body: one event `{id, hook_action?, attributes:{updated_at, customer, ...}}`, an "
+            "array of them, or `{hook_action, lead:{id, attributes}}`. `updated_at` is RFC 3339, "
+            "`YYYY-MM-DD HH:MM:SS.fff +zzzz` or naive `YYYY-MM-DD HH:MM:SS.fff` (UTC); with the "
+            "lead id it is the idempotency key, so redeliveries count as `duplicates`. Invalid "
+            "events are skipped (`rejected`); 400 when nothing in the body is valid. When "
+            "`WEBHOOK_SECRET` is set, a token sent in `X-Webhook-Token` or `?token=` must match."
+        ),
+        status_code=200,
+        guards=[c2s_webhook_guard],
+        opt=_OPT,
+        responses=problem_responses(400, 401, 413, 415, 429, 503),
+    )
+    async def c2s(
+        self,
+        events: NamedDependency[PgEventStore],
+        # Any: the body is validated event by event in the domain, so that one bad event does
+        # not sink the others; Litestar only decodes the JSON.
+        data: Annotated[
+            Any,
+            Body(
+                title="C2S webhook body",
+                description="A C2S lead event, an array of events, or the TS-port envelope.",
+            ),
+        ],
+        token: Annotated[
+            str | None,
+            QueryParameter(
+                name="token",
+                required=False,
+                max_length=512,
+                description="Webhook secret, for senders that cannot set headers.",
+            ),
+        ] = None,
+        webhook_token: Annotated[
+            str | None,
+            HeaderParameter(
+                name="X-Webhook-Token",
+                required=False,
+                max_length=512,
+                description="Webhook secret (`WEBHOOK_SECRET`).",
+            ),
+        ] = None,
+    ) -> C2SWebhookAnswer:
+        parsed = parse_webhook_document(data)
+        if parsed.rejected and not parsed.events:
+            errors = [
+                {"key": r.field, "message": r.reason, "source": "body"}
+                for r in parsed.rejected[:_MAX_REPORTED_ERRORS]
+            ]
+            log.info("c2s_webhook_rejected", rejected=len(parsed.rejected))
+            raise ValidationException(detail="No valid event in the body", extra=errors)
+        result = await events.accept(parsed.events, _trace_context())
+        log.info(
+            "c2s_webhook_received",
+            received=parsed.total,
+            processed=result.processed,
+            duplicates=result.duplicates,
+            rejected=len(parsed.rejected),
+            rejected_fields=sorted({r.field for r in parsed.rejected}) or None,
+        )
+        return C2SWebhookAnswer(
+            status="received",
+            received=parsed.total,
+            processed=result.processed,
+            duplicates=result.duplicates,
+            rejected=len(parsed.rejected),
+        )
+
+    @post(
+        "/google-ads",
+        operation_id="receiveGoogleAdsLead",
+        summary="Create a C2S lead from a Google Ads lead form (once per Google lead id)",
+        description=(
+            "Requires `?google_key=` equal to `GOOGLE_ADS_WEBHOOK_KEY` (401 otherwise). Phone and "
+            "e-mail are validated (at least one must be valid), the person is enriched "
+            "best-effort, and a lead is created in C2S (never retried). A redelivery of the same "
+            "`lead_id` answers `Lead already processed (duplicate)`."
+        ),
+        status_code=200,
+        guards=[google_ads_guard],
+        opt=_OPT,
+        responses=problem_responses(400, 401, 413, 415, 429, 502, 503),
+    )
+    async def google_ads(
+        self,
+        request: Request[Any, Any, Any],
+        data: JSONBody[GoogleAdsLead],
+        enricher: NamedDependency[Enricher],
+        claims: NamedDependency[PgGoogleLeadClaims],
+        google_key: Annotated[
+            str | None,
+            QueryParameter(
+                name="google_key",
+                required=False,
+                max_length=512,
+                description="The shared key configured in the Google Ads lead form.",
+            ),
+        ] = None,
+    ) -> GoogleAdsResult:
+        settings = _settings(request.app.state)
+        result = await intake_google_lead(
+            data,
+            await request.body(),
+            claims=claims,
+            enricher=enricher,
+            settings=GoogleAdsSettings(
+                description_max_length=settings.c2s_description_max_length,
+                default_seller_id=settings.c2s_default_seller_id or None,
+            ),
+            provably_unsent=provably_unsent,
+        )
+        log.info(
+            "google_ads_lead",
+            duplicate=result.message != "Lead created in C2S",
+            c2s_lead_id=result.c2s_lead_id,
+        )
+        return result

@@ -1,0 +1,101 @@
+"""Maps settings onto the upstream clients and their Redis-shared breakers.
+
+An empty ``*_BASE_URL`` means the embedded sandbox (``c2s-api sandbox``, started by
+``c2s-api serve`` on ``SANDBOX_PORT``) with its default credentials.
+"""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from infra.breaker import BreakerRegistry
+from infra.sandbox.app import SandboxSettings
+from infra.upstream import (
+    C2SClient,
+    C2SConfig,
+    DiretrixClient,
+    DiretrixConfig,
+    WorkApiClient,
+    WorkApiConfig,
+    create_session,
+    create_upstream_clients,
+)
+from observability.metrics import BreakerMetrics
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    import redis.asyncio as aioredis
+
+    from app.config import Settings
+
+__all__ = ["Upstreams", "open_upstreams", "uses_sandbox"]
+
+
+@dataclass(frozen=True, slots=True)
+class Upstreams:
+    """The worker's upstream clients and breaker registry."""
+
+    c2s: C2SClient
+    diretrix: DiretrixClient
+    work_api: WorkApiClient
+    breakers: BreakerRegistry
+
+
+def uses_sandbox(settings: Settings) -> bool:
+    """True when any upstream URL is unset (the embedded default)."""
+    return not (settings.c2s_base_url and settings.diretrix_base_url and settings.work_api_base_url)
+
+
+def _configs(settings: Settings) -> tuple[C2SConfig, DiretrixConfig, WorkApiConfig]:
+    sandbox = SandboxSettings(port=settings.sandbox_port)
+    local = f"http://127.0.0.1:{settings.sandbox_port}"
+    c2s = C2SConfig(
+        base_url=settings.c2s_base_url or local,
+        token=settings.c2s_token.get() if settings.c2s_base_url else sandbox.c2s_token,
+        timeout_s=settings.c2s_timeout_s,
+        connect_timeout_s=settings.c2s_connect_timeout_s,
+    )
+    diretrix = DiretrixConfig(
+        base_url=settings.diretrix_base_url or local,
+        user=settings.diretrix_user if settings.diretrix_base_url else sandbox.diretrix_user,
+        password=settings.diretrix_pass.get()
+        if settings.diretrix_base_url
+        else sandbox.diretrix_pass,
+        timeout_s=settings.diretrix_timeout_s,
+        connect_timeout_s=settings.diretrix_connect_timeout_s,
+    )
+    work_api = WorkApiConfig(
+        base_url=settings.work_api_base_url or local,
+        token=settings.work_api_token.get()
+        if settings.work_api_base_url
+        else sandbox.work_api_token,
+        timeout_s=settings.work_api_timeout_s,
+        connect_timeout_s=settings.work_api_connect_timeout_s,
+    )
+    return c2s, diretrix, work_api
+
+
+@asynccontextmanager
+async def open_upstreams(settings: Settings, redis: aioredis.Redis) -> AsyncIterator[Upstreams]:
+    """Open the HTTP session and breakers; close them (breakers first) on exit."""
+    session = create_session(settings.upstream_max_connections)
+    breakers = BreakerRegistry(
+        redis, key_prefix=f"{settings.redis_key_prefix}cb:", listener=BreakerMetrics()
+    )
+    try:
+        c2s, diretrix, work_api = _configs(settings)
+        clients = create_upstream_clients(
+            session, breakers, c2s=c2s, diretrix=diretrix, work_api=work_api
+        )
+        yield Upstreams(
+            c2s=clients.c2s,
+            diretrix=clients.diretrix,
+            work_api=clients.work_api,
+            breakers=breakers,
+        )
+    finally:
+        await breakers.aclose()
+        await session.close()

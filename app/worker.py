@@ -1,0 +1,226 @@
+"""``c2s-api worker``: process the durable webhook jobs until told to stop.
+
+:func:`run_worker` builds the process's dependencies with :func:`app.container.open_container`
+(the same adapters as the HTTP app), runs an :class:`infra.queue.EventConsumer` and handles
+SIGTERM/SIGINT:
+
+1. stop dequeuing; jobs already running go on (drain), for ``0.75 * grace_s``;
+2. cancel the jobs still running: each is re-queued at once, its lease released (a job in the
+   middle of its C2S send first finishes the send, see ``domain.webhooks.run_event_job``);
+3. exit 0 by ``grace_s`` (default 20 s), plus at most 2 s of cleanup. A second signal skips the
+   drain. Jobs that could not be given back in time stay leased and are taken over by another
+   worker when their heartbeat is ``lease_timeout_s`` old.
+
+A worker killed outright (SIGKILL, OOM, lost VM) loses nothing either: its jobs' heartbeats stop
+and another worker re-picks them after ``lease_timeout_s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from typing import TYPE_CHECKING, Final
+
+import structlog
+
+from domain.webhooks import DEFAULT_RETRY_POLICY
+from infra.db.events import PgEventStore
+from infra.queue import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_LEASE_TIMEOUT_S,
+    EventConsumer,
+    PrometheusQueueListener,
+    QueueListener,
+)
+from observability.logging import configure_logging
+
+if TYPE_CHECKING:
+    import asyncpg
+
+    from app.config import Settings
+    from domain.pipeline import Enricher
+    from domain.webhooks import RetryPolicy
+
+__all__ = ["DEFAULT_GRACE_S", "DEFAULT_METRICS_PORT", "consume_until", "run_worker"]
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_GRACE_S: Final = 20.0
+DEFAULT_METRICS_PORT: Final = 9464  # observability/prometheus/prometheus.yml scrapes worker:9464
+# Share of the grace period given to draining; the rest is for releasing leases and closing.
+_DRAIN_SHARE: Final = 0.75
+_CLEANUP_S: Final = 2.0
+
+
+def _option(value: float | None, settings: Settings, name: str, default: float) -> float:
+    """An explicit argument, else a ``Settings`` field if the configuration has one, else a
+    default: the worker's knobs are not (yet) settings, and this keeps both paths working."""
+    if value is not None:
+        return value
+    configured = getattr(settings, name, None)
+    return float(configured) if configured is not None else default
+
+
+async def consume_until(
+    stop: asyncio.Event,
+    *,
+    pool: asyncpg.Pool,
+    enricher: Enricher,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    lease_timeout_s: float = DEFAULT_LEASE_TIMEOUT_S,
+    grace_s: float = DEFAULT_GRACE_S,
+    urgent: asyncio.Event | None = None,
+    listener: QueueListener | None = None,
+    policy: RetryPolicy | None = None,
+) -> int:
+    """Run a consumer until ``stop`` is set, then shut it down within ``grace_s``.
+
+    Args:
+        stop: Set to begin the shutdown.
+        pool: asyncpg pool (the queue and the event store).
+        enricher: The pipeline the jobs run.
+        concurrency: Jobs at once.
+        lease_timeout_s: Heartbeat staleness after which another worker takes a job over.
+        grace_s: Bound of the shutdown.
+        urgent: Set to skip the drain (a second signal).
+        listener: Queue metrics hooks.
+        policy: Retry policy (default: the domain's).
+
+    Returns:
+        0 after a clean shutdown, 1 when the consumer failed on its own (e.g. the queue schema
+        is missing or PostgreSQL is unreachable at start).
+    """
+    consumer = EventConsumer(
+        pool=pool,
+        store=PgEventStore(pool),
+        enricher=enricher,
+        concurrency=concurrency,
+        lease_timeout_s=lease_timeout_s,
+        listener=listener,
+        policy=policy or DEFAULT_RETRY_POLICY,
+    )
+    running = asyncio.create_task(consumer.run(), name="event-consumer")
+    stopping = asyncio.create_task(stop.wait(), name="worker-stop")
+    done, _ = await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if running in done:
+        stopping.cancel()
+        exc = running.exception()
+        log.error("worker_failed", error_type=type(exc).__name__ if exc else None)
+        return 1
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + grace_s
+    log.info("worker_stopping", in_flight=consumer.in_flight, grace_s=grace_s)
+    consumer.stop()
+    hurry = asyncio.create_task((urgent or asyncio.Event()).wait(), name="worker-urgent")
+    try:
+        await asyncio.wait(
+            {running, hurry},
+            timeout=max(0.0, grace_s * _DRAIN_SHARE),
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+    finally:
+        hurry.cancel()
+    if not running.done():
+        released = await consumer.release_in_flight()
+        log.info("worker_releasing", jobs=released)
+        await asyncio.wait({running}, timeout=max(0.0, deadline - loop.time()))
+    if not running.done():
+        # Past the grace: leave the rest to lease expiry rather than overrun the orchestrator.
+        running.cancel()
+        await asyncio.wait({running}, timeout=_CLEANUP_S)
+        log.warning("worker_grace_exceeded", in_flight=consumer.in_flight)
+    elif not running.cancelled() and (exc := running.exception()) is not None:
+        log.error("worker_failed_during_shutdown", error_type=type(exc).__name__)
+    log.info("worker_stopped")
+    return 0
+
+
+async def _serve(
+    settings: Settings,
+    *,
+    concurrency: int,
+    lease_timeout_s: float,
+    grace_s: float,
+    metrics_port: int,
+) -> int:
+    from app.container import open_container
+
+    stop = asyncio.Event()
+    urgent = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int) -> None:
+        if stop.is_set():
+            urgent.set()
+        log.info("worker_signal", signal=signal.Signals(signum).name)
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    if metrics_port:
+        from observability.metrics import start_metrics_server
+
+        start_metrics_server(metrics_port, addr=settings.host)
+    async with open_container(settings) as container:
+        log.info(
+            "worker_started",
+            concurrency=concurrency,
+            lease_timeout_s=lease_timeout_s,
+            grace_s=grace_s,
+        )
+        code = await consume_until(
+            stop,
+            pool=container.pool,
+            enricher=container.enricher,
+            concurrency=concurrency,
+            lease_timeout_s=lease_timeout_s,
+            grace_s=grace_s,
+            urgent=urgent,
+            listener=PrometheusQueueListener(),
+        )
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(ValueError, RuntimeError):
+            loop.remove_signal_handler(signum)
+    return code
+
+
+def run_worker(
+    settings: Settings,
+    *,
+    concurrency: int | None = None,
+    grace_s: float | None = None,
+    lease_timeout_s: float | None = None,
+    metrics_port: int | None = None,
+) -> int:
+    """Process webhook jobs until SIGTERM/SIGINT; the ``c2s-api worker`` command.
+
+    Args:
+        settings: Configuration (database, Redis, upstreams).
+        concurrency: Jobs at once (default: ``Settings.worker_concurrency`` if configured,
+            else 4).
+        grace_s: Shutdown bound in seconds (default 20, below Fly's and Granian's kill timeouts).
+        lease_timeout_s: Seconds without a heartbeat after which another worker takes a job
+            over (default 30).
+        metrics_port: Port of the Prometheus endpoint on ``Settings.host`` (default 9464; 0
+            disables it).
+
+    Returns:
+        The process exit status: 0 after a clean shutdown, 1 when the worker could not run.
+    """
+    configure_logging(settings.log_level, settings.log_format)
+    workers = int(_option(concurrency, settings, "worker_concurrency", DEFAULT_CONCURRENCY))
+    lease = _option(lease_timeout_s, settings, "worker_lease_timeout_s", DEFAULT_LEASE_TIMEOUT_S)
+    grace = _option(grace_s, settings, "worker_grace_s", DEFAULT_GRACE_S)
+    port = int(_option(metrics_port, settings, "worker_metrics_port", DEFAULT_METRICS_PORT))
+    if workers < 1 or lease <= 0 or grace < 0:
+        log.error("worker_invalid_options", concurrency=workers, lease_timeout_s=lease)
+        return 2
+    serving = _serve(
+        settings, concurrency=workers, lease_timeout_s=lease, grace_s=grace, metrics_port=port
+    )
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency; Windows has none
+        return asyncio.run(serving)
+    return uvloop.run(serving)

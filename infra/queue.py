@@ -1,0 +1,561 @@
+"""The durable job queue of webhook events, on pgqueuer 1.6 (PostgreSQL, ``queue`` schema).
+
+* **Enqueue** (:func:`enqueue_event_jobs`) runs on the caller's connection, so the intake inserts
+  an event and its job in ONE transaction: an accepted event always has a job, a duplicate never
+  gets one (no outbox relay needed). The job's payload is the event id; its pgqueuer
+  ``dedupe_key`` (``webhook_event:<id>``) keeps at most one live job per event.
+* **Consume** (:class:`EventConsumer`): one entrypoint, ``enrich_event``, running
+  :func:`domain.webhooks.run_event_job` with at most ``concurrency`` jobs per worker.
+
+  - *Leases.* pgqueuer marks a dequeued job ``picked`` and refreshes its ``heartbeat`` every
+    ``lease_timeout / 2`` while it runs; any worker's dequeue re-picks a ``picked`` job whose
+    heartbeat is older than ``lease_timeout``. A worker killed mid-job therefore loses its jobs
+    to the next dequeue after at most ``lease_timeout`` (30 s by default).
+  - *Retries.* Transient failures come back from the use case as ``retry`` outcomes with an
+    exponential, jittered delay; the job is re-queued in place with pgqueuer's
+    ``RetryRequested(delay)`` (``execute_after`` bumped). The attempt count that bounds retries is
+    the event row's, so runs that died mid-job count too. After the last attempt the event is
+    ``failed`` with its reason: that row is the dead letter.
+  - *Orphans.* A job can still vanish without its event reaching a terminal state (its status
+    write failed while PostgreSQL was down and pgqueuer logged it as an exception, which deletes
+    it). A periodic sweep re-enqueues open events that have no live job.
+  - *Shutdown.* :meth:`EventConsumer.stop` stops dequeuing; in-flight jobs finish;
+    :meth:`EventConsumer.release_in_flight` cancels the rest, which re-queues each of them at once
+    (pgqueuer ``retry_job``) instead of waiting for its lease to expire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Final, Protocol, cast
+from uuid import UUID
+
+import structlog
+from aiohttp import ClientConnectorError
+from opentelemetry import propagate, trace
+from pgqueuer import AsyncpgDriver, AsyncpgPoolDriver, Queries, QueueManager, RetryRequested
+from pgqueuer.adapters.persistence.qb import (
+    QueryBuilderEnvironment,
+    QueryQueueBuilder,
+    QuerySchedulerBuilder,
+)
+from pgqueuer.domain.settings import DBSettings, Durability
+from pgqueuer.domain.types import Channel
+
+from domain.errors import DependencyUnavailable
+from domain.webhooks import DEFAULT_RETRY_POLICY, EventStore, is_provably_unsent, run_event_job
+from infra.breaker import BreakerOpen
+from observability import metrics
+from observability.tracing import tracer
+
+if TYPE_CHECKING:
+    import asyncpg
+    from asyncpg.pool import PoolConnectionProxy
+    from pgqueuer.models import Job
+
+    from domain.pipeline import Enricher
+    from domain.webhooks import JobOutcome, QueueStats, RetryPolicy
+
+__all__ = [
+    "DEFAULT_CONCURRENCY",
+    "DEFAULT_LEASE_TIMEOUT_S",
+    "DEFAULT_POLL_INTERVAL_S",
+    "ENTRYPOINT",
+    "JOB_DEDUPE_PREFIX",
+    "QUEUE_SCHEMA",
+    "EventConsumer",
+    "NullQueueListener",
+    "OrphanSweeper",
+    "PrometheusQueueListener",
+    "QueueListener",
+    "enqueue_event_jobs",
+    "job_dedupe_key",
+    "provably_unsent",
+    "queue_queries",
+    "queue_settings",
+]
+
+log = structlog.get_logger(__name__)
+
+ENTRYPOINT: Final = "enrich_event"
+QUEUE_SCHEMA: Final = "queue"
+JOB_DEDUPE_PREFIX: Final = "webhook_event:"
+DEFAULT_CONCURRENCY: Final = 4
+DEFAULT_LEASE_TIMEOUT_S: Final = 30.0
+# pgqueuer wakes on the NOTIFY of its insert trigger, but its statement-level trigger stays silent
+# on UPDATEs, so a re-queued retry and a stale lease are only noticed by this poll (and by a
+# deferred job's known ETA once it is queued). Each idle poll is four index-only queries.
+DEFAULT_POLL_INTERVAL_S: Final = 2.0
+_SAMPLE_INTERVAL_S: Final = 15.0
+_SWEEP_INTERVAL_S: Final = 60.0
+# An open event younger than this is never treated as an orphan: its job may be between states.
+_ORPHAN_MIN_AGE_S: Final = 120.0
+_ORPHAN_BATCH: Final = 500
+# Restarts of the dequeue loop after a failure (PostgreSQL restarting): 1, 2, 4... 30 s; a run
+# that lasted this long resets the backoff.
+_RESTART_BASE_S: Final = 1.0
+_RESTART_MAX_S: Final = 30.0
+_STABLE_RUN_S: Final = 60.0
+
+
+@functools.cache
+def queue_settings() -> DBSettings:
+    """pgqueuer's object names, pinned so the ``PGQUEUER_*`` environment cannot move them.
+
+    They must match migration ``20251126000005_queue.sql`` (generated from these settings).
+    """
+    return DBSettings(
+        prefix="",
+        db_schema=QUEUE_SCHEMA,
+        channel=Channel("ch_pgqueuer"),
+        function="fn_pgqueuer_changed",
+        statistics_table="pgqueuer_statistics",
+        queue_status_type="pgqueuer_status",
+        queue_table="pgqueuer",
+        queue_table_log="pgqueuer_log",
+        trigger="tg_pgqueuer_changed",
+        schedules_table="pgqueuer_schedules",
+        durability=Durability.durable,
+    )
+
+
+def queue_queries(driver: AsyncpgDriver | AsyncpgPoolDriver) -> Queries:
+    """pgqueuer's query layer over ``driver``, with the pinned object names."""
+    settings = queue_settings()
+    return Queries(
+        driver,
+        qbe=QueryBuilderEnvironment(settings=settings),
+        qbq=QueryQueueBuilder(settings=settings),
+        qbs=QuerySchedulerBuilder(settings=settings),
+    )
+
+
+def job_dedupe_key(event_id: UUID) -> str:
+    """The pgqueuer ``dedupe_key`` of an event's job: one live job per event."""
+    return f"{JOB_DEDUPE_PREFIX}{event_id}"
+
+
+async def enqueue_event_jobs(
+    conn: asyncpg.Connection | PoolConnectionProxy,
+    event_ids: Sequence[UUID],
+    *,
+    headers: Mapping[str, str] | None = None,
+) -> int:
+    """Enqueue one ``enrich_event`` job per event on ``conn`` (inside the caller's transaction).
+
+    An event that already has a live (queued or picked) job is skipped, so re-enqueueing is safe.
+
+    Args:
+        conn: The connection whose transaction also inserts the events.
+        event_ids: Events to enqueue.
+        headers: Trace context (W3C ``traceparent``) for the consumer's span link.
+
+    Returns:
+        How many jobs were created.
+    """
+    if not event_ids:
+        return 0
+    # AsyncpgDriver only calls fetch/execute on the object, which a pool proxy provides too.
+    queries = queue_queries(AsyncpgDriver(cast("asyncpg.Connection", conn)))
+    count = len(event_ids)
+    job_headers = dict(headers) if headers else None
+    created = await queries.enqueue(
+        [ENTRYPOINT] * count,
+        [str(event_id).encode() for event_id in event_ids],
+        [0] * count,
+        dedupe_key=[job_dedupe_key(event_id) for event_id in event_ids],
+        headers=[job_headers] * count,
+        on_conflict="skip",
+    )
+    return sum(1 for job_id in created if job_id is not None)
+
+
+def provably_unsent(exc: BaseException) -> bool:
+    """:func:`domain.webhooks.is_provably_unsent`, extended with what the adapters know.
+
+    An open breaker rejects the call before any request is made, and a connection that could
+    not be established carried nothing: neither can have posted a message.
+    """
+    if is_provably_unsent(exc):
+        return True
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, BreakerOpen | ClientConnectorError):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
+class QueueListener(Protocol):
+    """Receives the queue's measurements (adapter: :class:`PrometheusQueueListener`)."""
+
+    def job_started(self, age_s: float | None) -> None:
+        """A job began running in this worker, ``age_s`` after it was enqueued."""
+        ...
+
+    def job_finished(self, outcome: str, duration_s: float) -> None:
+        """A job ended: ``completed``, ``failed``, ``retry``, ``skipped``, ``error`` or
+        ``released`` (given back at shutdown)."""
+        ...
+
+    def dead_lettered(self) -> None:
+        """An event was failed after exhausting its retries."""
+        ...
+
+    def sampled(self, stats: QueueStats) -> None:
+        """Periodic sample of open events by status and the oldest waiting event's age."""
+        ...
+
+
+class NullQueueListener:
+    """Measures nothing."""
+
+    def job_started(self, age_s: float | None) -> None:
+        """Ignore."""
+
+    def job_finished(self, outcome: str, duration_s: float) -> None:
+        """Ignore."""
+
+    def dead_lettered(self) -> None:
+        """Ignore."""
+
+    def sampled(self, stats: QueueStats) -> None:
+        """Ignore."""
+
+
+# Job outcomes -> the bounded ``queue_jobs_total{outcome}`` values of observability.metrics.
+_OUTCOME_LABELS: Final = {
+    "completed": "completed",
+    "failed": "failed",
+    "retry": "retried",
+    "error": "retried",
+    "released": "retried",
+}
+
+
+class PrometheusQueueListener:
+    """Feeds ``queue_depth``, ``queue_job_age_seconds``, ``queue_oldest_job_age_seconds``,
+    ``queue_jobs_total``, ``queue_dead_letters_total`` and ``worker_active_jobs``."""
+
+    def job_started(self, age_s: float | None) -> None:
+        """Count the job as active; observe its age at pick-up."""
+        metrics.WORKER_ACTIVE_JOBS.inc()
+        if age_s is not None:
+            metrics.QUEUE_JOB_AGE.observe(age_s)
+
+    def job_finished(self, outcome: str, duration_s: float) -> None:
+        """Count the outcome (skipped runs did no work and are not counted)."""
+        metrics.WORKER_ACTIVE_JOBS.dec()
+        label = _OUTCOME_LABELS.get(outcome)
+        if label is not None:
+            metrics.QUEUE_JOBS.labels(label).inc()
+
+    def dead_lettered(self) -> None:
+        """Count a dead letter."""
+        metrics.QUEUE_DEAD_LETTERS.inc()
+
+    def sampled(self, stats: QueueStats) -> None:
+        """Publish the depth by status and the oldest waiting event's age (0 when none)."""
+        for status, count in stats.counts.items():
+            metrics.QUEUE_DEPTH.labels(status).set(count)
+        metrics.QUEUE_OLDEST_JOB_AGE.set(stats.oldest_open_age_s or 0.0)
+
+
+class OrphanSweeper(Protocol):
+    """Re-enqueues open events whose job vanished (implemented by ``PgEventStore``)."""
+
+    async def requeue_orphans(self, min_age_s: float, limit: int) -> int:
+        """Enqueue a job for each open event older than ``min_age_s`` without a live job."""
+        ...
+
+
+class _ConsumerStore(EventStore, OrphanSweeper, Protocol):
+    """What the consumer needs from the store."""
+
+
+def _parse_event_id(job: Job) -> UUID | None:
+    if job.payload is None:
+        return None
+    try:
+        return UUID(job.payload.decode())
+    except (UnicodeDecodeError, ValueError):
+        return None
+
+
+def _links(job: Job) -> list[trace.Link]:
+    carrier = {k: str(v) for k, v in (job.headers or {}).items() if isinstance(v, str)}
+    if not carrier:
+        return []
+    context = trace.get_current_span(propagate.extract(carrier)).get_span_context()
+    return [trace.Link(context)] if context.is_valid else []
+
+
+class EventConsumer:
+    """Runs webhook-event jobs from the queue until stopped.
+
+    Args:
+        pool: asyncpg pool for pgqueuer (one connection is held for LISTEN; the rest serve
+            dequeues, heartbeats and the status log).
+        store: The event store (also sweeps orphans).
+        enricher: The pipeline the jobs run.
+        concurrency: Jobs running at once in this worker.
+        lease_timeout_s: Heartbeat staleness after which another worker takes a job over.
+        policy: Retry limits and backoff of transient failures.
+        listener: Metrics hooks.
+        rand: Jitter source.
+        sample_interval_s: Period of the queue-depth sample.
+        sweep_interval_s: Period of the orphan sweep.
+        orphan_min_age_s: Age under which an open event without a job is left alone.
+        poll_interval_s: Fallback dequeue poll (see ``DEFAULT_POLL_INTERVAL_S``).
+    """
+
+    def __init__(
+        self,
+        *,
+        pool: asyncpg.Pool,
+        store: _ConsumerStore,
+        enricher: Enricher,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        lease_timeout_s: float = DEFAULT_LEASE_TIMEOUT_S,
+        policy: RetryPolicy = DEFAULT_RETRY_POLICY,
+        listener: QueueListener | None = None,
+        rand: Callable[[], float] = random.random,
+        sample_interval_s: float = _SAMPLE_INTERVAL_S,
+        sweep_interval_s: float = _SWEEP_INTERVAL_S,
+        orphan_min_age_s: float = _ORPHAN_MIN_AGE_S,
+        poll_interval_s: float = DEFAULT_POLL_INTERVAL_S,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self._store = store
+        self._enricher = enricher
+        self._concurrency = concurrency
+        self._lease = timedelta(seconds=lease_timeout_s)
+        self._policy = policy
+        self._listener: QueueListener = listener or NullQueueListener()
+        self._rand = rand
+        self._sample_interval_s = sample_interval_s
+        self._sweep_interval_s = sweep_interval_s
+        self._orphan_min_age_s = orphan_min_age_s
+        self._poll = timedelta(seconds=poll_interval_s)
+        # pgqueuer caps picked jobs per worker at max_concurrent_tasks, which must be at least
+        # twice its batch size; with concurrency 1 one extra job may be leased and wait on the
+        # gate below (its heartbeat keeps running, so it is not re-picked meanwhile).
+        self._max_tasks = max(concurrency, 2)
+        self._batch_size = max(1, self._max_tasks // 2)
+        self._gate = asyncio.Semaphore(concurrency)
+        self._running: set[asyncio.Task[Any]] = set()
+        self._releasing = False
+        self._stopping = asyncio.Event()
+        self._pool = pool
+        self._qm = self._manager()
+
+    def _manager(self) -> QueueManager:
+        manager = QueueManager(queue_queries(AsyncpgPoolDriver(self._pool)))
+        manager.entrypoint(ENTRYPOINT)(self.handle)
+        return manager
+
+    @property
+    def in_flight(self) -> int:
+        """Jobs running (or waiting on the gate) in this worker."""
+        return len(self._running)
+
+    @property
+    def queue_manager(self) -> QueueManager:
+        """The underlying pgqueuer manager (exposed for tests)."""
+        return self._qm
+
+    async def run(self) -> None:
+        """Dequeue and run jobs until :meth:`stop`; returns once in-flight jobs have ended.
+
+        Raises:
+            RuntimeError: The queue schema is missing (the migrations were not applied).
+            Exception: PostgreSQL is unreachable at start. Once started, a failure of the
+                dequeue loop (PostgreSQL restarting) restarts it with backoff instead.
+        """
+        await self._qm.verify_structure()
+        background = [
+            asyncio.create_task(self._every(self._sample_interval_s, self._sample)),
+            asyncio.create_task(self._every(self._sweep_interval_s, self._sweep)),
+        ]
+        failures = 0
+        try:
+            while not self._stopping.is_set():
+                started = time.monotonic()
+                try:
+                    await self._qm.run(
+                        dequeue_timeout=self._poll,
+                        batch_size=self._batch_size,
+                        max_concurrent_tasks=self._max_tasks,
+                        heartbeat_timeout=self._lease,
+                    )
+                except Exception as exc:
+                    if self._stopping.is_set():
+                        break
+                    # Its in-flight jobs have ended (pgqueuer awaits them before raising); a job
+                    # whose final status write failed is re-picked after its lease expires.
+                    failures = 1 if time.monotonic() - started > _STABLE_RUN_S else failures + 1
+                    delay = min(_RESTART_MAX_S, _RESTART_BASE_S * 2 ** (failures - 1))
+                    log.warning(
+                        "queue_consumer_restarting",
+                        error_type=type(exc).__name__,
+                        restart_in_s=delay,
+                    )
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stopping.wait(), timeout=delay)
+                    self._qm = self._manager()
+                else:
+                    break
+        finally:
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+
+    def stop(self) -> None:
+        """Stop dequeuing; jobs already running go on until they end or are released."""
+        self._stopping.set()
+        self._qm.shutdown.set()
+
+    async def release_in_flight(self) -> int:
+        """Cancel running jobs; each is re-queued at once (its lease released), not lost.
+
+        A job cancelled in the middle of its C2S send first lets the send finish (see
+        :func:`run_event_job`), so releasing never makes a send outcome unknown by itself.
+
+        Returns:
+            How many jobs were cancelled.
+        """
+        self._releasing = True
+        tasks = list(self._running)
+        for task in tasks:
+            task.cancel()
+        return len(tasks)
+
+    async def handle(self, job: Job) -> None:
+        """The ``enrich_event`` entrypoint: run the use case, map its outcome onto pgqueuer."""
+        task = asyncio.current_task()
+        if task is not None:
+            self._running.add(task)
+        started = time.monotonic()
+        try:
+            event_id = _parse_event_id(job)
+            if event_id is None:
+                log.error("queue_job_payload_invalid", job_id=int(job.id))
+                return
+            with tracer.start_as_current_span(
+                f"{ENTRYPOINT} process",
+                kind=trace.SpanKind.CONSUMER,
+                links=_links(job),
+                attributes={
+                    "messaging.system": "pgqueuer",
+                    "messaging.operation.type": "process",
+                    "messaging.destination.name": ENTRYPOINT,
+                },
+            ):
+                await self._run(job, event_id, started)
+        finally:
+            if task is not None:
+                self._running.discard(task)
+
+    async def _run(self, job: Job, event_id: UUID, started: float) -> None:
+        try:
+            async with self._gate:
+                outcome = await self._attempt(job, event_id, started)
+        except asyncio.CancelledError:
+            if not self._releasing:
+                raise
+            # Released at shutdown (running or still waiting on the gate): turn the cancellation
+            # into an immediate re-queue, so the next worker need not wait for the lease to expire.
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+            log.info("queue_job_released", event_id=str(event_id))
+            raise RetryRequested(delay=timedelta(0), reason="released at shutdown") from None
+        if outcome.kind == "retry":
+            delay = outcome.retry_in_s or 0.0
+            raise RetryRequested(delay=timedelta(seconds=delay), reason=outcome.reason)
+
+    async def _attempt(self, job: Job, event_id: UUID, started: float) -> JobOutcome:
+        """One run of the use case.
+
+        Raises:
+            RetryRequested: The store itself failed; the job is re-queued with backoff.
+        """
+        age_s = max(0.0, (datetime.now(UTC) - job.created).total_seconds())
+        self._listener.job_started(age_s)
+        label = "released"
+        try:
+            outcome = await run_event_job(
+                event_id,
+                events=self._store,
+                enricher=self._enricher,
+                policy=self._policy,
+                rand=self._rand,
+                provably_unsent=provably_unsent,
+            )
+        except Exception as exc:
+            label = "error"
+            # The store itself failed (nothing could be recorded): retry the whole job.
+            # pgqueuer's attempt count drives the backoff; the event row is untouched.
+            delay = self._policy.delay(job.attempts + 1, self._rand())
+            log.warning(
+                "queue_job_error",
+                event_id=str(event_id),
+                error_type=type(exc).__name__,
+                dependency=exc.dependency if isinstance(exc, DependencyUnavailable) else None,
+                retry_in_s=round(delay, 3),
+            )
+            raise RetryRequested(
+                delay=timedelta(seconds=delay), reason=f"job error: {type(exc).__name__}"
+            ) from None
+        else:
+            label = outcome.kind
+            self._report(outcome, time.monotonic() - started)
+            return outcome
+        finally:
+            # Exactly one "finished" per "started", whatever ended the run.
+            self._listener.job_finished(label, time.monotonic() - started)
+
+    def _report(self, outcome: JobOutcome, duration_s: float) -> None:
+        if outcome.dead_letter:
+            self._listener.dead_lettered()
+        fields = {
+            "event_id": str(outcome.event_id),
+            "outcome": outcome.kind,
+            "attempts": outcome.attempts,
+            "reason": outcome.reason,
+            "sent": outcome.sent,
+            "duration_ms": round(duration_s * 1000, 1),
+        }
+        if outcome.kind == "failed":
+            log.warning("webhook_event_failed", dead_letter=outcome.dead_letter, **fields)
+        elif outcome.kind == "retry":
+            log.info("webhook_event_retry", retry_in_s=outcome.retry_in_s, **fields)
+        else:
+            log.info("webhook_event_done", **fields)
+
+    async def _every(self, interval_s: float, action: Callable[[], Any]) -> None:
+        """Run ``action`` now and then every ``interval_s`` until stopped; failures are logged."""
+        while not self._stopping.is_set():
+            try:
+                await action()
+            except Exception as exc:  # a failed sample must not stop the worker
+                log.warning("queue_background_failed", error_type=type(exc).__name__)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=interval_s)
+
+    async def _sample(self) -> None:
+        self._listener.sampled(await self._store.queue_stats())
+
+    async def _sweep(self) -> None:
+        requeued = await self._store.requeue_orphans(self._orphan_min_age_s, _ORPHAN_BATCH)
+        if requeued:
+            log.warning("webhook_orphans_requeued", count=requeued)

@@ -1,0 +1,675 @@
+"""Every Prometheus series the service exports, in one process-wide registry.
+
+Other modules import the metric objects or, on hot paths, the small helpers below, which cache
+label children and attach ``trace_id`` exemplars. Names follow the OTel semantic conventions
+translated to Prometheus (base units, ``_total`` counters, semconv buckets); every label has a
+bounded value set, documented on the metric. Never put ids, paths, CPFs, phones, e-mails, keys or
+IPs in a label.
+
+Exposition: :func:`metrics_endpoint` serves ``/metrics`` with content negotiation (OpenMetrics,
+which carries the exemplars, when the scraper asks for it, as Prometheus does; the classic text
+format otherwise). The worker process, which has no HTTP app, calls
+:func:`start_metrics_server`.
+
+Why inline calls and not Litestar's ``PrometheusMiddleware``: measured here, an inline
+prometheus_client call costs ~5 us, the generic middleware 50-70 us per request
+(stack-notes, "Measured on these machines").
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from contextlib import asynccontextmanager
+from importlib import metadata
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
+
+import prometheus_client
+from litestar import Request, Response, get
+from opentelemetry import trace
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import choose_encoder
+
+from observability.tracing import start_span
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable, Iterable
+
+    from prometheus_client.registry import Collector
+
+__all__ = [
+    "BREAKER_NAMES",
+    "BREAKER_STATE_CODES",
+    "CACHE_NAMES",
+    "CACHE_REQUESTS",
+    "CIRCUIT_BREAKER_REJECTIONS",
+    "CIRCUIT_BREAKER_STATE",
+    "CIRCUIT_BREAKER_STORAGE_DEGRADED",
+    "CIRCUIT_BREAKER_TRANSITIONS",
+    "DEPENDENCY_READY",
+    "ENRICHMENTS",
+    "HTTP_CLIENT_REQUEST_DURATION",
+    "HTTP_SERVER_ACTIVE_REQUESTS",
+    "HTTP_SERVER_REQUEST_DURATION",
+    "PIPELINE_STEP_DURATION",
+    "QUEUE_DEAD_LETTERS",
+    "QUEUE_DEPTH",
+    "QUEUE_JOBS",
+    "QUEUE_JOB_AGE",
+    "QUEUE_OLDEST_JOB_AGE",
+    "RATE_LIMIT_DECISIONS",
+    "RATE_LIMIT_DEGRADED",
+    "RATE_LIMIT_STORAGE_ERRORS",
+    "REGISTRY",
+    "SEMCONV_DURATION_BUCKETS",
+    "UNMATCHED_ROUTE",
+    "UPSTREAM_RETRIES",
+    "WORKER_ACTIVE_JOBS",
+    "BreakerMetrics",
+    "PipelineObserver",
+    "current_exemplar",
+    "http_method_label",
+    "metric_names",
+    "metrics_endpoint",
+    "observe_request",
+    "observe_step",
+    "observe_upstream",
+    "record_breaker_rejection",
+    "record_breaker_transition",
+    "record_cache",
+    "record_rate_limit",
+    "record_readiness",
+    "render_metrics",
+    "set_breaker_state",
+    "set_breaker_storage_degraded",
+    "set_build_info",
+    "start_metrics_server",
+    "track_pool",
+]
+
+# `_created` series double the series count of every counter and histogram and Prometheus 2.x
+# ignores them; must run before the first metric is built.
+prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
+
+REGISTRY: Final = CollectorRegistry(auto_describe=True)
+"""The one registry of this process; ``/metrics`` serves exactly this."""
+
+ProcessCollector(registry=REGISTRY)
+PlatformCollector(registry=REGISTRY)
+GCCollector(registry=REGISTRY)
+
+SEMCONV_DURATION_BUCKETS: Final = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.25,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    7.5,
+    10.0,
+)
+"""The advised buckets of ``http.server.request.duration`` (seconds). 25 ms and 50 ms are bucket
+boundaries on purpose: the latency SLOs are computed from them exactly."""
+
+UNMATCHED_ROUTE: Final = "_unmatched"
+"""``http_route`` of requests no route matched (404 before routing, 405)."""
+
+# --- bounded label vocabularies -------------------------------------------------------------
+
+Upstream = Literal["c2s", "diretrix", "work_api"]
+UpstreamOutcome = Literal["success", "error", "timeout", "rejected", "soft_error"]
+CacheName = Literal["work_api", "contact_cpf", "lead_lock", "recent_cpf", "idempotency"]
+CacheResult = Literal["hit", "miss", "integrity_failure", "error"]
+BreakerStateName = Literal["closed", "half_open", "open", "forced_open", "disabled"]
+JobOutcome = Literal["completed", "failed", "retried"]
+PipelineStep = Literal[
+    "fetch_lead", "resolve_cpf", "fetch_dossier", "store", "format", "send_message"
+]
+StepOutcome = Literal["success", "error", "cancelled"]
+Dependency = Literal["postgres", "redis"]
+
+CACHE_NAMES: Final[tuple[CacheName, ...]] = (
+    "work_api",
+    "contact_cpf",
+    "lead_lock",
+    "recent_cpf",
+    "idempotency",
+)
+CACHE_RESULTS: Final[tuple[CacheResult, ...]] = ("hit", "miss", "integrity_failure", "error")
+BREAKER_NAMES: Final = ("c2s", "diretrix", "work_api", "postgres", "redis")
+BREAKER_STATE_CODES: Final[dict[str, int]] = {
+    "closed": 0,
+    "half_open": 1,
+    "open": 2,
+    "forced_open": 3,
+    "disabled": 4,
+}
+"""``circuit_breaker_state`` values. Ordered by severity so ``max()`` over instances and the
+"open for N minutes" alert (``== 2``) read naturally; infra's resilience4j codes differ, so
+callers pass the state *name* and this table does the mapping."""
+
+_METHODS: Final = frozenset(
+    ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
+)
+
+# --- HTTP server --------------------------------------------------------------------------
+
+HTTP_SERVER_REQUEST_DURATION: Final = Histogram(
+    "http_server_request_duration_seconds",
+    "Duration of HTTP server requests (semconv http.server.request.duration).",
+    ["http_request_method", "http_route", "http_response_status_code"],
+    buckets=SEMCONV_DURATION_BUCKETS,
+    registry=REGISTRY,
+)
+"""Labels: ``http_request_method`` (``GET``..., unknown -> ``_OTHER``), ``http_route`` (the
+route template, e.g. ``/api/v1/customers/{id:uuid}``; ``_unmatched`` without a route),
+``http_response_status_code``. Exemplar ``trace_id`` when the request's span is sampled."""
+
+HTTP_SERVER_ACTIVE_REQUESTS: Final = Gauge(
+    "http_server_active_requests",
+    "Number of HTTP server requests in flight (semconv http.server.active_requests).",
+    ["http_request_method"],
+    registry=REGISTRY,
+)
+
+# --- upstream HTTP clients ----------------------------------------------------------------
+
+HTTP_CLIENT_REQUEST_DURATION: Final = Histogram(
+    "http_client_request_duration_seconds",
+    "Duration of calls to upstream APIs, by upstream, operation and outcome.",
+    ["upstream", "operation", "outcome"],
+    buckets=SEMCONV_DURATION_BUCKETS,
+    registry=REGISTRY,
+)
+"""Labels: ``upstream`` in c2s/diretrix/work_api; ``operation`` a fixed name per client method
+(``fetch_lead``, ``send_message``, ``lookup_phone``, ``lookup_email``, ``module_cpf``...);
+``outcome`` in success/error/timeout/rejected (breaker open)/soft_error (a Work API error
+inside an HTTP 200)."""
+
+UPSTREAM_RETRIES: Final = Counter(
+    "upstream_retries",
+    "Retries of upstream calls (not counting the first attempt).",
+    ["upstream", "operation"],
+    registry=REGISTRY,
+)
+
+# --- circuit breakers ----------------------------------------------------------------------
+
+CIRCUIT_BREAKER_STATE: Final = Gauge(
+    "circuit_breaker_state",
+    "Breaker state as this process sees it: 0 closed, 1 half-open, 2 open, 3 forced open, "
+    "4 disabled.",
+    ["name"],
+    registry=REGISTRY,
+)
+CIRCUIT_BREAKER_TRANSITIONS: Final = Counter(
+    "circuit_breaker_transitions",
+    "Breaker state changes seen by this process, by target state.",
+    ["name", "to"],
+    registry=REGISTRY,
+)
+CIRCUIT_BREAKER_REJECTIONS: Final = Counter(
+    "circuit_breaker_rejections",
+    "Calls rejected by a breaker without being tried.",
+    ["name"],
+    registry=REGISTRY,
+)
+CIRCUIT_BREAKER_STORAGE_DEGRADED: Final = Gauge(
+    "circuit_breaker_storage_degraded",
+    "1 while the breaker's shared state in Redis is unusable and the per-process fallback decides.",
+    ["name"],
+    registry=REGISTRY,
+)
+
+# --- caches --------------------------------------------------------------------------------
+
+CACHE_REQUESTS: Final = Counter(
+    "cache_requests",
+    "Cache lookups by cache and result.",
+    ["cache", "result"],
+    registry=REGISTRY,
+)
+"""Labels: ``cache`` in work_api/contact_cpf/lead_lock/recent_cpf/idempotency; ``result`` in
+hit/miss/integrity_failure (HMAC mismatch)/error (Redis failed)."""
+
+# --- rate limiting -------------------------------------------------------------------------
+
+RATE_LIMIT_DECISIONS: Final = Counter(
+    "rate_limit_decisions",
+    "Rate-limit decisions by policy and outcome (allowed/limited).",
+    ["policy", "outcome"],
+    registry=REGISTRY,
+)
+"""``policy`` is a configured policy name (``ip``, ``api_key``, ``global``...), never an
+identity."""
+RATE_LIMIT_DEGRADED: Final = Gauge(
+    "rate_limit_degraded",
+    "1 while the rate limiter cannot reach its storage and runs degraded (fail-open/local).",
+    registry=REGISTRY,
+)
+RATE_LIMIT_STORAGE_ERRORS: Final = Counter(
+    "rate_limit_storage_errors",
+    "Errors talking to the rate limiter's storage.",
+    registry=REGISTRY,
+)
+
+# --- queue and worker ---------------------------------------------------------------------
+
+QUEUE_DEPTH: Final = Gauge(
+    "queue_depth",
+    "Jobs in the PostgreSQL-backed queue by status (polled).",
+    ["status"],
+    registry=REGISTRY,
+)
+"""``status`` is one of the queue's fixed job statuses (e.g. queued, running, failed, dead)."""
+QUEUE_JOB_AGE: Final = Histogram(
+    "queue_job_age_seconds",
+    "Age of a job (since it was enqueued) when a worker picks it up.",
+    buckets=(0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0),
+    registry=REGISTRY,
+)
+QUEUE_OLDEST_JOB_AGE: Final = Gauge(
+    "queue_oldest_job_age_seconds",
+    "Age of the oldest job still waiting to be picked up (polled with queue_depth; 0 when empty).",
+    registry=REGISTRY,
+)
+QUEUE_JOBS: Final = Counter(
+    "queue_jobs",
+    "Jobs finished by a worker, by outcome (completed/failed/retried).",
+    ["outcome"],
+    registry=REGISTRY,
+)
+QUEUE_DEAD_LETTERS: Final = Counter(
+    "queue_dead_letters",
+    "Jobs moved to the dead-letter state after their last retry.",
+    registry=REGISTRY,
+)
+WORKER_ACTIVE_JOBS: Final = Gauge(
+    "worker_active_jobs",
+    "Jobs this worker process is running now.",
+    registry=REGISTRY,
+)
+
+# --- enrichment pipeline -------------------------------------------------------------------
+
+PIPELINE_STEP_DURATION: Final = Histogram(
+    "pipeline_step_duration_seconds",
+    "Duration of one enrichment pipeline step, by step and outcome.",
+    ["step", "outcome"],
+    buckets=SEMCONV_DURATION_BUCKETS,
+    registry=REGISTRY,
+)
+ENRICHMENTS: Final = Counter(
+    "enrichments",
+    "Enrichments finished, by entrypoint and outcome.",
+    ["entrypoint", "outcome"],
+    registry=REGISTRY,
+)
+"""``entrypoint`` is the route or job kind that started it (``leads_process``, ``c2s_enrich``,
+``webhook_c2s``...); ``outcome`` a fixed result name (``enriched``, ``not_found``,
+``failed``...)."""
+
+# --- readiness -----------------------------------------------------------------------------
+
+DEPENDENCY_READY: Final = Gauge(
+    "dependency_ready",
+    "Result of the last readiness check of a dependency (1 ok, 0 failing).",
+    ["dependency"],
+    registry=REGISTRY,
+)
+
+# --- build ----------------------------------------------------------------------------------
+
+BUILD_INFO: Final = Gauge(
+    "c2s_api_build_info",
+    "Always 1; the labels say which build runs.",
+    ["version", "python", "commit"],
+    registry=REGISTRY,
+)
+
+
+def set_build_info(version: str | None = None, commit: str | None = None) -> None:
+    """Set ``c2s_api_build_info`` (done at import from package metadata and ``BUILD_COMMIT``).
+
+    Args:
+        version: Package version; the installed ``c2s-api`` distribution's by default.
+        commit: Git commit; env ``BUILD_COMMIT`` (set by the image build) or ``unknown``.
+    """
+    if version is None:
+        try:
+            version = metadata.version("c2s-api")
+        except metadata.PackageNotFoundError:
+            version = "unknown"
+    BUILD_INFO.clear()
+    BUILD_INFO.labels(
+        version, platform.python_version(), commit or os.environ.get("BUILD_COMMIT") or "unknown"
+    ).set(1)
+
+
+set_build_info()
+
+# Pre-create the series of known label sets, so rate() and absent-free dashboards see zeros
+# from the first scrape instead of no data.
+for _cache in CACHE_NAMES:
+    for _result in CACHE_RESULTS:
+        CACHE_REQUESTS.labels(_cache, _result)
+for _name in BREAKER_NAMES:
+    CIRCUIT_BREAKER_REJECTIONS.labels(_name)
+    for _state in BREAKER_STATE_CODES:
+        CIRCUIT_BREAKER_TRANSITIONS.labels(_name, _state)
+for _outcome in ("completed", "failed", "retried"):
+    QUEUE_JOBS.labels(_outcome)
+
+
+# --- hot-path helpers -----------------------------------------------------------------------
+
+
+def current_exemplar() -> dict[str, str] | None:
+    """``{"trace_id": ...}`` of the current span when it is sampled, else ``None``."""
+    ctx = trace.get_current_span().get_span_context()
+    if ctx.trace_flags.sampled:
+        return {"trace_id": format(ctx.trace_id, "032x")}
+    return None
+
+
+def http_method_label(method: str) -> str:
+    """The semconv method label: the method when standard, ``_OTHER`` otherwise."""
+    return method if method in _METHODS else "_OTHER"
+
+
+# Children cached by label tuple: `labels()` takes a lock and validates on every call, the dict
+# lookup does not. The key space is bounded because every label is.
+_request_children: dict[tuple[str, str, int], Histogram] = {}
+
+
+def observe_request(
+    method: str, route: str, status: int, seconds: float, trace_id: str | None = None
+) -> None:
+    """Record one HTTP server request.
+
+    Args:
+        method: A method label (pass it through :func:`http_method_label`).
+        route: The route template or :data:`UNMATCHED_ROUTE`.
+        status: The response status code.
+        seconds: Wall time from the first byte in to the last byte out.
+        trace_id: The request span's trace id when sampled; stored as the exemplar.
+    """
+    key = (method, route, status)
+    child = _request_children.get(key)
+    if child is None:
+        child = HTTP_SERVER_REQUEST_DURATION.labels(method, route, str(status))
+        _request_children[key] = child
+    child.observe(seconds, {"trace_id": trace_id} if trace_id else None)
+
+
+def observe_upstream(
+    upstream: Upstream, operation: str, outcome: UpstreamOutcome, seconds: float
+) -> None:
+    """Record one upstream call (one attempt), with the current trace as exemplar.
+
+    Args:
+        upstream: ``c2s``, ``diretrix`` or ``work_api``.
+        operation: The client method's fixed operation name.
+        outcome: ``success``, ``error``, ``timeout``, ``rejected`` or ``soft_error``.
+        seconds: Duration of the attempt.
+    """
+    HTTP_CLIENT_REQUEST_DURATION.labels(upstream, operation, outcome).observe(
+        seconds, current_exemplar()
+    )
+
+
+def record_cache(cache: CacheName, result: CacheResult) -> None:
+    """Count one cache lookup."""
+    CACHE_REQUESTS.labels(cache, result).inc()
+
+
+def record_rate_limit(policy: str, *, allowed: bool) -> None:
+    """Count one rate-limit decision for a configured ``policy`` name."""
+    RATE_LIMIT_DECISIONS.labels(policy, "allowed" if allowed else "limited").inc()
+
+
+def set_breaker_state(name: str, state: BreakerStateName | str) -> None:
+    """Set ``circuit_breaker_state{name}`` from a state name (see :data:`BREAKER_STATE_CODES`).
+
+    Raises:
+        KeyError: for an unknown state name (a programming error).
+    """
+    CIRCUIT_BREAKER_STATE.labels(name).set(BREAKER_STATE_CODES[state])
+
+
+def record_breaker_transition(name: str, to: BreakerStateName | str) -> None:
+    """Count a transition of breaker ``name`` and set its state gauge."""
+    CIRCUIT_BREAKER_TRANSITIONS.labels(name, to).inc()
+    set_breaker_state(name, to)
+
+
+def record_breaker_rejection(name: str) -> None:
+    """Count a call rejected by breaker ``name``."""
+    CIRCUIT_BREAKER_REJECTIONS.labels(name).inc()
+
+
+def set_breaker_storage_degraded(name: str, degraded: bool) -> None:
+    """Set ``circuit_breaker_storage_degraded{name}`` to 1 or 0."""
+    CIRCUIT_BREAKER_STORAGE_DEGRADED.labels(name).set(1 if degraded else 0)
+
+
+def record_readiness(dependency: Dependency, ok: bool) -> None:
+    """Set ``dependency_ready{dependency}`` from a readiness check's result."""
+    DEPENDENCY_READY.labels(dependency).set(1 if ok else 0)
+
+
+def observe_step(step: PipelineStep | str, outcome: StepOutcome, seconds: float) -> None:
+    """Record one pipeline step, with the current trace as exemplar."""
+    PIPELINE_STEP_DURATION.labels(step, outcome).observe(seconds, current_exemplar())
+
+
+class _HasValue(Protocol):
+    @property
+    def value(self) -> Any: ...  # Any: an enum's value (infra.breaker.BreakerState -> str)
+
+
+def _state_name(state: _HasValue | str) -> str:
+    return state if isinstance(state, str) else str(state.value)
+
+
+class BreakerMetrics:
+    """A breaker listener (``infra.breaker.BreakerListener``) feeding the breaker series.
+
+    Pass one instance to every breaker; it is stateless. States may be enum members whose
+    ``value`` is the state name (``"half_open"``...) or the names themselves.
+    """
+
+    __slots__ = ()
+
+    def on_state_change(self, name: str, old: _HasValue | str, new: _HasValue | str) -> None:
+        """Count the transition and move the state gauge."""
+        record_breaker_transition(name, _state_name(new))
+
+    def on_rejected(self, name: str, state: _HasValue | str) -> None:
+        """Count the rejection."""
+        record_breaker_rejection(name)
+
+    def on_call(self, name: str, *, failed: bool, slow: bool, duration_s: float) -> None:
+        """Nothing: call outcomes are already measured by the upstream/DB series."""
+
+    def on_storage_degraded(self, name: str, degraded: bool) -> None:
+        """Move the storage-degraded gauge."""
+        set_breaker_storage_degraded(name, degraded)
+
+
+class PipelineObserver:
+    """``domain.ports.StepObserver``: one span and one histogram sample per pipeline step.
+
+    The outcome is ``error`` when the step raises, ``cancelled`` when it is cancelled.
+    """
+
+    __slots__ = ()
+
+    @asynccontextmanager
+    async def step(self, name: str) -> AsyncIterator[None]:
+        """Trace and time the step ``name``."""
+        start = time.perf_counter()
+        outcome: StepOutcome = "success"
+        with start_span(f"pipeline {name}", {"c2s.pipeline.step": name}):
+            try:
+                yield
+            except BaseException as exc:
+                # CancelledError is a BaseException: a cancelled step is not a failed one.
+                outcome = "error" if isinstance(exc, Exception) else "cancelled"
+                raise
+            finally:
+                observe_step(name, outcome, time.perf_counter() - start)
+
+
+# --- DB pool (read at scrape time) --------------------------------------------------------
+
+
+class _Pool(Protocol):
+    def get_size(self) -> int: ...
+    def get_idle_size(self) -> int: ...
+    def get_max_size(self) -> int: ...
+
+
+class _PoolCollector:
+    """``db_client_connections_usage{state}`` and ``db_client_connections_max`` from live pools.
+
+    Read at scrape time (no bookkeeping per query). Summed over the tracked pools: a worker
+    has one; tests may have several.
+
+    The names are semconv's ``db.client.connections.usage``/``.max`` (the generation that had
+    the ``state`` attribute): the current ``db.client.connection.count`` translates to a gauge
+    ending in ``_count``, which ``promtool check metrics`` rejects as a histogram-only suffix.
+    """
+
+    def __init__(self) -> None:
+        self._pools: list[_Pool] = []
+
+    def track(self, pool: _Pool) -> Callable[[], None]:
+        self._pools.append(pool)
+
+        def untrack() -> None:
+            if pool in self._pools:
+                self._pools.remove(pool)
+
+        return untrack
+
+    def _families(self) -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
+        count = GaugeMetricFamily(
+            "db_client_connections_usage",
+            "Connections in the asyncpg pool by state, idle or used "
+            "(semconv db.client.connections.usage).",
+            labels=["state"],
+        )
+        maximum = GaugeMetricFamily(
+            "db_client_connections_max",
+            "Maximum connections the asyncpg pool may open (semconv db.client.connections.max).",
+        )
+        return count, maximum
+
+    def describe(self) -> Iterable[GaugeMetricFamily]:
+        return self._families()
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        used = idle = most = 0
+        for pool in list(self._pools):
+            size, free = pool.get_size(), pool.get_idle_size()
+            used += size - free
+            idle += free
+            most += pool.get_max_size()
+        count, maximum = self._families()
+        count.add_metric(["idle"], idle)
+        count.add_metric(["used"], used)
+        maximum.add_metric([], most)
+        return count, maximum
+
+
+_POOLS: Final = _PoolCollector()
+REGISTRY.register(_POOLS)
+
+
+def track_pool(pool: _Pool) -> Callable[[], None]:
+    """Export ``pool``'s connection counts until the returned function is called.
+
+    Args:
+        pool: An ``asyncpg.Pool`` (anything with ``get_size``/``get_idle_size``/``get_max_size``).
+
+    Returns:
+        A function that stops tracking the pool (call it before closing the pool).
+    """
+    return _POOLS.track(pool)
+
+
+# --- exposition -----------------------------------------------------------------------------
+
+
+def render_metrics(accept: str = "") -> tuple[bytes, str]:
+    """Encode :data:`REGISTRY` for an ``Accept`` header.
+
+    Returns:
+        The body and its content type (OpenMetrics when asked for, with exemplars; the classic
+        text format otherwise).
+    """
+    encoder, content_type = choose_encoder(accept)
+    return encoder(REGISTRY), content_type
+
+
+@get(
+    "/metrics",
+    operation_id="getMetrics",
+    summary="Prometheus metrics (OpenMetrics with exemplars when negotiated)",
+    name="metrics",
+    include_in_schema=False,
+    sync_to_thread=False,
+    opt={"exclude_from_auth": True, "exclude_from_rate_limit": True, "skip_metrics": True},
+)
+def metrics_endpoint(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """Serve the registry (excluded from auth, rate limits, tracing and request metrics)."""
+    body, content_type = render_metrics(request.headers.get("accept", ""))
+    return Response(body, media_type=content_type)
+
+
+def start_metrics_server(port: int, addr: str = "127.0.0.1") -> None:
+    """Serve :data:`REGISTRY` on ``http://addr:port/metrics`` from a daemon thread.
+
+    For processes without the HTTP app (``c2s-api worker``). Bind ``0.0.0.0`` only inside a
+    container network.
+    """
+    prometheus_client.start_http_server(port, addr=addr, registry=REGISTRY)
+
+
+def metric_names(registry: Collector = REGISTRY) -> frozenset[str]:
+    """Every sample name ``registry`` can export, with the type suffixes.
+
+    Counters give ``name_total``, histograms ``name_bucket``/``name_count``/``name_sum``,
+    gauges ``name``. Derived from the metric families, so labelled metrics that have no
+    sample yet count too. Used by the tests that check dashboards and rules.
+    """
+    suffixes = {
+        "counter": ("_total",),
+        "histogram": ("_bucket", "_count", "_sum"),
+        "summary": ("", "_count", "_sum"),
+        "info": ("_info",),
+        "gaugehistogram": ("_bucket", "_gcount", "_gsum"),
+    }
+    names: set[str] = set()
+    for family in registry.collect():
+        for suffix in suffixes.get(family.type, ("",)):
+            names.add(family.name + suffix)
+        names.update(sample.name for sample in family.samples)
+    return frozenset(names)

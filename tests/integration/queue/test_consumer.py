@@ -1,0 +1,317 @@
+"""The pgqueuer consumer against real PostgreSQL, with in-memory upstream fakes.
+
+Every wait is bounded; nothing here sleeps for a fixed time to "let things happen".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import time
+import uuid
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import msgspec
+import pytest
+from pgqueuer import AsyncpgDriver
+from pgqueuer.ports.repository import EntrypointExecutionParameter
+
+from domain.models import CpfCandidate
+from domain.webhooks import QueueStats, RetryPolicy, parse_webhook_body
+from infra.db.events import PgEventStore
+from infra.queue import ENTRYPOINT, EventConsumer, queue_queries
+from tests.fakes import FakeDiretrix, World
+from tests.integration.queue.conftest import APPLICATION_NAME
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Awaitable, Callable
+
+    import asyncpg
+    from pgqueuer.domain.types import QueueEntrypoint, QueueManagerId
+
+pytestmark = pytest.mark.integration
+
+GOLDEN = Path(__file__).resolve().parents[2] / "golden"
+HELENA_CPF = "39053344705"
+HELENA = (GOLDEN / "dossier_helena.json").read_bytes()
+LEAD_ID = "358f62821dc6cfa7cfbda19e670d6392"
+EMAIL = "helena@example.com"
+
+
+def helena_world() -> World:
+    world = World()
+    world.work_api.dossiers = {HELENA_CPF: HELENA}
+    world.diretrix.by_phone["11987654321"] = [CpfCandidate(name="HELENA M DUARTE", cpf=HELENA_CPF)]
+    world.diretrix.by_email[EMAIL] = [CpfCandidate(name="HELENA MARQUES DUARTE", cpf=HELENA_CPF)]
+    return world
+
+
+async def accept_one(store: PgEventStore, lead_id: str = LEAD_ID) -> uuid.UUID:
+    document = {
+        "id": lead_id,
+        "attributes": {
+            "updated_at": "2025-11-26T10:00:00Z",
+            "customer": {
+                "name": "Helena Marques Duarte",
+                "phone": "+5511987654321",
+                "email": EMAIL,
+            },
+        },
+    }
+    [event_id] = (await store.accept(parse_webhook_body(msgspec.json.encode(document)).events)).ids
+    return event_id
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool]], timeout_s: float = 15.0, what: str = "condition"
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not await check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout_s}s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def status_of(store: PgEventStore, event_id: uuid.UUID) -> str | None:
+    row = await store.load(event_id)
+    return row.status if row is not None else None
+
+
+class Recorder:
+    """A QueueListener that keeps what it was told."""
+
+    def __init__(self) -> None:
+        self.started: list[float | None] = []
+        self.finished: list[str] = []
+        self.dead_letters = 0
+        self.samples: list[QueueStats] = []
+
+    def job_started(self, age_s: float | None) -> None:
+        self.started.append(age_s)
+
+    def job_finished(self, outcome: str, duration_s: float) -> None:
+        self.finished.append(outcome)
+
+    def dead_lettered(self) -> None:
+        self.dead_letters += 1
+
+    def sampled(self, stats: QueueStats) -> None:
+        self.samples.append(stats)
+
+
+@contextlib.asynccontextmanager
+async def running(consumer: EventConsumer) -> AsyncIterator[asyncio.Task[None]]:
+    task = asyncio.create_task(consumer.run())
+    try:
+        yield task
+    finally:
+        consumer.stop()
+        done, _ = await asyncio.wait({task}, timeout=5)
+        if not done:
+            await consumer.release_in_flight()
+            done, _ = await asyncio.wait({task}, timeout=5)
+        if not done:
+            task.cancel()
+            await asyncio.wait({task}, timeout=5)
+        if task.done() and not task.cancelled():
+            task.result()
+
+
+def consumer_for(
+    pool: asyncpg.Pool,
+    world: World,
+    *,
+    policy: RetryPolicy | None = None,
+    lease_timeout_s: float = 30.0,
+    listener: Recorder | None = None,
+    concurrency: int = 2,
+) -> EventConsumer:
+    return EventConsumer(
+        pool=pool,
+        store=PgEventStore(pool),
+        enricher=world.enricher(),
+        concurrency=concurrency,
+        lease_timeout_s=lease_timeout_s,
+        policy=policy or RetryPolicy(),
+        listener=listener,
+        rand=lambda: 0.0,
+        sample_interval_s=0.2,
+        poll_interval_s=0.2,
+    )
+
+
+async def test_consumer_completes_a_job_and_sends_one_message(pool: asyncpg.Pool) -> None:
+    world, store, recorder = helena_world(), PgEventStore(pool), Recorder()
+    event_id = await accept_one(store)
+    async with running(consumer_for(pool, world, listener=recorder)):
+        await eventually(lambda: _is(store, event_id, "completed"), what="the event to complete")
+        await eventually(lambda: _no_jobs(pool), what="the job to leave the queue")
+    assert len(world.c2s.messages[LEAD_ID]) == 1
+    assert recorder.finished == ["completed"]
+    assert recorder.started[0] is not None
+    assert recorder.samples  # the depth sampler ran
+    statuses = await pool.fetch("SELECT status::text FROM queue.pgqueuer_log ORDER BY id")
+    assert [r["status"] for r in statuses] == ["queued", "picked", "successful"]
+
+
+async def test_transient_failure_is_retried_with_backoff_then_dead_lettered(
+    pool: asyncpg.Pool,
+) -> None:
+    world, store, recorder = helena_world(), PgEventStore(pool), Recorder()
+    world.diretrix.down = True
+    policy = RetryPolicy(max_attempts=3, base_delay_s=0.4, max_delay_s=5.0)  # waits 0.2, 0.4 s
+    event_id = await accept_one(store)
+    async with running(consumer_for(pool, world, policy=policy, listener=recorder)):
+        await eventually(lambda: _is(store, event_id, "failed"), what="the dead letter")
+    row = await store.load(event_id)
+    assert row is not None
+    assert row.attempts == 3
+    assert row.error_message == "gave up after 3 attempts: diretrix unavailable"
+    assert recorder.finished == ["retry", "retry", "failed"]
+    assert recorder.dead_letters == 1
+    picks = await pool.fetch(
+        "SELECT created FROM queue.pgqueuer_log WHERE status = 'picked' ORDER BY id"
+    )
+    gaps = [(b["created"] - a["created"]).total_seconds() for a, b in itertools.pairwise(picks)]
+    assert len(gaps) == 2
+    assert gaps[0] >= 0.2
+    assert gaps[1] >= 0.4
+    retries = await pool.fetchval(
+        "SELECT count(*) FROM queue.pgqueuer_log WHERE status = 'queued' AND traceback IS NOT NULL"
+    )
+    assert retries == 2
+    assert LEAD_ID not in world.c2s.messages
+
+
+async def test_a_job_whose_worker_crashed_is_taken_over_after_its_lease(
+    pool: asyncpg.Pool,
+) -> None:
+    world, store = helena_world(), PgEventStore(pool)
+    event_id = await accept_one(store)
+    # A worker picks the job, claims the event... and dies: no heartbeat ever again.
+    async with pool.acquire() as conn:
+        queries = queue_queries(AsyncpgDriver(conn))  # type: ignore[arg-type]
+        picked = await queries.dequeue(
+            batch_size=1,
+            entrypoints={
+                _entrypoint(ENTRYPOINT): EntrypointExecutionParameter(concurrency_limit=0)
+            },
+            queue_manager_id=_manager(uuid.uuid4()),
+            global_concurrency_limit=None,
+            heartbeat_timeout=timedelta(seconds=30),
+        )
+    assert len(picked) == 1
+    await store.mark_processing(event_id)
+    crashed_at = time.monotonic()
+    async with running(consumer_for(pool, world, lease_timeout_s=1.0)):
+        await eventually(lambda: _is(store, event_id, "completed"), what="the take-over")
+    assert time.monotonic() - crashed_at >= 1.0  # not before the lease expired
+    row = await store.load(event_id)
+    assert row is not None
+    assert row.attempts == 2  # the crashed run counted too
+    assert len(world.c2s.messages[LEAD_ID]) == 1
+
+
+class BlockingDiretrix(FakeDiretrix):
+    """Diretrix that never answers until released (a job stuck in flight)."""
+
+    def __init__(self, inner: FakeDiretrix) -> None:
+        super().__init__(by_phone=inner.by_phone, by_email=inner.by_email)
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def search_by_phone(self, national_phone: str) -> list[CpfCandidate]:
+        self.entered.set()
+        await self.release.wait()
+        return await super().search_by_phone(national_phone)
+
+
+async def test_shutdown_releases_in_flight_jobs_at_once_for_another_worker(
+    pool: asyncpg.Pool,
+) -> None:
+    world, store = helena_world(), PgEventStore(pool)
+    blocking = BlockingDiretrix(world.diretrix)
+    world.diretrix = blocking
+    event_id = await accept_one(store)
+    first = consumer_for(pool, world, lease_timeout_s=60.0)
+    task = asyncio.create_task(first.run())
+    await asyncio.wait_for(blocking.entered.wait(), 15)
+    first.stop()
+    assert await first.release_in_flight() == 1
+    await asyncio.wait_for(task, 10)
+    job = await pool.fetchrow("SELECT status::text, queue_manager_id FROM queue.pgqueuer")
+    assert job is not None
+    assert (job["status"], job["queue_manager_id"]) == ("queued", None)  # lease given back
+    assert await status_of(store, event_id) == "processing"
+    blocking.release.set()
+    started = time.monotonic()
+    async with running(consumer_for(pool, world, lease_timeout_s=60.0)):
+        await eventually(lambda: _is(store, event_id, "completed"), what="the second worker")
+    assert time.monotonic() - started < 10  # no lease expiry was waited for
+    assert len(world.c2s.messages[LEAD_ID]) == 1
+
+
+async def test_many_events_are_each_completed_exactly_once_by_two_consumers(
+    pool: asyncpg.Pool,
+) -> None:
+    world, store = helena_world(), PgEventStore(pool)
+    ids = [await accept_one(store, lead_id=f"lead{i:03d}") for i in range(30)]
+    async with (
+        running(consumer_for(pool, world, concurrency=4)),
+        running(consumer_for(pool, world, concurrency=4)),
+    ):
+        await eventually(lambda: _all_completed(pool, len(ids)), timeout_s=30, what="all 30 events")
+    assert sorted(world.c2s.messages) == sorted(f"lead{i:03d}" for i in range(30))
+    assert all(len(messages) == 1 for messages in world.c2s.messages.values())
+
+
+async def _is(store: PgEventStore, event_id: uuid.UUID, status: str) -> bool:
+    return await status_of(store, event_id) == status
+
+
+async def _no_jobs(pool: asyncpg.Pool) -> bool:
+    jobs: int = await pool.fetchval("SELECT count(*) FROM queue.pgqueuer")
+    return jobs == 0
+
+
+async def _all_completed(pool: asyncpg.Pool, n: int) -> bool:
+    done: int = await pool.fetchval(
+        "SELECT count(*) FROM core.webhook_events WHERE status = 'completed'"
+    )
+    return done == n
+
+
+def _entrypoint(name: str) -> QueueEntrypoint:
+    from pgqueuer.domain.types import QueueEntrypoint
+
+    return QueueEntrypoint(name)
+
+
+def _manager(value: uuid.UUID) -> QueueManagerId:
+    from pgqueuer.domain.types import QueueManagerId
+
+    return QueueManagerId(value)
+
+
+async def test_the_consumer_survives_its_database_connections_being_killed(
+    pool: asyncpg.Pool,
+) -> None:
+    world, store = helena_world(), PgEventStore(pool)
+    first = await accept_one(store, lead_id="before")
+    async with running(consumer_for(pool, world)) as task:
+        await eventually(lambda: _is(store, first, "completed"), what="the first event")
+        killed = await pool.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE application_name = $1 AND pid <> pg_backend_pid()",
+            APPLICATION_NAME,
+        )
+        assert killed >= 1
+        second = await accept_one(store, lead_id="after")
+        await eventually(
+            lambda: _is(store, second, "completed"), timeout_s=20, what="the event after"
+        )
+        assert not task.done()
+    assert sorted(world.c2s.messages) == ["after", "before"]
