@@ -1,12 +1,13 @@
-"""The ``c2s-api`` command line: serve, and the operational commands.
+"""The ``c2s-api`` command line: serve, worker, sandbox and the operational commands.
 
 Each sub-command is a small function; heavy imports happen inside it so ``c2s-api --help``
-stays fast.
+stays fast. Invalid configuration stops any command with one line naming the variable.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 from typing import TYPE_CHECKING
 
@@ -15,7 +16,7 @@ from app.config import settings_or_exit
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -25,26 +26,97 @@ def _serve(args: argparse.Namespace) -> int:
     return serve(settings, workers=args.workers, port=args.port, host=args.host)
 
 
-COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], int]]] = {
-    "serve": ("run the API under Granian (embedded sandbox when no upstream URL is set)", _serve),
-}
+def _worker(args: argparse.Namespace) -> int:
+    from app.worker import run_worker
+
+    return run_worker(settings_or_exit(), concurrency=args.concurrency)
+
+
+def _sandbox(args: argparse.Namespace) -> int:
+    from infra.sandbox.app import run_sandbox
+
+    settings = settings_or_exit()
+    run_sandbox(args.port or settings.sandbox_port, args.host, seed=args.seed)
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from infra.db.migrate import MigrationError, migrate, migrate_status
+
+    settings = settings_or_exit()
+    try:
+        if args.status:
+            status = asyncio.run(migrate_status(settings.database_url))
+            print(f"applied: {len(status.applied)}  pending: {len(status.pending)}")
+            return 0 if status.up_to_date else 1
+        asyncio.run(migrate(settings.database_url))
+    except MigrationError as exc:
+        print(f"migrate: {exc}", file=sys.stderr)
+        return 1
+    print("migrations applied")
+    return 0
+
+
+def _seed(args: argparse.Namespace) -> int:
+    from infra.db.seed import seed
+
+    settings = settings_or_exit()
+    report = asyncio.run(seed(settings.database_url, args.parties, seed=args.seed))
+    print(report)
+    return 0
+
+
+def _keys(args: argparse.Namespace) -> int:
+    from app.keys_cli import run_keys
+
+    return run_keys(args, settings_or_exit())
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests)."""
+    from app.keys_cli import add_keys_parser
+
     parser = argparse.ArgumentParser(prog="c2s-api", description="c2s-api lead enrichment")
     sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help=COMMANDS["serve"][0])
+
+    serve = sub.add_parser(
+        "serve", help="run the API under Granian (embedded sandbox when no upstream URL is set)"
+    )
     serve.add_argument("--workers", type=int, default=None, help="Granian workers (WEB_WORKERS)")
     serve.add_argument("--port", type=int, default=None, help="listen port (PORT)")
     serve.add_argument("--host", default=None, help="listen address (HOST)")
+    serve.set_defaults(handler=_serve)
+
+    worker = sub.add_parser("worker", help="process accepted webhook events from the queue")
+    worker.add_argument("--concurrency", type=int, default=None, help="jobs in parallel")
+    worker.set_defaults(handler=_worker)
+
+    sandbox = sub.add_parser("sandbox", help="run the simulated C2S, Diretrix and Work API")
+    sandbox.add_argument("--port", type=int, default=None, help="listen port (SANDBOX_PORT)")
+    sandbox.add_argument("--host", default="127.0.0.1", help="listen address")
+    sandbox.add_argument("--seed", type=int, default=None, help="synthetic people seed")
+    sandbox.set_defaults(handler=_sandbox)
+
+    migrate = sub.add_parser("migrate", help="apply the database migrations (dbmate)")
+    migrate.add_argument("--status", action="store_true", help="only report pending migrations")
+    migrate.set_defaults(handler=_migrate)
+
+    seed = sub.add_parser("seed", help="load synthetic parties (COPY) for tests and benchmarks")
+    seed.add_argument("--parties", type=int, required=True, help="how many parties")
+    seed.add_argument("--seed", type=int, default=1, help="random seed")
+    seed.set_defaults(handler=_seed)
+
+    add_keys_parser(sub)
+    for name, action in sub.choices.items():
+        if name == "keys":
+            action.set_defaults(handler=_keys)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``c2s-api`` console script."""
     args = build_parser().parse_args(argv)
-    _help, handler = COMMANDS[args.command]
+    handler: Callable[[argparse.Namespace], int] = args.handler
     return handler(args)
 
 

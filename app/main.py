@@ -21,6 +21,7 @@ from app.config import settings_or_exit
 from app.docs import DocsController, swagger_static_router
 from app.errors import exception_handlers
 from app.health import SERVICE_VERSION, HealthController
+from app.idempotency import IdempotencyMiddleware
 from app.middleware import RequestIdMiddleware
 from app.ratelimit import RateLimitMiddleware
 from app.routes.customers import CustomerController
@@ -123,7 +124,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
         request_max_body_size=settings.max_body_bytes,
         # Route level, outermost first: API keys (unauthenticated requests learn nothing more),
         # then Content-Type; a rate limiter goes after AuthMiddleware (it reads the key id).
-        middleware=[AuthMiddleware, RateLimitMiddleware, StrictContentTypeMiddleware],
+        middleware=[
+            AuthMiddleware,
+            RateLimitMiddleware,
+            StrictContentTypeMiddleware,
+            IdempotencyMiddleware,
+        ],
         debug=False,
         # observability: OTel server spans when OTEL_EXPORTER_OTLP_*ENDPOINT is set (else none);
         # logging is owned by observability.logging (Litestar's default would replace it).

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import math
+from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +25,7 @@ from app.problems import PROBLEM_MEDIA_TYPE, Problem, encode_problem, problem_ty
 if TYPE_CHECKING:
     from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-    from infra.ratelimit import Decision, RateLimiter, Tier
+    from infra.ratelimit import Decision, LimitState, RateLimiter, Tier
 
 __all__ = ["ClientAddress", "RateLimitMiddleware", "format_headers"]
 
@@ -74,8 +75,17 @@ def _digest(value: str, salt: bytes) -> str:
 
 def format_headers(limiter: RateLimiter, decision: Decision) -> list[tuple[bytes, bytes]]:
     """The rate-limit response headers for ``decision``."""
+    per_tier = Counter(state.tier for state in decision.states)
+
+    def name(state: LimitState) -> str:
+        # Policy names must be unique: a tier with several windows names each one.
+        if per_tier[state.tier] == 1:
+            return state.tier
+        return f"{state.tier}-{math.ceil(state.window_s)}s"
+
     policies = ", ".join(
-        f'"{state.tier}";q={state.quota};w={math.ceil(state.window_s)}' for state in decision.states
+        f'"{name(state)}";q={state.quota};w={math.ceil(state.window_s)}'
+        for state in decision.states
     )
     headers: list[tuple[bytes, bytes]] = []
     if policies:
@@ -84,7 +94,7 @@ def format_headers(limiter: RateLimiter, decision: Decision) -> list[tuple[bytes
     if tight is not None:
         reset = math.ceil(tight.reset_s)
         headers += [
-            (b"ratelimit", f'"{tight.tier}";r={tight.remaining};t={reset}'.encode()),
+            (b"ratelimit", f'"{name(tight)}";r={tight.remaining};t={reset}'.encode()),
             (b"x-ratelimit-limit", str(tight.quota).encode()),
             (b"x-ratelimit-remaining", str(tight.remaining).encode()),
             (b"x-ratelimit-reset", str(reset).encode()),

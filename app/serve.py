@@ -1,19 +1,88 @@
-"""``c2s-api serve``: Granian with the app factory, per the deployment flags in DESIGN.md."""
+"""``c2s-api serve``: Granian with the app factory, per the deployment flags in DESIGN.md.
+
+On the embedded default (no upstream URL configured) it also starts the upstream sandbox on
+``SANDBOX_PORT`` and says so; with ``ENVIRONMENT=development`` it applies the migrations first,
+so a fresh clone runs the whole pipeline with one command.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
+import subprocess
+import sys
+import time
+import urllib.request
 from typing import TYPE_CHECKING
 
 import structlog
 
-from observability.logging import configure_logging
+from app.upstreams import uses_sandbox
+from observability.logging import configure_logging, granian_log_dictconfig
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from app.config import Settings
 
-__all__ = ["serve"]
+__all__ = ["embedded_sandbox", "serve"]
 
 log = structlog.get_logger("app.serve")
+
+
+@contextlib.contextmanager
+def embedded_sandbox(settings: Settings) -> Iterator[str | None]:
+    """Run the sandbox in a child process while the block runs, when the settings call for it."""
+    if not uses_sandbox(settings):
+        yield None
+        return
+    url = f"http://127.0.0.1:{settings.sandbox_port}"
+    child = subprocess.Popen(  # noqa: S603 - our own module, fixed arguments
+        [sys.executable, "-m", "app.cli", "sandbox", "--port", str(settings.sandbox_port)],
+        env={**os.environ, "LOG_LEVEL": "WARNING"},
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if child.poll() is not None:
+                raise SystemExit(f"sandbox exited with status {child.returncode}")
+            try:
+                with urllib.request.urlopen(f"{url}/_sandbox/health", timeout=1):  # noqa: S310
+                    break
+            except OSError:
+                time.sleep(0.2)
+        log.info(
+            "embedded_sandbox_started",
+            url=url,
+            note="no upstream URL configured: C2S, Diretrix and the Work API are simulated",
+        )
+        yield url
+    finally:
+        child.terminate()
+        try:
+            child.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            child.kill()
+
+
+async def _prepare_development(settings: Settings) -> None:
+    """Embedded default: apply migrations and make sure a development API key exists."""
+    from app.auth import ensure_dev_key
+    from infra.db.migrate import migrate
+    from infra.db.pool import create_pool
+
+    await migrate(settings.database_url)
+    log.info("migrations_applied")
+    pool = await create_pool(settings, min_size=1)
+    try:
+        if await ensure_dev_key(pool, environment=settings.environment) is None:
+            log.info(
+                "development_key_exists",
+                hint="create another with: c2s-api keys create --name me --tenant dev",
+            )
+    finally:
+        await pool.close()
 
 
 def serve(
@@ -28,22 +97,31 @@ def serve(
     from granian.constants import HTTPModes, Interfaces, Loops
 
     configure_logging(settings.log_level, settings.log_format)
+    if settings.environment == "development":
+        asyncio.run(_prepare_development(settings))
     bind_port = port or settings.port
     bind_host = host or settings.host
-    log.info("serving", host=bind_host, port=bind_port, workers=workers or settings.web_workers)
-    server = Granian(
-        "app.main:create_app",
-        factory=True,
-        interface=Interfaces.ASGI,
-        loop=Loops.uvloop,
-        http=HTTPModes.http1,
-        websockets=False,
-        address=bind_host,
-        port=bind_port,
-        workers=workers or settings.web_workers,
-        workers_kill_timeout=settings.workers_kill_timeout,
-        respawn_failed_workers=True,
-        log_access=False,
-    )
-    server.serve()
+    with embedded_sandbox(settings):
+        log.info(
+            "serving",
+            url=f"http://{bind_host}:{bind_port}",
+            docs=f"http://{bind_host}:{bind_port}/docs",
+            workers=workers or settings.web_workers,
+        )
+        server = Granian(
+            "app.main:create_app",
+            factory=True,
+            interface=Interfaces.ASGI,
+            loop=Loops.uvloop,
+            http=HTTPModes.http1,
+            websockets=False,
+            address=bind_host,
+            port=bind_port,
+            workers=workers or settings.web_workers,
+            workers_kill_timeout=settings.workers_kill_timeout,
+            respawn_failed_workers=True,
+            log_access=False,
+            log_dictconfig=granian_log_dictconfig(settings.log_level, settings.log_format),
+        )
+        server.serve()
     return 0

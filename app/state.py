@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from app.container import Container, open_container
+from app.idempotency import IdempotencyStore
 from app.ratelimit import ClientAddress
 from infra.ratelimit import RateLimiter, parse_policy
 from observability.metrics import RATE_LIMIT_DEGRADED, record_rate_limit, track_pool
@@ -95,6 +96,12 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
         app.state.resources = Resources(settings=settings, container=container)
         app.state.enricher = container.enricher
         app.state.rate_limiter = build_rate_limiter(settings, container)
+        app.state.idempotency = IdempotencyStore(
+            container.redis,
+            settings.redis_key_prefix,
+            settings.idempotency_ttl_s,
+            settings.idempotency_lock_ttl_s,
+        )
         app.state.edge = EdgeConfig(
             client_address=ClientAddress(settings.trusted_proxies),
             salt=settings.cache_key_salt.get().encode(),

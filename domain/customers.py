@@ -227,26 +227,8 @@ def _view(
     party = found.party if found is not None else None
     emails: dict[str, EmailView] = {}
     phones: dict[str, PhoneView] = {}
-    if found is not None:
-        for contact in found.contacts:
-            if contact.contact_type == "email":
-                emails.setdefault(
-                    contact.value, EmailView(email=contact.value, is_valid=True, source="database")
-                )
-            else:
-                phones.setdefault(
-                    contact.value,
-                    PhoneView(
-                        phone=contact.value,
-                        ddd=contact.value[:2] if len(contact.value) >= 10 else None,
-                        operator=contact.source,
-                        type=contact.contact_type,
-                        is_valid=True,
-                        source="database",
-                        is_whatsapp=contact.is_whatsapp,
-                    ),
-                )
     addresses: list[AddressView] = []
+    # The dossier's view of a contact (operator, type, validity) wins over the stored row's.
     if person is not None:
         for email in person.emails:
             emails.setdefault(
@@ -281,6 +263,25 @@ def _view(
             )
             for a in person.addresses
         ]
+    if found is not None:
+        for contact in found.contacts:
+            if contact.contact_type == "email":
+                emails.setdefault(
+                    contact.value, EmailView(email=contact.value, is_valid=True, source="database")
+                )
+            else:
+                phones.setdefault(
+                    contact.value,
+                    PhoneView(
+                        phone=contact.value,
+                        ddd=contact.value[:2] if len(contact.value) >= 10 else None,
+                        operator=None,
+                        type=contact.contact_type,
+                        is_valid=True,
+                        source="database",
+                        is_whatsapp=contact.is_whatsapp,
+                    ),
+                )
 
     def pick(from_person: str | None, from_party: str | None) -> str | None:
         return from_person if from_person is not None else from_party

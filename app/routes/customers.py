@@ -73,7 +73,7 @@ class CustomerController(Controller):
 
     path = "/api/v1"
     tags = ["customers"]  # noqa: RUF012 - Litestar reads class attributes
-    security = API_KEY_SECURITY  # noqa: RUF012
+    security = API_KEY_SECURITY
 
     @get(
         "/contributor/customer",

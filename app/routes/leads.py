@@ -33,7 +33,7 @@ class LeadController(Controller):
 
     path = "/api/v1"
     tags = ["leads"]  # noqa: RUF012 - Litestar reads class attributes
-    security = API_KEY_SECURITY  # noqa: RUF012
+    security = API_KEY_SECURITY
 
     @get(
         "/leads/process",

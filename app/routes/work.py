@@ -45,6 +45,8 @@ async def _cached_module(enricher: EnricherDep, key: str, module: str, query: st
     except UpstreamSoftError as exc:
         if exc.kind == "not_found":
             raise NotFound("No data for this document") from None
+        if exc.kind == "unknown_module":
+            raise InvalidInput("module", "The Work API has no such module") from None
         raise
     await enricher.dossier_cache.put(key, raw)
     return raw
@@ -55,7 +57,7 @@ class WorkController(Controller):
 
     path = "/api/v1/work/modules"
     tags = ["work-api"]  # noqa: RUF012 - Litestar reads class attributes
-    security = API_KEY_SECURITY  # noqa: RUF012
+    security = API_KEY_SECURITY
 
     @get(
         "/all",

@@ -1,15 +1,20 @@
 """Contract fuzzing: schemathesis 4.x against the app's own OpenAPI document, in-process.
 
-Every operation of ``/schema/openapi.json`` is exercised with positive and negative data
-(schemathesis's default generation modes: ``positive`` and ``negative``) and every built-in
-check (no 5xx, documented status codes, content types and headers, response schemas, negative
-data rejected, unsupported methods, ``ignored_auth`` wherever an operation declares security),
-with a valid API key. A second run sends the same operations without a key and with an unknown
-key: everything but the public operations must answer 401.
+Every operation of ``/schema/openapi.json`` is exercised with positive and negative data (both
+generation modes) through schemathesis's phases (explicit examples, coverage, fuzzing) and every
+built-in check (documented status codes, content types and headers, response schemas, negative
+data rejected, positive data accepted, unsupported methods, ``ignored_auth``...), with a valid API
+key. One rule is narrowed to what the service promises: upstreams point at a closed port here, so
+an upstream-dependent operation may answer its *documented* 502/503 (``status_code_conformance``
+still fails an undocumented one, and a 503 must carry ``Retry-After``); any other 5xx fails.
 
-Bounded: ``max_examples=25`` per operation, no deadline (real PostgreSQL and Redis behind the
-app). Upstreams point at a closed port, so upstream-dependent operations must answer their
-documented 4xx/502/503, never an undocumented 5xx.
+A second run sends every operation without a key and with an unknown key: everything but the
+public operations must answer 401 problem+json with ``WWW-Authenticate``.
+
+Findings in code this suite does not own are listed in ``KNOWN_FINDINGS`` with the operation,
+the failing check and the file to fix. Each such operation runs in its own strict ``xfail`` test:
+it fails loudly (XPASS) once fixed, so the entry must then be removed and the operation joins the
+main run. Bounded: 25 examples per operation, no deadline (real PostgreSQL and Redis behind it).
 """
 
 from __future__ import annotations
@@ -21,7 +26,9 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, given, settings
+from schemathesis.checks import CHECKS, load_all_checks
+from schemathesis.config._checks import NotAServerErrorConfig
 from schemathesis.generation import GenerationMode
 from schemathesis.python import asgi as schemathesis_asgi
 
@@ -40,6 +47,65 @@ pytestmark = pytest.mark.integration
 # Nothing listens on port 9 of the loopback: upstream calls fail fast with "connection refused".
 UNREACHABLE = "http://127.0.0.1:9"
 MAX_EXAMPLES = 25
+PROBLEM = "application/problem+json"
+FUZZ_SETTINGS = settings(
+    max_examples=MAX_EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+
+# Operation label -> (check that fails, what schemathesis found and where the fix belongs). These
+# are in code this suite does not own and were reported. In the main run only that one check is
+# skipped for that one operation (every other check still applies to it); the strict-xfail
+# reproduction below keeps the finding visible and turns into a failure once it is fixed.
+KNOWN_FINDINGS: dict[str, tuple[str, str]] = {
+    "GET /health": (
+        "response_schema_conformance",
+        "ST108: 200 is documented as a string but answers the JSON object HealthView "
+        "(app/health.py returns Response[bytes]; declare the HealthView schema)",
+    ),
+    "GET /api/v1/leads/process": (
+        "positive_data_acceptance",
+        "ST202: query 'id' is documented optional but a request without it gets 400 "
+        "(app/routes/leads.py: document it required, or accept its absence)",
+    ),
+    "POST /api/v1/c2s/enrich/{lead_id}": (
+        "positive_data_acceptance",
+        "ST202: path 'lead_id' has no pattern in the document; ids outside "
+        "^[A-Za-z0-9_-]{1,64}$ get 400 (app/routes/leads.py: put the pattern on the parameter)",
+    ),
+    "POST /api/v1/leads": (
+        "positive_data_acceptance",
+        "ST202: bodies with extra properties are schema-valid (no additionalProperties: false "
+        "for forbid_unknown_fields Structs) but get 400 (app/schemas.py / OpenAPI generation)",
+    ),
+    "POST /api/v1/enrich/batch": (
+        "positive_data_acceptance",
+        "ST202: extra properties in the body or items are schema-valid but get 400 "
+        "(app/schemas.py / OpenAPI generation)",
+    ),
+    "POST /api/v1/enrich": (
+        "positive_data_acceptance",
+        "ST202: {'cpf': '', 'email': '', 'phone': '', 'name': ''} is schema-valid but gets 400 "
+        "(app/schemas.py: no minLength/pattern/minProperties; CPF check digits cannot be "
+        "expressed in a schema at all: document the 400 as expected for this operation)",
+    ),
+    "GET /api/v1/contributor/customer": (
+        "positive_data_acceptance",
+        "ST202: cpf/email/phone/name of 256 zeros are schema-valid but get 400 "
+        "(app/routes/customers.py: no pattern/format on the query parameters)",
+    ),
+    "GET /api/v1/work/modules/all": (
+        "positive_data_acceptance",
+        "ST202: documento of 120 zeros (not a valid CPF) is schema-valid but gets 400 "
+        "(app/routes/work.py)",
+    ),
+    "GET /api/v1/work/modules/{module}": (
+        "positive_data_acceptance",
+        "ST202: module '0' (not ^[a-z]{2,20}$) is schema-valid but gets 400 "
+        "(app/routes/work.py: put the pattern on the path parameter)",
+    ),
+}
 
 schema = schemathesis.pytest.from_fixture("fuzz_schema")
 
@@ -86,7 +152,66 @@ def fuzz_key(database_url: str) -> str:
 def fuzz_schema(fuzz_app: Litestar) -> Any:  # Any: schemathesis's schema object
     loaded = schemathesis.openapi.from_asgi("/schema/openapi.json", fuzz_app)
     loaded.config.generation.update(modes=list(GenerationMode), max_examples=MAX_EXAMPLES)
+    # A 502/503 is the documented answer of an operation whose upstream is down; whether the
+    # operation documents it is status_code_conformance's job. Every other 5xx is a failure.
+    loaded.config.checks.not_a_server_error = NotAServerErrorConfig(
+        expected_statuses=["1xx", "2xx", "3xx", "4xx", "502", "503"]
+    )
     return loaded
+
+
+def unavailable_is_a_problem_with_retry_after(
+    ctx: Any, response: Any, case: Any
+) -> bool | None:  # Any: schemathesis check protocol
+    """A 502/503 is problem+json, and a 503 says when to retry."""
+    if response.status_code not in (502, 503):
+        return None
+    content_type = (response.headers.get("content-type") or [""])[0]
+    assert content_type.startswith(PROBLEM), (case.operation.label, content_type)
+    if response.status_code == 503:
+        assert response.headers.get("retry-after"), (case.operation.label, "no Retry-After")
+    return None
+
+
+def _call_and_validate(case: Any, key: str, *, known: bool = True) -> None:  # Any: Case
+    skipped = KNOWN_FINDINGS.get(case.operation.label) if known else None
+    case.call_and_validate(
+        headers={"Authorization": f"Bearer {key}"},
+        additional_checks=[unavailable_is_a_problem_with_retry_after],
+        excluded_checks=CHECKS.get_by_names([skipped[0]]) if skipped else None,
+    )
+
+
+@schema.parametrize()
+@FUZZ_SETTINGS
+def test_api_honours_its_contract(case: Any, fuzz_key: str) -> None:  # Any: schemathesis Case
+    _call_and_validate(case, fuzz_key)
+
+
+@pytest.mark.parametrize(
+    "label",
+    [
+        pytest.param(label, marks=pytest.mark.xfail(strict=True, reason=reason), id=label)
+        for label, (_check, reason) in KNOWN_FINDINGS.items()
+    ],
+)
+def test_known_finding_still_reproduces(label: str, fuzz_schema: Any, fuzz_key: str) -> None:
+    """Positive data only, every check: fails while the reported finding is there."""
+    load_all_checks()
+    operation = fuzz_schema.find_operation_by_label(label)
+    assert operation is not None, f"{label} is no longer in the document: drop it"
+
+    @given(case=operation.as_strategy(generation_mode=GenerationMode.POSITIVE))
+    @settings(
+        max_examples=50,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+        phases=[Phase.generate, Phase.shrink],
+    )
+    def run(case: Any) -> None:  # Any: schemathesis Case
+        _call_and_validate(case, fuzz_key, known=False)
+
+    run()
 
 
 def _public_paths(app: Litestar) -> set[str]:
@@ -101,16 +226,6 @@ def _public_paths(app: Litestar) -> set[str]:
 
 @schema.parametrize()
 @settings(
-    max_examples=MAX_EXAMPLES,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-)
-def test_api_honours_its_contract(case: Any, fuzz_key: str) -> None:  # Any: schemathesis Case
-    case.call_and_validate(headers={"Authorization": f"Bearer {fuzz_key}"})
-
-
-@schema.parametrize()
-@settings(
     max_examples=5,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
@@ -120,16 +235,16 @@ def test_every_protected_operation_refuses_missing_and_unknown_keys(
 ) -> None:
     if case.operation.path in _public_paths(fuzz_app):
         return
-    if case.meta is not None and any(
-        getattr(case.meta, "is_negative_at", lambda _location: False)(location)
-        for location in ("path",)
-    ):
-        return  # an invalid path may match no route at all (404 before authentication)
+    if case.method.upper() != case.operation.method.upper():
+        return  # an undocumented method: 405 from the router, before any route runs
+    if case.meta is not None and case.meta.is_negative_at("path"):
+        return  # an invalid path parameter may match no route at all (404 before auth)
     for headers in ({}, {"X-API-Key": "c2s_abcdefgh_" + "u" * 43}):
         response = case.call(headers=headers)
-        assert response.status_code == 401, (case.operation.label, headers, response.text)
-        assert response.headers["content-type"].startswith("application/problem+json")
-        assert response.headers["www-authenticate"].startswith("Bearer")
+        label = (case.operation.label, headers, response.status_code)
+        assert response.status_code == 401, (*label, response.text)
+        assert response.headers["content-type"][0].startswith(PROBLEM), label
+        assert response.headers["www-authenticate"][0].startswith("Bearer"), label
 
 
 def test_every_protected_operation_declares_its_security(fuzz_app: Litestar) -> None:

@@ -97,6 +97,7 @@ async def test_100_concurrent_deliveries_give_one_row_one_job_and_one_message(
     late = await client.post(WEBHOOK, json=body, headers={"X-Webhook-Token": WEBHOOK_SECRET})
     assert late.json()["duplicates"] == 1
     assert worker.terminate(timeout_s=15) == 0
+    print("WORKER-OUTPUT", worker.output())
     assert len(await sandbox.messages(lead_id)) == 1
 
 
@@ -141,8 +142,8 @@ async def test_a_worker_killed_mid_job_is_replaced_and_the_lead_gets_one_message
     assert row["attempts"] == 2
     assert len(await sandbox.messages(lead_id)) == 1
     jobs = await db.fetchval(
-        "SELECT count(*) FROM queue.pgqueuer WHERE dedupe_key = 'webhook_event:' || $1::text",
-        row["id"],
+        "SELECT count(*) FROM queue.pgqueuer WHERE dedupe_key = 'webhook_event:' || $1",
+        str(row["id"]),
     )
     assert jobs == 0
     assert second.terminate(timeout_s=15) == 0

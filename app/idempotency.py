@@ -1,0 +1,257 @@
+"""``Idempotency-Key`` on POST endpoints (draft-ietf-httpapi-idempotency-key-header).
+
+The first response to a key is stored in Redis (per tenant, 24 h) and replayed to every retry with
+the same key and the same request; a retry while the first is still running gets 409; the same key
+with a different request (method, path, query or body) gets 422. 5xx answers are not stored, so a
+retry after a failure runs again. Without Redis the guarantee cannot be kept, so a request that
+asks for it gets 503 with ``Retry-After`` rather than a silent duplicate side effect.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+import structlog
+from litestar.enums import ScopeType
+from litestar.types.asgi_types import HTTPDisconnectEvent, HTTPRequestEvent
+from redis.exceptions import RedisError
+
+from app.middleware import request_id_of
+from app.problems import PROBLEM_MEDIA_TYPE, Problem, encode_problem, problem_type
+from observability.metrics import record_cache
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
+    from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+__all__ = ["IdempotencyMiddleware", "IdempotencyStore"]
+
+log = structlog.get_logger(__name__)
+
+_HEADER = b"idempotency-key"
+_MAX_KEY_LENGTH = 255
+
+# Claim the key, or return what is stored under it. KEYS[1]; ARGV[1] pending record, ARGV[2] ttl.
+_CLAIM = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return false end
+return redis.call('GET', KEYS[1])
+"""
+
+
+class _Record(msgspec.Struct, frozen=True, kw_only=True):
+    state: str  # "pending" or "done"
+    fingerprint: str
+    status: int = 0
+    content_type: str = ""
+    body: bytes = b""
+
+
+class IdempotencyStore:
+    """Records in Redis under ``<prefix>idem:<digest of tenant and key>``."""
+
+    def __init__(self, client: aioredis.Redis, prefix: str, ttl_s: int, lock_ttl_s: int) -> None:
+        self._client = client
+        self._prefix = prefix
+        self._ttl_s = ttl_s
+        self._lock_ttl_s = lock_ttl_s
+        self._claim = client.register_script(_CLAIM)
+
+    def name(self, owner: str, key: str) -> str:
+        """The Redis key of ``key`` for ``owner`` (tenant or API key)."""
+        digest = hashlib.sha256(f"{owner}\x00{key}".encode()).hexdigest()[:40]
+        return f"{self._prefix}idem:{digest}"
+
+    async def claim(self, name: str, fingerprint: str) -> _Record | None:
+        """Take the key (None) or return the record already there."""
+        pending = msgspec.json.encode(_Record(state="pending", fingerprint=fingerprint))
+        raw = await self._claim(keys=[name], args=[pending, self._lock_ttl_s])
+        if raw is None:
+            return None
+        return msgspec.json.decode(raw, type=_Record)
+
+    async def complete(self, name: str, record: _Record) -> None:
+        """Store the final response."""
+        await self._client.set(name, msgspec.json.encode(record), ex=self._ttl_s)
+
+    async def release(self, name: str) -> None:
+        """Forget the key (the request failed in a way a retry may fix)."""
+        await self._client.delete(name)
+
+
+def _problem(scope: Scope, status: int, detail: str, retry_after: int | None = None) -> bytes:
+    type_uri, title = problem_type(status)
+    return encode_problem(
+        Problem(
+            type=type_uri,
+            title=title,
+            status=status,
+            detail=detail,
+            error=detail,
+            instance=scope.get("path"),
+            request_id=request_id_of(scope),
+            retry_after=retry_after,
+        )
+    )
+
+
+async def _answer(
+    send: Send,
+    status: int,
+    body: bytes,
+    content_type: str,
+    extra: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    headers = [
+        (b"content-type", content_type.encode()),
+        (b"content-length", str(len(body)).encode()),
+        *(extra or []),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+class IdempotencyMiddleware:
+    """Route-level middleware: applies to POST requests carrying ``Idempotency-Key``."""
+
+    __slots__ = ("app",)
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != ScopeType.HTTP or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        key = next((v for n, v in scope["headers"] if n == _HEADER), None)
+        handler = scope.get("route_handler")
+        opt: dict[str, Any] = handler.opt if handler is not None else {}
+        store: IdempotencyStore | None = getattr(scope["app"].state, "idempotency", None)
+        if key is None or opt.get("exclude_from_idempotency") or store is None:
+            await self.app(scope, receive, send)
+            return
+        text = key.decode("latin-1").strip()
+        if not text or len(text) > _MAX_KEY_LENGTH:
+            body = _problem(scope, 400, "Idempotency-Key must be 1-255 characters")
+            await _answer(send, 400, body, PROBLEM_MEDIA_TYPE)
+            return
+        await self._handle(scope, receive, send, store, text)
+
+    async def _handle(
+        self, scope: Scope, receive: Receive, send: Send, store: IdempotencyStore, key: str
+    ) -> None:
+        # Read the body once (Litestar's size limit applies below us, so bound it here too).
+        chunks: list[bytes] = []
+        limit = scope["app"].state.settings.max_body_bytes
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            chunk = message["body"]
+            size += len(chunk)
+            if size > limit:
+                body = _problem(scope, 413, "Request body too large")
+                await _answer(send, 413, body, PROBLEM_MEDIA_TYPE)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        request_body = b"".join(chunks)
+        fingerprint = hashlib.sha256(
+            b"\x00".join(
+                (
+                    str(scope.get("method", "")).encode(),
+                    scope["path"].encode(),
+                    scope["query_string"],
+                    request_body,
+                )
+            )
+        ).hexdigest()
+        state = scope.get("state", {})
+        owner = str(state.get("tenant") or state.get("api_key_id") or "anonymous")
+        name = store.name(owner, key)
+        try:
+            existing = await store.claim(name, fingerprint)
+        except (RedisError, OSError, TimeoutError) as exc:
+            log.warning("idempotency_storage_error", error_type=type(exc).__name__)
+            record_cache("idempotency", "error")
+            body = _problem(scope, 503, "Idempotency store unavailable; retry later", 1)
+            await _answer(send, 503, body, PROBLEM_MEDIA_TYPE, [(b"retry-after", b"1")])
+            return
+        if existing is not None:
+            record_cache("idempotency", "hit")
+            await self._conflict_or_replay(scope, send, existing, fingerprint)
+            return
+        record_cache("idempotency", "miss")
+        await self._run_and_store(scope, send, store, name, fingerprint, request_body)
+
+    async def _conflict_or_replay(
+        self, scope: Scope, send: Send, existing: _Record, fingerprint: str
+    ) -> None:
+        if existing.fingerprint != fingerprint:
+            body = _problem(scope, 422, "Idempotency-Key was already used with a different request")
+            await _answer(send, 422, body, PROBLEM_MEDIA_TYPE)
+        elif existing.state == "pending":
+            body = _problem(scope, 409, "A request with this Idempotency-Key is in progress", 1)
+            await _answer(send, 409, body, PROBLEM_MEDIA_TYPE, [(b"retry-after", b"1")])
+        else:
+            await _answer(
+                send,
+                existing.status,
+                existing.body,
+                existing.content_type,
+                [(b"idempotent-replayed", b"true")],
+            )
+
+    async def _run_and_store(
+        self,
+        scope: Scope,
+        send: Send,
+        store: IdempotencyStore,
+        name: str,
+        fingerprint: str,
+        request_body: bytes,
+    ) -> None:
+        delivered = False
+
+        async def replay_receive() -> HTTPRequestEvent | HTTPDisconnectEvent:
+            nonlocal delivered
+            if delivered:
+                return HTTPDisconnectEvent(type="http.disconnect")
+            delivered = True
+            return HTTPRequestEvent(type="http.request", body=request_body, more_body=False)
+
+        status = 500
+        content_type = ""
+        parts: list[bytes] = []
+
+        async def capture(message: Message) -> None:
+            nonlocal status, content_type
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                for header, value in message.get("headers", ()):
+                    if header.lower() == b"content-type":
+                        content_type = value.decode("latin-1")
+            elif message["type"] == "http.response.body":
+                parts.append(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self.app(scope, replay_receive, capture)
+        finally:
+            try:
+                if status < 500:
+                    record = _Record(
+                        state="done",
+                        fingerprint=fingerprint,
+                        status=status,
+                        content_type=content_type,
+                        body=b"".join(parts),
+                    )
+                    await store.complete(name, record)
+                else:
+                    await store.release(name)
+            except (RedisError, OSError, TimeoutError) as exc:
+                log.warning("idempotency_storage_error", error_type=type(exc).__name__)
