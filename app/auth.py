@@ -36,7 +36,7 @@ from litestar.enums import ScopeType
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 
 from app.middleware import request_id_of
-from app.problems import PROBLEM_MEDIA_TYPE, Problem, encode_problem, problem_type
+from app.problems import PROBLEM_MEDIA_TYPE, Problem, encode_problem, problem_instance, problem_type
 from domain.errors import DependencyUnavailable
 from domain.keys import (
     ApiKey,
@@ -49,7 +49,6 @@ from domain.keys import (
 )
 from domain.tenancy import current_tenant
 from infra.db.keys import PgApiKeyStore
-from observability.pii import scrub_text
 from observability.tracing import current_trace_id
 
 if TYPE_CHECKING:
@@ -79,6 +78,9 @@ DEFAULT_CACHE_TTL_S: Final = 2.0
 MAX_CACHE_TTL_S: Final = 5.0
 # Bounded per kind, so a flood of random keys (negative entries) cannot evict the valid ones.
 DEFAULT_MAX_ENTRIES: Final = 10_000
+# Key lookups in flight per process: every random key is a cache miss, so a flood of them would
+# otherwise take every pooled connection from the requests that carry data.
+DEFAULT_MAX_CONCURRENT_LOOKUPS: Final = 4
 TOUCH_INTERVAL_S: Final = 60.0
 RETRY_AFTER_S: Final = 1
 
@@ -130,10 +132,12 @@ class KeyVerifier:
         store: Where keys are looked up (and their use recorded).
         ttl_s: Lifetime of a cache entry; clamped to (0, 5] seconds.
         max_entries: Capacity of the positive and of the negative cache, each.
+        max_concurrent_lookups: Store lookups in flight at most (the rest wait their turn).
     """
 
     __slots__ = (
         "_inflight",
+        "_lookups",
         "_max_entries",
         "_negative",
         "_positive",
@@ -149,8 +153,10 @@ class KeyVerifier:
         *,
         ttl_s: float = DEFAULT_CACHE_TTL_S,
         max_entries: int = DEFAULT_MAX_ENTRIES,
+        max_concurrent_lookups: int = DEFAULT_MAX_CONCURRENT_LOOKUPS,
     ) -> None:
         self.store = store
+        self._lookups = asyncio.Semaphore(max(1, max_concurrent_lookups))
         self.ttl_s = min(max(ttl_s, 0.001), MAX_CACHE_TTL_S)
         self._max_entries = max(1, max_entries)
         # digest -> (monotonic deadline, principal); insertion order = age, oldest evicted first.
@@ -197,7 +203,8 @@ class KeyVerifier:
 
     async def _load(self, digest: bytes) -> Principal | None:
         try:
-            key = await self.store.find_by_hash(digest)
+            async with self._lookups:
+                key = await self.store.find_by_hash(digest)
         except DependencyUnavailable:
             raise
         except Exception as exc:  # auth fails closed: any store failure is "cannot verify now"
@@ -429,7 +436,7 @@ async def _send_problem(
             detail=detail,
             error="Service unavailable" if status == 503 else detail,
             # The path may carry a CPF or an e-mail (a mistyped URL): never echo it raw.
-            instance=scrub_text(scope.get("path", "")),
+            instance=problem_instance(scope),
             request_id=request_id_of(scope),
             trace_id=current_trace_id(),
             dependency=dependency,

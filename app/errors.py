@@ -20,7 +20,7 @@ from litestar.exceptions import (
 )
 
 from app.middleware import request_id_of
-from app.problems import PROBLEM_MEDIA_TYPE, FieldError, Problem, problem_type
+from app.problems import PROBLEM_MEDIA_TYPE, FieldError, Problem, problem_instance, problem_type
 from domain.errors import (
     Conflict,
     DependencyUnavailable,
@@ -80,7 +80,7 @@ def problem_response(
         status=status,
         detail=detail,
         error=_LEGACY_5XX.get(status, detail),
-        instance=request.scope.get("path"),
+        instance=problem_instance(request.scope),
         request_id=request_id_of(request.scope),
         trace_id=current_trace_id(),
         errors=errors,
@@ -107,8 +107,11 @@ def _field_errors(exc: ValidationException) -> list[FieldError]:
     out: list[FieldError] = []
     missing = _MISSING.match(str(exc.detail))
     if missing:
+        # The reference's wording: "Missing 'id' parameter".
         return [
-            FieldError(field=missing[2], message="required parameter is missing", source=missing[1])
+            FieldError(
+                field=missing[2], message=f"Missing '{missing[2]}' parameter", source=missing[1]
+            )
         ]
     extra = exc.extra
     items = extra if isinstance(extra, list) else [extra] if isinstance(extra, dict) else []
@@ -130,6 +133,8 @@ def _field_errors(exc: ValidationException) -> list[FieldError]:
 def _validation_detail(exc: ValidationException, errors: list[FieldError]) -> str:
     if errors:
         first = errors[0]
+        if first.message.startswith("Missing '"):
+            return first.message
         where = f" ({first.source})" if first.source else ""
         return f"Invalid field '{first.field}'{where}: {first.message}"
     # Litestar's own text ("Validation failed for GET /x") names no PII.

@@ -34,9 +34,7 @@ class ReadyView(msgspec.Struct, frozen=True, kw_only=True):
     checks: dict[str, str]
 
 
-_HEALTH = msgspec.json.encode(
-    HealthView(status="healthy", service="c2s-api", version=SERVICE_VERSION)
-)
+_HEALTH = HealthView(status="healthy", service="c2s-api", version=SERVICE_VERSION)
 
 
 class HealthController(Controller):
@@ -52,9 +50,8 @@ class HealthController(Controller):
         summary="Liveness: the process is up (no I/O)",
         response_description="Always healthy while the process serves requests",
     )
-    async def health(self) -> Response[bytes]:
-        # Pre-encoded: a liveness probe should cost nothing.
-        return Response(_HEALTH, media_type="application/json")
+    async def health(self) -> HealthView:
+        return _HEALTH
 
     @get(
         "/ready",

@@ -19,7 +19,7 @@ from litestar.types.asgi_types import HTTPDisconnectEvent, HTTPRequestEvent
 from redis.exceptions import RedisError
 
 from app.middleware import request_id_of
-from app.problems import PROBLEM_MEDIA_TYPE, Problem, encode_problem, problem_type
+from app.problems import PROBLEM_MEDIA_TYPE, Problem, encode_problem, problem_instance, problem_type
 from observability.metrics import record_cache
 
 if TYPE_CHECKING:
@@ -89,7 +89,7 @@ def _problem(scope: Scope, status: int, detail: str, retry_after: int | None = N
             status=status,
             detail=detail,
             error=detail,
-            instance=scope.get("path"),
+            instance=problem_instance(scope),
             request_id=request_id_of(scope),
             retry_after=retry_after,
         )

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import msgspec
 from litestar import Litestar
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
-from litestar.openapi.spec import Components, SecurityScheme, Server
+from litestar.openapi.spec import Components, Schema, SecurityScheme, Server
 
 from app.auth import AuthMiddleware
 from app.config import settings_or_exit
@@ -74,6 +75,31 @@ def provide_enricher(state: State) -> Enricher:
     """The worker's :class:`~domain.pipeline.Enricher` (built by the lifespan)."""
     enricher: Enricher = state.enricher
     return enricher
+
+
+def _closed_input_schemas(app: Litestar) -> None:
+    """Mark request Structs that reject unknown fields ``additionalProperties: false``.
+
+    Litestar's schema generation does not carry msgspec's ``forbid_unknown_fields``; without
+    this, clients (and schemathesis) read extra fields as allowed while the API answers 400.
+    """
+    schemas = app.openapi_schema.components.schemas or {}
+    for struct in _struct_classes():
+        if struct.__struct_config__.forbid_unknown_fields and struct.__name__ in schemas:
+            schema = schemas[struct.__name__]
+            if isinstance(schema, Schema):
+                schema.additional_properties = False
+
+
+def _struct_classes() -> list[type[msgspec.Struct]]:
+    found: list[type[msgspec.Struct]] = []
+    pending: list[type[msgspec.Struct]] = [msgspec.Struct]
+    while pending:
+        cls = pending.pop()
+        for sub in cls.__subclasses__():
+            found.append(sub)
+            pending.append(sub)
+    return found
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -137,6 +163,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         logging_config=None,
     )
     app.state.settings = settings
+    _closed_input_schemas(app)
     # Wrap the whole ASGI handler, not the route middleware stack, so that responses Litestar
     # produces before routing (unknown path, wrong method) also carry the request id.
     app.asgi_handler = RequestIdMiddleware(app.asgi_handler)

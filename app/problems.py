@@ -6,15 +6,21 @@ The legacy ``error`` member keeps clients of the reference service (which answer
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from litestar.openapi import ResponseSpec
+
+from observability.pii import scrub_text
+
+if TYPE_CHECKING:
+    from litestar.types import Scope
 
 __all__ = [
     "PROBLEM_MEDIA_TYPE",
     "FieldError",
     "Problem",
+    "problem_instance",
     "problem_responses",
 ]
 
@@ -96,6 +102,15 @@ def problem_responses(*codes: int) -> dict[int, ResponseSpec]:
         )
         for code in codes
     }
+
+
+def problem_instance(scope: Scope) -> str:
+    """The ``instance`` member: the request path with anything PII-shaped masked.
+
+    Paths can carry a CPF, phone or e-mail typed by a client (``/customers/52998224725``); the
+    problem body must not echo it, as it ends up in client logs and tickets.
+    """
+    return scrub_text(scope.get("path", ""))
 
 
 def encode_problem(problem: Problem) -> bytes:

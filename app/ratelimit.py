@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from litestar.enums import ScopeType
 
 from app.middleware import request_id_of
-from app.problems import PROBLEM_MEDIA_TYPE, Problem, encode_problem, problem_type
+from app.problems import PROBLEM_MEDIA_TYPE, Problem, encode_problem, problem_instance, problem_type
 
 if TYPE_CHECKING:
     from litestar.types import ASGIApp, Message, Receive, Scope, Send
@@ -156,7 +156,7 @@ async def _send_429(
             status=429,
             detail=detail,
             error=detail,
-            instance=scope.get("path"),
+            instance=problem_instance(scope),
             request_id=request_id_of(scope),
             retry_after=retry_after,
         )

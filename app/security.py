@@ -28,8 +28,7 @@ from typing import TYPE_CHECKING, Any, Final
 from litestar.enums import ScopeType
 
 from app.middleware import request_id_of
-from app.problems import PROBLEM_MEDIA_TYPE, Problem, encode_problem, problem_type
-from observability.pii import scrub_text
+from app.problems import PROBLEM_MEDIA_TYPE, Problem, encode_problem, problem_instance, problem_type
 from observability.tracing import current_trace_id
 
 if TYPE_CHECKING:
@@ -207,7 +206,7 @@ async def _send_415(scope: Scope, send: Send) -> None:
             detail=detail,
             error=detail,
             # The path may carry a CPF or an e-mail (a mistyped URL): never echo it raw.
-            instance=scrub_text(scope.get("path", "")),
+            instance=problem_instance(scope),
             request_id=request_id_of(scope),
             trace_id=current_trace_id(),
         )

@@ -238,7 +238,9 @@ def key_status(key: ApiKey, now: datetime) -> KeyStatus:
         key: The stored key.
         now: The current time (timezone-aware).
     """
-    if key.revoked_at is not None and key.revoked_at <= now:
+    # A revocation is effective from the moment it is recorded; comparing its time with ``now``
+    # would let clock skew between the database and this host keep a revoked key alive.
+    if key.revoked_at is not None:
         return "revoked"
     if key.expires_at is not None and key.expires_at <= now:
         return "expired"

@@ -79,7 +79,7 @@ class CustomerController(Controller):
         "/contributor/customer",
         operation_id="getContributorCustomer",
         summary="Find a customer by cpf > email > phone > name (database, then Work API)",
-        responses=problem_responses(400, 401, 404, 429, 503),
+        responses=problem_responses(400, 401, 403, 404, 429, 503),
     )
     async def contributor_customer(
         self,
@@ -97,7 +97,7 @@ class CustomerController(Controller):
         operation_id="enrichCustomer",
         summary="Same as the customer lookup, identifiers in a JSON body",
         status_code=200,
-        responses=problem_responses(400, 401, 404, 413, 415, 429, 503),
+        responses=problem_responses(400, 401, 403, 404, 413, 415, 429, 503),
     )
     async def enrich(self, enricher: EnricherDep, data: JSONBody[EnrichRequest]) -> UnifiedCustomer:
         query = CustomerQuery(cpf=data.cpf, email=data.email, phone=data.phone, name=data.name)
@@ -108,7 +108,7 @@ class CustomerController(Controller):
         operation_id="enrichBatch",
         summary="Look up 1..100 customers; per-item results, partial success",
         status_code=200,
-        responses=problem_responses(400, 401, 413, 415, 429),
+        responses=problem_responses(400, 401, 403, 413, 415, 429, 503),
     )
     async def enrich_batch(
         self, enricher: EnricherDep, data: JSONBody[BatchRequest]
@@ -147,7 +147,7 @@ class CustomerController(Controller):
         "/customers/{customer_id:uuid}",
         operation_id="getCustomer",
         summary="A stored customer (party) by id, with contacts and its current enrichment",
-        responses=problem_responses(400, 401, 404, 429, 503),
+        responses=problem_responses(400, 401, 403, 404, 429, 503),
     )
     async def customer(self, enricher: EnricherDep, customer_id: FromPath[UUID]) -> CustomerDetail:
         found = await enricher.repository.get_party(customer_id)
@@ -160,7 +160,7 @@ class CustomerController(Controller):
         operation_id="processBasicLead",
         summary="Basic lead processing: look the lead's person up (no C2S calls); always 200",
         status_code=200,
-        responses=problem_responses(400, 401, 413, 415, 429),
+        responses=problem_responses(400, 401, 403, 413, 415, 429, 503),
     )
     async def basic_lead(self, enricher: EnricherDep, data: JSONBody[LeadRequest]) -> LeadResponse:
         phones = data.contact_info.phones

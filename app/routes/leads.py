@@ -2,30 +2,21 @@
 
 from __future__ import annotations
 
-import re
 from typing import Annotated
 
 from litestar import Controller, get, post
-from litestar.params import FromPath, QueryParameter
+from litestar.params import PathParameter, QueryParameter
 
 from app.problems import problem_responses
 from app.routes import API_KEY_SECURITY, EnricherDep
-from domain.errors import InvalidInput
 from domain.pipeline import DirectResult, ProcessResult
 
 __all__ = ["LeadController"]
 
 # C2S lead ids are 32 hex characters; anything URL-safe of bounded length is accepted, nothing
 # that could change the upstream URL's path.
-_LEAD_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-
-
-def _lead_id(raw: str | None) -> str:
-    if raw is None or not raw.strip():
-        raise InvalidInput("id", "Missing 'id' parameter")
-    if not _LEAD_ID.match(raw):
-        raise InvalidInput("id", "'id' must be 1-64 characters of A-Z, a-z, 0-9, '_' or '-'")
-    return raw
+LEAD_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+_LEAD_ID_DOC = "C2S lead id (32 hex characters in C2S; 1-64 of A-Z a-z 0-9 _ - accepted)"
 
 
 class LeadController(Controller):
@@ -39,24 +30,28 @@ class LeadController(Controller):
         "/leads/process",
         operation_id="processLead",
         summary="Enrich a C2S lead (deduplicated); always 200, `success` tells the outcome",
-        responses=problem_responses(400, 401, 429, 503),
+        responses=problem_responses(400, 401, 403, 429, 503),
+        opt={"scope": "enrich"},
     )
     async def process(
         self,
         enricher: EnricherDep,
         lead_id: Annotated[
-            str | None,
-            QueryParameter(name="id", required=False, max_length=64, description="C2S lead id"),
-        ] = None,
+            str, QueryParameter(name="id", pattern=LEAD_ID_PATTERN, description=_LEAD_ID_DOC)
+        ],
     ) -> ProcessResult:
-        return await enricher.process_lead(_lead_id(lead_id))
+        return await enricher.process_lead(lead_id)
 
     @post(
         "/c2s/enrich/{lead_id:str}",
         operation_id="enrichLead",
         summary="Enrich a C2S lead now (no dedup, fresh data); failures are HTTP errors",
         status_code=200,
-        responses=problem_responses(400, 401, 404, 429, 502, 503),
+        responses=problem_responses(400, 401, 403, 404, 429, 502, 503),
     )
-    async def enrich(self, enricher: EnricherDep, lead_id: FromPath[str]) -> DirectResult:
-        return await enricher.enrich_lead(_lead_id(lead_id))
+    async def enrich(
+        self,
+        enricher: EnricherDep,
+        lead_id: Annotated[str, PathParameter(pattern=LEAD_ID_PATTERN, description=_LEAD_ID_DOC)],
+    ) -> DirectResult:
+        return await enricher.enrich_lead(lead_id)

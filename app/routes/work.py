@@ -11,7 +11,7 @@ import re
 from typing import Annotated
 
 from litestar import Controller, Response, get
-from litestar.params import FromPath, QueryParameter
+from litestar.params import PathParameter, QueryParameter
 
 from app.problems import problem_responses
 from app.routes import API_KEY_SECURITY, EnricherDep
@@ -21,18 +21,21 @@ from domain.errors import InvalidInput, NotFound, UpstreamSoftError
 __all__ = ["WorkController"]
 
 _MODULE = re.compile(r"^[a-z]{2,20}$")
-_DOCUMENT = re.compile(r"^[A-Za-z0-9@._+ -]{1,120}$")
+_DOCUMENT = re.compile(r"^[A-Za-z0-9@._+-][A-Za-z0-9@._+ -]{0,119}$")
 Documento = Annotated[
-    str | None,
-    QueryParameter(required=False, max_length=120, description="CPF, CEP or the module's key"),
+    str,
+    QueryParameter(
+        pattern=_DOCUMENT.pattern, max_length=120, description="CPF, CEP or the module's key"
+    ),
+]
+Module = Annotated[
+    str, PathParameter(pattern=_MODULE.pattern, description="Work API module (cep, cnpj...)")
 ]
 
 
-def _documento(raw: str | None) -> str:
-    if raw is None or not raw.strip():
+def _documento(raw: str) -> str:
+    if not raw.strip():
         raise InvalidInput("documento", "Missing 'documento' parameter")
-    if not _DOCUMENT.match(raw):
-        raise InvalidInput("documento", "'documento' has characters no module accepts")
     return raw.strip()
 
 
@@ -63,12 +66,11 @@ class WorkController(Controller):
         "/all",
         operation_id="getWorkModulesAll",
         summary="The full Work API dossier (modulo=cpf) for a CPF, cached for an hour",
-        responses=problem_responses(400, 401, 404, 429, 502, 503),
+        responses=problem_responses(400, 401, 403, 404, 429, 502, 503),
+        opt={"scope": "enrich"},
         response_description="The Work API body, verbatim",
     )
-    async def all_modules(
-        self, enricher: EnricherDep, documento: Documento = None
-    ) -> Response[bytes]:
+    async def all_modules(self, enricher: EnricherDep, documento: Documento) -> Response[bytes]:
         cpf = normalize_cpf(_documento(documento))
         raw = await _cached_module(enricher, f"cpf:{cpf}", "cpf", cpf)
         return Response(raw, media_type="application/json")
@@ -77,14 +79,13 @@ class WorkController(Controller):
         "/{module:str}",
         operation_id="getWorkModule",
         summary="One Work API module (cep, cnpj, ...) for a document, cached for an hour",
-        responses=problem_responses(400, 401, 404, 429, 502, 503),
+        responses=problem_responses(400, 401, 403, 404, 429, 502, 503),
+        opt={"scope": "enrich"},
         response_description="The Work API body, verbatim",
     )
     async def module(
-        self, enricher: EnricherDep, module: FromPath[str], documento: Documento = None
+        self, enricher: EnricherDep, module: Module, documento: Documento
     ) -> Response[bytes]:
-        if not _MODULE.match(module):
-            raise InvalidInput("module", "module must be 2-20 lower-case letters")
         query = _documento(documento)
         if module == "cpf":
             query = normalize_cpf(query)

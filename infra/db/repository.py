@@ -31,6 +31,7 @@ from domain.emails import normalize_email
 from domain.errors import DependencyUnavailable, InvalidInput
 from domain.models import Contact, Party, PartyWithContacts, StoredDossier, StoredEnrichment
 from domain.phones import storage_digits
+from domain.tenancy import current_tenant
 from infra.db import sql
 
 if TYPE_CHECKING:
@@ -359,7 +360,7 @@ class PgPartyRepository:
             key = only_digits(cpf)
         if not key:
             return None
-        return await self._fetch_one(sql.FIND_BY_CPF, key)
+        return await self._fetch_one(sql.FIND_BY_CPF, key, current_tenant.get())
 
     async def find_by_email(self, email: str) -> PartyWithContacts | None:
         """The newest party owning this e-mail (compared trimmed and lower-cased).
@@ -376,7 +377,7 @@ class PgPartyRepository:
         key = normalize_email(email)
         if not key:
             return None
-        return await self._fetch_one(sql.FIND_BY_EMAIL, key)
+        return await self._fetch_one(sql.FIND_BY_EMAIL, key, current_tenant.get())
 
     async def find_by_phone(self, national_phone: str) -> PartyWithContacts | None:
         """The newest party owning this phone as type phone or whatsapp.
@@ -394,7 +395,7 @@ class PgPartyRepository:
         key = storage_digits(national_phone)
         if not key:
             return None
-        return await self._fetch_one(sql.FIND_BY_PHONE, key)
+        return await self._fetch_one(sql.FIND_BY_PHONE, key, current_tenant.get())
 
     async def search_by_name(self, name: str, limit: int = 10) -> list[PartyWithContacts]:
         """Parties whose name contains ``name``, ignoring case and accents, best match first.
@@ -419,7 +420,12 @@ class PgPartyRepository:
         candidates = max(self._name_candidates, bounded)
         async with self._connection() as conn:
             records = await conn.fetch(
-                sql.SEARCH_BY_NAME, key, contains_pattern(key), bounded, candidates
+                sql.SEARCH_BY_NAME,
+                key,
+                contains_pattern(key),
+                bounded,
+                candidates,
+                current_tenant.get(),
             )
         return [_to_party(record["doc"]) for record in records]
 
@@ -435,7 +441,7 @@ class PgPartyRepository:
         Raises:
             DependencyUnavailable: PostgreSQL cannot serve now.
         """
-        return await self._fetch_one(sql.GET_PARTY, party_id)
+        return await self._fetch_one(sql.GET_PARTY, party_id, current_tenant.get())
 
     async def find_enrichment(self, cpf: str) -> StoredEnrichment | None:
         """The current stored Work API payload of the newest person party with ``cpf``.
@@ -444,7 +450,7 @@ class PgPartyRepository:
             DependencyUnavailable: PostgreSQL cannot serve now.
         """
         async with self._connection() as conn:
-            row = await conn.fetchrow(sql.FIND_ENRICHMENT, cpf)
+            row = await conn.fetchrow(sql.FIND_ENRICHMENT, cpf, current_tenant.get())
         if row is None:
             return None
         return StoredEnrichment(
@@ -505,6 +511,7 @@ class PgPartyRepository:
                 mother,
                 father,
                 rg,
+                current_tenant.get(),
             )
             if party_row is None:  # pragma: no cover - the statement always returns a row
                 raise RuntimeError("party upsert returned no row")

@@ -72,21 +72,26 @@ def _doc_query(source: str, tail: str = "") -> str:
     return "".join((_DOC_SELECT, source, _DOC_JOIN, tail))
 
 
+# Tenancy: every lookup takes the caller's tenant as its last parameter ($T text, NULL for
+# internal callers: the worker, the CLI). A party is visible to a tenant when it belongs to it or
+# to nobody (shared data: imports, the webhook flow); another tenant's party is invisible.
+
 # The newest person party with this CPF.
-# $1 text: CPF, 11 digits.
+# $1 text: CPF, 11 digits.   $2 text: tenant (see above).
 # Index: idx_parties_cpf_cnpj (cpf_cnpj, updated_at DESC) serves the filter and the order.
 FIND_BY_CPF = _doc_query(
     """
 FROM (SELECT *
-        FROM core.parties
+        FROM core.parties AS p
        WHERE cpf_cnpj = $1 AND party_type = 'person'
+         AND ($2::text IS NULL OR p.tenant IS NULL OR p.tenant = $2)
        ORDER BY updated_at DESC
        LIMIT 1) AS p
 """,
 )
 
 # The newest party owning this e-mail.
-# $1 text: the e-mail, trimmed and lower-cased (the storage form).
+# $1 text: the e-mail, trimmed and lower-cased (the storage form).   $2 text: tenant.
 # Index: idx_party_contacts_value (value, contact_type).
 FIND_BY_EMAIL = _doc_query(
     """
@@ -94,13 +99,14 @@ FROM (SELECT p.*
         FROM core.party_contacts AS c
         JOIN core.parties AS p ON p.id = c.party_id
        WHERE c.value = $1 AND c.contact_type = 'email'
+         AND ($2::text IS NULL OR p.tenant IS NULL OR p.tenant = $2)
        ORDER BY p.updated_at DESC
        LIMIT 1) AS p
 """,
 )
 
 # The newest party owning this phone, stored as type phone or whatsapp.
-# $1 text: the phone's storage digits (DDD + number, no 55).
+# $1 text: the phone's storage digits (DDD + number, no 55).   $2 text: tenant.
 # Index: idx_party_contacts_value (value, contact_type).
 FIND_BY_PHONE = _doc_query(
     """
@@ -108,6 +114,7 @@ FROM (SELECT p.*
         FROM core.party_contacts AS c
         JOIN core.parties AS p ON p.id = c.party_id
        WHERE c.value = $1 AND c.contact_type IN ('phone', 'whatsapp')
+         AND ($2::text IS NULL OR p.tenant IS NULL OR p.tenant = $2)
        ORDER BY p.updated_at DESC
        LIMIT 1) AS p
 """,
@@ -128,6 +135,7 @@ FROM (SELECT p.*
 #         bounded candidate set keeps the query fast. The best names still come first whenever
 #         the term has fewer matches than the cap (any full name, in practice); for a common
 #         term the ranking is over an arbitrary sample of that size.
+# $5 text: tenant.
 # Index: idx_parties_name_trgm, GIN trigram on search_name (= core.search_key(full_name)).
 SEARCH_BY_NAME = _doc_query(
     """
@@ -136,6 +144,7 @@ FROM (SELECT q.*
                 FROM core.parties AS p
                WHERE p.search_name LIKE $2
                  AND strpos(p.search_name, $1) > 0
+                 AND ($5::text IS NULL OR p.tenant IS NULL OR p.tenant = $5)
                LIMIT $4) AS q
        ORDER BY q.rank DESC, q.updated_at DESC, q.id
        LIMIT $3) AS p
@@ -146,24 +155,25 @@ ORDER BY p.rank DESC, p.updated_at DESC, p.id
 )
 
 # A party by id.
-# $1 uuid: the party id.
+# $1 uuid: the party id.   $2 text: tenant.
 GET_PARTY = _doc_query(
     """
 FROM core.parties AS p
 """,
     """
-WHERE p.id = $1
+WHERE p.id = $1 AND ($2::text IS NULL OR p.tenant IS NULL OR p.tenant = $2)
 """,
 )
 
 # The current Work API payload of the newest person party with this CPF.
-# $1 text: CPF, 11 digits.
+# $1 text: CPF, 11 digits.   $2 text: tenant.
 # Index: idx_parties_cpf_cnpj, then uq_party_enrichments_party.
 FIND_ENRICHMENT = """
 SELECT e.party_id, e.raw_payload::text AS raw_payload, e.enriched_at
   FROM (SELECT id
-          FROM core.parties
+          FROM core.parties AS p
          WHERE cpf_cnpj = $1 AND party_type = 'person'
+           AND ($2::text IS NULL OR p.tenant IS NULL OR p.tenant = $2)
          ORDER BY updated_at DESC
          LIMIT 1) AS p
   JOIN core.party_enrichments AS e ON e.party_id = p.id
@@ -183,12 +193,15 @@ LOCK_CPF = f"SELECT pg_advisory_xact_lock({PARTY_LOCK_NAMESPACE}, hashtext($1))"
 # $1 text: CPF          $2 text: full name ('' when unknown; full_name is NOT NULL)
 # $3 text: normalized name   $4 date: birth date   $5 text: sex 'M'/'F'/NULL
 # $6 text: mother's name     $7 text: father's name   $8 text: RG
+# $9 text: tenant: a new party belongs to it; an existing one is looked for among the parties
+#    the tenant can see (its own and shared ones).
 # Returns one row: id uuid, created bool.
 UPSERT_PARTY = """
 WITH found AS (
     SELECT id
-      FROM core.parties
+      FROM core.parties AS p
      WHERE cpf_cnpj = $1 AND party_type = 'person'
+       AND ($9::text IS NULL OR p.tenant IS NULL OR p.tenant = $9)
      ORDER BY updated_at DESC
      LIMIT 1
        FOR UPDATE
@@ -209,8 +222,8 @@ WITH found AS (
 ), inserted AS (
     INSERT INTO core.parties
            (party_type, cpf_cnpj, full_name, normalized_name, birth_date, sex,
-            mother_name, father_name, rg, enriched)
-    SELECT 'person', $1, $2, $3, $4, $5, $6, $7, $8, true
+            mother_name, father_name, rg, enriched, tenant)
+    SELECT 'person', $1, $2, $3, $4, $5, $6, $7, $8, true, $9
      WHERE NOT EXISTS (SELECT 1 FROM found)
  RETURNING id, true AS created
 )

@@ -11,10 +11,9 @@ still fails an undocumented one, and a 503 must carry ``Retry-After``); any othe
 A second run sends every operation without a key and with an unknown key: everything but the
 public operations must answer 401 problem+json with ``WWW-Authenticate``.
 
-Findings in code this suite does not own are listed in ``KNOWN_FINDINGS`` with the operation,
-the failing check and the file to fix. Each such operation runs in its own strict ``xfail`` test:
-it fails loudly (XPASS) once fixed, so the entry must then be removed and the operation joins the
-main run. Bounded: 25 examples per operation, no deadline (real PostgreSQL and Redis behind it).
+Operations whose inputs follow domain rules no JSON Schema can state (CPF check digits) are
+listed in ``SEMANTIC_RULES``: for them only ``positive_data_acceptance`` is skipped.
+Bounded: 25 examples per operation, no deadline (real PostgreSQL and Redis behind it).
 """
 
 from __future__ import annotations
@@ -26,8 +25,8 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, Phase, given, settings
-from schemathesis.checks import CHECKS, load_all_checks
+from hypothesis import HealthCheck, settings
+from schemathesis.checks import CHECKS
 from schemathesis.config._checks import NotAServerErrorConfig
 from schemathesis.generation import GenerationMode
 from schemathesis.python import asgi as schemathesis_asgi
@@ -54,56 +53,24 @@ FUZZ_SETTINGS = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 
-# Operation label -> (check that fails, what schemathesis found and where the fix belongs). These
-# are in code this suite does not own and were reported. In the main run only that one check is
-# skipped for that one operation (every other check still applies to it); the strict-xfail
-# reproduction below keeps the finding visible and turns into a failure once it is fixed.
-KNOWN_FINDINGS: dict[str, tuple[str, str]] = {
-    "GET /health": (
-        "response_schema_conformance",
-        "ST108: 200 is documented as a string but answers the JSON object HealthView "
-        "(app/health.py returns Response[bytes]; declare the HealthView schema)",
-    ),
-    "GET /api/v1/leads/process": (
-        "positive_data_acceptance",
-        "ST202: query 'id' is documented optional but a request without it gets 400 "
-        "(app/routes/leads.py: document it required, or accept its absence)",
-    ),
-    "POST /api/v1/c2s/enrich/{lead_id}": (
-        "positive_data_acceptance",
-        "ST202: path 'lead_id' has no pattern in the document; ids outside "
-        "^[A-Za-z0-9_-]{1,64}$ get 400 (app/routes/leads.py: put the pattern on the parameter)",
-    ),
-    "POST /api/v1/leads": (
-        "positive_data_acceptance",
-        "ST202: bodies with extra properties are schema-valid (no additionalProperties: false "
-        "for forbid_unknown_fields Structs) but get 400 (app/schemas.py / OpenAPI generation)",
-    ),
-    "POST /api/v1/enrich/batch": (
-        "positive_data_acceptance",
-        "ST202: extra properties in the body or items are schema-valid but get 400 "
-        "(app/schemas.py / OpenAPI generation)",
-    ),
+# Operations whose inputs obey domain rules that JSON Schema cannot state: CPF check digits and
+# all-equal digit strings (``00000000000`` is 11 digits and schema-valid, and not a CPF), and
+# "at least one identifier" across optional fields. Schema-valid data may therefore get a
+# documented 400 (naming the field) or 404 (a valid identifier nobody has), so only the
+# ``positive_data_acceptance`` check is skipped for them; every other check applies, including
+# ``negative_data_rejection`` and the response-schema checks.
+SEMANTIC_RULES: dict[str, tuple[str, str]] = {
     "POST /api/v1/enrich": (
         "positive_data_acceptance",
-        "ST202: {'cpf': '', 'email': '', 'phone': '', 'name': ''} is schema-valid but gets 400 "
-        "(app/schemas.py: no minLength/pattern/minProperties; CPF check digits cannot be "
-        "expressed in a schema at all: document the 400 as expected for this operation)",
+        "at least one non-empty identifier; CPF check digits",
     ),
     "GET /api/v1/contributor/customer": (
         "positive_data_acceptance",
-        "ST202: cpf/email/phone/name of 256 zeros are schema-valid but get 400 "
-        "(app/routes/customers.py: no pattern/format on the query parameters)",
+        "at least one non-empty identifier; CPF check digits; phone numbering plan",
     ),
     "GET /api/v1/work/modules/all": (
         "positive_data_acceptance",
-        "ST202: documento of 120 zeros (not a valid CPF) is schema-valid but gets 400 "
-        "(app/routes/work.py)",
-    ),
-    "GET /api/v1/work/modules/{module}": (
-        "positive_data_acceptance",
-        "ST202: module '0' (not ^[a-z]{2,20}$) is schema-valid but gets 400 "
-        "(app/routes/work.py: put the pattern on the path parameter)",
+        "documento must be a CPF with valid check digits",
     ),
 }
 
@@ -174,7 +141,7 @@ def unavailable_is_a_problem_with_retry_after(
 
 
 def _call_and_validate(case: Any, key: str, *, known: bool = True) -> None:  # Any: Case
-    skipped = KNOWN_FINDINGS.get(case.operation.label) if known else None
+    skipped = SEMANTIC_RULES.get(case.operation.label) if known else None
     case.call_and_validate(
         headers={"Authorization": f"Bearer {key}"},
         additional_checks=[unavailable_is_a_problem_with_retry_after],
@@ -186,32 +153,6 @@ def _call_and_validate(case: Any, key: str, *, known: bool = True) -> None:  # A
 @FUZZ_SETTINGS
 def test_api_honours_its_contract(case: Any, fuzz_key: str) -> None:  # Any: schemathesis Case
     _call_and_validate(case, fuzz_key)
-
-
-@pytest.mark.parametrize(
-    "label",
-    [
-        pytest.param(label, marks=pytest.mark.xfail(strict=True, reason=reason), id=label)
-        for label, (_check, reason) in KNOWN_FINDINGS.items()
-    ],
-)
-def test_known_finding_still_reproduces(label: str, fuzz_schema: Any, fuzz_key: str) -> None:
-    """Positive data only, every check: fails while the reported finding is there."""
-    load_all_checks()
-    operation = fuzz_schema.find_operation_by_label(label)
-    assert operation is not None, f"{label} is no longer in the document: drop it"
-
-    @given(case=operation.as_strategy(generation_mode=GenerationMode.POSITIVE))
-    @settings(
-        max_examples=50,
-        deadline=None,
-        suppress_health_check=list(HealthCheck),
-        phases=[Phase.generate, Phase.shrink],
-    )
-    def run(case: Any) -> None:  # Any: schemathesis Case
-        _call_and_validate(case, fuzz_key, known=False)
-
-    run()
 
 
 def _public_paths(app: Litestar) -> set[str]:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import tracemalloc
-from typing import TYPE_CHECKING, Any
+from functools import partial
+from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
 import pytest
 from litestar import get, post
 from litestar.params import JSONBody
 from litestar.testing import AsyncTestClient
+from litestar.types import HTTPRequestEvent
 
 from app.main import create_app
 from app.security import API_CSP, DOCS_CSP, is_json_content_type
@@ -19,7 +21,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
     from litestar import Litestar
-    from litestar.types import Message
+    from litestar.types import Message, Scope
 
     from app.config import Settings
 
@@ -68,7 +70,9 @@ async def api_key(database_url: str) -> str:
 
 
 @pytest.fixture(scope="module")
-async def probe_app(settings: Settings) -> AsyncIterator[tuple[Litestar, AsyncTestClient[Litestar]]]:
+async def probe_app(
+    settings: Settings,
+) -> AsyncIterator[tuple[Litestar, AsyncTestClient[Litestar]]]:
     """The real app plus probe routes, with its lifespan running."""
     app = _app(settings)
     async with AsyncTestClient(app=app) as client:
@@ -206,7 +210,9 @@ async def test_json_with_utf8_charset_is_accepted(
 async def test_post_without_body_is_not_a_content_type_error(
     probe_client: AsyncTestClient[Litestar], api_key: str
 ) -> None:
-    response = await probe_client.post("/probe/echo", headers={"Authorization": f"Bearer {api_key}"})
+    response = await probe_client.post(
+        "/probe/echo", headers={"Authorization": f"Bearer {api_key}"}
+    )
     assert response.status_code == 400  # "body required", from validation, not 415
 
 
@@ -254,13 +260,13 @@ async def test_chunked_body_over_the_limit_is_refused_without_reading_it_all(
     delivered = 0
     sent: list[Message] = []
 
-    async def receive() -> Message:
+    async def receive() -> HTTPRequestEvent:
         nonlocal delivered
         if delivered >= offered:
-            return {"type": "http.request", "body": b"", "more_body": False}
+            return HTTPRequestEvent(type="http.request", body=b"", more_body=False)
         delivered += chunk_size
         # A fresh object per chunk, so memory held by the app is really allocated.
-        return {"type": "http.request", "body": b"x" * chunk_size, "more_body": True}
+        return HTTPRequestEvent(type="http.request", body=b"x" * chunk_size, more_body=True)
 
     async def send(message: Message) -> None:
         sent.append(message)
@@ -289,7 +295,7 @@ async def test_chunked_body_over_the_limit_is_refused_without_reading_it_all(
     try:
         tracemalloc.reset_peak()
         # The test client runs the app (and its pool) on its own portal loop: call it there.
-        client.blocking_portal.call(app, scope, receive, send)  # type: ignore[arg-type]
+        client.blocking_portal.call(partial(app, cast("Scope", scope), receive, send))
         _current, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -303,7 +309,7 @@ async def test_chunked_body_over_the_limit_is_refused_without_reading_it_all(
     assert peak < 20 * MIB, peak
 
 
-# --- CORS ------------------------------------------------------------------------------------------
+# --- CORS -----------------------------------------------------------------------------------------
 
 
 async def test_cors_is_off_by_default(client: AsyncTestClient[Litestar]) -> None:
@@ -317,9 +323,7 @@ async def test_cors_is_off_by_default(client: AsyncTestClient[Litestar]) -> None
 
 
 async def test_cors_allows_only_the_configured_origins(settings: Settings) -> None:
-    configured = msgspec.structs.replace(
-        settings, cors_allow_origins=("https://crm.example.com",)
-    )
+    configured = msgspec.structs.replace(settings, cors_allow_origins=("https://crm.example.com",))
     async with AsyncTestClient(app=create_app(configured)) as client:
         allowed = await client.options(
             "/api/v1/enrich",

@@ -97,7 +97,6 @@ async def test_100_concurrent_deliveries_give_one_row_one_job_and_one_message(
     late = await client.post(WEBHOOK, json=body, headers={"X-Webhook-Token": WEBHOOK_SECRET})
     assert late.json()["duplicates"] == 1
     assert worker.terminate(timeout_s=15) == 0
-    print("WORKER-OUTPUT", worker.output())
     assert len(await sandbox.messages(lead_id)) == 1
 
 

@@ -42,6 +42,10 @@ async def _sample(conn: asyncpg.Connection, query: str) -> str:
     return value
 
 
+# Plans are checked with the tenant filter on, as an API request runs them.
+TENANT = "tenant-a"
+
+
 async def test_seeded_database_has_the_expected_size(seeded: asyncpg.Connection) -> None:
     assert await seeded.fetchval("SELECT count(*) FROM core.parties") == SEEDED_PARTIES
 
@@ -49,7 +53,7 @@ async def test_seeded_database_has_the_expected_size(seeded: asyncpg.Connection)
 async def test_lookup_by_cpf_uses_the_cpf_index(seeded: asyncpg.Connection) -> None:
     cpf = await _sample(seeded, "SELECT cpf_cnpj FROM core.parties OFFSET 777 LIMIT 1")
 
-    plan = await _plan(seeded, sql.FIND_BY_CPF, cpf)
+    plan = await _plan(seeded, sql.FIND_BY_CPF, cpf, TENANT)
 
     assert "idx_parties_cpf_cnpj" in plan
     assert "uq_party_contact_unique" in plan  # the contacts of the party
@@ -62,7 +66,7 @@ async def test_lookup_by_email_uses_the_contact_value_index(seeded: asyncpg.Conn
         "SELECT value FROM core.party_contacts WHERE contact_type = 'email' OFFSET 999 LIMIT 1",
     )
 
-    plan = await _plan(seeded, sql.FIND_BY_EMAIL, email)
+    plan = await _plan(seeded, sql.FIND_BY_EMAIL, email, TENANT)
 
     assert "idx_party_contacts_value" in plan
     assert "Seq Scan" not in plan
@@ -74,7 +78,7 @@ async def test_lookup_by_phone_uses_the_contact_value_index(seeded: asyncpg.Conn
         "SELECT value FROM core.party_contacts WHERE contact_type = 'whatsapp' OFFSET 321 LIMIT 1",
     )
 
-    plan = await _plan(seeded, sql.FIND_BY_PHONE, phone)
+    plan = await _plan(seeded, sql.FIND_BY_PHONE, phone, TENANT)
 
     assert "idx_party_contacts_value" in plan
     assert "Seq Scan" not in plan
@@ -85,7 +89,7 @@ async def test_search_by_name_uses_the_trigram_index(seeded: asyncpg.Connection)
     key = name_search_key(full_name)
 
     plan = await _plan(
-        seeded, sql.SEARCH_BY_NAME, key, contains_pattern(key), 10, DEFAULT_NAME_CANDIDATES
+        seeded, sql.SEARCH_BY_NAME, key, contains_pattern(key), 10, DEFAULT_NAME_CANDIDATES, TENANT
     )
 
     assert "idx_parties_name_trgm" in plan
@@ -95,7 +99,7 @@ async def test_search_by_name_uses_the_trigram_index(seeded: asyncpg.Connection)
 async def test_get_party_uses_the_primary_key(seeded: asyncpg.Connection) -> None:
     party_id = await seeded.fetchval("SELECT id FROM core.parties OFFSET 55 LIMIT 1")
 
-    plan = await _plan(seeded, sql.GET_PARTY, party_id)
+    plan = await _plan(seeded, sql.GET_PARTY, party_id, TENANT)
 
     assert "parties_pkey" in plan
     assert "uq_party_enrichments_party" in plan

@@ -99,23 +99,17 @@ async def test_touch_records_use_at_most_once_a_minute(pool: asyncpg.Pool) -> No
     _plaintext, record = _record()
     created = await store.create(record)
     await store.touch(created.id)
-    first = await pool.fetchval(
-        "SELECT last_used_at FROM core.api_keys WHERE id = $1", created.id
-    )
+    first = await pool.fetchval("SELECT last_used_at FROM core.api_keys WHERE id = $1", created.id)
     assert first is not None
     await store.touch(created.id)
-    second = await pool.fetchval(
-        "SELECT last_used_at FROM core.api_keys WHERE id = $1", created.id
-    )
+    second = await pool.fetchval("SELECT last_used_at FROM core.api_keys WHERE id = $1", created.id)
     assert second == first
     await pool.execute(
         "UPDATE core.api_keys SET last_used_at = now() - interval '2 minutes' WHERE id = $1",
         created.id,
     )
     await store.touch(created.id)
-    third = await pool.fetchval(
-        "SELECT last_used_at FROM core.api_keys WHERE id = $1", created.id
-    )
+    third = await pool.fetchval("SELECT last_used_at FROM core.api_keys WHERE id = $1", created.id)
     assert third > first - timedelta(seconds=1)
 
 

@@ -30,6 +30,7 @@ from infra.db.keys import PgApiKeyStore
 
 if TYPE_CHECKING:
     from app.config import Settings
+    from domain.keys import ApiKey
 
 pytestmark = pytest.mark.integration
 
@@ -51,12 +52,14 @@ async def _create(settings: Settings, **kwargs: object) -> tuple[int, str]:
     return status, out.getvalue()
 
 
-async def _stored(settings: Settings, plaintext: str) -> object:
+async def _stored(settings: Settings, plaintext: str) -> ApiKey:
     pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=1)
     try:
-        return await PgApiKeyStore(pool).find_by_hash(digest_key(plaintext))
+        found = await PgApiKeyStore(pool).find_by_hash(digest_key(plaintext))
     finally:
         await pool.close()
+    assert found is not None
+    return found
 
 
 async def test_create_prints_the_key_once_and_stores_only_its_digest(settings: Settings) -> None:
@@ -65,10 +68,9 @@ async def test_create_prints_the_key_once_and_stores_only_its_digest(settings: S
     keys = _KEY.findall(printed)
     assert len(keys) == 1
     stored = await _stored(settings, keys[0])
-    assert stored is not None
-    assert str(stored.id) in printed  # type: ignore[attr-defined]
-    assert stored.scopes == ("read",)  # type: ignore[attr-defined]
-    assert stored.expires_at is not None  # type: ignore[attr-defined]
+    assert str(stored.id) in printed
+    assert stored.scopes == ("read",)
+    assert stored.expires_at is not None
 
 
 async def test_list_shows_metadata_but_never_a_secret_or_digest(settings: Settings) -> None:
@@ -91,7 +93,7 @@ async def test_list_json_and_revoke(settings: Settings) -> None:
     status, printed = await _create(settings, name="to revoke")
     assert status == EXIT_OK
     plaintext = _KEY.findall(printed)[0]
-    key_id = str(msgspec.structs.asdict(await _stored(settings, plaintext))["id"])  # type: ignore[arg-type]
+    key_id = str((await _stored(settings, plaintext)).id)
     out = io.StringIO()
     assert await asyncio.to_thread(keys_revoke, settings, key_id, out=out) == EXIT_OK
     assert key_id in out.getvalue()
@@ -143,8 +145,18 @@ async def test_argparse_wiring(settings: Settings, capsys: pytest.CaptureFixture
     parser = argparse.ArgumentParser(prog="c2s-api")
     add_keys_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(
-        ["keys", "create", "--name", "argv", "--tenant", "argv-t", "--scopes", "read",
-         "--expires-days", "5"]
+        [
+            "keys",
+            "create",
+            "--name",
+            "argv",
+            "--tenant",
+            "argv-t",
+            "--scopes",
+            "read",
+            "--expires-days",
+            "5",
+        ]
     )
     assert (args.name, args.tenant, args.scopes, args.expires_days) == ("argv", "argv-t", "read", 5)
     assert await asyncio.to_thread(run_keys, args, settings) == EXIT_OK

@@ -118,9 +118,7 @@ async def test_key_expiring_while_cached_is_refused_at_its_expiry(
     assert took < 2.5  # at the expiry, not at the end of the 5 s TTL
 
 
-async def test_expired_and_revoked_keys_are_refused(
-    pool: asyncpg.Pool, database_url: str
-) -> None:
+async def test_expired_and_revoked_keys_are_refused(pool: asyncpg.Pool, database_url: str) -> None:
     expired, _ = await issue_key(database_url, expires_in=timedelta(seconds=-1))
     revoked, revoked_key = await issue_key(database_url)
     store = PgApiKeyStore(pool)
@@ -207,5 +205,45 @@ async def test_unexpected_store_failure_fails_closed_as_unavailable() -> None:
         verifier = KeyVerifier(PgApiKeyStore(pool), ttl_s=2)
         with pytest.raises(DependencyUnavailable):
             await verifier.verify(generate_key().digest)
+    finally:
+        await pool.close()
+
+
+class _ConcurrencyPool:
+    """The real pool, recording the most connections checked out at once."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+        self.current = 0
+        self.peak = 0
+
+    def acquire(self, *, timeout: float | None = None) -> Any:  # Any: asyncpg's acquire context
+        outer = self
+        inner = self.pool.acquire(timeout=timeout)
+
+        class _Tracked:
+            async def __aenter__(self) -> Any:  # Any: asyncpg connection proxy
+                connection = await inner.__aenter__()
+                outer.current += 1
+                outer.peak = max(outer.peak, outer.current)
+                return connection
+
+            async def __aexit__(self, *exc: object) -> None:
+                outer.current -= 1
+                await inner.__aexit__(*exc)
+
+        return _Tracked()
+
+
+async def test_a_flood_of_random_keys_cannot_take_the_whole_pool(database_url: str) -> None:
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=10)
+    try:
+        tracked = _ConcurrencyPool(pool)
+        verifier = KeyVerifier(
+            PgApiKeyStore(cast("asyncpg.Pool", tracked)), ttl_s=2, max_concurrent_lookups=3
+        )
+        results = await asyncio.gather(*(verifier.verify(generate_key().digest) for _ in range(60)))
+        assert results == [None] * 60
+        assert tracked.peak <= 3
     finally:
         await pool.close()
