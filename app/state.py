@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from app.auth import install_key_verifier
 from app.container import Container, open_container
 from app.idempotency import IdempotencyStore
 from app.ratelimit import ClientAddress
@@ -106,6 +107,8 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
             client_address=ClientAddress(settings.trusted_proxies),
             salt=settings.cache_key_salt.get().encode(),
         )
+        verifier = install_key_verifier(app.state, container.pool, settings.api_key_cache_ttl_s)
+        stack.push_async_callback(verifier.drain)  # pending last_used_at writes, before the pool
         stack.callback(track_pool(container.pool))  # pool gauges read at scrape time
         freeze_gc_after_startup()  # start-up objects out of later GC scans
         try:
