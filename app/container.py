@@ -67,6 +67,7 @@ class Container:
     upstreams: Upstreams
     enricher: Enricher
     keys: KeySpace
+    dossier_cache: RedisDossierCache
 
 
 def open_redis(settings: Settings) -> aioredis.Redis:
@@ -96,18 +97,19 @@ async def open_container(settings: Settings) -> AsyncIterator[Container]:
         listener = CacheMetrics()
         repository = PgPartyRepository(pool, acquire_timeout=settings.db_connect_timeout_s)
         upstreams = await stack.enter_async_context(open_upstreams(settings, redis))
+        dossier_cache = RedisDossierCache(
+            redis,
+            keys,
+            HmacEnvelope(parse_hmac_keys(settings.cache_hmac_keys.get())),
+            settings.work_api_cache_ttl_s,
+            listener,
+        )
         enricher = Enricher(
             c2s=upstreams.c2s,
             diretrix=upstreams.diretrix,
             work_api=upstreams.work_api,
             repository=repository,
-            dossier_cache=RedisDossierCache(
-                redis,
-                keys,
-                HmacEnvelope(parse_hmac_keys(settings.cache_hmac_keys.get())),
-                settings.work_api_cache_ttl_s,
-                listener,
-            ),
+            dossier_cache=dossier_cache,
             contact_cache=RedisContactCpfCache(
                 redis,
                 keys,
@@ -137,6 +139,7 @@ async def open_container(settings: Settings) -> AsyncIterator[Container]:
             upstreams=upstreams,
             enricher=enricher,
             keys=keys,
+            dossier_cache=dossier_cache,
         )
     log.info("container_closed")
 

@@ -96,6 +96,7 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
         container = await stack.enter_async_context(open_container(settings))
         app.state.resources = Resources(settings=settings, container=container)
         app.state.enricher = container.enricher
+        app.state.dossier_cache = container.dossier_cache
         app.state.rate_limiter = build_rate_limiter(settings, container)
         app.state.idempotency = IdempotencyStore(
             container.redis,

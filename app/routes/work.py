@@ -8,15 +8,21 @@ exhausted/expired account a 502.
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
+from urllib.parse import parse_qs
 
-from litestar import Controller, Response, get
+from litestar import Controller, Request, Response, get
 from litestar.params import PathParameter, QueryParameter
 
 from app.problems import problem_responses
 from app.routes import API_KEY_SECURITY, EnricherDep
 from domain.documents import normalize_cpf
 from domain.errors import InvalidInput, NotFound, UpstreamSoftError
+
+if TYPE_CHECKING:
+    from litestar.types import Scope
+
+    from infra.cache import RedisDossierCache
 
 __all__ = ["WorkController"]
 
@@ -39,8 +45,45 @@ def _documento(raw: str) -> str:
     return raw.strip()
 
 
-async def _cached_module(enricher: EnricherDep, key: str, module: str, query: str) -> bytes:
-    cached = await enricher.dossier_cache.get(key)
+def _prefetch_dossier(scope: Scope) -> str:
+    """The Redis key of ``/all``'s cached dossier, read in the rate limiter's round trip.
+
+    Returns ``""`` (nothing to prefetch) when the query has no valid CPF: the handler then
+    answers the 400 itself.
+    """
+    values = parse_qs(scope["query_string"].decode("latin-1")).get("documento")
+    if not values:
+        return ""
+    try:
+        cpf = normalize_cpf(values[0])
+    except InvalidInput:
+        return ""
+    cache: RedisDossierCache = scope["app"].state.dossier_cache
+    return cache.key(f"cpf:{cpf}")
+
+
+def _from_prefetch(request: Request[Any, Any, Any], key: str) -> bytes | None:
+    """The verified cached body if the middleware already read it, else ``None``."""
+    prefetched = request.scope.get("state", {}).get("prefetched")
+    if prefetched is None:
+        return None
+    cache: RedisDossierCache = request.app.state.dossier_cache
+    name, sealed = prefetched
+    if name != cache.key(key):
+        return None
+    return cache.verify(name, sealed)
+
+
+async def _cached_module(
+    enricher: EnricherDep,
+    key: str,
+    module: str,
+    query: str,
+    request: Request[Any, Any, Any] | None = None,
+) -> bytes:
+    cached = _from_prefetch(request, key) if request is not None else None
+    if cached is None and (request is None or "prefetched" not in request.scope.get("state", {})):
+        cached = await enricher.dossier_cache.get(key)
     if cached is not None:
         return cached
     try:
@@ -67,12 +110,14 @@ class WorkController(Controller):
         operation_id="getWorkModulesAll",
         summary="The full Work API dossier (modulo=cpf) for a CPF, cached for an hour",
         responses=problem_responses(400, 401, 403, 404, 429, 502, 503),
-        opt={"scope": "enrich"},
+        opt={"scope": "enrich", "cache_prefetch": _prefetch_dossier},
         response_description="The Work API body, verbatim",
     )
-    async def all_modules(self, enricher: EnricherDep, documento: Documento) -> Response[bytes]:
+    async def all_modules(
+        self, enricher: EnricherDep, request: Request[Any, Any, Any], documento: Documento
+    ) -> Response[bytes]:
         cpf = normalize_cpf(_documento(documento))
-        raw = await _cached_module(enricher, f"cpf:{cpf}", "cpf", cpf)
+        raw = await _cached_module(enricher, f"cpf:{cpf}", "cpf", cpf, request)
         return Response(raw, media_type="application/json")
 
     @get(
