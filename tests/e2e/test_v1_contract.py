@@ -95,6 +95,11 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
+@pytest.fixture(autouse=True)
+async def _clean_sandbox(sandbox: Sandbox) -> None:
+    """Every test starts with the sandbox reset (no faults left by another test)."""
+
+
 @pytest.fixture(scope="module")
 async def key(database_url: str) -> str:
     plaintext, _ = await issue_key(database_url, tenant="e2e", scopes="read,enrich")
