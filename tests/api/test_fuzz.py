@@ -92,6 +92,8 @@ def fuzz_app(settings: Settings) -> Iterator[Litestar]:
     app = create_app(
         msgspec.structs.replace(
             settings,
+            # Own Redis key space: the breakers this run opens must not reach other tests' apps.
+            redis_key_prefix=f"{settings.redis_key_prefix}fuzz:",
             c2s_base_url=UNREACHABLE,
             diretrix_base_url=UNREACHABLE,
             work_api_base_url=UNREACHABLE,

@@ -123,6 +123,7 @@ def pii_settings(settings: Settings, sandbox_url: str) -> Settings:  # noqa: F81
     return msgspec.structs.replace(
         settings,
         log_level="DEBUG",
+        redis_key_prefix=f"{settings.redis_key_prefix}pii:",
         c2s_base_url=sandbox_url,
         c2s_token=Secret(C2S_TOKEN),
         diretrix_base_url=sandbox_url,

@@ -186,6 +186,8 @@ def e2e_env(base_env: dict[str, str], sandbox_url: str) -> dict[str, str]:
     """Environment of the app and the workers: session services + the sandbox upstreams."""
     return {
         **base_env,
+        # Own Redis key space (breakers, caches, locks) apart from the other test tiers' apps.
+        "REDIS_KEY_PREFIX": base_env["REDIS_KEY_PREFIX"] + "e2e:",
         "C2S_BASE_URL": sandbox_url,
         "C2S_TOKEN": C2S_TOKEN,
         "DIRETRIX_BASE_URL": sandbox_url,
