@@ -72,6 +72,43 @@ def _keys(args: argparse.Namespace) -> int:
     return run_keys(args, settings_or_exit())
 
 
+def _backup(args: argparse.Namespace) -> int:
+    from infra.backup import backup_command
+
+    settings = settings_or_exit()
+    out = args.out or settings.backup_dir
+    if not out:
+        print("backup: pass --out DIR (or set BACKUP_DIR)", file=sys.stderr)
+        return 2
+    return backup_command(settings.database_url, out, stdout=sys.stdout, stderr=sys.stderr)
+
+
+def _restore(args: argparse.Namespace) -> int:
+    from infra.backup import restore_command, with_database
+
+    settings = settings_or_exit()
+    target = args.target_url or with_database(settings.database_url, args.target_db)
+    return restore_command(
+        args.dump, target, force=args.force, jobs=args.jobs, stdout=sys.stdout, stderr=sys.stderr
+    )
+
+
+def _flags(args: argparse.Namespace) -> int:
+    from infra.flags import defaults_from_settings, flags_command
+
+    settings = settings_or_exit()
+    return flags_command(
+        settings.redis_url,
+        prefix=settings.redis_key_prefix,
+        defaults=defaults_from_settings(settings),
+        action=args.action,
+        name=getattr(args, "name", None),
+        value=getattr(args, "value", None),
+        out=sys.stdout,
+        err=sys.stderr,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests)."""
     from app.keys_cli import add_keys_parser
@@ -107,6 +144,32 @@ def build_parser() -> argparse.ArgumentParser:
     seed.set_defaults(handler=_seed)
 
     add_keys_parser(sub)
+
+    # --- operations: backup, restore, flags (docs/dr.md, ADR 0007) ---
+    from domain.flags import Flag
+
+    backup = sub.add_parser("backup", help="pg_dump the database (custom format, checksummed)")
+    backup.add_argument("--out", default=None, help="output directory (BACKUP_DIR)")
+    backup.set_defaults(handler=_backup)
+
+    restore = sub.add_parser("restore", help="restore a backup into a NEW database and verify it")
+    restore.add_argument("dump", help="the .dump file (.dump.sha256 and .manifest.json beside it)")
+    target = restore.add_mutually_exclusive_group(required=True)
+    target.add_argument("--target-db", help="database name on DATABASE_URL's server")
+    target.add_argument("--target-url", help="full URL of the target database")
+    restore.add_argument("--force", action="store_true", help="DROP and replace a non-empty target")
+    restore.add_argument("--jobs", type=int, default=2, help="parallel pg_restore jobs")
+    restore.set_defaults(handler=_restore)
+
+    flags = sub.add_parser("flags", help="list or change feature flags (no deploy needed)")
+    flag_actions = flags.add_subparsers(dest="action", required=True)
+    flag_actions.add_parser("list", help="every flag: value, default, override")
+    flag_set = flag_actions.add_parser("set", help="override a flag for every worker")
+    flag_set.add_argument("name", choices=[f.value for f in Flag])
+    flag_set.add_argument("value", choices=["on", "off"])
+    flag_unset = flag_actions.add_parser("unset", help="remove an override (back to default)")
+    flag_unset.add_argument("name", choices=[f.value for f in Flag])
+    flags.set_defaults(handler=_flags)
     for name, action in sub.choices.items():
         if name == "keys":
             action.set_defaults(handler=_keys)

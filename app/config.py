@@ -148,6 +148,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     c2s_default_seller_id: str = ""
     c2s_description_max_length: PositiveInt = 5000
 
+    # --- worker (c2s-api worker) ------------------------------------------------------------
+    worker_concurrency: PositiveInt = 4
+    worker_grace_s: PositiveFloat = 20.0
+    worker_lease_timeout_s: PositiveFloat = 30.0
+    worker_metrics_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 9464
+    # Refuse webhooks that carry no token when WEBHOOK_SECRET is set (C2S cannot send headers,
+    # so the default accepts them, as the reference did; ?token= works for C2S).
+    webhook_require_token: bool = False
+
     # --- domain -----------------------------------------------------------------------------
     income_multiplier: PositiveFloat = 1.9
 
@@ -166,6 +175,20 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # --- HTTP edge --------------------------------------------------------------------------
     max_body_bytes: PositiveInt = 5 * 1024 * 1024
     cors_allow_origins: tuple[str, ...] = ()
+
+    # --- feature flags ----------------------------------------------------------------------
+    # Defaults of the runtime toggles of domain/flags.py (FLAG_<NAME>=true|false); operators
+    # override them at run time (admin API or `c2s-api flags`), see ADR 0007.
+    flag_send_c2s_messages: bool = True
+    flag_use_dossier_cache: bool = True
+    flag_enable_batch: bool = True
+    # How stale a worker's view of the overrides may get (one Redis read per TTL per process).
+    flag_cache_ttl_s: Annotated[float, msgspec.Meta(gt=0, le=30)] = 2.0
+    # --- end feature flags ------------------------------------------------------------------
+
+    # --- backups ----------------------------------------------------------------------------
+    # Where `c2s-api backup` writes when --out is not given (empty: --out is required).
+    backup_dir: str = ""
 
 
 _SECRET_FIELDS = frozenset(

@@ -27,6 +27,7 @@ from infra.cache import (
 )
 from infra.db.pool import create_pool
 from infra.db.repository import PgPartyRepository
+from infra.flags import FlagStore, defaults_from_settings
 from observability.metrics import PipelineObserver, record_cache
 
 if TYPE_CHECKING:
@@ -68,6 +69,7 @@ class Container:
     enricher: Enricher
     keys: KeySpace
     dossier_cache: RedisDossierCache
+    flags: FlagStore
 
 
 def open_redis(settings: Settings) -> aioredis.Redis:
@@ -97,6 +99,15 @@ async def open_container(settings: Settings) -> AsyncIterator[Container]:
         listener = CacheMetrics()
         repository = PgPartyRepository(pool, acquire_timeout=settings.db_connect_timeout_s)
         upstreams = await stack.enter_async_context(open_upstreams(settings, redis))
+        # Feature flags: overrides polled from Redis every FLAG_CACHE_TTL_S (ADR 0007).
+        flags = await stack.enter_async_context(
+            FlagStore(
+                redis,
+                prefix=settings.redis_key_prefix,
+                defaults=defaults_from_settings(settings),
+                ttl_s=settings.flag_cache_ttl_s,
+            ).running()
+        )
         dossier_cache = RedisDossierCache(
             redis,
             keys,
@@ -124,6 +135,7 @@ async def open_container(settings: Settings) -> AsyncIterator[Container]:
             observer=PipelineObserver(),
             clock=SystemClock(),
             settings=PipelineSettings(income_multiplier=settings.income_multiplier),
+            flags=flags,
         )
         await _warm_up(pool)
         log.info(
@@ -140,6 +152,7 @@ async def open_container(settings: Settings) -> AsyncIterator[Container]:
             enricher=enricher,
             keys=keys,
             dossier_cache=dossier_cache,
+            flags=flags,
         )
     log.info("container_closed")
 

@@ -27,6 +27,7 @@ from app.middleware import RequestIdMiddleware
 from app.ratelimit import RateLimitMiddleware
 from app.routes.customers import CustomerController
 from app.routes.leads import LeadController
+from app.routes.webhooks import WebhookController
 from app.routes.work import WorkController
 from app.security import SecurityHeadersMiddleware, StrictContentTypeMiddleware
 from app.state import lifespan
@@ -118,6 +119,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             LeadController,
             CustomerController,
             WorkController,
+            WebhookController,
         ],
         dependencies={"enricher": Provide(provide_enricher, sync_to_thread=False)},
         # Handlers annotate with these under TYPE_CHECKING; Litestar resolves them here.

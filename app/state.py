@@ -111,7 +111,7 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
         verifier = install_key_verifier(app.state, container.pool, settings.api_key_cache_ttl_s)
         stack.push_async_callback(verifier.drain)  # pending last_used_at writes, before the pool
         stack.callback(track_pool(container.pool))  # pool gauges read at scrape time
-        freeze_gc_after_startup()  # start-up objects out of later GC scans
+        stack.callback(freeze_gc_after_startup())  # start-up objects out of later GC scans
         try:
             yield
         finally:

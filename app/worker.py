@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Final
 
 import structlog
 
+from app.health import SERVICE_VERSION
 from domain.webhooks import DEFAULT_RETRY_POLICY
 from infra.db.events import PgEventStore
 from infra.queue import (
@@ -34,6 +35,7 @@ from infra.queue import (
     QueueListener,
 )
 from observability.logging import configure_logging
+from observability.tracing import configure_tracing, flush_tracing
 
 if TYPE_CHECKING:
     import asyncpg
@@ -162,6 +164,13 @@ async def _serve(
         from observability.metrics import start_metrics_server
 
         start_metrics_server(metrics_port, addr=settings.host)
+    # Spans only when OTEL_EXPORTER_OTLP_*ENDPOINT is set, as for the HTTP app; the job spans
+    # link to the request that accepted the event (its W3C context travels in the job).
+    configure_tracing(
+        service_name=settings.service_name,
+        environment=settings.environment,
+        version=SERVICE_VERSION,
+    )
     async with open_container(settings) as container:
         log.info(
             "worker_started",
@@ -182,6 +191,7 @@ async def _serve(
     for signum in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(ValueError, RuntimeError):
             loop.remove_signal_handler(signum)
+    flush_tracing()
     return code
 
 

@@ -34,6 +34,7 @@ from domain.errors import (
     NotFound,
     UpstreamError,
 )
+from domain.flags import Flag, StaticFlags
 from domain.message import PersonSource, format_lead_message
 from domain.names import match_names
 from domain.phones import diretrix_form, parse_br_phone
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
         ContactCpfCache,
         DiretrixPort,
         DossierCache,
+        Flags,
         LeadLocks,
         PartyRepository,
         RecentCpfs,
@@ -124,6 +126,8 @@ class ProcessResult(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tru
     cpfs_processed: list[str] | None = None
     entities_stored: int | None = None
     matches: list[ResolvedPerson] | None = None
+    # Only present (false) when the send_c2s_messages flag held the message back.
+    message_sent: bool | None = None
 
 
 class DirectResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -186,6 +190,7 @@ class Enricher:
         observer: StepObserver,
         clock: Clock,
         settings: PipelineSettings | None = None,
+        flags: Flags | None = None,
     ) -> None:
         self.c2s = c2s
         self.diretrix = diretrix
@@ -198,6 +203,8 @@ class Enricher:
         self.observer = observer
         self.clock = clock
         self.settings = settings or PipelineSettings()
+        # Without a flag store every flag has its documented default (domain/flags.py).
+        self.flags: Flags = flags if flags is not None else StaticFlags()
 
     # --- steps ---------------------------------------------------------------------------------
 
@@ -320,15 +327,18 @@ class Enricher:
     async def fetch_dossier(self, cpf: str, *, use_cache: bool) -> tuple[Dossier, bytes]:
         """One CPF's dossier: the shared cache first (when allowed), then the Work API.
 
-        Only successful bodies are cached: the Work API client raises on soft errors.
+        Only successful bodies are cached: the Work API client raises on soft errors. With the
+        ``use_dossier_cache`` flag off the cache is neither read nor written.
         """
         key = _dossier_key(cpf)
-        if use_cache:
+        cache_on = self.flags.enabled(Flag.USE_DOSSIER_CACHE)
+        if use_cache and cache_on:
             cached = await self.dossier_cache.get(key)
             if cached is not None:
                 return decode_dossier(cached), cached
         dossier, raw = await self.work_api.fetch_dossier(cpf)
-        await self.dossier_cache.put(key, raw)
+        if cache_on:
+            await self.dossier_cache.put(key, raw)
         return dossier, raw
 
     async def store(
@@ -365,10 +375,17 @@ class Enricher:
             people, layout=layout, income_multiplier=self.settings.income_multiplier
         )
 
-    async def send(self, lead_id: str, message: str) -> None:
-        """Post the message to the lead in C2S (never retried blindly)."""
+    async def send(self, lead_id: str, message: str) -> bool:
+        """Post the message to the lead in C2S (never retried blindly).
+
+        Returns:
+            ``False`` when the ``send_c2s_messages`` flag is off and nothing was posted.
+        """
+        if not self.flags.enabled(Flag.SEND_C2S_MESSAGES):
+            return False
         async with self.observer.step("send_message"):
             await self.c2s.send_message(lead_id, message)
+        return True
 
     # --- entry points --------------------------------------------------------------------------
 
@@ -431,19 +448,21 @@ class Enricher:
         async with self.observer.step("format"):
             message = self.format(resolution, dossiers, "process")
         try:
-            await self.send(lead_id, message)
+            sent = await self.send(lead_id, message)
         except (UpstreamError, DependencyUnavailable, NotFound) as exc:
             return fail(f"Enriched data but failed to send to C2S: {exc.detail}")
+        held = "" if sent else f" Message not sent to C2S ({Flag.SEND_C2S_MESSAGES} is off)."
         return ProcessResult(
             success=True,
             message=(
                 f"Successfully processed and enriched lead. Stored {len(stored)} entities in "
-                "database."
+                f"database.{held}"
             ),
             lead_id=lead_id,
             cpfs_processed=cpfs,
             entities_stored=len(stored),
             matches=resolution.people,
+            message_sent=None if sent else False,
         )
 
     async def enrich_lead(self, lead_id: str) -> DirectResult:
@@ -465,13 +484,13 @@ class Enricher:
         stored = await self.store(dossiers, lead_id)
         async with self.observer.step("format"):
             message = self.format(resolution, dossiers, "webhook")
-        await self.send(lead_id, message)
+        sent = await self.send(lead_id, message)
         return DirectResult(
             success=True,
             lead_id=lead_id,
             customer_name=lead.customer.name or "",
             enriched=True,
-            message_sent=True,
+            message_sent=sent,
             stored_in_db=len(stored),
             entity_ids=stored,
             cpfs_enriched=list(dossiers),

@@ -31,6 +31,7 @@ __all__ = [
     "ContactCpfCache",
     "DiretrixPort",
     "DossierCache",
+    "Flags",
     "LeadLocks",
     "PartyRepository",
     "RecentCpfs",
@@ -182,4 +183,16 @@ class Clock(Protocol):
 
     def now(self) -> float:
         """Current time."""
+        ...
+
+
+class Flags(Protocol):
+    """Runtime feature flags (``domain/flags.py`` names them and sets their defaults).
+
+    Synchronous on purpose: an adapter answers from a per-process cache refreshed in the
+    background, so asking costs a dict lookup and never waits for Redis.
+    """
+
+    def enabled(self, name: str) -> bool:
+        """Whether flag ``name`` is on now (its default when no override is known)."""
         ...

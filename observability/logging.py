@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TextIO, cast
 
 import structlog
 from opentelemetry import trace
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "GRANIAN_LOGGERS",
+    "STDOUT",
     "configure_logging",
     "granian_log_dictconfig",
     "scrub_pii",
@@ -30,6 +31,26 @@ __all__ = [
 ]
 
 GRANIAN_LOGGERS: Final = ("_granian", "granian.access")
+
+
+class _CurrentStdout:
+    """A text stream that writes to whatever ``sys.stdout`` is at each write.
+
+    structlog's PrintLogger and logging's StreamHandler keep the stream object they were given;
+    loggers are cached on first use. Anything that swaps ``sys.stdout`` later (pytest's capture,
+    a supervisor) would keep receiving lines on a stale object. In production it is the same
+    stream, one attribute lookup later.
+    """
+
+    def write(self, text: str) -> int:
+        return sys.stdout.write(text)
+
+    def flush(self) -> None:
+        sys.stdout.flush()
+
+
+STDOUT: Final = cast("TextIO", _CurrentStdout())
+"""Where every log line goes: the current ``sys.stdout``."""
 
 # Values we produce ourselves and that are known not to hold personal data; skipping them saves
 # the regex on every line (and hex ids can contain digit runs that look like phone numbers).
@@ -158,10 +179,10 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
             _renderer(fmt),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stdout),
+        logger_factory=structlog.PrintLoggerFactory(file=STDOUT),
         cache_logger_on_first_use=True,
     )
-    handler = logging.StreamHandler(sys.stdout)
+    handler = logging.StreamHandler(STDOUT)
     handler.setFormatter(stdlib_formatter(fmt))
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -195,7 +216,7 @@ def granian_log_dictconfig(level: str = "INFO", fmt: str = "json") -> dict[str, 
             "c2s_stdout": {
                 "class": "logging.StreamHandler",
                 "formatter": "c2s",
-                "stream": "ext://sys.stdout",
+                "stream": "ext://observability.logging.STDOUT",
             },
         },
         "loggers": {
@@ -203,3 +224,19 @@ def granian_log_dictconfig(level: str = "INFO", fmt: str = "json") -> dict[str, 
             for name in GRANIAN_LOGGERS
         },
     }
+
+
+def main() -> None:
+    """Print :func:`granian_log_dictconfig` as JSON, for ``granian --log-config <file>``.
+
+    ``python -m observability.logging [LEVEL] [json|console] > granian-log.json``
+    """
+    import json
+
+    level = sys.argv[1] if len(sys.argv) > 1 else "INFO"
+    fmt = sys.argv[2] if len(sys.argv) > 2 else "json"
+    print(json.dumps(granian_log_dictconfig(level, fmt), indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -58,6 +58,8 @@ __all__ = [
     "CIRCUIT_BREAKER_TRANSITIONS",
     "DEPENDENCY_READY",
     "ENRICHMENTS",
+    "FEATURE_FLAG_ENABLED",
+    "FEATURE_FLAG_STORAGE_DEGRADED",
     "HTTP_CLIENT_REQUEST_DURATION",
     "HTTP_SERVER_ACTIVE_REQUESTS",
     "HTTP_SERVER_REQUEST_DURATION",
@@ -93,6 +95,8 @@ __all__ = [
     "set_breaker_state",
     "set_breaker_storage_degraded",
     "set_build_info",
+    "set_feature_flag",
+    "set_feature_flag_storage_degraded",
     "start_metrics_server",
     "track_pool",
 ]
@@ -333,6 +337,33 @@ DEPENDENCY_READY: Final = Gauge(
     ["dependency"],
     registry=REGISTRY,
 )
+
+# --- feature flags --------------------------------------------------------------------------
+
+FEATURE_FLAG_ENABLED: Final = Gauge(
+    "feature_flag_enabled",
+    "Feature flag value as this process applies it (1 on, 0 off).",
+    ["flag"],
+    registry=REGISTRY,
+)
+"""``flag`` is a name from ``domain.flags.Flag`` (a fixed set). Per process, so a fleet that
+disagrees for longer than the flag cache TTL shows up as ``min by (flag) != max by (flag)``."""
+FEATURE_FLAG_STORAGE_DEGRADED: Final = Gauge(
+    "feature_flag_storage_degraded",
+    "1 while the flag overrides cannot be read from Redis (last known values, else defaults).",
+    registry=REGISTRY,
+)
+
+
+def set_feature_flag(flag: str, enabled: bool) -> None:
+    """Set ``feature_flag_enabled{flag}`` to 1 or 0."""
+    FEATURE_FLAG_ENABLED.labels(flag).set(1 if enabled else 0)
+
+
+def set_feature_flag_storage_degraded(degraded: bool) -> None:
+    """Set ``feature_flag_storage_degraded`` to 1 or 0."""
+    FEATURE_FLAG_STORAGE_DEGRADED.set(1 if degraded else 0)
+
 
 # --- build ----------------------------------------------------------------------------------
 

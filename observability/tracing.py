@@ -39,6 +39,7 @@ from opentelemetry.trace import ProxyTracer, SpanKind, Status
 from observability.pii import scrub_text
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from contextlib import AbstractContextManager
 
     import yarl
@@ -409,15 +410,20 @@ def extract_context(carrier: Mapping[str, str]) -> Context:
     return propagate.extract(dict(carrier))
 
 
-def freeze_gc_after_startup() -> None:
+def freeze_gc_after_startup() -> Callable[[], None]:
     """Move every object alive after start-up to the permanent GC generation.
 
     Measured here: with tracing on, spans waiting in the batch processor are promoted to the
     oldest generation and full collections over the start-up heap took up to 37 ms (p99 16 ms
     at one client). Freezing the start-up objects keeps them out of every later collection.
+
+    Returns:
+        ``gc.unfreeze``, to call on shutdown: a process that builds several apps (the tests)
+        would otherwise never collect the cycles of the apps it has finished with.
     """
     gc.collect()
     gc.freeze()
+    return gc.unfreeze
 
 
 # --- export-time scrubbing ------------------------------------------------------------------

@@ -64,6 +64,47 @@ if ! redis_up; then
     redis_up || { log "Redis did not start"; exit 1; }
 fi
 
+# --- promtool (observability) ----------------------------------------------------------------
+# The rule, metric and configuration checks of tests/integration/observability run `promtool`,
+# which ships in Debian's `prometheus` package. Only the tool is wanted: the package's server must
+# not run (the machine stays as found, nothing new on :9090), and its recommended node exporter
+# is not installed.
+if ! command -v promtool >/dev/null 2>&1; then
+    log "installing promtool (Debian package prometheus; its server stays stopped and disabled)"
+    # policy-rc.d answering 101 is Debian's switch that forbids starting services from maintainer
+    # scripts; add one for the install if the machine has none.
+    added_policy=0
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        as_root sh -c 'printf "#!/bin/sh\nexit 101\n" > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d'
+        added_policy=1
+    fi
+    apt_install --no-install-recommends prometheus
+    if [ "$added_policy" -eq 1 ]; then
+        as_root rm -f /usr/sbin/policy-rc.d
+    fi
+    # Belt and braces: stopped now, not started at boot (systemd or sysvinit, whichever is there).
+    if [ -d /run/systemd/system ]; then
+        as_root systemctl disable --now prometheus >/dev/null 2>&1 || true
+    else
+        as_root systemctl disable prometheus >/dev/null 2>&1 || true
+        as_root service prometheus stop >/dev/null 2>&1 || true
+    fi
+    as_root update-rc.d prometheus disable >/dev/null 2>&1 || true
+    if pgrep -x prometheus >/dev/null 2>&1; then
+        log "warning: a prometheus server is running; stop it (service prometheus stop)"
+    fi
+    command -v promtool >/dev/null 2>&1 || { log "promtool did not install"; exit 1; }
+fi
+# --- end promtool (observability) ------------------------------------------------------------
+
+# --- wrk (benchmark load generator: bench/gate, python -m bench) ---------------------------
+# Owned by bench/ (see bench/README.md). Installed from Debian only when missing.
+if ! command -v wrk >/dev/null 2>&1; then
+    log "installing wrk (Debian package wrk)"
+    apt_install wrk
+fi
+# --- end wrk --------------------------------------------------------------------------------
+
 # --- Python dependencies -------------------------------------------------------------------
 uv sync --frozen --quiet
 log "ready: PostgreSQL and Redis on 127.0.0.1, dependencies synced"

@@ -28,6 +28,7 @@ from app.schemas import (
 from domain.customers import CustomerQuery, UnifiedCustomer, lookup_customer
 from domain.dossier import NormalizedPerson
 from domain.errors import DependencyUnavailable, DomainError, InvalidInput, NotFound
+from domain.flags import Flag, require_enabled
 
 if TYPE_CHECKING:
     from domain.models import PartyWithContacts
@@ -113,6 +114,7 @@ class CustomerController(Controller):
     async def enrich_batch(
         self, enricher: EnricherDep, data: JSONBody[BatchRequest]
     ) -> BatchResult:
+        require_enabled(enricher.flags, Flag.ENABLE_BATCH)  # off: 503 + Retry-After (ADR 0007)
         gate = asyncio.Semaphore(_BATCH_CONCURRENCY)
         now = _now()
 

@@ -122,7 +122,7 @@ def c2s_webhook_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRou
     ]
     # Forward-compatible switch: the reference accepts unauthenticated deliveries because C2S
     # cannot send headers; with a secret URL configured an operator may want to refuse them.
-    if not presented and getattr(settings, "webhook_require_token", False):
+    if not presented and settings.webhook_require_token:
         raise NotAuthorizedException("Unauthorized")
     if not all(_same(value, secret) for value in presented):
         raise NotAuthorizedException("Unauthorized")

@@ -18,6 +18,7 @@ from app.problems import problem_responses
 from app.routes import API_KEY_SECURITY, EnricherDep
 from domain.documents import normalize_cpf
 from domain.errors import InvalidInput, NotFound, UpstreamSoftError
+from domain.flags import Flag
 
 if TYPE_CHECKING:
     from litestar.types import Scope
@@ -81,8 +82,13 @@ async def _cached_module(
     query: str,
     request: Request[Any, Any, Any] | None = None,
 ) -> bytes:
-    cached = _from_prefetch(request, key) if request is not None else None
-    if cached is None and (request is None or "prefetched" not in request.scope.get("state", {})):
+    use_cache = enricher.flags.enabled(Flag.USE_DOSSIER_CACHE)  # off: Work API only (ADR 0007)
+    cached = _from_prefetch(request, key) if request is not None and use_cache else None
+    if (
+        use_cache
+        and cached is None
+        and (request is None or "prefetched" not in request.scope.get("state", {}))
+    ):
         cached = await enricher.dossier_cache.get(key)
     if cached is not None:
         return cached
@@ -94,7 +100,8 @@ async def _cached_module(
         if exc.kind == "unknown_module":
             raise InvalidInput("module", "The Work API has no such module") from None
         raise
-    await enricher.dossier_cache.put(key, raw)
+    if use_cache:
+        await enricher.dossier_cache.put(key, raw)
     return raw
 
 

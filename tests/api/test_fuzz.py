@@ -68,6 +68,10 @@ SEMANTIC_RULES: dict[str, tuple[str, str]] = {
         "positive_data_acceptance",
         "at least one non-empty identifier; CPF check digits; phone numbering plan",
     ),
+    "POST /api/v1/webhooks/c2s": (
+        "positive_data_acceptance",
+        "events are validated one by one (updated_at formats); a body with no valid event is 400",
+    ),
     "GET /api/v1/work/modules/all": (
         "positive_data_acceptance",
         "documento must be a CPF with valid check digits",

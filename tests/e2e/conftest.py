@@ -210,21 +210,12 @@ def e2e_settings(e2e_env: dict[str, str]) -> Settings:
     return load_settings(e2e_env)
 
 
-def _with_webhooks(app: Litestar) -> Litestar:
-    """The app, with the webhook controller registered if the factory does not do it yet."""
-    if not any(route.path == "/api/v1/webhooks/c2s" for route in app.routes):
-        from app.routes.webhooks import WebhookController
-
-        app.register(WebhookController)
-    return app
-
-
 @pytest.fixture(scope="session")
 async def client(e2e_settings: Settings) -> AsyncIterator[AsyncTestClient[Litestar]]:
     """The real app (lifespan included) for the session."""
     from app.main import create_app
 
-    app = _with_webhooks(create_app(e2e_settings))
+    app = create_app(e2e_settings)
     async with AsyncTestClient(app=app, timeout=30) as test_client:
         yield test_client
 

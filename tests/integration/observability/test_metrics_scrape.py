@@ -40,7 +40,9 @@ async def test_scrape_passes_promtool_with_route_templates_and_no_pii(
     item = uuid.uuid4()
     async with AsyncTestClient(app=app) as client:
         assert (await client.get(f"/api/v1/observability-test/{item}?cpf={CPF}")).status_code == 200
-        assert (await client.get(f"/api/v1/customers/{CPF}?email=ana@exemplo.com")).status_code == 404
+        assert (
+            await client.get(f"/api/v1/customers/{CPF}?email=ana@exemplo.com")
+        ).status_code == 404
         assert (await client.get("/health/ready")).status_code == 200
         assert (await client.get("/health")).status_code == 200
         scrape = await client.get("/metrics")

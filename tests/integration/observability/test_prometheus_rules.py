@@ -127,7 +127,9 @@ def test_rule_unit_tests_pass(promtool: str) -> None:
     # One promtool per file, in parallel: the SLO files evaluate 3-day windows for 8 hours of
     # samples and take several seconds each.
     with ThreadPoolExecutor(max_workers=len(RULE_TESTS)) as pool:
-        outputs = list(pool.map(lambda p: run_promtool(promtool, "test", "rules", str(p)), RULE_TESTS))
+        outputs = list(
+            pool.map(lambda p: run_promtool(promtool, "test", "rules", str(p)), RULE_TESTS)
+        )
     assert all("SUCCESS" in out and "FAILED" not in out for out in outputs)
 
 
@@ -144,10 +146,13 @@ def test_every_promql_expression_parses(promtool: str, tmp_path: Path) -> None:
         selector = _label_values_metric(expr)
         exprs.append((where, _substitute(selector if selector else expr)))
     rules = [
-        {"record": f"check:expr_{index}", "expr": expr} for index, (_where, expr) in enumerate(exprs)
+        {"record": f"check:expr_{index}", "expr": expr}
+        for index, (_where, expr) in enumerate(exprs)
     ]
     path = tmp_path / "exprs.yml"
-    path.write_text(yaml.safe_dump({"groups": [{"name": "parse", "rules": rules}]}), encoding="utf-8")
+    path.write_text(
+        yaml.safe_dump({"groups": [{"name": "parse", "rules": rules}]}), encoding="utf-8"
+    )
     out = run_promtool(promtool, "check", "rules", str(path))
     assert f"SUCCESS: {len(rules)} rules found" in out
 
@@ -169,6 +174,9 @@ def test_every_metric_referenced_is_exported() -> None:
 
 def test_no_dashboard_or_rule_groups_by_a_high_cardinality_label() -> None:
     forbidden = re.compile(r"\b(?:lead_id|cpf|email|phone|request_id|trace_id|path|url|ip)\b")
-    for where, expr in [*_dashboard_exprs(), *((r.get("record") or r["alert"], r["expr"]) for r in _rules())]:
+    for where, expr in [
+        *_dashboard_exprs(),
+        *((r.get("record") or r["alert"], r["expr"]) for r in _rules()),
+    ]:
         for clause in re.findall(r"\b(?:by|without)\s*\(([^)]*)\)", expr):
             assert not forbidden.search(clause), f"{where}: {clause}"

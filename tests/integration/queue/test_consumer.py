@@ -19,10 +19,13 @@ import pytest
 from pgqueuer import AsyncpgDriver
 from pgqueuer.ports.repository import EntrypointExecutionParameter
 
+from domain.errors import DependencyUnavailable
 from domain.models import CpfCandidate
-from domain.webhooks import QueueStats, RetryPolicy, parse_webhook_body
+from domain.webhooks import QueueStats, RetryPolicy, is_provably_unsent, parse_webhook_body
+from infra.breaker import BreakerConfig, BreakerOpen, BreakerRegistry
 from infra.db.events import PgEventStore
-from infra.queue import ENTRYPOINT, EventConsumer, queue_queries
+from infra.queue import ENTRYPOINT, EventConsumer, provably_unsent, queue_queries
+from infra.upstream import C2SClient, C2SConfig, create_session
 from tests.fakes import FakeDiretrix, World
 from tests.integration.queue.conftest import APPLICATION_NAME
 
@@ -315,3 +318,27 @@ async def test_the_consumer_survives_its_database_connections_being_killed(
         )
         assert not task.done()
     assert sorted(world.c2s.messages) == ["after", "before"]
+
+
+async def test_a_refused_connection_or_an_open_breaker_proves_a_send_never_happened() -> None:
+    registry = BreakerRegistry(None, configs={"c2s": BreakerConfig(minimum_calls=2, window_size=2)})
+    session = create_session(4)
+    try:
+        # Nothing listens on port 9 of the loopback: the connection is refused.
+        client = C2SClient(
+            session, C2SConfig(base_url="http://127.0.0.1:9", token="t"), registry.get("c2s")
+        )
+        refused: list[BaseException] = []
+        for _ in range(3):
+            try:
+                await client.send_message(LEAD_ID, "hello")
+            except DependencyUnavailable as exc:
+                refused.append(exc)
+        assert len(refused) == 3
+        assert not is_provably_unsent(refused[0])  # the domain alone cannot tell
+        assert all(provably_unsent(exc) for exc in refused)
+        assert any(isinstance(exc, BreakerOpen) for exc in refused)
+    finally:
+        await session.close()
+        await registry.aclose()
+    assert not provably_unsent(DependencyUnavailable("c2s", "c2s did not answer in time"))

@@ -72,7 +72,11 @@ def test_panels_have_unique_ids_and_do_not_overlap() -> None:
     for panel in everything:
         pos = panel["gridPos"]
         assert pos["x"] + pos["w"] <= 24
-        mine = {(x, y) for x in range(pos["x"], pos["x"] + pos["w"]) for y in range(pos["y"], pos["y"] + pos["h"])}
+        mine = {
+            (x, y)
+            for x in range(pos["x"], pos["x"] + pos["w"])
+            for y in range(pos["y"], pos["y"] + pos["h"])
+        }
         assert not cells & mine, panel["title"]
         cells |= mine
 

@@ -163,7 +163,9 @@ async def test_pipeline_observer_times_steps_by_outcome() -> None:
         async with observer.step("store"):
             raise LookupError
     assert _value("pipeline_step_duration_seconds_count", step="store", outcome="success") == ok + 1
-    assert _value("pipeline_step_duration_seconds_count", step="store", outcome="error") == failed + 1
+    assert (
+        _value("pipeline_step_duration_seconds_count", step="store", outcome="error") == failed + 1
+    )
 
 
 def test_small_helpers_move_their_series() -> None:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from litestar import Controller, Litestar, Response, get, post
 from litestar.params import FromPath
+from litestar.routes import HTTPRoute
 from litestar.testing import AsyncTestClient
 
 from app.middleware import RequestIdMiddleware
@@ -81,7 +82,11 @@ async def client(app: Litestar) -> AsyncIterator[AsyncTestClient[Litestar]]:
 def _count(method: str, route: str, status: int) -> float:
     value = REGISTRY.get_sample_value(
         f"{H}_count",
-        {"http_request_method": method, "http_route": route, "http_response_status_code": str(status)},
+        {
+            "http_request_method": method,
+            "http_route": route,
+            "http_response_status_code": str(status),
+        },
     )
     return value or 0.0
 
@@ -173,11 +178,14 @@ async def test_no_trace_header_when_tracing_is_off(client: AsyncTestClient[Lites
 def test_route_label_maps_litestar_templates_to_declared_ones(app: Litestar) -> None:
     middleware = app.asgi_handler
     assert isinstance(middleware, HttpObservabilityMiddleware)
-    handler = next(r for r in app.routes if r.path == "/v9/items/{item_id:uuid}").route_handlers[0]  # type: ignore[attr-defined]  # HTTPRoute
-    scope: Any = {"path_template": "/v9/items/{item_id}", "route_handler": handler}
-    assert middleware.route_label(scope) == "/v9/items/{item_id:uuid}"
-    assert middleware.route_label({"path_template": "/v9/items/{item_id}"}) == UNMATCHED_ROUTE  # type: ignore[typeddict-item]  # a partial scope
-    assert middleware.route_label({}) == UNMATCHED_ROUTE  # type: ignore[typeddict-item]  # a partial scope
+    route = next(r for r in app.routes if r.path == "/v9/items/{item_id:uuid}")
+    assert isinstance(route, HTTPRoute)
+    handler = route.route_handlers[0]
+    matched: Any = {"path_template": "/v9/items/{item_id}", "route_handler": handler}
+    unrouted: Any = {"path_template": "/v9/items/{item_id}"}  # partial scopes
+    assert middleware.route_label(matched) == "/v9/items/{item_id:uuid}"
+    assert middleware.route_label(unrouted) == UNMATCHED_ROUTE
+    assert middleware.route_label({}) == UNMATCHED_ROUTE  # type: ignore[arg-type]  # an empty scope
 
 
 def test_install_observability_adds_metrics_and_wraps_outermost() -> None:

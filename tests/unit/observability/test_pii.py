@@ -11,7 +11,7 @@ from observability.pii import mask_pii, scrub_text
 DIGITS = "0123456789"
 # Surrounding text that cannot glue onto a number or an address: no digits, no characters
 # allowed in e-mail addresses, so each embedded value stays a separate token.
-SAFE_TEXT = st.text(alphabet=st.sampled_from(" ,;:()[]<>|\"\n\tçãéABCxyz_-/"), max_size=30).map(
+SAFE_TEXT = st.text(alphabet=st.sampled_from(' ,;:()[]<>|"\n\tçãéABCxyz_-/'), max_size=30).map(
     lambda s: s.strip("-_/xyzABCçãé")
 )
 
@@ -24,7 +24,9 @@ CPFS = _digits(11)
 FORMATTED_CPFS = CPFS.map(lambda d: f"{d[:3]}.{d[3:6]}.{d[6:9]}-{d[9:]}")
 DDD = st.integers(min_value=11, max_value=99).map(str)
 MOBILES = st.builds(lambda ddd, rest: f"{ddd}9{rest}", DDD, _digits(8))
-LANDLINES = st.builds(lambda ddd, first, rest: f"{ddd}{first}{rest}", DDD, st.sampled_from("2345"), _digits(7))
+LANDLINES = st.builds(
+    lambda ddd, first, rest: f"{ddd}{first}{rest}", DDD, st.sampled_from("2345"), _digits(7)
+)
 
 
 @st.composite
@@ -113,7 +115,10 @@ def test_text_without_digits_or_addresses_is_left_alone(text: str) -> None:
     [
         ("Authorization: Bearer eyJhbGciOi.J9.x-y_z", "Authorization: Bearer ***"),
         ("GET /api?token=s3cr3t&modulo=cpf", "GET /api?token=***&modulo=cpf"),
-        ("access_token=abc123;api_key=k-42 password=hunter2", "access_token=***;api_key=*** password=***"),
+        (
+            "access_token=abc123;api_key=k-42 password=hunter2",
+            "access_token=***;api_key=*** password=***",
+        ),
         ("cpf 123.456.789-09", "cpf ***.***.***-09"),
         ("consulta=12345678909", "consulta=*********09"),
         ("ligar para (11) 98765-4321", "ligar para *********21"),

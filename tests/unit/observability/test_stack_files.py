@@ -56,6 +56,12 @@ def test_every_alert_has_a_summary_and_a_runbook_in_the_repository() -> None:
         runbook = ROOT / url.removeprefix(prefix)
         assert runbook.exists(), runbook
         text = runbook.read_text(encoding="utf-8")
-        for section in ("## What it means", "## Impact", "## Check first", "## Mitigation", "## Escalation"):
+        for section in (
+            "## What it means",
+            "## Impact",
+            "## Check first",
+            "## Mitigation",
+            "## Escalation",
+        ):
             assert section in text, f"{runbook.name}: {section}"
         assert rule["labels"]["severity"] in {"page", "ticket"}

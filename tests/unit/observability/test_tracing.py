@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import gc
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from opentelemetry import trace
@@ -162,5 +163,15 @@ def test_configuration_is_reentrant_and_reversible(monkeypatch: pytest.MonkeyPat
 
 
 def test_litestar_plugin_names_spans_by_method_until_routed() -> None:
-    span_name, attributes = tracing._span_details({"type": "http", "method": "GET", "path": "/x/123"})  # type: ignore[arg-type]  # a partial scope
+    scope: Any = {"type": "http", "method": "GET", "path": "/x/123"}  # a partial scope
+    span_name, attributes = tracing._span_details(scope)
     assert (span_name, attributes) == ("GET", {})
+
+
+def test_gc_freeze_after_startup_is_undone_on_shutdown() -> None:
+    undo = tracing.freeze_gc_after_startup()
+    try:
+        assert gc.get_freeze_count() > 0
+    finally:
+        undo()
+    assert gc.get_freeze_count() == 0

@@ -1,0 +1,151 @@
+"""Operator endpoints: feature flags (``/api/v1/admin/flags``), admin scope only.
+
+A change is stored in Redis and applied by every worker within ``FLAG_CACHE_TTL_S`` (ADR 0007);
+``c2s-api flags`` does the same from a shell. Flags are global, not per tenant: the ``admin``
+scope is for the operators' keys only.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import TYPE_CHECKING, Annotated, Any
+
+import msgspec
+from litestar import Controller, Request, delete, get, put
+from litestar.params import JSONBody, PathParameter
+
+from app.problems import problem_responses
+from app.routes import API_KEY_SECURITY
+from domain.flags import Flag, spec_of
+
+if TYPE_CHECKING:
+    from infra.flags import FlagState, FlagStore
+
+__all__ = ["AdminController", "FlagList", "FlagUpdate", "FlagView", "flag_view"]
+
+FlagName = Annotated[Flag, PathParameter(description="The feature flag's name")]
+
+
+class FlagUpdate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The body of ``PUT /admin/flags/{name}``."""
+
+    enabled: bool
+
+
+class FlagView(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """A flag as the answering worker applies it.
+
+    Attributes:
+        name: The flag.
+        enabled: Its effective value.
+        default: Its value without an override (this deployment's ``FLAG_*`` setting).
+        overridden: Whether a runtime override is in force.
+        description: What it controls.
+        when_off: What clients observe while it is off.
+        changed_at: When the override was set (RFC 3339, UTC); absent without one.
+        changed_by: Who set it (``api-key:<key id>`` or ``cli``); absent without one.
+    """
+
+    name: str
+    enabled: bool
+    default: bool
+    overridden: bool
+    description: str
+    when_off: str
+    changed_at: str | None = None
+    changed_by: str | None = None
+
+
+class FlagList(msgspec.Struct, frozen=True, kw_only=True):
+    """Every flag.
+
+    Attributes:
+        flags: The flags, in a fixed order.
+        degraded: ``true`` when Redis could not be read: the values are this worker's last known
+            ones (or the defaults) and may not be what other workers apply.
+        cache_ttl_s: How long a change takes, at most, to reach every worker.
+    """
+
+    flags: list[FlagView]
+    degraded: bool
+    cache_ttl_s: float
+
+
+def flag_view(state: FlagState) -> FlagView:
+    """The API view of a flag's state."""
+    spec = spec_of(state.name)
+    override = state.override
+    return FlagView(
+        name=state.name,
+        enabled=state.enabled,
+        default=state.default,
+        overridden=override is not None,
+        description=spec.description if spec is not None else "",
+        when_off=spec.when_off if spec is not None else "",
+        changed_at=(
+            dt.datetime.fromtimestamp(override.changed_at, dt.UTC).isoformat()
+            if override is not None
+            else None
+        ),
+        changed_by=override.changed_by if override is not None else None,
+    )
+
+
+def _store(request: Request[Any, Any, Any]) -> FlagStore:
+    store: FlagStore = request.app.state.resources.container.flags
+    return store
+
+
+def _actor(request: Request[Any, Any, Any]) -> str:
+    # The key's id, never the key: it ends up in Redis and in the logs.
+    key_id = request.scope.get("state", {}).get("api_key_id")
+    return f"api-key:{key_id}" if key_id else "api-key:unknown"
+
+
+class AdminController(Controller):
+    """Runtime switches for operators, without a deploy."""
+
+    path = "/api/v1/admin"
+    tags = ["admin"]  # noqa: RUF012 - Litestar reads class attributes
+    security = API_KEY_SECURITY
+    opt = {"scope": "admin"}  # noqa: RUF012 - Litestar reads class attributes
+
+    @get(
+        "/flags",
+        operation_id="listFeatureFlags",
+        summary="Every feature flag: effective value, default, override and who set it",
+        responses=problem_responses(401, 403, 429, 503),
+    )
+    async def list_flags(self, request: Request[Any, Any, Any]) -> FlagList:
+        store = _store(request)
+        # An operator asks for the truth, not for this worker's cache (which may be a TTL old).
+        await store.refresh()
+        return FlagList(
+            flags=[flag_view(state) for state in store.states()],
+            degraded=store.degraded,
+            cache_ttl_s=store.ttl_s,
+        )
+
+    @put(
+        "/flags/{name:str}",
+        operation_id="setFeatureFlag",
+        summary="Turn a feature flag on or off for every worker (applied within the cache TTL)",
+        status_code=200,
+        responses=problem_responses(400, 401, 403, 413, 415, 429, 503),
+    )
+    async def set_flag(
+        self, request: Request[Any, Any, Any], name: FlagName, data: JSONBody[FlagUpdate]
+    ) -> FlagView:
+        state = await _store(request).set(name.value, data.enabled, actor=_actor(request))
+        return flag_view(state)
+
+    @delete(
+        "/flags/{name:str}",
+        operation_id="resetFeatureFlag",
+        summary="Remove a flag's runtime override: every worker goes back to the default",
+        status_code=200,
+        responses=problem_responses(400, 401, 403, 429, 503),
+    )
+    async def reset_flag(self, request: Request[Any, Any, Any], name: FlagName) -> FlagView:
+        state = await _store(request).unset(name.value, actor=_actor(request))
+        return flag_view(state)

@@ -1,0 +1,261 @@
+"""The benchmark gate: short run, ratios against ``bench/thresholds.toml``, a table, an exit code.
+
+``bench/gate`` (run by ``.ci/run``) calls :func:`main`, which
+
+1. runs the short benchmark (``python -m bench --short``: a few seconds per point);
+2. compares every ratio named in the thresholds file with its floor (``[floor]``: req/s ratios,
+   the worker's rate; the measured value must be at least the threshold) or ceiling
+   (``[ceiling]``: p50 ratios at concurrency 1, the 400 ms batch, micro benchmarks; the
+   measured value must be at most the threshold);
+3. also fails on any scenario that errored, any point that is invalid (error rate above 1 %,
+   fresh requests exhausted) and any failed correctness check (hot path not served from the
+   cache, lookups that called an upstream, leads that posted no message);
+4. re-measures once the scenarios that failed, with the bare route again, and fails only when
+   they fail again: a real regression fails twice, a noisy neighbour rarely does;
+5. prints the table (scenario, measured, threshold, ok/FAIL) and exits 1 on any failure.
+
+Thresholds come from measured short runs (``python -m bench.gatecheck calibrate RESULT...``):
+floors are ``FLOOR_MARGIN`` times the lowest value measured, ceilings ``CEILING_MARGIN`` times
+the highest. A ratio without a threshold (a new scenario) is reported, not judged; a scenario
+marked pending (e.g. a route not registered yet) is reported as pending.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import tomllib
+from pathlib import Path
+from typing import Any, Final
+
+from bench.load.runner import SCENARIOS, SHORT, default_scenarios, run
+
+__all__ = ["CEILING_MARGIN", "FLOOR_MARGIN", "Check", "calibrate", "compare", "main"]
+
+THRESHOLDS: Final = Path(__file__).with_name("thresholds.toml")
+# Noise margins (run-to-run noise here is 10-60 % on absolute figures, less on ratios measured
+# in one run; see reference stack-notes, last section).
+FLOOR_MARGIN: Final = 0.7
+CEILING_MARGIN: Final = 1.5
+
+Result = dict[str, Any]  # Any: the JSON document
+
+
+class Check:
+    """One row of the gate's table."""
+
+    __slots__ = ("key", "measured", "ok", "scenario", "threshold", "why")
+
+    def __init__(
+        self,
+        key: str,
+        measured: float | None,
+        threshold: str,
+        ok: bool | None,
+        why: str = "",
+    ) -> None:
+        self.key = key
+        self.scenario = scenario_of(key)
+        self.measured = measured
+        self.threshold = threshold
+        self.ok = ok
+        self.why = why
+
+    @property
+    def status(self) -> str:
+        """``ok``, ``FAIL``, or why it was not judged."""
+        if self.ok is None:
+            return self.why or "not judged"
+        return "ok" if self.ok else "FAIL"
+
+
+def scenario_of(key: str) -> str:
+    """The runner scenario that measures ratio ``key`` (what a re-run must repeat)."""
+    head, _, rest = key.partition(".")
+    if head in ("rps_ratio", "p50_ratio", "scenario"):
+        return rest.split(".", 1)[0]
+    return {"leads_400ms": "leads400", "worker": "worker", "micro": "micro"}.get(head, head)
+
+
+def _gated(key: str) -> bool:
+    # p50 at 16 and 64 connections is concurrency / rate (closed loop): the req/s ratio already
+    # judges it. p50 at concurrency 1 is the latency a single client sees, judged on its own.
+    if key.startswith("p50_ratio."):
+        return key.endswith(".c1")
+    return True
+
+
+def load_thresholds(path: Path = THRESHOLDS) -> dict[str, dict[str, float]]:
+    """``{"floor": {...}, "ceiling": {...}}`` from the TOML file."""
+    data = tomllib.loads(path.read_text())
+    return {"floor": dict(data.get("floor", {})), "ceiling": dict(data.get("ceiling", {}))}
+
+
+def _health_checks(result: Result) -> list[Check]:
+    """Failures that are not ratios: errors, invalid points, failed correctness checks."""
+    checks: list[Check] = []
+    if result.get("error"):
+        checks.append(Check("run", None, "no error", False, result["error"]))
+    for name, block in result.get("scenarios", {}).items():
+        status = str(block.get("status", ""))
+        if status.startswith("pending"):
+            checks.append(Check(f"scenario.{name}", None, "-", None, "pending"))
+            continue
+        if status != "ok":
+            checks.append(Check(f"scenario.{name}", None, "ok", False, status))
+            continue
+        for concurrency, point in block.get("points", {}).items():
+            if point.get("invalid"):
+                checks.append(
+                    Check(f"scenario.{name}.c{concurrency}", None, "valid", False, point["invalid"])
+                )
+        if block.get("check_ok") is False:
+            checks.append(Check(f"scenario.{name}.check", None, "verified", False, block["check"]))
+    for name in ("leads_400ms", "worker", "micro"):
+        block = result.get(name)
+        if block and block.get("status") != "ok":
+            checks.append(Check(f"{name}.status", None, "ok", False, str(block.get("status"))))
+    return checks
+
+
+def compare(result: Result, thresholds: dict[str, dict[str, float]]) -> list[Check]:
+    """Judge every ratio of ``result`` that has a threshold, plus the run's own health."""
+    ratios: dict[str, float] = result.get("ratios", {})
+    checks = _health_checks(result)
+    pending = {c.scenario for c in checks if c.why == "pending"}
+    for key, floor in sorted(thresholds["floor"].items()):
+        value = ratios.get(key)
+        if value is None:
+            checks.append(Check(key, None, f">= {floor:g}", None, _missing(key, pending, result)))
+        else:
+            checks.append(Check(key, value, f">= {floor:g}", value >= floor))
+    for key, ceiling in sorted(thresholds["ceiling"].items()):
+        value = ratios.get(key)
+        if value is None:
+            checks.append(Check(key, None, f"<= {ceiling:g}", None, _missing(key, pending, result)))
+        else:
+            checks.append(Check(key, value, f"<= {ceiling:g}", value <= ceiling))
+    known = set(thresholds["floor"]) | set(thresholds["ceiling"])
+    for key, value in sorted(ratios.items()):
+        if key not in known and _gated(key):
+            checks.append(Check(key, value, "-", None, "no threshold yet"))
+    return checks
+
+
+def _missing(key: str, pending: set[str], result: Result) -> str:
+    scenario = scenario_of(key)
+    if scenario in pending:
+        return "pending"
+    if scenario not in result.get("config", {}).get("scenarios", SCENARIOS) and scenario != "bare":
+        return "not run"
+    return "not measured"
+
+
+def table(checks: list[Check], title: str) -> str:
+    """The gate's table as text."""
+    rows = [("scenario", "check", "measured", "threshold", "status")]
+    for c in checks:
+        measured = "-" if c.measured is None else f"{c.measured:.4g}"
+        rows.append((c.scenario, c.key, measured, c.threshold, c.status))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    lines = [title, ""]
+    for i, row in enumerate(rows):
+        lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+        if i == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _failed(checks: list[Check]) -> list[Check]:
+    return [c for c in checks if c.ok is False]
+
+
+def calibrate(results: list[Result]) -> str:
+    """A thresholds file from measured runs: floors at ``FLOOR_MARGIN`` x the lowest value,
+    ceilings at ``CEILING_MARGIN`` x the highest."""
+    values: dict[str, list[float]] = {}
+    for result in results:
+        for key, value in result.get("ratios", {}).items():
+            if _gated(key):
+                values.setdefault(key, []).append(float(value))
+    floors = {
+        k: round(min(v) * FLOOR_MARGIN, 4)
+        for k, v in values.items()
+        if k.startswith(("rps_ratio.", "worker."))
+    }
+    ceilings = {
+        k: round(max(v) * CEILING_MARGIN, 4)
+        for k, v in values.items()
+        if not k.startswith(("rps_ratio.", "worker."))
+    }
+    machine = results[0].get("machine", {}) if results else {}
+    stamps = ", ".join(str(r.get("started_at")) for r in results)
+    lines = [
+        "# Thresholds of the benchmark gate (bench/gate): ratios measured in ONE short run, each",
+        "# against the bare route (same server, same worker, same run). See bench/README.md.",
+        "#",
+        f"# Set from {len(results)} measured short runs ({stamps})",
+        f"# on {machine.get('cpu_model')}, {machine.get('cores')} cores, commit "
+        f"{str(machine.get('git_sha'))[:12]}.",
+        f"# Noise margin: floors = {FLOOR_MARGIN} x the lowest measured value, ceilings = "
+        f"{CEILING_MARGIN} x the highest.",
+        "# Regenerate: python -m bench.gatecheck calibrate RESULT.json [RESULT.json ...]",
+        "",
+        "[floor]  # measured >= threshold (req/s ratios to the bare route; worker jobs/s ratio)",
+    ]
+    lines += [f'"{k}" = {v}' for k, v in sorted(floors.items())]
+    lines += ["", "[ceiling]  # measured <= threshold (p50 ratios at c1, 400 ms batch, micro)"]
+    lines += [f'"{k}" = {v}' for k, v in sorted(ceilings.items())]
+    return "\n".join(lines) + "\n"
+
+
+def _gate(args: argparse.Namespace) -> int:
+    thresholds = load_thresholds(args.thresholds)
+    if args.result is not None:
+        result = json.loads(args.result.read_text())
+    else:
+        out = Path(tempfile.mkdtemp(prefix="c2s-gate-")) / "gate.json"
+        result, _ = run(SHORT, default_scenarios(SHORT), out=out)
+    checks = compare(result, thresholds)
+    print(table(checks, f"bench gate: short run {result.get('started_at')}"))
+    failed = _failed(checks)
+    if failed and args.result is None and not args.no_retry:
+        scenarios = sorted({c.scenario for c in failed} & set(SCENARIOS))
+        print(f"\nbench gate: re-measuring {', '.join(scenarios) or 'bare'} once", flush=True)
+        out = Path(tempfile.mkdtemp(prefix="c2s-gate-")) / "retry.json"
+        retry, _ = run(SHORT, scenarios, out=out)
+        again = compare(retry, thresholds)
+        failed_keys = {c.key for c in failed}
+        recheck = [c for c in again if c.key in failed_keys or c.ok is False]
+        print(table(recheck, "bench gate: re-measured"))
+        failed = _failed(recheck)
+    if failed:
+        names = ", ".join(sorted({f"{c.scenario} ({c.key})" for c in failed}))
+        print(f"\nbench gate: FAIL: regression in {names}")
+        return 1
+    print("\nbench gate: ok")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bench.gatecheck [--result FILE] | calibrate RESULT...``."""
+    parser = argparse.ArgumentParser(prog="bench/gate", description=__doc__.split("\n")[0])
+    parser.add_argument("--thresholds", type=Path, default=THRESHOLDS)
+    parser.add_argument(
+        "--result", type=Path, default=None, help="judge this result instead of running"
+    )
+    parser.add_argument("--no-retry", action="store_true", help="fail on the first measurement")
+    sub = parser.add_subparsers(dest="command")
+    cal = sub.add_parser("calibrate", help="print a thresholds file from measured short runs")
+    cal.add_argument("results", nargs="+", type=Path)
+    args = parser.parse_args(argv)
+    if args.command == "calibrate":
+        print(calibrate([json.loads(p.read_text()) for p in args.results]), end="")
+        return 0
+    return _gate(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
