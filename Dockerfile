@@ -20,6 +20,8 @@ COPY observability ./observability
 RUN uv sync --frozen --no-dev --no-editable
 
 FROM python:${PYTHON_VERSION}-slim-bookworm AS runtime
+# The commit shown by the c2s_api_build_info metric: docker build --build-arg BUILD_COMMIT=$(git rev-parse --short HEAD)
+ARG BUILD_COMMIT=unknown
 RUN groupadd --system --gid 10001 c2s \
     && useradd --system --uid 10001 --gid c2s --no-create-home --shell /usr/sbin/nologin c2s
 WORKDIR /app
@@ -27,6 +29,7 @@ COPY --from=builder --chown=c2s:c2s /app/.venv /app/.venv
 ENV PATH="/app/.venv/bin:${PATH}" \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
+    BUILD_COMMIT=${BUILD_COMMIT} \
     PORT=8080 \
     HOST=0.0.0.0 \
     GRANIAN_INTERFACE=asgi \
@@ -36,8 +39,10 @@ ENV PATH="/app/.venv/bin:${PATH}" \
     GRANIAN_WORKERS_KILL_TIMEOUT=20 \
     GRANIAN_BACKPRESSURE=256 \
     GRANIAN_RESPAWN_FAILED_WORKERS=true
+# Granian's own process logs JSON too (the same formatter as the app's structlog lines).
+RUN /app/.venv/bin/python -m observability.logging INFO json > /app/granian-log.json
 USER 10001:10001
 EXPOSE 8080
 # Granian runs the app factory directly (one worker per VM; scale by adding machines).
 # --workers-kill-timeout bounds shutdown; fly.toml's kill_timeout is larger.
-CMD ["granian", "--interface", "asgi", "--factory", "--loop", "uvloop", "--http", "1", "--no-ws", "--host", "0.0.0.0", "--port", "8080", "--workers", "1", "--backpressure", "256", "--workers-kill-timeout", "20", "--respawn-failed-workers", "app.main:create_app"]
+CMD ["granian", "--interface", "asgi", "--factory", "--loop", "uvloop", "--http", "1", "--no-ws", "--host", "0.0.0.0", "--port", "8080", "--workers", "1", "--backpressure", "256", "--workers-kill-timeout", "20", "--respawn-failed-workers", "--log-config", "/app/granian-log.json", "app.main:create_app"]

@@ -10,6 +10,7 @@ from litestar import Controller, Request, Response, get
 
 from app.errors import problem_response
 from app.problems import problem_responses
+from observability.metrics import record_readiness
 
 if TYPE_CHECKING:
     from app.state import Resources
@@ -68,6 +69,8 @@ class HealthController(Controller):
             _check(resources.check_redis(), timeout),
         )
         checks = dict(zip(names, results, strict=True))
+        record_readiness("postgres", checks["postgres"] == "ok")
+        record_readiness("redis", checks["redis"] == "ok")
         failing = [name for name, result in checks.items() if result != "ok"]
         if failing:
             return problem_response(

@@ -139,6 +139,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ],
             expose_headers=[
                 "X-Request-ID",
+                "X-Trace-Id",
+                "Idempotent-Replayed",
                 "RateLimit",
                 "RateLimit-Policy",
                 "Retry-After",

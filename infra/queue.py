@@ -39,6 +39,7 @@ from uuid import UUID
 import structlog
 from aiohttp import ClientConnectorError
 from opentelemetry import propagate, trace
+from opentelemetry.context import Context
 from pgqueuer import AsyncpgDriver, AsyncpgPoolDriver, Queries, QueueManager, RetryRequested
 from pgqueuer.adapters.persistence.qb import (
     QueryBuilderEnvironment,
@@ -290,12 +291,17 @@ def _parse_event_id(job: Job) -> UUID | None:
         return None
 
 
-def _links(job: Job) -> list[trace.Link]:
+def _parent(job: Job) -> Context | None:
+    """The trace context of the webhook request that accepted the event, if it was traced.
+
+    The job's span continues that trace (same trace id), so one trace shows the delivery, the
+    wait in the queue and the processing.
+    """
     carrier = {k: str(v) for k, v in (job.headers or {}).items() if isinstance(v, str)}
     if not carrier:
-        return []
-    context = trace.get_current_span(propagate.extract(carrier)).get_span_context()
-    return [trace.Link(context)] if context.is_valid else []
+        return None
+    context = propagate.extract(carrier)
+    return context if trace.get_current_span(context).get_span_context().is_valid else None
 
 
 class EventConsumer:
@@ -453,7 +459,7 @@ class EventConsumer:
             with tracer.start_as_current_span(
                 f"{ENTRYPOINT} process",
                 kind=trace.SpanKind.CONSUMER,
-                links=_links(job),
+                context=_parent(job),
                 attributes={
                     "messaging.system": "pgqueuer",
                     "messaging.operation.type": "process",

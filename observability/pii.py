@@ -96,14 +96,15 @@ def mask_pii(value: str | None, kind: PiiKind) -> str:
 # credentials and e-mails (which may contain digit runs) are matched before bare numbers, and
 # UUIDs and hex ids of 16+ characters (trace, span and request ids: a random 32-hex id holds a
 # run of 10+ decimal digits surprisingly often) are matched and kept as they are.
-_PATTERN = re.compile(
-    r"""
+_CREDENTIALS_AND_EMAILS = r"""
     (?P<bearer>\b[Bb]earer\s+[A-Za-z0-9._~+/=-]{4,})
     | (?P<kv>(?i:\b[a-z_-]*(?:token|api[_-]?key|apikey|secret|password|passwd|senha))=)
         (?P<kv_value>[^&\s"'<>;,]+)
-    | (?P<email>[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+
+    | (?P<email>[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]++
         @(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.)+[A-Za-z0-9-]{2,63})
-    | (?P<hexid>(?<![0-9A-Za-z])
+"""
+_NUMBERS = r"""
+    (?P<hexid>(?<![0-9A-Za-z])
         (?:[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}
           | (?=[0-9a-fA-F]*[a-fA-F])[0-9a-fA-F]{16,})
         (?![0-9A-Za-z]))
@@ -112,13 +113,14 @@ _PATTERN = re.compile(
         (?:\+?55[\s.-]?)?\(?\d{2}\)?[\s.-]?9?\d{4}[\s.-]?\d{4}(?!\d))
     | (?P<mobile>(?<!\d)9\d{4}-\d{4}(?!\d))
     | (?P<digits>(?<!\d)\d{10,13}(?!\d))
-    """,
-    re.VERBOSE,
-)
-
-# A cheap pre-check: a string without any digit, '@' or '=' and without the word "earer"
-# cannot match, and most log values (event names, routes, levels) are like that.
-_MAYBE = re.compile(r"[\d@=]|earer")
+"""
+_PATTERN = re.compile(_CREDENTIALS_AND_EMAILS + "|" + _NUMBERS, re.VERBOSE)
+# Text without '@', '=' or "earer" can only hold numbers, and every number shape above has two
+# digits in a row: most log values (event names, levels, routes like "/api/v1/customers/{id}")
+# are then answered by two substring tests and one tiny regex. Measured: such a route took 13 us
+# through the whole alternation, which tries every alternative at every position.
+_NUMBERS_PATTERN = re.compile(_NUMBERS, re.VERBOSE)
+_TWO_DIGITS = re.compile(r"\d\d")
 
 
 def _replace(match: re.Match[str]) -> str:
@@ -152,6 +154,8 @@ def scrub_text(text: str) -> str:
     Returns:
         ``text`` with each match replaced by its mask; the same object when nothing matched.
     """
-    if not _MAYBE.search(text):
+    if "@" in text or "=" in text or "earer" in text:
+        return _PATTERN.sub(_replace, text)
+    if _TWO_DIGITS.search(text) is None:
         return text
-    return _PATTERN.sub(_replace, text)
+    return _NUMBERS_PATTERN.sub(_replace, text)

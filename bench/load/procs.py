@@ -35,6 +35,7 @@ __all__ = [
     "LOCALHOST",
     "Cores",
     "ProcessGroup",
+    "cpu_seconds",
     "free_port",
     "install_signal_handlers",
     "pick_cores",
@@ -120,6 +121,23 @@ def worker_pids(parent: int) -> list[int]:
         if int(fields[1]) == parent:
             found.append(int(entry.name))
     return sorted(found)
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time consumed so far by ``pids`` (all their threads), in seconds.
+
+    CPU time per request is the figure least disturbed by other work on the machine: waiting
+    for a core lengthens latencies and lowers throughput, but adds little CPU time.
+    """
+    ticks = 0
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def rss_bytes(pid: int) -> int | None:

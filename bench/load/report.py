@@ -265,11 +265,12 @@ def markdown(result: Result) -> str:
         "## Requests per second and latency (1 worker)",
         "",
         "Ratios are to the bare route at the same concurrency, measured right before each "
-        "point (bare req/s, bare p50).",
+        "point (bare req/s, bare p50). CPU us/req: user + system CPU time of the Granian "
+        "worker per request (the figure least disturbed by other work on the machine).",
         "",
-        "| scenario | c | req/s | p50 ms | p90 ms | p99 ms | bare req/s | bare p50 ms "
-        "| req/s ratio | p50 ratio | errors |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| scenario | c | req/s | p50 ms | p90 ms | p99 ms | CPU us/req | bare req/s "
+        "| bare p50 ms | req/s ratio | p50 ratio | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     ratios = result.get("ratios", {})
     scenarios = result.get("scenarios", {})
@@ -278,7 +279,7 @@ def markdown(result: Result) -> str:
         if not block:
             continue
         if block.get("status") != "ok":
-            lines.append(f"| {name} | - | {block.get('status')} | | | | | | | | |")
+            lines.append(f"| {name} | - | {block.get('status')} | | | | | | | | | |")
             continue
         for concurrency, point in sorted(block["points"].items(), key=lambda kv: int(kv[0])):
             rr = ratios.get(f"rps_ratio.{name}.c{concurrency}")
@@ -289,7 +290,8 @@ def markdown(result: Result) -> str:
             bare = denominator(result, point, int(concurrency))
             lines.append(
                 f"| {name}{flag} | {concurrency} | {point['rps']:,.0f} | {point['p50_ms']:.2f} | "
-                f"{point['p90_ms']:.2f} | {point['p99_ms']:.2f} | {bare['rps']:,.0f} | "
+                f"{point['p90_ms']:.2f} | {point['p99_ms']:.2f} | "
+                f"{point.get('cpu_us_per_request', 0):,.0f} | {bare['rps']:,.0f} | "
                 f"{bare['p50_ms']:.2f} | "
                 f"{'' if rr is None else f'{rr:.3f}'} | {'' if pr is None else f'{pr:.2f}'} | "
                 f"{total} |"

@@ -57,6 +57,7 @@ from bench.load.micro import run_micro
 from bench.load.procs import (
     Cores,
     ProcessGroup,
+    cpu_seconds,
     install_signal_handlers,
     pick_cores,
     python,
@@ -426,9 +427,14 @@ class Run:
             # The denominator is measured right before, at the same concurrency: a machine
             # whose speed drifts (other work, turbo, thermal) moves both figures alike.
             pair = self._bare_point(concurrency) if name != "bare" else None
+            workers = worker_pids(self.server.proc.pid)
+            cpu_before = cpu_seconds(workers)
             point = self._wrk(requests_file, concurrency, self.duration_s, mode, sent_headers)
+            cpu = cpu_seconds(workers) - cpu_before
             total += point.requests
             data = msgspec.to_builtins(point)
+            if point.requests:
+                data["cpu_us_per_request"] = round(cpu * 1e6 / point.requests, 1)
             if pair is not None:
                 data["bare"] = {"rps": pair.rps, "p50_ms": pair.p50_ms}
             problems = []
@@ -441,7 +447,9 @@ class Run:
             block["points"][str(concurrency)] = data
             _say(
                 f"  c={concurrency:<3} {point.rps:>9,.0f} req/s  p50 {point.p50_ms:7.2f} ms  "
-                f"p99 {point.p99_ms:7.2f} ms  errors {point.errors.total}"
+                f"p99 {point.p99_ms:7.2f} ms  cpu {data.get('cpu_us_per_request', 0):6.0f} us/req"
+                + (f"  (bare {pair.rps:,.0f} req/s, p50 {pair.p50_ms:.2f} ms)" if pair else "")
+                + f"  errors {point.errors.total}"
                 + (f"  INVALID: {data['invalid']}" if problems else "")
             )
         if check is not None:

@@ -1,0 +1,721 @@
+"""Chaos fixtures: real processes on 127.0.0.1, fault proxies, the workload and the report.
+
+Every scenario runs its own Granian app process (one worker) and, where events must be
+processed, its own ``run_worker`` process; both reach PostgreSQL and Redis through
+:class:`~tests.chaos.proxy.FaultProxy` instances, and the upstreams through the session's sandbox
+(``tests/e2e/conftest.py``). Scenarios that kill a server start a throwaway one of their own
+(:class:`RedisServer`, :class:`PostgresCluster`); the machine's PostgreSQL and Redis are never
+stopped. Every child process runs in its own process group and is killed at the end of its test,
+whatever happened; every wait is bounded.
+
+The short form (default) keeps each scenario under 60 s; ``CHAOS_LONG=1`` runs the long form
+(longer phases, more load; see ``docs/chaos.md``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+import pytest
+import redis.asyncio as aioredis
+
+from tests.chaos.ledger import event_tag
+from tests.chaos.load import LoadRun, Request, format_block
+from tests.conftest import REDIS_BASE_URL
+from tests.e2e.conftest import (
+    C2S_TOKEN,
+    DIRETRIX_PASS,
+    DIRETRIX_USER,
+    WEBHOOK_SECRET,
+    WORK_API_TOKEN,
+    Sandbox,
+    free_port,
+    sandbox,  # noqa: F401 - fixture, re-registered for this directory
+    sandbox_url,  # noqa: F401 - fixture, re-registered for this directory
+)
+from tests.integration.security.factories import issue_key
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+
+    from tests.chaos.load import Sample
+
+__all__ = [
+    "LONG",
+    "AppProcess",
+    "ChaosProcess",
+    "PostgresCluster",
+    "Profile",
+    "RedisServer",
+    "Workload",
+    "metric",
+    "report",
+    "scrape_metrics",
+]
+
+ROOT = Path(__file__).resolve().parents[2]
+LONG = os.environ.get("CHAOS_LONG", "").strip() == "1"
+PG_BIN = Path(os.environ.get("CHAOS_PG_BIN", "/usr/lib/postgresql/15/bin"))
+_START_TIMEOUT_S = 60.0  # a loaded 2-core machine imports the app in 5-15 s
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Declare the marker until pyproject.toml does."""
+    config.addinivalue_line("markers", "chaos: fault-injection scenarios with real processes")
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """Short (CI) or long (on demand) form of the scenarios."""
+
+    long: bool
+    rate_per_s: float
+
+    def seconds(self, short: float, long: float) -> float:
+        """A phase length in this form."""
+        return long if self.long else short
+
+
+@pytest.fixture(scope="session")
+def profile() -> Profile:
+    """The form of this run (``CHAOS_LONG=1`` for the long one)."""
+    return Profile(long=LONG, rate_per_s=50.0 if LONG else 25.0)
+
+
+# --- processes ----------------------------------------------------------------------------------
+
+
+class ChaosProcess:
+    """A child process in its own process group, its output in a temporary file."""
+
+    def __init__(self, name: str, argv: Sequence[str], env: Mapping[str, str]) -> None:
+        self.name = name
+        self._log: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            list(argv),
+            cwd=ROOT,
+            env=dict(env),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    @property
+    def pid(self) -> int:
+        """The child's pid (also its process group id)."""
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        """Still running."""
+        return self.proc.poll() is None
+
+    def output(self, tail: int = 60) -> str:
+        """The last ``tail`` lines the process printed."""
+        if self._log.closed:
+            return ""
+        self._log.flush()
+        self._log.seek(0)
+        lines = self._log.read().decode(errors="replace").splitlines()
+        return "\n".join(lines[-tail:])
+
+    def signal(self, signum: int) -> None:
+        """Send ``signum`` to the process (not its group)."""
+        if self.alive():
+            self.proc.send_signal(signum)
+
+    async def wait(self, timeout_s: float) -> int | None:
+        """The exit status, or None if it is still running after ``timeout_s``."""
+        try:
+            return await asyncio.to_thread(self.proc.wait, timeout_s)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def stop(self) -> None:
+        """Kill the whole process group (idempotent) and close the log."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=10)
+        if not self._log.closed:
+            self._log.close()
+
+
+class AppProcess(ChaosProcess):
+    """The app under Granian (one worker, uvloop, HTTP/1) on a free port."""
+
+    def __init__(self, env: Mapping[str, str], *, kill_timeout_s: int = 5) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        super().__init__(
+            "app",
+            [
+                str(Path(sys.executable).with_name("granian")),
+                "--interface",
+                "asgi",
+                "--factory",
+                "app.main:create_app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--workers",
+                "1",
+                "--loop",
+                "uvloop",
+                "--http",
+                "1",
+                "--no-ws",
+                "--workers-kill-timeout",
+                str(kill_timeout_s),
+            ],
+            env,
+        )
+
+    async def wait_healthy(self, timeout_s: float = _START_TIMEOUT_S) -> None:
+        """Wait for ``GET /health`` to answer 200 (fails the test after ``timeout_s``)."""
+        deadline = time.monotonic() + timeout_s
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+            while True:
+                with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
+                    async with session.get(f"{self.url}/health") as response:
+                        if response.status == 200:
+                            return
+                if not self.alive() or time.monotonic() > deadline:
+                    pytest.fail(f"app did not start (exit {self.proc.poll()}):\n{self.output()}")
+                await asyncio.sleep(0.1)
+
+
+class WorkerProcess(ChaosProcess):
+    """``run_worker`` (``c2s-api worker``) in a subprocess."""
+
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        *,
+        concurrency: int = 4,
+        lease_timeout_s: float = 5.0,
+        grace_s: float = 5.0,
+    ) -> None:
+        code = (
+            "import sys\n"
+            "from app.config import load_settings\n"
+            "from app.worker import run_worker\n"
+            f"sys.exit(run_worker(load_settings(), concurrency={concurrency}, "
+            f"lease_timeout_s={lease_timeout_s}, grace_s={grace_s}, metrics_port=0))\n"
+        )
+        super().__init__("worker", [sys.executable, "-c", code], {**env, "LOG_LEVEL": "INFO"})
+
+    async def wait_started(self, timeout_s: float = _START_TIMEOUT_S) -> None:
+        """Wait for the ``worker_started`` log line."""
+        deadline = time.monotonic() + timeout_s
+        while "worker_started" not in self.output(tail=400):
+            if not self.alive() or time.monotonic() > deadline:
+                pytest.fail(f"worker did not start (exit {self.proc.poll()}):\n{self.output()}")
+            await asyncio.sleep(0.1)
+
+
+class Processes:
+    """Starts the processes of one test; :meth:`stop_all` kills whatever is left."""
+
+    def __init__(self) -> None:
+        self.started: list[ChaosProcess] = []
+
+    def app(self, env: Mapping[str, str], *, kill_timeout_s: int = 5) -> AppProcess:
+        """Start an app process."""
+        app = AppProcess(env, kill_timeout_s=kill_timeout_s)
+        self.started.append(app)
+        return app
+
+    def worker(self, env: Mapping[str, str], **options: Any) -> WorkerProcess:  # Any: kwargs
+        """Start a worker process (``concurrency``, ``lease_timeout_s``, ``grace_s``)."""
+        worker = WorkerProcess(env, **options)
+        self.started.append(worker)
+        return worker
+
+    def stop_all(self) -> None:
+        """Kill every process group started here."""
+        for process in self.started:
+            process.stop()
+
+
+@pytest.fixture
+def processes() -> Iterator[Processes]:
+    """Process starter; every child is killed at the end of the test."""
+    registry = Processes()
+    try:
+        yield registry
+    finally:
+        registry.stop_all()
+
+
+# --- throwaway servers ---------------------------------------------------------------------------
+
+
+def _answers_ping(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+class RedisServer:
+    """A throwaway ``redis-server`` (no persistence) that a scenario may kill and restart."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.workdir = workdir
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """Direct URL (not through a proxy)."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout_s: float = 10.0) -> None:
+        """Start it on its port and wait for ``PING``."""
+        executable = shutil.which("redis-server")
+        if executable is None:
+            pytest.skip("redis-server is not installed")
+        self.proc = subprocess.Popen(
+            [
+                executable,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+                "--dir",
+                str(self.workdir),
+                "--loglevel",
+                "warning",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout_s
+        while not _answers_ping(self.port):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"redis-server did not start on {self.port}")
+            time.sleep(0.05)
+
+    def kill(self) -> None:
+        """SIGKILL (a crash: no shutdown, everything in memory is gone)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A running throwaway Redis, killed at the end of the test."""
+    workdir = Path(tempfile.mkdtemp(prefix="chaos-redis-"))
+    server = RedisServer(workdir)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.kill()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+class PostgresCluster:
+    """A throwaway PostgreSQL 15 cluster in a temporary directory (``initdb``/``pg_ctl``).
+
+    initdb refuses to run as root, so as root every command runs as the ``postgres`` user.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.data = root / "data"
+        self.port = free_port()
+        self._as_owner: list[str] = []
+        if os.geteuid() == 0:
+            self._as_owner = ["runuser", "-u", "postgres", "--"]
+
+    def url(self, database: str = "postgres") -> str:
+        """Direct URL (not through a proxy)."""
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    def _run(self, *argv: str, timeout_s: float = 60.0) -> None:
+        result = subprocess.run(
+            [*self._as_owner, *argv],
+            capture_output=True,
+            timeout=timeout_s,
+            check=False,
+        )
+        if result.returncode != 0:
+            output = (result.stdout + result.stderr).decode(errors="replace")
+            pytest.fail(f"{Path(argv[0]).name} failed ({result.returncode}):\n{output[-2000:]}")
+
+    def init(self) -> None:
+        """``initdb`` (trust auth, no fsync: a test cluster)."""
+        if not (PG_BIN / "initdb").exists():
+            pytest.skip(f"PostgreSQL binaries not found in {PG_BIN} (set CHAOS_PG_BIN)")
+        if self._as_owner:
+            shutil.chown(self.root, user="postgres")
+        self._run(
+            str(PG_BIN / "initdb"),
+            "-D",
+            str(self.data),
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        )
+
+    def start(self) -> None:
+        """Start and wait until it accepts connections."""
+        options = (
+            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
+            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=100"
+        )
+        self._run(
+            str(PG_BIN / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-o",
+            options,
+            "-l",
+            str(self.root / "server.log"),
+            "-w",
+            "-t",
+            "30",
+            "start",
+        )
+
+    def stop(self, mode: str = "fast") -> None:
+        """``pg_ctl stop -m <mode>`` (``fast`` terminates sessions; ``immediate`` crashes)."""
+        pg_ctl = str(PG_BIN / "pg_ctl")
+        self._run(pg_ctl, "-D", str(self.data), "-m", mode, "-w", "-t", "30", "stop")
+
+    def running(self) -> bool:
+        """The postmaster is up."""
+        return (self.data / "postmaster.pid").exists()
+
+
+@pytest.fixture
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    """A started throwaway cluster, stopped and deleted at the end of the test."""
+    root = Path(tempfile.mkdtemp(prefix="chaos-pg-"))
+    cluster = PostgresCluster(root)
+    try:
+        cluster.init()
+        cluster.start()
+        yield cluster
+    finally:
+        if cluster.running():
+            with contextlib.suppress(Exception):
+                cluster.stop("immediate")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+# --- the scenario's environment -------------------------------------------------------------------
+
+
+def via_port(url: str, port: int) -> str:
+    """``url`` with its port replaced (to go through a proxy)."""
+    parts = urlsplit(url)
+    userinfo = parts.netloc.rpartition("@")[0]
+    netloc = f"{userinfo}@127.0.0.1:{port}" if userinfo else f"127.0.0.1:{port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def scenario_env(
+    *,
+    database_url: str,
+    redis_url: str,
+    prefix: str,
+    upstreams_url: str,
+    **overrides: str,
+) -> dict[str, str]:
+    """Environment of a scenario's app and worker (``overrides`` by variable name).
+
+    ``upstreams_url`` is the sandbox serving C2S, Diretrix and the Work API.
+    """
+    return {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "REDIS_KEY_PREFIX": prefix,
+        "ENVIRONMENT": "test",
+        "LOG_LEVEL": "WARNING",
+        "OTEL_SDK_DISABLED": "true",
+        "C2S_BASE_URL": upstreams_url,
+        "C2S_TOKEN": C2S_TOKEN,
+        "DIRETRIX_BASE_URL": upstreams_url,
+        "DIRETRIX_USER": DIRETRIX_USER,
+        "DIRETRIX_PASS": DIRETRIX_PASS,
+        "WORK_API_BASE_URL": upstreams_url,
+        "WORK_API_TOKEN": WORK_API_TOKEN,
+        "WEBHOOK_SECRET": WEBHOOK_SECRET,
+        # The load comes from one address with one key: only the key tier binds, well above the
+        # offered load (the rate-limit probes exceed it on purpose).
+        "RATE_LIMIT_IP": "",
+        "RATE_LIMIT_KEY": "200/second",
+        "RATE_LIMIT_GLOBAL": "",
+        **overrides,
+    }
+
+
+@pytest.fixture(scope="session")
+async def chaos_key(database_url: str) -> str:
+    """An API key (read, enrich) in the session database."""
+    plaintext, _ = await issue_key(database_url, tenant="chaos", scopes="read,enrich", name="chaos")
+    return plaintext
+
+
+@pytest.fixture(scope="session")
+async def probe_key(database_url: str) -> str:
+    """A second API key, for rate-limit probes (its quota is apart from the load's)."""
+    plaintext, _ = await issue_key(database_url, tenant="chaos", scopes="read,enrich", name="probe")
+    return plaintext
+
+
+@pytest.fixture
+async def chaos_prefix(redis_prefix: str, redis_cleanup: None) -> AsyncIterator[str]:
+    """This test's Redis key prefix on the machine's Redis; its keys are deleted afterwards."""
+    prefix = f"{redis_prefix}chaos:{uuid.uuid4().hex[:8]}:"
+    yield prefix
+    client = aioredis.Redis.from_url(REDIS_BASE_URL)
+    try:
+        async for key in client.scan_iter(match=prefix + "*", count=1000):
+            await client.delete(key)
+    finally:
+        await client.aclose()
+
+
+# --- the workload ----------------------------------------------------------------------------
+
+
+@dataclass
+class Workload:
+    """The steady mix: hot-path reads, customer lookups, webhook deliveries (some repeated).
+
+    Out of every 20 requests: 10 cached Work API reads, 5 customer lookups by CPF, 4 new webhook
+    events and 1 redelivery of the latest event (a duplicate: must not cause a second message).
+    Every new event is a distinct ``(lead, updated_at)`` over a pool of sandbox leads.
+    """
+
+    key: str
+    hot_cpfs: list[str]
+    lookup_cpfs: list[str]
+    leads: list[dict[str, Any]]  # Any: the sandbox's lead documents
+    base_time: dt.datetime
+    webhook_query: str = ""
+    sent: dict[int, tuple[str, dict[str, Any]]] = field(default_factory=dict)
+
+    @property
+    def auth(self) -> dict[str, str]:
+        """Headers of an authenticated request."""
+        return {"X-API-Key": self.key}
+
+    def hot(self, i: int) -> Request:
+        """A cached hot-path read."""
+        cpf = self.hot_cpfs[i % len(self.hot_cpfs)]
+        return Request("hot", "GET", f"/api/v1/work/modules/all?documento={cpf}", self.auth)
+
+    def lookup(self, i: int) -> Request:
+        """A customer lookup (PostgreSQL first)."""
+        cpf = self.lookup_cpfs[i % len(self.lookup_cpfs)]
+        return Request("lookup", "GET", f"/api/v1/contributor/customer?cpf={cpf}", self.auth)
+
+    def webhook(self, i: int) -> Request:
+        """A new webhook event (``i`` makes it unique)."""
+        lead = self.leads[i % len(self.leads)]
+        when = self.base_time + dt.timedelta(seconds=i)
+        body = {
+            "id": lead["lead_id"],
+            "hook_action": "on_update_lead",
+            "attributes": {
+                "updated_at": when.isoformat().replace("+00:00", "Z"),
+                "customer": lead["customer"],
+            },
+        }
+        tag = event_tag(lead["lead_id"], when)
+        self.sent[i] = (tag, body)
+        return self._delivery(tag, body)
+
+    def redelivery(self, i: int) -> Request:
+        """The latest event sent again (or a new one if none was sent yet)."""
+        if not self.sent:
+            return self.webhook(i)
+        tag, body = self.sent[max(self.sent)]
+        return self._delivery(tag, body)
+
+    def _delivery(self, tag: str, body: dict[str, Any]) -> Request:
+        return Request(
+            "webhook",
+            "POST",
+            f"/api/v1/webhooks/c2s{self.webhook_query}",
+            {"X-Webhook-Token": WEBHOOK_SECRET},
+            body,
+            tag,
+        )
+
+    def request(self, i: int) -> Request:
+        """Request ``i`` of the steady mix."""
+        slot = i % 20
+        if slot < 10:
+            return self.hot(i)
+        if slot < 15:
+            return self.lookup(i)
+        if slot < 19:
+            return self.webhook(i)
+        return self.redelivery(i)
+
+    def reads_only(self, i: int) -> Request:
+        """Request ``i`` of a read-only mix (2 hot reads per lookup)."""
+        return self.lookup(i) if i % 3 == 2 else self.hot(i)
+
+
+async def make_workload(
+    admin: Sandbox,
+    key: str,
+    *,
+    first_person: int,
+    hot: int = 12,
+    lookups: int = 12,
+    leads: int = 30,
+) -> Workload:
+    """Sandbox people and leads for a scenario (distinct lead ids per run)."""
+    people = list(range(first_person, first_person + max(hot, lookups, leads)))
+
+    async def call(method: str, path: str, body: Any = None) -> Any:  # Any: JSON
+        async with admin.session.request(method, admin.base_url + path, json=body) as answer:
+            assert answer.status < 300, (path, answer.status, await answer.text())
+            return await answer.json()
+
+    created = await asyncio.gather(
+        *(
+            call("POST", "/_sandbox/leads", {"person_index": index, "lead_id": uuid.uuid4().hex})
+            for index in people[:leads]
+        )
+    )
+    cpfs = [lead["cpf"] for lead in created]
+    for index in people[len(created) :]:
+        cpfs.append((await call("GET", f"/_sandbox/people/{index}"))["cpf"])
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    return Workload(
+        key=key,
+        hot_cpfs=cpfs[:hot],
+        lookup_cpfs=cpfs[-lookups:],
+        leads=list(created),
+        base_time=now - dt.timedelta(days=1),
+    )
+
+
+async def warm_up(app_url: str, workload: Workload) -> None:
+    """Fill the dossier cache and the party store for the workload's CPFs (all must answer 200)."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        gate = asyncio.Semaphore(4)
+
+        async def get(request: Request) -> tuple[str, int]:
+            async with gate, session.get(app_url + request.path, headers=request.headers) as r:
+                await r.read()
+                return request.path, r.status
+
+        results = await asyncio.gather(
+            *(get(workload.hot(i)) for i in range(len(workload.hot_cpfs))),
+            *(get(workload.lookup(i)) for i in range(len(workload.lookup_cpfs))),
+        )
+    failed = [(path.split("?")[0], status) for path, status in results if status != 200]
+    assert not failed, f"warm-up failed: {failed}"
+
+
+async def rate_limit_probe(app_url: str, key: str, *, requests: int = 200) -> list[Sample]:
+    """A burst on one key, faster than its quota: the limiter must answer 429s (and no 5xx).
+
+    Cheap requests (an unknown customer id: one indexed query, 404) so the burst measures the
+    limiter rather than the backends.
+    """
+    headers = {"X-API-Key": key}
+
+    def unknown_customer(i: int) -> Request:
+        return Request("probe", "GET", f"/api/v1/customers/{uuid.uuid4()}", headers)
+
+    run = LoadRun(
+        app_url, unknown_customer, rate_per_s=2000.0, duration_s=requests / 2000.0, concurrency=16
+    )
+    return await run.run()
+
+
+async def poll_until(check: Callable[[], Awaitable[bool]], timeout_s: float) -> float | None:
+    """Seconds until ``check()`` held (polled every 100 ms), or None after ``timeout_s``."""
+    started = time.monotonic()
+    while time.monotonic() - started <= timeout_s:
+        if await check():
+            return time.monotonic() - started
+        await asyncio.sleep(0.1)
+    return None
+
+
+# --- observations ------------------------------------------------------------------------------
+
+_METRIC_LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)")
+
+
+async def scrape_metrics(app_url: str, timeout_s: float = 2.0) -> dict[str, float]:
+    """The app's ``/metrics`` as ``{"name{labels}": value}`` (empty when it does not answer)."""
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as session,
+            session.get(f"{app_url}/metrics") as response,
+        ):
+            text = await response.text()
+    except (aiohttp.ClientError, OSError, TimeoutError):
+        return {}
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        match = _METRIC_LINE.match(line)
+        if match and not line.startswith("#"):
+            with contextlib.suppress(ValueError):
+                out[match[1] + (match[2] or "")] = float(match[3])
+    return out
+
+
+def metric(metrics: Mapping[str, float], name: str, /, **labels: str) -> float | None:
+    """The value of ``name`` with exactly these labels, if scraped."""
+    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for key, value in metrics.items():
+        base, _, rest = key.partition("{")
+        if base != name:
+            continue
+        got = ",".join(sorted(rest.rstrip("}").split(","))) if rest else ""
+        if got == wanted:
+            return value
+    return None
+
+
+def report(title: str, sections: Mapping[str, Sequence[Sample]], *extra: str) -> str:
+    """Print the scenario's figures and ledger block (visible with ``-s``) and return it."""
+    block = format_block(title, sections, *extra)
+    print("\n" + block, flush=True)
+    return block

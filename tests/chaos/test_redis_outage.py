@@ -1,0 +1,162 @@
+"""Redis killed mid-load and restarted (``reliability.md`` "Recommended targets" 1).
+
+The app and the worker reach a throwaway ``redis-server`` through a fault proxy; PostgreSQL is the
+machine's (through a proxy in ``pass`` mode). Under the steady mix, Redis is SIGKILLed (its data
+is gone), left dead for a while, then started again empty on the same port.
+
+Proves: no 5xx but documented 503s with ``Retry-After``; the rate limiter and the breakers switch
+to their per-process fallbacks (the limiter still refuses a burst over quota: degraded, never
+unlimited) and go back to Redis within 10 s of its return; nothing accepted is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+import pytest
+
+from tests.chaos.conftest import (
+    make_workload,
+    metric,
+    poll_until,
+    rate_limit_probe,
+    report,
+    scenario_env,
+    scrape_metrics,
+    via_port,
+    warm_up,
+)
+from tests.chaos.ledger import check_ledger
+from tests.chaos.load import LoadRun, figures, recovery_time
+from tests.chaos.proxy import FaultProxy
+
+if TYPE_CHECKING:
+    from tests.chaos.conftest import Processes, Profile, RedisServer
+    from tests.chaos.load import Sample
+    from tests.e2e.conftest import Sandbox
+
+pytestmark = [pytest.mark.chaos]
+
+RECOVERY_BOUND_S = 10.0
+BREAKERS = ("work_api", "diretrix", "c2s")
+
+
+def _degraded(metrics: dict[str, float]) -> tuple[float | None, list[str]]:
+    """The limiter's gauge, and the breakers whose storage gauge reads 1."""
+    breakers = [
+        name
+        for name in BREAKERS
+        if metric(metrics, "circuit_breaker_storage_degraded", name=name) == 1
+    ]
+    return metric(metrics, "rate_limit_degraded"), breakers
+
+
+async def test_redis_killed_mid_load_sheds_nothing_degrades_locally_and_recovers(
+    profile: Profile,
+    processes: Processes,
+    redis_server: RedisServer,
+    sandbox: Sandbox,
+    sandbox_url: str,
+    database_url: str,
+    chaos_key: str,
+    probe_key: str,
+) -> None:
+    pg_port = urlsplit(database_url).port or 5432
+    with (
+        FaultProxy("postgres", "127.0.0.1", pg_port) as pg_proxy,
+        FaultProxy("redis", "127.0.0.1", redis_server.port) as redis_proxy,
+    ):
+        env = scenario_env(
+            database_url=via_port(database_url, pg_proxy.port),
+            redis_url=via_port(redis_server.url, redis_proxy.port),
+            prefix="chaos:redis:",
+            upstreams_url=sandbox_url,
+            RATE_LIMIT_KEY="100/second",
+        )
+        app = processes.app(env)
+        worker = processes.worker(env)
+        workload = await make_workload(sandbox, chaos_key, first_person=1000)
+        await asyncio.gather(app.wait_healthy(), worker.wait_started())
+        await warm_up(app.url, workload)
+
+        baseline = profile.seconds(5, 20)
+        outage = profile.seconds(6, 20)
+        after = profile.seconds(12, 20)
+        run = LoadRun(
+            app.url,
+            workload.request,
+            rate_per_s=profile.rate_per_s,
+            duration_s=baseline + outage + after,
+            timeout_s=10,
+        )
+        load = asyncio.create_task(run.run())
+        try:
+            await asyncio.sleep(baseline)
+            probe_before = await rate_limit_probe(app.url, probe_key)
+
+            redis_server.kill()
+            t_kill = run.now()
+            seen_degraded: set[str] = set()
+
+            async def degraded_during_outage() -> bool:
+                limiter, breakers = _degraded(await scrape_metrics(app.url))
+                if limiter == 1:
+                    seen_degraded.add("rate_limiter")
+                seen_degraded.update(breakers)
+                return "rate_limiter" in seen_degraded and "work_api" in seen_degraded
+
+            await poll_until(degraded_during_outage, timeout_s=outage / 2)
+            probe_during = await rate_limit_probe(app.url, probe_key)
+            await asyncio.sleep(max(0.0, t_kill + outage - run.now()))
+
+            await asyncio.to_thread(redis_server.start)
+            t_back = run.now()
+
+            async def recovered() -> bool:
+                limiter, breakers = _degraded(await scrape_metrics(app.url))
+                return limiter == 0 and not breakers
+
+            recovery_s = await poll_until(recovered, timeout_s=RECOVERY_BOUND_S + 5)
+            probe_after = await rate_limit_probe(app.url, probe_key)
+            samples = await load
+        finally:
+            run.stop()
+            if not load.done():
+                await asyncio.wait({load}, timeout=30)
+        ledger = await check_ledger(
+            database_url, sandbox, samples, drain_timeout_s=profile.seconds(30, 60)
+        )
+
+    before = [s for s in samples if s.start < t_kill]
+    during = [s for s in samples if t_kill <= s.start < t_back]
+    later = [s for s in samples if s.start >= t_back]
+    served_recovery = recovery_time(samples, t_back)
+    probes: list[Sample] = [*probe_before, *probe_during, *probe_after]
+    block = report(
+        "Redis killed mid-load and restarted",
+        {"all": samples, "before": before, "outage": during, "after": later, "probes": probes},
+        f"redis killed at t={t_kill:.1f}s, back at t={t_back:.1f}s (outage {t_back - t_kill:.1f}s)",
+        f"degraded during the outage: {sorted(seen_degraded) or 'nothing seen'}",
+        "recovery (limiter and breakers back on Redis): "
+        + (f"{recovery_s:.1f}s" if recovery_s is not None else f"> {RECOVERY_BOUND_S + 5:.0f}s"),
+        f"recovery (last non-2xx answer after Redis came back): {served_recovery:.1f}s",
+        "rate-limit probes 429 before/during/after: "
+        f"{figures(probe_before).too_many}/{figures(probe_during).too_many}/"
+        f"{figures(probe_after).too_many} of {len(probe_before)} each",
+        f"proxy redis: {redis_proxy.stats}",
+        *ledger.lines(),
+    )
+
+    overall = figures([*samples, *probes])
+    assert overall.other_5xx == 0, block
+    assert overall.unavailable == overall.unavailable_with_retry_after, block
+    assert overall.connection_errors == 0 and overall.timeouts == 0, block
+    # Degraded, never unlimited: the burst over quota is refused in every phase.
+    for probe in (probe_before, probe_during, probe_after):
+        assert figures(probe).too_many > 0, block
+    assert {"rate_limiter", "work_api"} <= seen_degraded, block
+    assert recovery_s is not None and recovery_s <= RECOVERY_BOUND_S, block
+    assert not ledger.problems(), block
+    assert ledger.answered_2xx > 0, block
