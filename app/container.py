@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 
 import redis.asyncio as aioredis
 import structlog
+from redis.asyncio.connection import AbstractConnection, Connection, SSLConnection
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from app.config import parse_hmac_keys, redact_url
 from app.upstreams import open_upstreams
@@ -31,7 +33,7 @@ from infra.flags import FlagStore, defaults_from_settings
 from observability.metrics import PipelineObserver, record_cache
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Iterable
 
     import asyncpg
 
@@ -72,15 +74,52 @@ class Container:
     flags: FlagStore
 
 
+class _ClosedWriteIsConnectionError(AbstractConnection):
+    """Report a write to a socket the peer already closed as ``ConnectionError``.
+
+    Under uvloop, writing to a transport that Redis (or the network) reset raises
+    ``RuntimeError: unable to perform operation on <TCPTransport closed=True ...>``, which
+    redis-py lets through after dropping the connection; every adapter's ``except RedisError``
+    missed it and requests answered 500 (found by tests/chaos/test_stateful.py). As a
+    ``ConnectionError`` the client's retry reconnects, or the adapters degrade as designed.
+    """
+
+    async def send_packed_command(
+        self, command: bytes | str | Iterable[bytes], check_health: bool = True
+    ) -> None:
+        try:
+            await super().send_packed_command(command, check_health)
+        except RuntimeError as exc:
+            raise RedisConnectionError(f"Error while writing to socket: {exc}") from exc
+
+
+class _TcpConnection(_ClosedWriteIsConnectionError, Connection):
+    """``redis://``."""
+
+
+class _SslConnection(_ClosedWriteIsConnectionError, SSLConnection):
+    """``rediss://``."""
+
+
+_CONNECTION_CLASSES: dict[type[AbstractConnection], type[AbstractConnection]] = {
+    Connection: _TcpConnection,
+    SSLConnection: _SslConnection,
+}
+
+
 def open_redis(settings: Settings) -> aioredis.Redis:
     """The process's Redis client; commands are bounded by ``REDIS_TIMEOUT_S``."""
-    return aioredis.Redis.from_url(
+    client = aioredis.Redis.from_url(
         settings.redis_url,
         socket_timeout=settings.redis_timeout_s,
         socket_connect_timeout=settings.redis_timeout_s,
         max_connections=settings.redis_max_connections,
         health_check_interval=30,
     )
+    # The URL's scheme picked the class (from_url overrides a connection_class argument).
+    pool = client.connection_pool
+    pool.connection_class = _CONNECTION_CLASSES.get(pool.connection_class, pool.connection_class)
+    return client
 
 
 @asynccontextmanager

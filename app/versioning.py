@@ -23,18 +23,23 @@ Two pieces then act on it, both registered once in ``create_app``:
 * :class:`DeprecationPlugin` marks the operation ``deprecated: true`` in the OpenAPI document,
   appends the dates to its description and documents the three response headers.
 
-The middleware costs one dict lookup on operations that are not deprecated.
+The middleware costs one dict lookup on operations that are not deprecated. On deprecated ones it
+also logs ``deprecated_operation_used`` with the route template and the calling API key's id (at
+most once an hour per key and route, per process), so the owners of the integrations that still
+call it can be found before the sunset.
 """
 
 from __future__ import annotations
 
 import calendar
 import datetime as dt
+import time
 from email.utils import formatdate
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
+import structlog
 from litestar.datastructures import ResponseHeader
 from litestar.enums import ScopeType
 from litestar.exceptions import ImproperlyConfiguredException
@@ -55,10 +60,15 @@ __all__ = [
     "deprecation_of",
 ]
 
+log = structlog.get_logger(__name__)
+
 OPT_KEY: Final = "deprecated"
 """The route ``opt`` key that carries a :class:`Deprecation`."""
 
 _LINK: Final = b"link"
+# Usage log throttle: one line per (route, key) per hour and process, at most this many pairs.
+_USAGE_LOG_INTERVAL_S: Final = 3600.0
+_USAGE_LOG_MAX_PAIRS: Final = 10_000
 
 
 class Deprecation(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -118,8 +128,35 @@ def deprecation_headers(deprecation: Deprecation) -> tuple[tuple[bytes, bytes], 
     return tuple(headers)
 
 
+_logged: dict[tuple[str, str], float] = {}
+
+
+def _log_use(scope: Scope, deprecation: Deprecation) -> None:
+    """Log who still calls a deprecated route, throttled (no PII: template and key id only)."""
+    route = str(scope.get("path_template") or "")
+    # Read when the answer starts: the authentication middleware has identified the key by then.
+    key_id = str(scope.get("state", {}).get("api_key_id") or "anonymous")
+    now = time.monotonic()
+    last = _logged.get((route, key_id))
+    if last is not None and now - last < _USAGE_LOG_INTERVAL_S:
+        return
+    if len(_logged) >= _USAGE_LOG_MAX_PAIRS:
+        _logged.clear()
+    _logged[(route, key_id)] = now
+    log.info(
+        "deprecated_operation_used",
+        route=route,
+        api_key_id=key_id,
+        sunset=deprecation.sunset.isoformat(),
+    )
+
+
 class DeprecationMiddleware:
-    """Route-level ASGI middleware adding the deprecation headers of the route's ``opt``."""
+    """Route-level ASGI middleware adding the deprecation headers of the route's ``opt``.
+
+    Register it first in ``create_app``'s route middleware, so answers produced by the other
+    middleware (401, 429...) carry the headers too.
+    """
 
     __slots__ = ("app",)
 
@@ -132,11 +169,13 @@ class DeprecationMiddleware:
         if declared is None or scope["type"] != ScopeType.HTTP:
             await self.app(scope, receive, send)
             return
-        extra = deprecation_headers(deprecation_of(declared))
+        deprecation = deprecation_of(declared)
+        extra = deprecation_headers(deprecation)
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 message["headers"] = [*message.get("headers", ()), *extra]
+                _log_use(scope, deprecation)
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

@@ -1259,6 +1259,10 @@ class CircuitBreaker:
             self._listener.on_storage_degraded(self.name, True)
         except Exception:
             log.exception("circuit_breaker_listener_failed", breaker=self.name, hook="degraded")
+        # Probe in the background, not only when a call comes: a breaker that no call reaches
+        # (found by tests/chaos/test_redis_outage.py) stayed degraded, its gauge at 1, for as
+        # long as its dependency was not called after Redis returned.
+        self._start_recovery(now)
 
     def _start_recovery(self, now: float) -> None:
         self._retry_redis_at = now + self.config.redis_retry_interval_s
@@ -1266,8 +1270,16 @@ class CircuitBreaker:
             self._recover_task = asyncio.ensure_future(self._recover())
 
     async def _recover(self) -> None:
+        """Probe Redis every ``redis_retry_interval_s`` until it answers or the breaker closes."""
+        while self._degraded and not self._closed:
+            await asyncio.sleep(max(0.0, self._retry_redis_at - self._clock()))
+            if self._degraded and not self._closed and await self._probe_redis():
+                return
+
+    async def _probe_redis(self) -> bool:
+        """One recovery attempt: True when the shared state decides again."""
         if self._redis is None:
-            return
+            return True
         cfg = self.config
         try:
             async with asyncio.timeout(cfg.redis_timeout_s):
@@ -1284,7 +1296,7 @@ class CircuitBreaker:
                     reply = [int(x) for x in reply]
         except _REDIS_ERRORS:
             self._retry_redis_at = self._clock() + cfg.redis_retry_interval_s
-            return
+            return False
         self._degraded = False
         # The shared state decides again (the local machine falls in step in _set_view).
         self._apply(reply, self._clock())
@@ -1293,6 +1305,7 @@ class CircuitBreaker:
             self._listener.on_storage_degraded(self.name, False)
         except Exception:
             log.exception("circuit_breaker_listener_failed", breaker=self.name, hook="degraded")
+        return True
 
     def _notify(self, state: BreakerState) -> None:
         old = self._last_state

@@ -824,7 +824,11 @@ class Run:
                     asyncio.run(drop_database(PG_ADMIN_URL, self.db.name))
         except Exception as exc:  # cleanup must not hide the run's own error
             _say(f"cleanup failed: {type(exc).__name__}: {exc}")
-        shutil.rmtree(self.work, ignore_errors=True)
+        # Request files go; the processes' logs stay for a post-mortem (a few KB at WARNING).
+        for entry in self.work.iterdir():
+            if entry.name != "logs":
+                shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink()
+        self.result["logs"] = str(self.work / "logs")
 
 
 def _now_iso() -> str:

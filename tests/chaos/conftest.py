@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import os
+import random
 import re
 import shutil
 import signal
@@ -36,6 +37,7 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
+from domain.documents import cpf_check_digits
 from tests.chaos.ledger import event_tag
 from tests.chaos.load import LoadRun, Request, format_block
 from tests.conftest import REDIS_BASE_URL
@@ -158,7 +160,8 @@ class ChaosProcess:
 
 
 class AppProcess(ChaosProcess):
-    """The app under Granian (one worker, uvloop, HTTP/1) on a free port."""
+    """The app under Granian on a free port, with the Dockerfile's flags (one worker, uvloop,
+    HTTP/1, backpressure 256) and a chosen ``--workers-kill-timeout``."""
 
     def __init__(self, env: Mapping[str, str], *, kill_timeout_s: int = 5) -> None:
         self.port = free_port()
@@ -182,6 +185,8 @@ class AppProcess(ChaosProcess):
                 "--http",
                 "1",
                 "--no-ws",
+                "--backpressure",
+                "256",
                 "--workers-kill-timeout",
                 str(kill_timeout_s),
             ],
@@ -203,7 +208,7 @@ class AppProcess(ChaosProcess):
 
 
 class WorkerProcess(ChaosProcess):
-    """``run_worker`` (``c2s-api worker``) in a subprocess."""
+    """``run_worker`` (``c2s-api worker``) in a subprocess, its metrics on a free port."""
 
     def __init__(
         self,
@@ -213,12 +218,15 @@ class WorkerProcess(ChaosProcess):
         lease_timeout_s: float = 5.0,
         grace_s: float = 5.0,
     ) -> None:
+        self.metrics_port = free_port()
+        self.metrics_url = f"http://127.0.0.1:{self.metrics_port}"
         code = (
             "import sys\n"
             "from app.config import load_settings\n"
             "from app.worker import run_worker\n"
             f"sys.exit(run_worker(load_settings(), concurrency={concurrency}, "
-            f"lease_timeout_s={lease_timeout_s}, grace_s={grace_s}, metrics_port=0))\n"
+            f"lease_timeout_s={lease_timeout_s}, grace_s={grace_s}, "
+            f"metrics_port={self.metrics_port}))\n"
         )
         super().__init__("worker", [sys.executable, "-c", code], {**env, "LOG_LEVEL": "INFO"})
 
@@ -521,7 +529,7 @@ class Workload:
 
     Out of every 20 requests: 10 cached Work API reads, 5 customer lookups by CPF, 4 new webhook
     events and 1 redelivery of the latest event (a duplicate: must not cause a second message).
-    Every new event is a distinct ``(lead, updated_at)`` over a pool of sandbox leads.
+    Every new event is a distinct ``(lead, updated_at)``, the leads taken in turn.
     """
 
     key: str
@@ -548,8 +556,8 @@ class Workload:
         return Request("lookup", "GET", f"/api/v1/contributor/customer?cpf={cpf}", self.auth)
 
     def webhook(self, i: int) -> Request:
-        """A new webhook event (``i`` makes it unique)."""
-        lead = self.leads[i % len(self.leads)]
+        """A new webhook event (``i`` makes it unique), for the next lead in turn."""
+        lead = self.leads[len(self.sent) % len(self.leads)]
         when = self.base_time + dt.timedelta(seconds=i)
         body = {
             "id": lead["lead_id"],
@@ -601,32 +609,52 @@ async def make_workload(
     key: str,
     *,
     first_person: int,
-    hot: int = 12,
+    hot: int = 30,
     lookups: int = 12,
     leads: int = 30,
+    cold_leads: bool = False,
 ) -> Workload:
-    """Sandbox people and leads for a scenario (distinct lead ids per run)."""
-    people = list(range(first_person, first_person + max(hot, lookups, leads)))
+    """Sandbox people and leads for a scenario (fresh lead ids every run).
+
+    Hot reads cover the first ``hot`` people, lookups the next ``lookups``. Leads belong to the
+    hot people (their dossiers are cached by the warm-up, so jobs are quick) unless
+    ``cold_leads``: then each lead is a person of its own whom nothing has looked up yet (every
+    job resolves the contacts in Diretrix and fetches the dossier from the Work API).
+    """
 
     async def call(method: str, path: str, body: Any = None) -> Any:  # Any: JSON
         async with admin.session.request(method, admin.base_url + path, json=body) as answer:
             assert answer.status < 300, (path, answer.status, await answer.text())
             return await answer.json()
 
-    created = await asyncio.gather(
-        *(
-            call("POST", "/_sandbox/leads", {"person_index": index, "lead_id": uuid.uuid4().hex})
-            for index in people[:leads]
-        )
+    async def cpf_of(index: int) -> str:
+        cpf: str = (await call("GET", f"/_sandbox/people/{index}"))["cpf"]
+        return cpf
+
+    hot_people = range(first_person, first_person + hot)
+    lookup_people = range(hot_people.stop, hot_people.stop + lookups)
+    lead_people = (
+        range(lookup_people.stop, lookup_people.stop + leads)
+        if cold_leads
+        else [hot_people[i % hot] for i in range(leads)]
     )
-    cpfs = [lead["cpf"] for lead in created]
-    for index in people[len(created) :]:
-        cpfs.append((await call("GET", f"/_sandbox/people/{index}"))["cpf"])
+    gate = asyncio.Semaphore(8)
+
+    async def lead_for(index: int) -> dict[str, Any]:  # Any: the sandbox's lead document
+        async with gate:
+            lead: dict[str, Any] = await call(
+                "POST", "/_sandbox/leads", {"person_index": index, "lead_id": uuid.uuid4().hex}
+            )
+            return lead
+
+    created = await asyncio.gather(*(lead_for(index) for index in lead_people))
+    hot_cpfs = await asyncio.gather(*(cpf_of(index) for index in hot_people))
+    lookup_cpfs = await asyncio.gather(*(cpf_of(index) for index in lookup_people))
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     return Workload(
         key=key,
-        hot_cpfs=cpfs[:hot],
-        lookup_cpfs=cpfs[-lookups:],
+        hot_cpfs=list(hot_cpfs),
+        lookup_cpfs=list(lookup_cpfs),
         leads=list(created),
         base_time=now - dt.timedelta(days=1),
     )
@@ -648,6 +676,17 @@ async def warm_up(app_url: str, workload: Workload) -> None:
         )
     failed = [(path.split("?")[0], status) for path, status in results if status != 200]
     assert not failed, f"warm-up failed: {failed}"
+
+
+def fresh_cpfs(count: int) -> list[str]:
+    """``count`` random valid CPFs, none cached anywhere yet (Work API cache misses)."""
+    rng = random.Random(uuid.uuid4().int)
+    out: list[str] = []
+    while len(out) < count:
+        first = f"{rng.randrange(10**8, 10**9):09d}"
+        if len(set(first)) > 1:
+            out.append(first + cpf_check_digits(first))
+    return out
 
 
 async def rate_limit_probe(app_url: str, key: str, *, requests: int = 200) -> list[Sample]:
@@ -682,12 +721,13 @@ async def poll_until(check: Callable[[], Awaitable[bool]], timeout_s: float) -> 
 _METRIC_LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)")
 
 
-async def scrape_metrics(app_url: str, timeout_s: float = 2.0) -> dict[str, float]:
-    """The app's ``/metrics`` as ``{"name{labels}": value}`` (empty when it does not answer)."""
+async def scrape_metrics(base_url: str, timeout_s: float = 2.0) -> dict[str, float]:
+    """``/metrics`` of an app or a worker as ``{"name{labels}": value}`` (empty when it does not
+    answer)."""
     try:
         async with (
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as session,
-            session.get(f"{app_url}/metrics") as response,
+            session.get(f"{base_url}/metrics") as response,
         ):
             text = await response.text()
     except (aiohttp.ClientError, OSError, TimeoutError):

@@ -27,8 +27,10 @@ __all__ = [
     "Sample",
     "figures",
     "format_block",
+    "max_in_flight",
     "percentile",
     "recovery_time",
+    "send",
 ]
 
 
@@ -177,41 +179,53 @@ class LoadRun:
     async def _one(
         self, session: aiohttp.ClientSession, request: Request, slots: asyncio.Semaphore
     ) -> None:
-        start = self.now()
-        status: int | None = None
-        error: str | None = None
-        retry_after: str | None = None
-        body: bytes | None = None
         try:
-            async with session.request(
-                request.method,
-                self.base_url + request.path,
-                headers=dict(request.headers),
-                json=request.json,
-            ) as response:
-                payload = await response.read()
-                status = response.status
-                retry_after = response.headers.get("Retry-After")
-                if request.kind in self.keep_body:
-                    body = payload
-        except TimeoutError:
-            error = "timeout"
-        except (aiohttp.ClientError, OSError) as exc:
-            error = type(exc).__name__
+            sample = await send(session, self.base_url, request, self.origin, self.keep_body)
         finally:
             slots.release()
-        self.samples.append(
-            Sample(
-                kind=request.kind,
-                start=start,
-                end=self.now(),
-                status=status,
-                error=error,
-                retry_after=retry_after,
-                tag=request.tag,
-                body=body,
-            )
-        )
+        self.samples.append(sample)
+
+
+async def send(
+    session: aiohttp.ClientSession,
+    base_url: str,
+    request: Request,
+    origin: float,
+    keep_body: frozenset[str] | set[str] = frozenset({"webhook"}),
+) -> Sample:
+    """Send one request on ``session`` and record what happened (never raises for HTTP or
+    connection trouble; the session's timeout bounds it)."""
+    start = time.monotonic() - origin
+    status: int | None = None
+    error: str | None = None
+    retry_after: str | None = None
+    body: bytes | None = None
+    try:
+        async with session.request(
+            request.method,
+            base_url + request.path,
+            headers=dict(request.headers),
+            json=request.json,
+        ) as response:
+            payload = await response.read()
+            status = response.status
+            retry_after = response.headers.get("Retry-After")
+            if request.kind in keep_body:
+                body = payload
+    except TimeoutError:
+        error = "timeout"
+    except (aiohttp.ClientError, OSError) as exc:
+        error = type(exc).__name__
+    return Sample(
+        kind=request.kind,
+        start=start,
+        end=time.monotonic() - origin,
+        status=status,
+        error=error,
+        retry_after=retry_after,
+        tag=request.tag,
+        body=body,
+    )
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -240,13 +254,15 @@ class Figures:
     p99_ms: float
     max_ms: float
     p99_503_ms: float
+    other_5xx_statuses: tuple[int, ...] = ()
 
     def line(self) -> str:
         """One line of figures."""
         return (
             f"requests={self.requests} 2xx={self.ok} 4xx={self.client_errors} "
             f"429={self.too_many} 503={self.unavailable} "
-            f"(Retry-After {self.unavailable_with_retry_after}) other5xx={self.other_5xx} "
+            f"(Retry-After {self.unavailable_with_retry_after}) other5xx={self.other_5xx}"
+            f"{list(self.other_5xx_statuses) if self.other_5xx else ''} "
             f"conn_errors={self.connection_errors} timeouts={self.timeouts} "
             f"p50={self.p50_ms:.0f}ms p99={self.p99_ms:.0f}ms max={self.max_ms:.0f}ms "
             f"p99(503)={self.p99_503_ms:.0f}ms"
@@ -272,6 +288,7 @@ def figures(samples: Sequence[Sample]) -> Figures:
         p99_ms=percentile(latencies, 99),
         max_ms=max(latencies, default=0.0),
         p99_503_ms=percentile([s.latency * 1000 for s in unavailable], 99),
+        other_5xx_statuses=tuple(sorted({s for s in statuses if s >= 500 and s != 503})),
     )
 
 
@@ -288,16 +305,31 @@ def recovery_time(
     return max(bad, default=since) - since
 
 
+def max_in_flight(samples: Sequence[Sample], start: float, end: float) -> int:
+    """Most requests outstanding at once (client side) at any moment within ``[start, end)``."""
+    events: list[tuple[float, int]] = []
+    for s in samples:
+        if s.end > start and s.start < end:
+            events.append((max(s.start, start), 1))
+            events.append((s.end, -1))
+    events.sort(key=lambda e: (e[0], e[1]))  # an end before a start at the same instant
+    peak = current = 0
+    for _, delta in events:
+        current += delta
+        peak = max(peak, current)
+    return peak
+
+
 def format_block(title: str, sections: Mapping[str, Sequence[Sample]], *extra: str) -> str:
     """The printed report of a scenario: figures overall and per section, then ``extra`` lines."""
     lines = [f"==== chaos: {title} ===="]
     for name, samples in sections.items():
-        lines.append(f"  {name:<12} {figures(samples).line()}")
+        lines.append(f"  {name:<14} {figures(samples).line()}")
         kinds = sorted({s.kind for s in samples})
         if name == "all" and len(kinds) > 1:
             for kind in kinds:
                 part = [s for s in samples if s.kind == kind]
-                lines.append(f"    {kind:<10} {figures(part).line()}")
+                lines.append(f"    {kind:<12} {figures(part).line()}")
     lines.extend(f"  {line}" for line in extra)
     lines.append("=" * (len(title) + 18))
     return "\n".join(lines)

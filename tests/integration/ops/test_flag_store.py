@@ -150,6 +150,7 @@ async def test_values_are_exported_as_a_gauge(redis: aioredis.Redis, prefix: str
     assert _gauge("feature_flag_enabled", flag="send_c2s_messages") == 1.0
     await store.unset("enable_batch", actor="cli")
     assert _gauge("feature_flag_enabled", flag="enable_batch") == 1.0
+    assert await store.refresh()
     assert _gauge("feature_flag_storage_degraded") == 0.0
 
 

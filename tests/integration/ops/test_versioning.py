@@ -11,6 +11,7 @@ from litestar.exceptions import ImproperlyConfiguredException, NotFoundException
 from litestar.params import FromPath
 from litestar.testing import AsyncTestClient
 
+from app import versioning
 from app.versioning import (
     Deprecation,
     DeprecationMiddleware,
@@ -160,3 +161,28 @@ def test_a_bad_declaration_stops_the_app_at_start(declaration: object, message: 
 def test_headers_are_computed_once_per_declaration() -> None:
     first = deprecation_headers(deprecation_of(OLD))
     assert deprecation_headers(OLD) is first
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict[str, Any]]] = []
+
+    def info(self, event: str, **fields: Any) -> None:
+        self.events.append((event, fields))
+
+
+async def test_use_of_a_deprecated_operation_is_logged_once_per_key_and_hour(
+    client: AsyncTestClient[Litestar], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recorder = Recorder()
+    monkeypatch.setattr(versioning, "log", recorder)
+    monkeypatch.setattr(versioning, "_logged", {})
+    for _ in range(3):
+        await client.get("/v1/old/7")
+    await client.get("/v1/current")
+    assert recorder.events == [
+        (
+            "deprecated_operation_used",
+            {"route": "/v1/old/{item}", "api_key_id": "anonymous", "sunset": "2027-06-30"},
+        )
+    ]
