@@ -19,19 +19,19 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Final
 from uuid import UUID
 
 import msgspec
 
-from domain.errors import DependencyUnavailable
 from domain.webhooks import AcceptResult, GoogleLeadClaim, QueueStats, StoredEvent
-from infra.db.repository import DEFAULT_ACQUIRE_TIMEOUT_S, UNAVAILABLE_ERRORS
+from infra.db.pool import pooled_connection
+from infra.db.repository import DEFAULT_ACQUIRE_TIMEOUT_S
 from infra.queue import enqueue_event_jobs
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Mapping, Sequence
+    from collections.abc import Mapping, Sequence
 
     import asyncpg
     from asyncpg.pool import PoolConnectionProxy
@@ -230,16 +230,9 @@ class _PgBase:
         self._pool = pool
         self._acquire_timeout = acquire_timeout
 
-    @asynccontextmanager
-    async def _connection(self) -> AsyncIterator[PoolConnectionProxy]:
-        """A pooled connection; outage-like failures inside become ``DependencyUnavailable``."""
-        try:
-            async with self._pool.acquire(timeout=self._acquire_timeout) as conn:
-                yield conn
-        except UNAVAILABLE_ERRORS as exc:
-            raise DependencyUnavailable(
-                "postgres", f"postgres unavailable ({type(exc).__name__})", retry_after=1
-            ) from exc
+    def _connection(self) -> AbstractAsyncContextManager[PoolConnectionProxy]:
+        """A pooled connection; outages become ``DependencyUnavailable``."""
+        return pooled_connection(self._pool, self._acquire_timeout)
 
     async def _execute(self, query: str, *args: object) -> str:
         async with self._connection() as conn:

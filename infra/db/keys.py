@@ -9,15 +9,13 @@ the adapter can print or log one. Outage-like failures surface as
 from __future__ import annotations
 
 import builtins
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Final
 
-from domain.errors import DependencyUnavailable
 from domain.keys import ApiKey, digests_equal
-from infra.db.repository import UNAVAILABLE_ERRORS
+from infra.db.pool import pooled_connection
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
     from uuid import UUID
 
     import asyncpg
@@ -131,15 +129,9 @@ class PgApiKeyStore:
         self._pool = pool
         self._acquire_timeout = acquire_timeout
 
-    @asynccontextmanager
-    async def _connection(self) -> AsyncIterator[PoolConnectionProxy]:
-        try:
-            async with self._pool.acquire(timeout=self._acquire_timeout) as conn:
-                yield conn
-        except UNAVAILABLE_ERRORS as exc:
-            raise DependencyUnavailable(
-                "postgres", f"postgres unavailable ({type(exc).__name__})", retry_after=1
-            ) from exc
+    def _connection(self) -> AbstractAsyncContextManager[PoolConnectionProxy]:
+        """A pooled connection; outages become ``DependencyUnavailable``."""
+        return pooled_connection(self._pool, self._acquire_timeout)
 
     async def create(self, new: NewApiKey) -> ApiKey:
         """Store a new key.

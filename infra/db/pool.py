@@ -6,11 +6,50 @@ not import ``app`` (the composition root).
 
 from __future__ import annotations
 
-from typing import Protocol
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Final, Protocol
 
 import asyncpg
 
-__all__ = ["PoolSettings", "create_pool"]
+from domain.errors import DependencyUnavailable
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from asyncpg.pool import PoolConnectionProxy
+
+__all__ = ["UNAVAILABLE_ERRORS", "PoolSettings", "create_pool", "pooled_connection"]
+
+# What "PostgreSQL cannot serve now" looks like from asyncpg.
+UNAVAILABLE_ERRORS: Final[tuple[type[BaseException], ...]] = (
+    OSError,  # refused, reset, unreachable, DNS
+    TimeoutError,  # pool acquire, connect, or command_timeout (asyncio.TimeoutError on 3.11)
+    asyncpg.InterfaceError,  # connection closed/released underneath us
+    asyncpg.exceptions.PostgresConnectionError,  # class 08
+    asyncpg.exceptions.OperatorInterventionError,  # 57: statement timeout, shutdown, cancel
+    asyncpg.exceptions.InsufficientResourcesError,  # 53: too many connections, disk full
+    asyncpg.exceptions.TransactionRollbackError,  # 40: deadlock, serialization failure
+    asyncpg.exceptions.LockNotAvailableError,  # 55P03: lock_timeout
+)
+
+
+@asynccontextmanager
+async def pooled_connection(
+    pool: asyncpg.Pool, acquire_timeout: float
+) -> AsyncIterator[PoolConnectionProxy]:
+    """A pooled connection; outage-like failures inside become ``DependencyUnavailable``.
+
+    Every PostgreSQL adapter goes through this, so an outage is always a typed 503 and never a
+    hang past ``acquire_timeout`` plus the statement timeout.
+    """
+    try:
+        async with pool.acquire(timeout=acquire_timeout) as conn:
+            yield conn
+    except UNAVAILABLE_ERRORS as exc:
+        raise DependencyUnavailable(
+            "postgres", f"postgres unavailable ({type(exc).__name__})", retry_after=1
+        ) from exc
+
 
 # Client-side margin over the server's statement_timeout: the server cancels first and reports
 # QueryCanceledError; the client timeout only fires when the server cannot even answer.

@@ -17,7 +17,7 @@ import hashlib
 import math
 import re
 import unicodedata
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Final
@@ -28,14 +28,15 @@ import msgspec
 from domain.documents import normalize_cpf, only_digits
 from domain.dossier import normalize_dossier
 from domain.emails import normalize_email
-from domain.errors import DependencyUnavailable, InvalidInput
+from domain.errors import InvalidInput
 from domain.models import Contact, Party, PartyWithContacts, StoredDossier, StoredEnrichment
 from domain.phones import storage_digits
 from domain.tenancy import current_tenant
 from infra.db import sql
+from infra.db.pool import pooled_connection
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Sequence
+    from collections.abc import Sequence
     from uuid import UUID
 
     from asyncpg.pool import PoolConnectionProxy
@@ -45,7 +46,6 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_ACQUIRE_TIMEOUT_S",
     "DEFAULT_NAME_CANDIDATES",
-    "UNAVAILABLE_ERRORS",
     "PgPartyRepository",
     "address_hash",
     "contains_pattern",
@@ -68,18 +68,6 @@ _ZIP: Final = re.compile(r"[0-9]{8}")
 _JSON_NUL: Final = re.compile(rb"(?<!\\)((?:\\\\)*)\\u0000")
 _VERIFIED_EMAIL_QUALITY: Final = frozenset({"OTIMO", "ÓTIMO", "BOM"})
 _ACTIVE_PHONE_STATUS: Final = "ATIVO"
-
-# What "PostgreSQL cannot serve now" looks like from asyncpg.
-UNAVAILABLE_ERRORS: Final[tuple[type[BaseException], ...]] = (
-    OSError,  # refused, reset, unreachable, DNS
-    TimeoutError,  # pool acquire, connect, or command_timeout (asyncio.TimeoutError on 3.11)
-    asyncpg.InterfaceError,  # connection closed/released underneath us
-    asyncpg.exceptions.PostgresConnectionError,  # class 08
-    asyncpg.exceptions.OperatorInterventionError,  # 57: statement timeout, shutdown, cancel
-    asyncpg.exceptions.InsufficientResourcesError,  # 53: too many connections, disk full
-    asyncpg.exceptions.TransactionRollbackError,  # 40: deadlock, serialization failure
-    asyncpg.exceptions.LockNotAvailableError,  # 55P03: lock_timeout
-)
 
 
 class _PartyDoc(msgspec.Struct, frozen=True):
@@ -323,16 +311,9 @@ class PgPartyRepository:
         self._acquire_timeout = acquire_timeout
         self._name_candidates = name_candidates
 
-    @asynccontextmanager
-    async def _connection(self) -> AsyncIterator[PoolConnectionProxy]:
-        """A pooled connection; outage-like failures inside become ``DependencyUnavailable``."""
-        try:
-            async with self._pool.acquire(timeout=self._acquire_timeout) as conn:
-                yield conn
-        except UNAVAILABLE_ERRORS as exc:
-            raise DependencyUnavailable(
-                "postgres", f"postgres unavailable ({type(exc).__name__})", retry_after=1
-            ) from exc
+    def _connection(self) -> AbstractAsyncContextManager[PoolConnectionProxy]:
+        """A pooled connection; outages become ``DependencyUnavailable``."""
+        return pooled_connection(self._pool, self._acquire_timeout)
 
     async def _fetch_one(self, query: str, *args: object) -> PartyWithContacts | None:
         async with self._connection() as conn:
