@@ -25,12 +25,14 @@ from app.health import SERVICE_VERSION, HealthController
 from app.idempotency import IdempotencyMiddleware
 from app.middleware import RequestIdMiddleware
 from app.ratelimit import RateLimitMiddleware
+from app.routes.admin import AdminController
 from app.routes.customers import CustomerController
 from app.routes.leads import LeadController
 from app.routes.webhooks import WebhookController
 from app.routes.work import WorkController
 from app.security import SecurityHeadersMiddleware, StrictContentTypeMiddleware
 from app.state import lifespan
+from app.versioning import DeprecationMiddleware, DeprecationPlugin
 from domain.pipeline import Enricher
 from observability.logging import configure_logging
 from observability.middleware import install_observability
@@ -120,6 +122,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             CustomerController,
             WorkController,
             WebhookController,
+            AdminController,
         ],
         dependencies={"enricher": Provide(provide_enricher, sync_to_thread=False)},
         # Handlers annotate with these under TYPE_CHECKING; Litestar resolves them here.
@@ -140,6 +143,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
             expose_headers=[
                 "X-Request-ID",
                 "X-Trace-Id",
+                "Deprecation",
+                "Sunset",
+                "Link",
                 "Idempotent-Replayed",
                 "RateLimit",
                 "RateLimit-Policy",
@@ -155,6 +161,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         # Route level, outermost first: API keys (unauthenticated requests learn nothing more),
         # then Content-Type; a rate limiter goes after AuthMiddleware (it reads the key id).
         middleware=[
+            DeprecationMiddleware,
             AuthMiddleware,
             RateLimitMiddleware,
             StrictContentTypeMiddleware,
@@ -163,7 +170,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
         debug=False,
         # observability: OTel server spans when OTEL_EXPORTER_OTLP_*ENDPOINT is set (else none);
         # logging is owned by observability.logging (Litestar's default would replace it).
-        plugins=tracing_plugins(settings.service_name, settings.environment, SERVICE_VERSION),
+        plugins=[
+            *tracing_plugins(settings.service_name, settings.environment, SERVICE_VERSION),
+            DeprecationPlugin(),
+        ],
         logging_config=None,
     )
     app.state.settings = settings

@@ -54,6 +54,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_RETRY_POLICY",
     "HOOK_ACTIONS",
+    "MESSAGES_DISABLED",
     "SEND_OUTCOME_UNKNOWN",
     "AcceptResult",
     "EventStatus",
@@ -85,6 +86,7 @@ HOOK_ACTIONS: Final = frozenset({"on_create_lead", "on_update_lead", "on_close_l
 EventStatus = Literal["received", "queued", "processing", "completed", "failed"]
 TERMINAL_STATUSES: Final = frozenset({"completed", "failed"})
 
+MESSAGES_DISABLED: Final = "message not sent: the send_c2s_messages flag is off"
 SEND_OUTCOME_UNKNOWN: Final = "send outcome unknown: not resent to avoid a duplicate message"
 CREATE_OUTCOME_UNKNOWN: Final = "create outcome unknown: not retried to avoid a duplicate lead"
 
@@ -750,7 +752,7 @@ async def _deliver(
 ) -> JobOutcome:
     """Send the message (the intent is already committed) and record the outcome."""
     try:
-        await enricher.send(lead_id, message)
+        sent = await enricher.send(lead_id, message)
     except Exception as exc:
         if provably_unsent(exc):
             await events.clear_send_intent(event.id)
@@ -761,6 +763,18 @@ async def _deliver(
             event_id=event.id,
             attempts=event.attempts,
             reason=SEND_OUTCOME_UNKNOWN,
+            received_at=event.received_at,
+        )
+    if not sent:
+        # The send_c2s_messages flag is off: nothing reached C2S. The event is not "completed"
+        # (that promises exactly one message); it is parked with a reason, to be re-run later.
+        await events.clear_send_intent(event.id)
+        await events.mark_failed(event.id, MESSAGES_DISABLED)
+        return JobOutcome(
+            kind="failed",
+            event_id=event.id,
+            attempts=event.attempts,
+            reason=MESSAGES_DISABLED,
             received_at=event.received_at,
         )
     await _record_sent(events, event.id)

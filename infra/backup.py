@@ -563,6 +563,8 @@ async def backup(database_url: str, out_dir: Path | str) -> BackupResult:
                 )
             )
             try:
+                # One connection: the source is the live primary, already serving pg_dump;
+                # the restore side verifies with several (nothing else runs there yet).
                 source = await fingerprint(conn)
             except BaseException:
                 dumping.cancel()  # _run kills pg_dump

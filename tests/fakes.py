@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from domain.dossier import decode_dossier, normalize_dossier
 from domain.errors import DependencyUnavailable, NotFound, UpstreamError, UpstreamSoftError
+from domain.flags import StaticFlags
 from domain.models import (
     Contact,
     ContactType,
@@ -315,7 +316,9 @@ class World:
     lead_locks: FakeLeadLocks | None = None
     recent_cpfs: FakeRecentCpfs | None = None
 
-    def enricher(self, settings: PipelineSettings | None = None) -> Enricher:
+    def enricher(
+        self, settings: PipelineSettings | None = None, flags: StaticFlags | None = None
+    ) -> Enricher:
         self.lead_locks = self.lead_locks or FakeLeadLocks(self.clock)
         self.recent_cpfs = self.recent_cpfs or FakeRecentCpfs(self.clock)
         return Enricher(
@@ -330,4 +333,5 @@ class World:
             observer=self.observer,
             clock=self.clock,
             settings=settings,
+            flags=flags,
         )

@@ -134,7 +134,6 @@ class LoadRun:
         self.origin = time.monotonic() if origin is None else origin
         self.keep_body = frozenset(keep_body)
         self.samples: list[Sample] = []
-        self.stopped_early = False
         self._stop = asyncio.Event()
 
     @property
@@ -165,7 +164,6 @@ class LoadRun:
                         with contextlib.suppress(TimeoutError):
                             await asyncio.wait_for(self._stop.wait(), delay)
                     if self._stop.is_set():
-                        self.stopped_early = True
                         break
                     await slots.acquire()
                     task = asyncio.ensure_future(self._one(session, self.factory(i), slots))

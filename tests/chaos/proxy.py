@@ -155,10 +155,6 @@ class FaultProxy:
         future = asyncio.run_coroutine_threadsafe(self._switch(mode, latency_ms), self._loop)
         await asyncio.wait_for(asyncio.wrap_future(future), _COMMAND_TIMEOUT_S)
 
-    def set_mode_sync(self, mode: Mode, *, latency_ms: float = 0.0) -> None:
-        """:meth:`set_mode` for synchronous callers (fixtures)."""
-        self._call(self._switch(mode, latency_ms))
-
     def close(self) -> None:
         """Reset every connection, stop listening and stop the thread (idempotent)."""
         if not self._thread.is_alive():

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
@@ -30,6 +31,7 @@ from tests.chaos.conftest import (
 from tests.chaos.ledger import check_ledger
 from tests.chaos.load import LoadRun, figures, recovery_time
 from tests.chaos.proxy import FaultProxy
+from tests.conftest import REDIS_BASE_URL
 from tests.integration.security.factories import issue_key
 
 if TYPE_CHECKING:
@@ -68,11 +70,11 @@ async def test_postgres_connections_killed_then_server_restarted_fast_503s_and_r
     key, _ = await issue_key(database, tenant="chaos", scopes="read,enrich", name="chaos-pg")
     with (
         FaultProxy("postgres", "127.0.0.1", postgres_cluster.port) as pg_proxy,
-        FaultProxy("redis", "127.0.0.1", 6379) as redis_proxy,
+        FaultProxy("redis", "127.0.0.1", urlsplit(REDIS_BASE_URL).port or 6379) as redis_proxy,
     ):
         env = scenario_env(
             database_url=via_port(database, pg_proxy.port),
-            redis_url=f"redis://127.0.0.1:{redis_proxy.port}/0",
+            redis_url=via_port(REDIS_BASE_URL, redis_proxy.port),
             prefix=chaos_prefix,
             upstreams_url=sandbox_url,
         )

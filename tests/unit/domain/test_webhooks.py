@@ -16,8 +16,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from domain.errors import DependencyUnavailable, InvalidInput, UpstreamError
+from domain.flags import StaticFlags
 from domain.models import CpfCandidate, NewLead
 from domain.webhooks import (
+    MESSAGES_DISABLED,
     SEND_OUTCOME_UNKNOWN,
     AcceptResult,
     GoogleAdsColumn,
@@ -494,6 +496,21 @@ async def test_job_enriches_sends_once_and_completes() -> None:
     assert row.send_intent_at is not None
     assert row.message_sent_at is not None
     assert len(world.repository.rows) == 1  # the dossier was stored
+
+
+async def test_with_messages_switched_off_the_event_is_parked_not_completed() -> None:
+    world, store = helena_world(), FakeEventStore()
+    event_id = await stored_event(store)
+    flags = StaticFlags({"send_c2s_messages": False})
+    outcome = await run_event_job(event_id, events=store, enricher=world.enricher(flags=flags))
+    assert outcome.kind == "failed"
+    assert outcome.reason == MESSAGES_DISABLED
+    assert LEAD_ID not in world.c2s.messages
+    row = store.rows[event_id]
+    assert row.status == "failed"
+    assert row.message_sent_at is None
+    assert row.send_intent_at is None  # nothing was attempted: a re-run may send it
+    assert len(world.repository.rows) == 1  # the dossier was still stored
 
 
 async def test_rerun_after_completion_sends_nothing() -> None:
