@@ -84,3 +84,12 @@ def test_fly_toml_matches_the_deployment_contract() -> None:
     assert fly["metrics"]["path"] == "/metrics"
     assert fly["metrics"]["port"] == service["internal_port"]
     assert fly["deploy"]["strategy"] == "bluegreen"
+    assert fly["deploy"]["release_command"] == "c2s-api migrate"
+    # The API and the webhook worker run as separate process groups; only the API gets traffic.
+    processes = fly["processes"]
+    assert processes["worker"] == "c2s-api worker"
+    assert service["processes"] == ["app"]
+    app_argv = processes["app"].split()
+    assert app_argv[0] == "granian"
+    assert app_argv[-1] == "app.main:create_app"
+    assert fly["kill_timeout"] > int(app_argv[app_argv.index("--workers-kill-timeout") + 1])
