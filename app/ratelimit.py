@@ -10,6 +10,7 @@ seconds until the window resets, like the draft's ``t``); a 429 is problem+json 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import math
@@ -25,7 +26,7 @@ from app.problems import PROBLEM_MEDIA_TYPE, Problem, encode_problem, problem_in
 if TYPE_CHECKING:
     from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-    from infra.ratelimit import Decision, LimitState, RateLimiter, Tier
+    from infra.ratelimit import Decision, RateLimiter, Tier
 
 __all__ = ["ClientAddress", "RateLimitMiddleware", "format_headers"]
 
@@ -73,28 +74,35 @@ def _digest(value: str, salt: bytes) -> str:
     return hashlib.blake2b(value.encode(), key=salt[:64], digest_size=12).hexdigest()
 
 
+@functools.lru_cache(maxsize=64)
+def _policy_header(shape: tuple[tuple[str, int, float], ...]) -> tuple[bytes, tuple[str, ...]]:
+    """``RateLimit-Policy`` for a set of limits, and each limit's policy name (memoised: the
+    configured limits are few and constant, and this runs on every request)."""
+    per_tier = Counter(tier for tier, _, _ in shape)
+    # Policy names must be unique: a tier with several windows names each one.
+    names = tuple(
+        tier if per_tier[tier] == 1 else f"{tier}-{math.ceil(window)}s" for tier, _, window in shape
+    )
+    policy = ", ".join(
+        f'"{name}";q={quota};w={math.ceil(window)}'
+        for name, (_, quota, window) in zip(names, shape, strict=True)
+    )
+    return policy.encode(), names
+
+
 def format_headers(limiter: RateLimiter, decision: Decision) -> list[tuple[bytes, bytes]]:
     """The rate-limit response headers for ``decision``."""
-    per_tier = Counter(state.tier for state in decision.states)
-
-    def name(state: LimitState) -> str:
-        # Policy names must be unique: a tier with several windows names each one.
-        if per_tier[state.tier] == 1:
-            return state.tier
-        return f"{state.tier}-{math.ceil(state.window_s)}s"
-
-    policies = ", ".join(
-        f'"{name(state)}";q={state.quota};w={math.ceil(state.window_s)}'
-        for state in decision.states
-    )
+    shape = tuple((s.tier, s.quota, s.window_s) for s in decision.states)
+    policy, names = _policy_header(shape)
     headers: list[tuple[bytes, bytes]] = []
-    if policies:
-        headers.append((b"ratelimit-policy", policies.encode()))
+    if policy:
+        headers.append((b"ratelimit-policy", policy))
     tight = decision.tightest
     if tight is not None:
         reset = math.ceil(tight.reset_s)
+        name = names[decision.states.index(tight)]
         headers += [
-            (b"ratelimit", f'"{name(tight)}";r={tight.remaining};t={reset}'.encode()),
+            (b"ratelimit", f'"{name}";r={tight.remaining};t={reset}'.encode()),
             (b"x-ratelimit-limit", str(tight.quota).encode()),
             (b"x-ratelimit-remaining", str(tight.remaining).encode()),
             (b"x-ratelimit-reset", str(reset).encode()),
@@ -133,7 +141,10 @@ class RateLimitMiddleware:
         if not decision.allowed:
             await _send_429(scope, send, decision.retry_after_s, headers)
             return
-        if extra_key:
+        if extra_key and not decision.degraded:
+            # Only a real Redis read counts as the cache lookup: in per-process mode nothing was
+            # read, and the handler must look the cache up itself (else a hit becomes a paid
+            # upstream call).
             scope.setdefault("state", {})["prefetched"] = (extra_key, decision.extra)
 
         async def send_with_headers(message: Message) -> None:

@@ -18,7 +18,6 @@ Implements :class:`domain.webhooks.EventStore` over ``core.webhook_events`` and 
 from __future__ import annotations
 
 import datetime as dt
-import re
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Final
 from uuid import UUID
@@ -27,7 +26,7 @@ import msgspec
 
 from domain.webhooks import AcceptResult, GoogleLeadClaim, QueueStats, StoredEvent
 from infra.db.pool import pooled_connection
-from infra.db.repository import DEFAULT_ACQUIRE_TIMEOUT_S
+from infra.db.repository import DEFAULT_ACQUIRE_TIMEOUT_S, jsonb_text
 from infra.queue import enqueue_event_jobs
 
 if TYPE_CHECKING:
@@ -62,8 +61,6 @@ SOURCE_C2S: Final = "c2s"
 SOURCE_GOOGLE_ADS: Final = "google_ads"
 # Google leads are deduplicated on their id alone; the key's timestamp part is a fixed sentinel.
 _GOOGLE_KEY_TIME: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-# jsonb cannot hold U+0000: an unescaped \u0000 escape is dropped before the insert.
-_JSON_NUL: Final = re.compile(rb"(?<!\\)((?:\\\\)*)\\u0000")
 
 # Insert a webhook body's events; new ones come back (duplicates are skipped by the arbiter).
 # $1 text: source; $2 text[]: lead ids; $3 timestamptz[]: updated_at; $4 text[]: hook actions
@@ -204,10 +201,6 @@ UPDATE core.webhook_events
 """
 
 
-def _json_text(raw: bytes) -> str:
-    return _JSON_NUL.sub(rb"\1", raw).decode("utf-8", errors="replace")
-
-
 def _to_event(row: asyncpg.Record) -> StoredEvent:
     return StoredEvent(
         id=row["id"],
@@ -282,7 +275,7 @@ class PgEventStore(_PgBase):
                 [e.lead_id for e in events],
                 [e.updated_at for e in events],
                 [e.hook_action for e in events],
-                [_json_text(e.raw) for e in events],
+                [jsonb_text(e.raw) for e in events],
                 context,
             )
             new = {(r["lead_id"], r["updated_at"]): r["id"] for r in rows}
@@ -369,7 +362,7 @@ class PgGoogleLeadClaims(_PgBase):
         """Claim the id; a loser learns the C2S lead created by the winner, when known."""
         async with self._connection() as conn:
             won = await conn.fetchval(
-                CLAIM_GOOGLE_LEAD, google_lead_id, _GOOGLE_KEY_TIME, _json_text(payload)
+                CLAIM_GOOGLE_LEAD, google_lead_id, _GOOGLE_KEY_TIME, jsonb_text(payload)
             )
             if won is not None:
                 return GoogleLeadClaim(acquired=True)

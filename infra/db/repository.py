@@ -49,6 +49,7 @@ __all__ = [
     "PgPartyRepository",
     "address_hash",
     "contains_pattern",
+    "jsonb_text",
     "name_search_key",
 ]
 
@@ -136,7 +137,14 @@ def _clean(text: str | None) -> str | None:
     return cleaned or None
 
 
-def _json_for_pg(raw: bytes) -> str:
+def jsonb_text(raw: bytes) -> str:
+    """JSON bytes as text jsonb accepts: escaped NULs (``\\u0000``) dropped.
+
+    The regex is skipped for the usual body without one: it cost ~240 us on a 5 KB dossier,
+    half of a store's CPU (bench/README.md).
+    """
+    if b"\\u0000" not in raw:
+        return raw.decode("utf-8", errors="replace")
     return _JSON_NUL.sub(rb"\1", raw).decode("utf-8", errors="replace")
 
 
@@ -547,8 +555,8 @@ class PgPartyRepository:
                 party_id,
                 _PROVIDER,
                 lead,
-                _json_for_pg(raw),
-                _json_for_pg(normalized_json),
+                jsonb_text(raw),
+                jsonb_text(normalized_json),
                 _quality(person.quality_score),
             )
         return StoredDossier(

@@ -64,12 +64,22 @@ __all__ = [
     "AppProcess",
     "ChaosProcess",
     "PostgresCluster",
+    "Processes",
     "Profile",
     "RedisServer",
+    "WorkerProcess",
     "Workload",
+    "delivery",
+    "fresh_cpfs",
+    "make_workload",
     "metric",
+    "poll_until",
+    "rate_limit_probe",
     "report",
+    "scenario_env",
     "scrape_metrics",
+    "via_port",
+    "warm_up",
 ]
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -523,6 +533,32 @@ async def chaos_prefix(redis_prefix: str, redis_cleanup: None) -> AsyncIterator[
 # --- the workload ----------------------------------------------------------------------------
 
 
+def delivery(lead: dict[str, Any], when: dt.datetime, updated_at: str | None = None) -> Request:
+    """A C2S webhook delivery of ``lead``'s event at ``when``.
+
+    Args:
+        lead: A sandbox lead document (``lead_id``, ``customer``).
+        when: The event's instant (its dedupe key, with the lead).
+        updated_at: How the body writes the instant (default: RFC 3339 in UTC).
+    """
+    body = {
+        "id": lead["lead_id"],
+        "hook_action": "on_update_lead",
+        "attributes": {
+            "updated_at": updated_at or when.isoformat().replace("+00:00", "Z"),
+            "customer": lead["customer"],
+        },
+    }
+    return Request(
+        "webhook",
+        "POST",
+        "/api/v1/webhooks/c2s",
+        {"X-Webhook-Token": WEBHOOK_SECRET},
+        body,
+        event_tag(lead["lead_id"], when),
+    )
+
+
 @dataclass
 class Workload:
     """The steady mix: hot-path reads, customer lookups, webhook deliveries (some repeated).
@@ -537,8 +573,7 @@ class Workload:
     lookup_cpfs: list[str]
     leads: list[dict[str, Any]]  # Any: the sandbox's lead documents
     base_time: dt.datetime
-    webhook_query: str = ""
-    sent: dict[int, tuple[str, dict[str, Any]]] = field(default_factory=dict)
+    sent: dict[int, Request] = field(default_factory=dict)
 
     @property
     def auth(self) -> dict[str, str]:
@@ -558,35 +593,15 @@ class Workload:
     def webhook(self, i: int) -> Request:
         """A new webhook event (``i`` makes it unique), for the next lead in turn."""
         lead = self.leads[len(self.sent) % len(self.leads)]
-        when = self.base_time + dt.timedelta(seconds=i)
-        body = {
-            "id": lead["lead_id"],
-            "hook_action": "on_update_lead",
-            "attributes": {
-                "updated_at": when.isoformat().replace("+00:00", "Z"),
-                "customer": lead["customer"],
-            },
-        }
-        tag = event_tag(lead["lead_id"], when)
-        self.sent[i] = (tag, body)
-        return self._delivery(tag, body)
+        request = delivery(lead, self.base_time + dt.timedelta(seconds=i))
+        self.sent[i] = request
+        return request
 
     def redelivery(self, i: int) -> Request:
         """The latest event sent again (or a new one if none was sent yet)."""
         if not self.sent:
             return self.webhook(i)
-        tag, body = self.sent[max(self.sent)]
-        return self._delivery(tag, body)
-
-    def _delivery(self, tag: str, body: dict[str, Any]) -> Request:
-        return Request(
-            "webhook",
-            "POST",
-            f"/api/v1/webhooks/c2s{self.webhook_query}",
-            {"X-Webhook-Token": WEBHOOK_SECRET},
-            body,
-            tag,
-        )
+        return self.sent[max(self.sent)]
 
     def request(self, i: int) -> Request:
         """Request ``i`` of the steady mix."""

@@ -176,11 +176,11 @@ async def test_sigterm_under_load_drains_in_flight_work_and_flushes_spans(
         load = asyncio.create_task(run.run())
         try:
             await asyncio.sleep(profile.seconds(10, 40))
+            metrics = await scrape_metrics(app.url)
             # Signal just after the worker took its next jobs (a batch has just completed), so
             # they are caught mid-fetch and outlast the drain: they must be given back.
             batch_done = await _next_batch_done(database_url, workload, timeout_s=8.0)
             await asyncio.sleep(0.3)
-            metrics = await scrape_metrics(app.url)
             spans_before = len(_spans(receiver))
             run.stop()
             app.signal(signal.SIGTERM)

@@ -47,6 +47,7 @@ from hypothesis.stateful import (
 
 from tests.chaos.conftest import (
     LONG,
+    delivery,
     fresh_cpfs,
     make_workload,
     report,
@@ -54,11 +55,10 @@ from tests.chaos.conftest import (
     via_port,
     warm_up,
 )
-from tests.chaos.ledger import check_ledger, event_tag
+from tests.chaos.ledger import check_ledger
 from tests.chaos.load import Request, figures, send
 from tests.chaos.proxy import FaultProxy
 from tests.conftest import REDIS_BASE_URL
-from tests.e2e.conftest import WEBHOOK_SECRET
 
 if TYPE_CHECKING:
     from collections.abc import Coroutine
@@ -135,17 +135,6 @@ class World:
         self.samples.extend(samples)
         return samples
 
-    def delivery(self, lead: dict[str, Any], when: dt.datetime, fmt: str) -> Request:
-        """A webhook delivery of ``lead``'s event at ``when``, written in ``fmt``."""
-        body = {
-            "id": lead["lead_id"],
-            "hook_action": "on_update_lead",
-            "attributes": {"updated_at": stamp(when, fmt), "customer": lead["customer"]},
-        }
-        headers = {"X-Webhook-Token": WEBHOOK_SECRET}
-        tag = event_tag(lead["lead_id"], when)
-        return Request("webhook", "POST", "/api/v1/webhooks/c2s", headers, body, tag)
-
     async def expire_volatile_keys(self) -> int:
         """Redis's clock jumps past every TTL: each key under the prefix with a TTL goes."""
         gone = 0
@@ -173,7 +162,7 @@ class ChaosMachine(RuleBasedStateMachine):
         lead = world.workload.leads[lead_index % len(world.workload.leads)]
         world.events.append((lead["lead_id"], when))
         self.delivered += 1
-        world.send(*(world.delivery(lead, when, fmt) for _ in range(copies)))
+        world.send(*(delivery(lead, when, stamp(when, fmt)) for _ in range(copies)))
 
     def _next_instant(self) -> dt.datetime:
         self.world.serial += 1
@@ -193,7 +182,7 @@ class ChaosMachine(RuleBasedStateMachine):
         world = self.world
         lead_id, when = world.events[which % len(world.events)]
         lead = next(lead for lead in world.workload.leads if lead["lead_id"] == lead_id)
-        world.send(world.delivery(lead, when, fmt))
+        world.send(delivery(lead, when, stamp(when, fmt)))
 
     @rule(kind=st.sampled_from(["hot", "miss", "lookup"]), i=st.integers(0, 1000))
     def read(self, kind: str, i: int) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -47,12 +47,13 @@ pytestmark = [pytest.mark.chaos]
 BREAKER = "work_api"
 WAIT_IN_OPEN_S = 10.0  # the work_api preset (infra/breaker.py)
 PROBES = 3  # permitted_calls_in_half_open of the preset: probes are tried, so they are not fast
-OPEN_BOUND_S = 5.0
+OPEN_BOUND_S = 6.0  # the first 10 attempts time out WORK_API_TIMEOUT_S after they start; slack
 MAX_IN_FLIGHT_SHEDDING = 8  # the load offers 25 requests/s; shed answers take milliseconds
 CLOSE_BOUND_S = WAIT_IN_OPEN_S + 5.0
 FAST_503_S = 1.0
 # End-to-end budget of a request that needs the Work API: the client timeout of one attempt
-# (WORK_API_TIMEOUT_S, set below) times the retry policy's attempts, plus its backoffs.
+# (WORK_API_TIMEOUT_S, set below) times the retry policy's attempts, plus its backoffs. With the
+# 15 s default a 5 s Work API never trips the breaker (docs/chaos.md, "Findings" 3).
 WORK_API_TIMEOUT_S = 2.0
 BUDGET_S = 3 * WORK_API_TIMEOUT_S + 1.5
 # After the breaker opens, a request already in an attempt finishes it (at most one timeout)
@@ -86,7 +87,6 @@ class _Fault:
     healed: float = 0.0
     closed_after_s: float | None = None
     max_in_flight: float = 0.0
-    notes: list[str] = field(default_factory=list)
 
 
 async def _breaker(app_url: str) -> tuple[float | None, float]:
@@ -161,7 +161,7 @@ async def test_work_api_latency_and_errors_open_the_breaker_shed_and_close_after
             _Fault("latency 5 s", {"latency_ms": 5000}),
             _Fault("50% errors", {"error_rate": 0.5, "error_status": 500}),
         ]
-        fault_s = profile.seconds(8, 20)
+        fault_s = profile.seconds(10, 20)
         run = LoadRun(
             app.url,
             mix.request,
