@@ -1,0 +1,114 @@
+"""One per-key quota shared by four Granian workers (Redis up): the limit holds within 5 %."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import aiohttp
+import pytest
+
+from tests.e2e.conftest import free_port
+from tests.integration.security.factories import issue_key
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+pytestmark = pytest.mark.integration
+
+QUOTA = 120
+WORKERS = 4
+
+
+@pytest.fixture(scope="module")
+def four_workers(e2e_env: dict[str, str]) -> Iterator[str]:
+    """The app under Granian with 4 worker processes and a per-key quota of 120 per hour."""
+    port = free_port()
+    env = {
+        **os.environ,
+        **e2e_env,
+        # Own key space so no other test's requests count; only the key tier limits here.
+        "REDIS_KEY_PREFIX": e2e_env["REDIS_KEY_PREFIX"] + f"rl4-{uuid.uuid4().hex[:6]}:",
+        "RATE_LIMIT_KEY": f"{QUOTA}/hour",
+        "RATE_LIMIT_IP": "",
+        "RATE_LIMIT_GLOBAL": "",
+        "DB_POOL_MAX": "5",
+    }
+    log = tempfile.TemporaryFile()  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [
+            str(Path(sys.executable).with_name("granian")),
+            "--interface",
+            "asgi",
+            "--factory",
+            "app.main:create_app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(WORKERS),
+            "--loop",
+            "uvloop",
+            "--http",
+            "1",
+            "--no-ws",
+            "--workers-kill-timeout",
+            "5",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1):
+                    break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    log.seek(0)
+                    pytest.fail(f"app did not start: {log.read().decode(errors='replace')}")
+                time.sleep(0.2)
+        time.sleep(2)  # let every worker finish its start-up
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+        log.close()
+
+
+async def test_four_workers_enforce_one_shared_per_key_limit(
+    four_workers: str, database_url: str
+) -> None:
+    key, _ = await issue_key(database_url, tenant="rl4", scopes="read")
+    headers = {"X-API-Key": key}
+    statuses: list[int] = []
+    retry_after: list[str] = []
+    # Many connections, so the requests spread over the four worker processes.
+    connector = aiohttp.TCPConnector(limit=32, force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def one() -> None:
+            url = f"{four_workers}/api/v1/customers/{uuid.uuid4()}"
+            async with session.get(url, headers=headers) as response:
+                statuses.append(response.status)
+                if response.status == 429:
+                    retry_after.append(response.headers["Retry-After"])
+                    assert response.headers["RateLimit"].startswith('"key";r=0;')
+
+        await asyncio.gather(*(one() for _ in range(QUOTA * 2)))
+    served = statuses.count(404)
+    limited = statuses.count(429)
+    assert served + limited == QUOTA * 2, sorted(set(statuses))
+    assert abs(served - QUOTA) <= QUOTA * 0.05, (served, limited)
+    assert all(int(value) >= 1 for value in retry_after)
