@@ -94,9 +94,13 @@ DEFAULT_LEASE_TIMEOUT_S: Final = 30.0
 # deferred job's known ETA once it is queued). Each idle poll is four index-only queries.
 DEFAULT_POLL_INTERVAL_S: Final = 2.0
 _SAMPLE_INTERVAL_S: Final = 15.0
-_SWEEP_INTERVAL_S: Final = 60.0
+# Orphans appear when PostgreSQL drops connections mid-job (pgqueuer's own retry write fails and
+# it deletes the job); tests/chaos measured them. Sweeping every 10 s for events 30 s old puts
+# them back within ~40 s, inside the drain target of reliability.md (120 s); every sweep is one
+# indexed query, and re-enqueueing is idempotent (dedupe key), so a short period costs little.
+_SWEEP_INTERVAL_S: Final = 10.0
 # An open event younger than this is never treated as an orphan: its job may be between states.
-_ORPHAN_MIN_AGE_S: Final = 120.0
+_ORPHAN_MIN_AGE_S: Final = 30.0
 _ORPHAN_BATCH: Final = 500
 # Restarts of the dequeue loop after a failure (PostgreSQL restarting): 1, 2, 4... 30 s; a run
 # that lasted this long resets the backoff.

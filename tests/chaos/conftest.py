@@ -48,11 +48,11 @@ from tests.e2e.conftest import (
     WEBHOOK_SECRET,
     WORK_API_TOKEN,
     Sandbox,
-    free_port,
     sandbox,  # noqa: F401 - fixture, re-registered for this directory
     sandbox_url,  # noqa: F401 - fixture, re-registered for this directory
 )
 from tests.integration.security.factories import issue_key
+from tests.processes import free_port
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
@@ -86,11 +86,6 @@ ROOT = Path(__file__).resolve().parents[2]
 LONG = os.environ.get("CHAOS_LONG", "").strip() == "1"
 PG_BIN = Path(os.environ.get("CHAOS_PG_BIN", "/usr/lib/postgresql/15/bin"))
 _START_TIMEOUT_S = 60.0  # a loaded 2-core machine imports the app in 5-15 s
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    """Declare the marker until pyproject.toml does."""
-    config.addinivalue_line("markers", "chaos: fault-injection scenarios with real processes")
 
 
 @dataclass(frozen=True, slots=True)

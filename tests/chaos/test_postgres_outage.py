@@ -3,7 +3,8 @@
 A throwaway PostgreSQL 15 cluster (``initdb`` in a temporary directory) sits behind a fault proxy;
 Redis is the machine's (through a proxy in ``pass`` mode, own key prefix). Under the steady mix:
 
-1. every connection of the app and the worker is killed server-side (``pg_terminate_backend``);
+1. every connection of the app and the worker is killed server-side (``pg_terminate_backend``),
+   again every 250 ms for a few seconds, under an extra burst of lookups;
 2. a little later the server is stopped (``pg_ctl stop -m fast``), left down, and started again.
 
 Proves: while PostgreSQL is gone, requests that need it get 503 with ``Retry-After`` fast (p99
@@ -41,6 +42,8 @@ if TYPE_CHECKING:
 pytestmark = [pytest.mark.chaos]
 
 FAST_503_S = 1.0
+TERMINATE_EVERY_S = 0.25
+BURST_PER_S = 100.0  # customer lookups on top of the load while connections are being killed
 RECOVERY_BOUND_S = 5.0
 _TERMINATE = """
 SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
@@ -48,13 +51,21 @@ SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
 """
 
 
-async def _terminate_app_connections(url: str) -> int:
+async def _terminate_app_connections(url: str, *, for_s: float) -> int:
+    """Kill every app and worker connection, again every 250 ms for ``for_s`` seconds, so that
+    connections die idle, mid-query and freshly reopened. Returns how many were terminated."""
     conn = await asyncpg.connect(url, timeout=5)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + for_s
+    killed = 0
     try:
-        killed: int = await conn.fetchval(_TERMINATE)
+        while True:
+            killed += int(await conn.fetchval(_TERMINATE))
+            if loop.time() >= deadline:
+                return killed
+            await asyncio.sleep(TERMINATE_EVERY_S)
     finally:
         await conn.close()
-    return killed
 
 
 async def test_postgres_connections_killed_then_server_restarted_fast_503s_and_recovery(
@@ -99,8 +110,19 @@ async def test_postgres_connections_killed_then_server_restarted_fast_503s_and_r
         try:
             await asyncio.sleep(baseline)
             t_terminate = run.now()
-            killed = await _terminate_app_connections(database)
-            await asyncio.sleep(after_terminate)
+            # Extra database traffic while connections die, so some die in use.
+            burst = LoadRun(
+                app.url,
+                workload.lookup,
+                rate_per_s=BURST_PER_S,
+                duration_s=after_terminate,
+                concurrency=8,
+                timeout_s=10,
+                origin=run.origin,
+            )
+            killed, burst_samples = await asyncio.gather(
+                _terminate_app_connections(database, for_s=after_terminate), burst.run()
+            )
 
             t_stop = run.now()
             await asyncio.to_thread(postgres_cluster.stop, "fast")
@@ -119,6 +141,7 @@ async def test_postgres_connections_killed_then_server_restarted_fast_503s_and_r
 
     before = [s for s in samples if s.start < t_terminate]
     terminated = [s for s in samples if t_terminate <= s.start < t_stop]
+    samples = [*samples, *burst_samples]
     outage = [s for s in samples if t_stop <= s.start < t_up]
     later = [s for s in samples if s.start >= t_up]
     recovery_s = recovery_time(samples, t_up)
@@ -129,11 +152,12 @@ async def test_postgres_connections_killed_then_server_restarted_fast_503s_and_r
             "all": samples,
             "before": before,
             "terminated": terminated,
+            "  + burst": burst_samples,
             "down": outage,
             "after": later,
         },
-        f"{killed} app/worker connections terminated at t={t_terminate:.1f}s; "
-        f"last failure {terminate_recovery_s:.1f}s later",
+        f"{killed} app/worker connections terminated from t={t_terminate:.1f}s to "
+        f"t={t_stop:.1f}s; last failure {terminate_recovery_s:.1f}s after the first",
         f"server stopping at t={t_stop:.1f}s (down at t={t_down:.1f}s), back at t={t_up:.1f}s",
         f"recovery (last non-2xx answer after the server came back): {recovery_s:.1f}s",
         f"proxy postgres: {pg_proxy.stats}",

@@ -12,15 +12,12 @@ Every wait is bounded.
 from __future__ import annotations
 
 import asyncio
-import http.client
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 import aiohttp
@@ -29,38 +26,19 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from app.config import Settings, load_settings
+from tests.processes import ROOT, granian_server
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
     from litestar import Litestar
 
-ROOT = Path(__file__).resolve().parents[2]
 SANDBOX_SEED = 5151
 C2S_TOKEN = "e2e-c2s-token"
 DIRETRIX_USER = "e2e-user"
 DIRETRIX_PASS = "e2e-pass"
 WORK_API_TOKEN = "e2e-work-token"
 WEBHOOK_SECRET = "e2e-webhook-secret"
-
-
-def free_port() -> int:
-    """A free TCP port on the loopback interface."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _answers(port: int) -> bool:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-    try:
-        conn.request("GET", "/_sandbox/health")
-        return conn.getresponse().status == 200
-    except OSError:
-        return False
-    finally:
-        conn.close()
 
 
 async def eventually(
@@ -77,7 +55,6 @@ async def eventually(
 @pytest.fixture(scope="session")
 def sandbox_url() -> Iterator[str]:
     """The sandbox, served by Granian in a subprocess for the whole session."""
-    port = free_port()
     env = {
         **os.environ,
         "SANDBOX_SEED": str(SANDBOX_SEED),
@@ -87,48 +64,10 @@ def sandbox_url() -> Iterator[str]:
         "SANDBOX_WORK_API_TOKEN": WORK_API_TOKEN,
         "SANDBOX_REGISTRY_SIZE": "500",
     }
-    log = tempfile.TemporaryFile()  # noqa: SIM115 - must outlive this statement
-    proc = subprocess.Popen(
-        [
-            str(Path(sys.executable).with_name("granian")),
-            "--interface",
-            "asgi",
-            "--factory",
-            "infra.sandbox.app:create_sandbox_app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-            "--no-ws",
-            "--workers-kill-timeout",
-            "2",
-            "--log-level",
-            "warning",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while not _answers(port):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                log.seek(0)
-                output = log.read().decode(errors="replace")
-                pytest.fail(f"sandbox did not start (exit {proc.poll()}):\n{output}")
-            time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-        log.close()
+    with granian_server(
+        "infra.sandbox.app:create_sandbox_app", env=env, ready_path="/_sandbox/health"
+    ) as url:
+        yield url
 
 
 class Sandbox:

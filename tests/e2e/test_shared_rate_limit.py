@@ -4,20 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
-import sys
-import tempfile
 import time
-import urllib.request
 import uuid
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import aiohttp
 import pytest
 
-from tests.e2e.conftest import free_port
 from tests.integration.security.factories import issue_key
+from tests.processes import granian_server
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -31,7 +26,6 @@ WORKERS = 4
 @pytest.fixture(scope="module")
 def four_workers(e2e_env: dict[str, str]) -> Iterator[str]:
     """The app under Granian with 4 worker processes and a per-key quota of 120 per hour."""
-    port = free_port()
     env = {
         **os.environ,
         **e2e_env,
@@ -42,49 +36,15 @@ def four_workers(e2e_env: dict[str, str]) -> Iterator[str]:
         "RATE_LIMIT_GLOBAL": "",
         "DB_POOL_MAX": "5",
     }
-    log = tempfile.TemporaryFile()  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [
-            str(Path(sys.executable).with_name("granian")),
-            "--interface",
-            "asgi",
-            "--factory",
-            "app.main:create_app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            str(WORKERS),
-            "--loop",
-            "uvloop",
-            "--http",
-            "1",
-            "--no-ws",
-            "--workers-kill-timeout",
-            "5",
-        ],
+    with granian_server(
+        "app.main:create_app",
         env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    log.seek(0)
-                    pytest.fail(f"app did not start: {log.read().decode(errors='replace')}")
-                time.sleep(0.2)
+        ready_path="/health",
+        workers=WORKERS,
+        start_timeout_s=60,
+    ) as url:
         time.sleep(2)  # let every worker finish its start-up
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
-        log.close()
+        yield url
 
 
 async def test_four_workers_enforce_one_shared_per_key_limit(

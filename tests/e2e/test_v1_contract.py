@@ -8,11 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
-import sys
-import tempfile
-import time
-import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,8 +15,9 @@ import aiohttp
 import pytest
 
 from infra.sandbox.people import SyntheticPeople
-from tests.e2e.conftest import SANDBOX_SEED, free_port
+from tests.e2e.conftest import SANDBOX_SEED
 from tests.integration.security.factories import issue_key
+from tests.processes import granian_server
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
@@ -44,49 +40,10 @@ def live_url(e2e_env: dict[str, str]) -> Iterator[str]:
 
     (The in-process test client serialises requests, so it cannot show a race.)
     """
-    port = free_port()
-    log = tempfile.TemporaryFile()  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [
-            str(Path(sys.executable).with_name("granian")),
-            "--interface",
-            "asgi",
-            "--factory",
-            "app.main:create_app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-            "--loop",
-            "uvloop",
-            "--http",
-            "1",
-            "--no-ws",
-            "--workers-kill-timeout",
-            "5",
-        ],
-        env={**os.environ, **e2e_env},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    log.seek(0)
-                    pytest.fail(f"app did not start: {log.read().decode(errors='replace')}")
-                time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=15)
-        log.close()
+    with granian_server(
+        "app.main:create_app", env={**os.environ, **e2e_env}, ready_path="/health"
+    ) as url:
+        yield url
 
 
 @pytest.fixture

@@ -10,13 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import http.client
 import os
-import socket
-import subprocess
-import sys
-import tempfile
-import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +33,7 @@ from infra.upstream import (
     create_session,
     create_upstream_clients,
 )
+from tests.processes import free_port, granian_server
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
@@ -58,28 +53,9 @@ LENIENT = BreakerConfig(minimum_calls=1000, window_size=1000)
 PEOPLE = SyntheticPeople(SANDBOX_SEED, registry_size=2000)
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _answers(port: int) -> bool:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-    try:
-        conn.request("GET", "/_sandbox/health")
-        return conn.getresponse().status == 200
-    except OSError:
-        return False
-    finally:
-        conn.close()
-
-
 @pytest.fixture(scope="session")
 def sandbox_url() -> Iterator[str]:
     """Base URL of the sandbox, served by Granian in a subprocess for the whole session."""
-    port = _free_port()
     env = {
         **os.environ,
         "SANDBOX_SEED": str(SANDBOX_SEED),
@@ -89,51 +65,10 @@ def sandbox_url() -> Iterator[str]:
         "SANDBOX_WORK_API_TOKEN": WORK_API_TOKEN,
         "SANDBOX_REGISTRY_SIZE": "2000",
     }
-    granian = Path(sys.executable).with_name("granian")
-    log = tempfile.TemporaryFile()  # noqa: SIM115 - must outlive this statement
-    proc = subprocess.Popen(
-        [
-            str(granian),
-            "--interface",
-            "asgi",
-            "--factory",
-            "infra.sandbox.app:create_sandbox_app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-            "--http",
-            "1",
-            "--no-ws",
-            "--workers-kill-timeout",
-            "2",
-            "--log-level",
-            "warning",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while not _answers(port):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                log.seek(0)
-                output = log.read().decode(errors="replace")
-                pytest.fail(f"sandbox did not start (exit {proc.poll()}):\n{output}")
-            time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-        log.close()
+    with granian_server(
+        "infra.sandbox.app:create_sandbox_app", env=env, ready_path="/_sandbox/health"
+    ) as url:
+        yield url
 
 
 class SandboxAdmin:
@@ -312,7 +247,7 @@ class TcpProxy:
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
-        self.port = _free_port()
+        self.port = free_port()
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
