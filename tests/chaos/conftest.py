@@ -52,7 +52,7 @@ from tests.e2e.conftest import (
     sandbox_url,  # noqa: F401 - fixture, re-registered for this directory
 )
 from tests.integration.security.factories import issue_key
-from tests.processes import free_port
+from tests.processes import ROOT, free_port
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
@@ -82,7 +82,6 @@ __all__ = [
     "warm_up",
 ]
 
-ROOT = Path(__file__).resolve().parents[2]
 LONG = os.environ.get("CHAOS_LONG", "").strip() == "1"
 PG_BIN = Path(os.environ.get("CHAOS_PG_BIN", "/usr/lib/postgresql/15/bin"))
 _START_TIMEOUT_S = 60.0  # a loaded 2-core machine imports the app in 5-15 s
