@@ -17,22 +17,22 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Components, Schema, SecurityScheme, Server
 
-from app.auth import AuthMiddleware
 from app.config import settings_or_exit
-from app.docs import DocsController, swagger_static_router
-from app.errors import exception_handlers
-from app.health import SERVICE_VERSION, HealthController
-from app.idempotency import IdempotencyMiddleware
-from app.middleware import RequestIdMiddleware
-from app.ratelimit import RateLimitMiddleware
-from app.routes.admin import AdminController
-from app.routes.customers import CustomerController
-from app.routes.leads import LeadController
-from app.routes.webhooks import WebhookController
-from app.routes.work import WorkController
-from app.security import SecurityHeadersMiddleware, StrictContentTypeMiddleware
+from app.http.errors import exception_handlers
+from app.http.middleware.auth import AuthMiddleware
+from app.http.middleware.deprecation import DeprecationMiddleware, DeprecationPlugin
+from app.http.middleware.headers import SecurityHeadersMiddleware, StrictContentTypeMiddleware
+from app.http.middleware.idempotency import IdempotencyMiddleware
+from app.http.middleware.ratelimit import RateLimitMiddleware
+from app.http.middleware.request_id import RequestIdMiddleware
+from app.http.routes.admin import AdminController
+from app.http.routes.customers import CustomerController
+from app.http.routes.docs import DocsController, swagger_static_router
+from app.http.routes.health import SERVICE_VERSION, HealthController
+from app.http.routes.leads import LeadController
+from app.http.routes.webhooks import WebhookController
+from app.http.routes.work import WorkController
 from app.state import lifespan
-from app.versioning import DeprecationMiddleware, DeprecationPlugin
 from domain.pipeline import Enricher
 from observability.logging import configure_logging
 from observability.middleware import install_observability

@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from app.auth import install_key_verifier
 from app.container import Container, open_container
-from app.idempotency import IdempotencyStore
-from app.ratelimit import ClientAddress
+from app.http.middleware.auth import install_key_verifier
+from app.http.middleware.idempotency import IdempotencyStore
+from app.http.middleware.ratelimit import ClientAddress
 from infra.ratelimit import RateLimiter, parse_policy
 from observability.metrics import RATE_LIMIT_DEGRADED, record_rate_limit, track_pool
 from observability.tracing import flush_tracing, freeze_gc_after_startup

@@ -1,6 +1,6 @@
 """Domain errors.
 
-Every failure the domain can report is an exception here; ``app/errors.py`` maps each class to
+Every failure the domain can report is an exception here; ``app/http/errors.py`` maps each class to
 one problem+json response in a single table. Messages never carry raw personal data (CPF, phone,
 email, names, keys): callers pass field names and generic descriptions only.
 """

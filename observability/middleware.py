@@ -5,8 +5,8 @@ prometheus_client call is ~5 us against 50-70 us for Litestar's ``PrometheusMidd
 (stack-notes, "Measured on these machines"). Per request it allocates one ``send`` closure and,
 only when tracing is on and the span is recorded, one header list.
 
-It wraps ``app.asgi_handler`` (outside Litestar's router, like ``app.middleware``), so it also
-sees responses produced before routing (404, 405) and reads the matched route from the scope
+It wraps ``app.asgi_handler`` (outside Litestar's router, like the request-id middleware), so it
+also sees responses produced before routing (404, 405) and reads the matched route from the scope
 after the router has run: Litestar 2.x stores the handler in ``scope["route_handler"]`` and the
 template in ``scope["path_template"]`` (verified on 2.25: the template there has its parameter
 types stripped, ``/customers/{id}``; the label uses the declared form, ``/customers/{id:uuid}``,

@@ -19,8 +19,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--concurrency", type=int, required=True, help="jobs in parallel")
     args = parser.parse_args(argv)
+    from app.cli.worker import run_worker
     from app.config import settings_or_exit
-    from app.worker import run_worker
 
     return run_worker(settings_or_exit(), concurrency=args.concurrency, metrics_port=0)
 

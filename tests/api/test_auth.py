@@ -1,4 +1,5 @@
-"""API-key authentication through the real app factory (app/auth.py), on real PostgreSQL.
+"""API-key authentication through the real app factory (``app.http.middleware.auth``), on real
+PostgreSQL.
 
 The v1 controllers' own behaviour is tested elsewhere; here small probe routes are registered on
 an app built by ``create_app`` (the same middleware stack, lifespan and error table), so every
@@ -21,7 +22,7 @@ from litestar import Request, get, post
 from litestar.params import JSONBody
 from litestar.testing import AsyncTestClient
 
-from app.auth import require_scope
+from app.http.middleware.auth import require_scope
 from app.main import create_app
 from domain.dossier import decode_dossier
 from domain.keys import generate_key

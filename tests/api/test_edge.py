@@ -13,9 +13,9 @@ from litestar.testing import AsyncTestClient
 from openapi_spec_validator import validate
 
 from app.config import load_settings
-from app.errors import exception_handlers
+from app.http.errors import exception_handlers
+from app.http.middleware.request_id import RequestIdMiddleware
 from app.main import create_app
-from app.middleware import RequestIdMiddleware
 from domain.errors import DependencyUnavailable, InvalidInput, UpstreamError
 
 if TYPE_CHECKING:

@@ -1,4 +1,4 @@
-"""Security headers, strict Content-Type, body limits and CORS (app/security.py, app/main.py)."""
+"""Security headers, strict Content-Type, body limits and CORS (the edge middlewares)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from litestar.params import JSONBody
 from litestar.testing import AsyncTestClient
 from litestar.types import HTTPRequestEvent
 
+from app.http.middleware.headers import API_CSP, DOCS_CSP, is_json_content_type
 from app.main import create_app
-from app.security import API_CSP, DOCS_CSP, is_json_content_type
 from tests.integration.security.factories import issue_key
 
 if TYPE_CHECKING:

@@ -227,7 +227,7 @@ class WorkerProcess(ChaosProcess):
         code = (
             "import sys\n"
             "from app.config import load_settings\n"
-            "from app.worker import run_worker\n"
+            "from app.cli.worker import run_worker\n"
             f"sys.exit(run_worker(load_settings(), concurrency={concurrency}, "
             f"lease_timeout_s={lease_timeout_s}, grace_s={grace_s}, "
             f"metrics_port={self.metrics_port}))\n"

@@ -217,7 +217,7 @@ def start_worker(e2e_env: dict[str, str]) -> Iterator[Callable[..., WorkerProces
         code = (
             "import sys\n"
             "from app.config import load_settings\n"
-            "from app.worker import run_worker\n"
+            "from app.cli.worker import run_worker\n"
             f"sys.exit(run_worker(load_settings(), concurrency={concurrency}, "
             f"lease_timeout_s={lease_timeout_s}, grace_s={grace_s}, metrics_port=0))\n"
         )

@@ -1,6 +1,6 @@
 """Feature flags end to end: the admin endpoints, the CLI, /metrics and the flag checks.
 
-The app is the real factory (with :class:`app.routes.admin.AdminController` registered when the
+The app is the real factory (with :class:`app.http.routes.admin.AdminController` registered when the
 factory does not do it yet), on real PostgreSQL and Redis, with a Redis prefix of each test's own.
 """
 
@@ -16,8 +16,8 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from app.cli import main
+from app.http.routes.admin import AdminController
 from app.main import create_app
-from app.routes.admin import AdminController
 from infra.flags import flags_command
 from tests.integration.security.factories import issue_key
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from app.routes.work import _cached_module
+from app.http.routes.work import _cached_module
 from domain.errors import DependencyUnavailable
 from domain.flags import DEFAULTS, FeatureDisabled, Flag, StaticFlags, require_enabled
 from domain.models import CpfCandidate, Lead, LeadCustomer

@@ -1,4 +1,4 @@
-"""Deprecating an operation (app/versioning.py): headers on every answer, the OpenAPI flag."""
+"""Deprecating an operation: headers on every answer, the OpenAPI flag."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from litestar.exceptions import ImproperlyConfiguredException, NotFoundException
 from litestar.params import FromPath
 from litestar.testing import AsyncTestClient
 
-from app import versioning
-from app.versioning import (
+from app.http.middleware import deprecation as versioning
+from app.http.middleware.deprecation import (
     Deprecation,
     DeprecationMiddleware,
     DeprecationPlugin,

@@ -1,4 +1,4 @@
-"""The worker's lifecycle (``app.worker.consume_until``) against real PostgreSQL."""
+"""The worker's lifecycle (``app.cli.worker.consume_until``) against real PostgreSQL."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import uuid
 import asyncpg
 import pytest
 
-from app.worker import consume_until
+from app.cli.worker import consume_until
 from infra.db.events import PgEventStore
 from tests.conftest import create_database, drop_database
 from tests.integration.queue.test_consumer import (

@@ -1,4 +1,4 @@
-"""``c2s-api keys create|list|revoke`` (app/keys_cli.py) against the session database."""
+"""``c2s-api keys create|list|revoke`` (app/cli/keys.py) against the session database."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import asyncpg
 import msgspec
 import pytest
 
-from app.keys_cli import (
+from app.cli.keys import (
     EXIT_INVALID,
     EXIT_NOT_FOUND,
     EXIT_OK,

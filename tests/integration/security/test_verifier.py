@@ -1,4 +1,4 @@
-"""The per-process key cache (app/auth.py ``KeyVerifier``) on the real PostgreSQL store.
+"""The per-process key cache (``KeyVerifier``) on the real PostgreSQL store.
 
 A cached answer is proven to cost no round trip by closing the pool underneath the verifier:
 a cached key still verifies, an uncached one cannot.
@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, cast
 import asyncpg
 import pytest
 
-from app.auth import MAX_CACHE_TTL_S, KeyVerifier
+from app.http.middleware.auth import MAX_CACHE_TTL_S, KeyVerifier
 from domain.errors import DependencyUnavailable
 from domain.keys import NewApiKey, digest_key, generate_key
 from infra.db.keys import PgApiKeyStore

@@ -11,7 +11,7 @@ from litestar.params import FromPath
 from litestar.routes import HTTPRoute
 from litestar.testing import AsyncTestClient
 
-from app.middleware import RequestIdMiddleware
+from app.http.middleware.request_id import RequestIdMiddleware
 from observability.metrics import REGISTRY, UNMATCHED_ROUTE, metrics_endpoint
 from observability.middleware import HttpObservabilityMiddleware, install_observability
 

@@ -18,8 +18,14 @@ from litestar.enums import ScopeType
 from litestar.types.asgi_types import HTTPDisconnectEvent, HTTPRequestEvent
 from redis.exceptions import RedisError
 
-from app.middleware import request_id_of
-from app.problems import PROBLEM_MEDIA_TYPE, Problem, encode_problem, problem_instance, problem_type
+from app.http.middleware.request_id import request_id_of
+from app.http.problems import (
+    PROBLEM_MEDIA_TYPE,
+    Problem,
+    encode_problem,
+    problem_instance,
+    problem_type,
+)
 from observability.metrics import record_cache
 
 if TYPE_CHECKING:

@@ -12,9 +12,9 @@ import msgspec
 from litestar import Controller, get, post
 from litestar.params import FromPath, JSONBody, QueryParameter
 
-from app.problems import problem_responses
-from app.routes import API_KEY_SECURITY, EnricherDep
-from app.schemas import (
+from app.http.problems import problem_responses
+from app.http.routes import API_KEY_SECURITY, EnricherDep
+from app.http.schemas import (
     BatchItemResult,
     BatchRequest,
     BatchResult,

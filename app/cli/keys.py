@@ -1,6 +1,6 @@
 """``c2s-api keys create|list|revoke``: API key administration from the command line.
 
-Each function prints its result and returns the process exit status, so ``app/cli.py`` only
+Each function prints its result and returns the process exit status, so the ``c2s-api`` parser only
 parses arguments (:func:`add_keys_parser`) and dispatches (:func:`run_keys`):
 
 * 0: done;

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = ["embedded_sandbox", "serve"]
 
-log = structlog.get_logger("app.serve")
+log = structlog.get_logger("app.cli.serve")
 
 
 @contextlib.contextmanager
@@ -68,7 +68,7 @@ def embedded_sandbox(settings: Settings) -> Iterator[str | None]:
 
 async def _prepare_development(settings: Settings) -> None:
     """Embedded default: apply migrations and make sure a development API key exists."""
-    from app.auth import ensure_dev_key
+    from app.http.middleware.auth import ensure_dev_key
     from infra.db.migrate import migrate
     from infra.db.pool import create_pool
 

@@ -14,8 +14,8 @@ import msgspec
 from litestar import Controller, Request, delete, get, put
 from litestar.params import JSONBody, PathParameter
 
-from app.problems import problem_responses
-from app.routes import API_KEY_SECURITY
+from app.http.problems import problem_responses
+from app.http.routes import API_KEY_SECURITY
 from domain.flags import Flag, spec_of
 
 if TYPE_CHECKING:

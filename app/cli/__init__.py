@@ -20,14 +20,14 @@ __all__ = ["build_parser", "main"]
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from app.serve import serve
+    from app.cli.serve import serve
 
     settings = settings_or_exit()
     return serve(settings, workers=args.workers, port=args.port, host=args.host)
 
 
 def _worker(args: argparse.Namespace) -> int:
-    from app.worker import run_worker
+    from app.cli.worker import run_worker
 
     return run_worker(settings_or_exit(), concurrency=args.concurrency)
 
@@ -74,7 +74,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _keys(args: argparse.Namespace) -> int:
-    from app.keys_cli import run_keys
+    from app.cli.keys import run_keys
 
     return run_keys(args, settings_or_exit())
 
@@ -118,7 +118,7 @@ def _flags(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests)."""
-    from app.keys_cli import add_keys_parser
+    from app.cli.keys import add_keys_parser
 
     parser = argparse.ArgumentParser(prog="c2s-api", description="c2s-api lead enrichment")
     sub = parser.add_subparsers(dest="command", required=True)

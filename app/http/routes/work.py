@@ -14,8 +14,8 @@ from urllib.parse import parse_qs
 from litestar import Controller, Request, Response, get
 from litestar.params import PathParameter, QueryParameter
 
-from app.problems import problem_responses
-from app.routes import API_KEY_SECURITY, EnricherDep
+from app.http.problems import problem_responses
+from app.http.routes import API_KEY_SECURITY, EnricherDep
 from domain.documents import normalize_cpf
 from domain.errors import InvalidInput, NotFound, UpstreamSoftError
 from domain.flags import Flag

@@ -20,8 +20,14 @@ from typing import TYPE_CHECKING, Any
 
 from litestar.enums import ScopeType
 
-from app.middleware import request_id_of
-from app.problems import PROBLEM_MEDIA_TYPE, Problem, encode_problem, problem_instance, problem_type
+from app.http.middleware.request_id import request_id_of
+from app.http.problems import (
+    PROBLEM_MEDIA_TYPE,
+    Problem,
+    encode_problem,
+    problem_instance,
+    problem_type,
+)
 
 if TYPE_CHECKING:
     from litestar.types import ASGIApp, Message, Receive, Scope, Send

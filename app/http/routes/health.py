@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from litestar import Controller, Request, Response, get
 
-from app.errors import problem_response
-from app.problems import problem_responses
+from app.http.errors import problem_response
+from app.http.problems import problem_responses
 from observability.metrics import record_readiness
 
 if TYPE_CHECKING:

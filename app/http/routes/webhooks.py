@@ -34,7 +34,7 @@ from litestar.exceptions import NotAuthorizedException, ValidationException
 from litestar.params import Body, HeaderParameter, JSONBody, QueryParameter
 from opentelemetry import propagate
 
-from app.problems import problem_responses
+from app.http.problems import problem_responses
 from domain.pipeline import Enricher
 from domain.webhooks import (
     GoogleAdsLead,

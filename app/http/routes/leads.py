@@ -7,8 +7,8 @@ from typing import Annotated
 from litestar import Controller, get, post
 from litestar.params import PathParameter, QueryParameter
 
-from app.problems import problem_responses
-from app.routes import API_KEY_SECURITY, EnricherDep
+from app.http.problems import problem_responses
+from app.http.routes import API_KEY_SECURITY, EnricherDep
 from domain.pipeline import DirectResult, ProcessResult
 
 __all__ = ["LeadController"]

@@ -19,8 +19,14 @@ from litestar.exceptions import (
     ValidationException,
 )
 
-from app.middleware import request_id_of
-from app.problems import PROBLEM_MEDIA_TYPE, FieldError, Problem, problem_instance, problem_type
+from app.http.middleware.request_id import request_id_of
+from app.http.problems import (
+    PROBLEM_MEDIA_TYPE,
+    FieldError,
+    Problem,
+    problem_instance,
+    problem_type,
+)
 from domain.errors import (
     Conflict,
     DependencyUnavailable,
@@ -38,7 +44,7 @@ if TYPE_CHECKING:
 
 __all__ = ["exception_handlers", "problem_response"]
 
-log = structlog.get_logger("app.errors")
+log = structlog.get_logger("app.http.errors")
 
 # domain error class -> (status, detail shown to the client or None to use the error's own text)
 # 5xx details are fixed strings: the error's text may name internals.

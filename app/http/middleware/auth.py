@@ -35,8 +35,14 @@ import structlog
 from litestar.enums import ScopeType
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 
-from app.middleware import request_id_of
-from app.problems import PROBLEM_MEDIA_TYPE, Problem, encode_problem, problem_instance, problem_type
+from app.http.middleware.request_id import request_id_of
+from app.http.problems import (
+    PROBLEM_MEDIA_TYPE,
+    Problem,
+    encode_problem,
+    problem_instance,
+    problem_type,
+)
 from domain.errors import DependencyUnavailable
 from domain.keys import (
     ApiKey,

@@ -1,0 +1,1 @@
+"""Raw ASGI middlewares of the HTTP edge, each given its collaborators when built."""
