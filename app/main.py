@@ -28,11 +28,12 @@ from app.http.middleware.request_id import RequestIdMiddleware
 from app.http.routes.admin import AdminController
 from app.http.routes.customers import CustomerController
 from app.http.routes.docs import DocsController, swagger_static_router
-from app.http.routes.health import SERVICE_VERSION, HealthController
+from app.http.routes.health import HealthController
 from app.http.routes.leads import LeadController
 from app.http.routes.webhooks import WebhookController
 from app.http.routes.work import WorkController
 from app.state import lifespan
+from app.version import SERVICE_VERSION
 from domain.pipeline import Enricher
 from observability.logging import configure_logging
 from observability.middleware import install_observability

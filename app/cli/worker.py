@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Final
 
 import structlog
 
-from app.http.routes.health import SERVICE_VERSION
+from app.version import SERVICE_VERSION
 from domain.webhooks import DEFAULT_RETRY_POLICY
 from infra.db.events import PgEventStore
 from infra.queue import (

@@ -10,14 +10,13 @@ from litestar import Controller, Request, Response, get
 
 from app.http.errors import problem_response
 from app.http.problems import problem_responses
+from app.version import SERVICE_VERSION
 from observability.metrics import record_readiness
 
 if TYPE_CHECKING:
     from app.state import Resources
 
-__all__ = ["HealthController", "HealthView", "ReadyView"]
-
-SERVICE_VERSION = "0.1.0"
+__all__ = ["SERVICE_VERSION", "HealthController", "HealthView", "ReadyView"]
 
 
 class HealthView(msgspec.Struct, frozen=True, kw_only=True):
