@@ -37,4 +37,7 @@ typecheck: ## mypy --strict over every package
 imports: ## import-linter layer contracts
 	$(UV) run lint-imports
 
+bench: install ## the benchmark suite (python -m bench; --short for the CI-sized run)
+	$(UV) run python -m bench $(ARGS)
+
 check-all: lint typecheck imports test ## everything CI runs

@@ -66,13 +66,6 @@ def _seed(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bench(args: argparse.Namespace) -> int:
-    # Only in a source checkout: the bench/ package is not part of the installed service.
-    from bench.load.runner import main as bench_main
-
-    return bench_main(args.bench_args)
-
-
 def _keys(args: argparse.Namespace) -> int:
     from app.cli.keys import run_keys
 
@@ -149,10 +142,6 @@ def build_parser() -> argparse.ArgumentParser:
     seed.add_argument("--parties", type=int, required=True, help="how many parties")
     seed.add_argument("--seed", type=int, default=1, help="random seed")
     seed.set_defaults(handler=_seed)
-
-    bench = sub.add_parser("bench", help="run the benchmark suite (see bench/README.md)")
-    bench.add_argument("bench_args", nargs=argparse.REMAINDER, help="e.g. --short")
-    bench.set_defaults(handler=_bench)
 
     add_keys_parser(sub)
 
