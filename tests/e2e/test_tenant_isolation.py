@@ -154,7 +154,7 @@ async def test_replays_and_idempotency_records_hold_no_plaintext_personal_data(
             continue
         value = await redis.get(raw_name)
         if value is not None:
-            scanned[name] = value
+            scanned[name] = value if isinstance(value, bytes) else value.encode()
     assert any(":idem:" in n for n in scanned), "no idempotency record found"
     assert any(re.search(r":lead:\{[0-9a-f]+\}:done$", n) for n in scanned), "no lead replay"
     leaks = {n: sorted(x for x in needles if x.encode() in v) for n, v in scanned.items()}
