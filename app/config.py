@@ -120,6 +120,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     recent_cpf_ttl_s: PositiveInt = 60
     idempotency_ttl_s: PositiveInt = 86400
     idempotency_lock_ttl_s: PositiveInt = 120
+    # Single-flight of cache misses across processes: the fill lock outlives a live holder's Work
+    # API call; another process waits at most FILL_WAIT_S for the holder's result.
+    fill_lock_ttl_s: PositiveFloat = 20.0
+    fill_wait_s: PositiveFloat = 5.0
 
     # --- readiness --------------------------------------------------------------------------
     ready_timeout_s: PositiveFloat = 1.0

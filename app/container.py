@@ -24,12 +24,14 @@ from infra.cache import (
     KeySpace,
     RedisContactCpfCache,
     RedisDossierCache,
+    RedisFillLocks,
     RedisLeadLocks,
     RedisRecentCpfs,
 )
 from infra.db.pool import create_pool
 from infra.db.repository import PgPartyRepository
 from infra.flags import FlagStore, defaults_from_settings
+from infra.sealing import AeadEnvelope
 from observability.metrics import PipelineObserver, record_cache
 
 if TYPE_CHECKING:
@@ -147,10 +149,11 @@ async def open_container(settings: Settings) -> AsyncIterator[Container]:
                 ttl_s=settings.flag_cache_ttl_s,
             ).running()
         )
+        hmac_keys = parse_hmac_keys(settings.cache_hmac_keys.get())
         dossier_cache = RedisDossierCache(
             redis,
             keys,
-            HmacEnvelope(parse_hmac_keys(settings.cache_hmac_keys.get())),
+            HmacEnvelope(hmac_keys),
             settings.work_api_cache_ttl_s,
             listener,
         )
@@ -168,13 +171,21 @@ async def open_container(settings: Settings) -> AsyncIterator[Container]:
                 listener,
             ),
             lead_locks=RedisLeadLocks(
-                redis, keys, settings.lead_lock_ttl_s, settings.lead_replay_ttl_s, listener
+                redis,
+                keys,
+                AeadEnvelope(hmac_keys, purpose="lead_replay"),
+                settings.lead_lock_ttl_s,
+                settings.lead_replay_ttl_s,
+                listener,
             ),
             recent_cpfs=RedisRecentCpfs(redis, keys, settings.recent_cpf_ttl_s, listener),
             observer=PipelineObserver(),
             clock=SystemClock(),
-            settings=PipelineSettings(income_multiplier=settings.income_multiplier),
+            settings=PipelineSettings(
+                income_multiplier=settings.income_multiplier, fill_wait_s=settings.fill_wait_s
+            ),
             flags=flags,
+            fill_locks=RedisFillLocks(redis, keys, settings.fill_lock_ttl_s, listener),
         )
         await _warm_up(pool)
         log.info(

@@ -8,11 +8,13 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from app.config import parse_hmac_keys
 from app.container import Container, open_container
 from app.http.middleware.auth import install_key_verifier
 from app.http.middleware.idempotency import IdempotencyStore
 from app.http.middleware.ratelimit import ClientAddress
 from infra.ratelimit import RateLimiter, parse_policy
+from infra.sealing import AeadEnvelope
 from observability.metrics import RATE_LIMIT_DEGRADED, record_rate_limit, track_pool
 from observability.tracing import flush_tracing, freeze_gc_after_startup
 
@@ -103,6 +105,10 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
             settings.redis_key_prefix,
             settings.idempotency_ttl_s,
             settings.idempotency_lock_ttl_s,
+            envelope=AeadEnvelope(
+                parse_hmac_keys(settings.cache_hmac_keys.get()), purpose="idempotency"
+            ),
+            salt=settings.cache_key_salt.get().encode(),
         )
         app.state.edge = EdgeConfig(
             client_address=ClientAddress(settings.trusted_proxies),

@@ -38,6 +38,7 @@ from domain.flags import Flag, StaticFlags
 from domain.message import PersonSource, format_lead_message
 from domain.names import match_names
 from domain.phones import diretrix_form, parse_br_phone
+from domain.singleflight import SingleFlight
 
 if TYPE_CHECKING:
     from domain.models import CpfCandidate, Lead, LeadCustomer
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
         ContactCpfCache,
         DiretrixPort,
         DossierCache,
+        FillLocks,
         Flags,
         LeadLocks,
         PartyRepository,
@@ -161,6 +163,8 @@ class PipelineSettings:
     income_multiplier: float = 1.9
     name_match_threshold: float = 0.75
     stored_dossier_max_age_s: float = 30 * 24 * 3600.0
+    # How long a process waits for another process's fill of a missed dossier before calling.
+    fill_wait_s: float = 5.0
 
 
 def _dossier_key(cpf: str) -> str:
@@ -191,6 +195,7 @@ class Enricher:
         clock: Clock,
         settings: PipelineSettings | None = None,
         flags: Flags | None = None,
+        fill_locks: FillLocks | None = None,
     ) -> None:
         self.c2s = c2s
         self.diretrix = diretrix
@@ -205,6 +210,11 @@ class Enricher:
         self.settings = settings or PipelineSettings()
         # Without a flag store every flag has its documented default (domain/flags.py).
         self.flags: Flags = flags if flags is not None else StaticFlags()
+        # Cache misses of one key share one Work API call (in this process and, with fill
+        # locks, across processes).
+        self.single_flight = SingleFlight(
+            dossier_cache, fill_locks, wait_s=self.settings.fill_wait_s
+        )
 
     # --- steps ---------------------------------------------------------------------------------
 
@@ -328,7 +338,8 @@ class Enricher:
         """One CPF's dossier: the shared cache first (when allowed), then the Work API.
 
         Only successful bodies are cached: the Work API client raises on soft errors. With the
-        ``use_dossier_cache`` flag off the cache is neither read nor written.
+        ``use_dossier_cache`` flag off the cache is neither read nor written. Concurrent misses
+        of one CPF make one Work API call (:class:`~domain.singleflight.SingleFlight`).
         """
         key = _dossier_key(cpf)
         cache_on = self.flags.enabled(Flag.USE_DOSSIER_CACHE)
@@ -336,6 +347,12 @@ class Enricher:
             cached = await self.dossier_cache.get(key)
             if cached is not None:
                 return decode_dossier(cached), cached
+
+            async def fetch_raw() -> bytes:
+                return (await self.work_api.fetch_dossier(cpf))[1]
+
+            raw = await self.single_flight.load(key, fetch_raw)
+            return decode_dossier(raw), raw
         dossier, raw = await self.work_api.fetch_dossier(cpf)
         if cache_on:
             await self.dossier_cache.put(key, raw)

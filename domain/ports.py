@@ -31,6 +31,7 @@ __all__ = [
     "ContactCpfCache",
     "DiretrixPort",
     "DossierCache",
+    "FillLocks",
     "Flags",
     "LeadLocks",
     "PartyRepository",
@@ -130,6 +131,22 @@ class DossierCache(Protocol):
         ...
 
 
+class FillLocks(Protocol):
+    """Short locks, shared by every process, on filling one cache key from the upstream.
+
+    A holder that dies loses its lock when the lock expires; an adapter that cannot reach its
+    store grants the lock (the caller then pays the upstream call itself).
+    """
+
+    async def acquire(self, key: str) -> bool:
+        """Take the lock on ``key``; ``False`` while another process holds it."""
+        ...
+
+    async def release(self, key: str) -> None:
+        """Release a lock this process holds (a no-op otherwise)."""
+        ...
+
+
 class ContactCpfCache(Protocol):
     """Shared cache of contact -> CPF candidates; ``[]`` (not found) is cached shorter."""
 
@@ -143,7 +160,11 @@ class ContactCpfCache(Protocol):
 
 
 class LeadLocks(Protocol):
-    """In-flight lock per lead, shared by every worker, with a replay of the finished answer."""
+    """In-flight lock per lead, shared by every worker, with a replay of the finished answer.
+
+    Scoped to the tenant of the request (:data:`domain.tenancy.current_tenant`): one tenant's
+    lock or answer is never seen by another.
+    """
 
     async def acquire(self, lead_id: str) -> LeadLockState:
         """Take the lock, or report who holds it / the finished answer to replay."""
@@ -159,7 +180,10 @@ class LeadLocks(Protocol):
 
 
 class RecentCpfs(Protocol):
-    """CPFs enriched in the last minute, skipped by ``/leads/process``."""
+    """CPFs enriched in the last minute, skipped by ``/leads/process``.
+
+    Scoped to the tenant of the request (:data:`domain.tenancy.current_tenant`).
+    """
 
     async def recent(self, cpfs: Sequence[str]) -> set[str]:
         """The subset of ``cpfs`` processed within the window."""

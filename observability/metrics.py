@@ -138,7 +138,9 @@ UNMATCHED_ROUTE: Final = "_unmatched"
 
 Upstream = Literal["c2s", "diretrix", "work_api"]
 UpstreamOutcome = Literal["success", "error", "timeout", "rejected", "soft_error"]
-CacheName = Literal["work_api", "contact_cpf", "lead_lock", "recent_cpf", "idempotency"]
+CacheName = Literal[
+    "work_api", "contact_cpf", "lead_lock", "recent_cpf", "idempotency", "fill_lock"
+]
 CacheResult = Literal["hit", "miss", "integrity_failure", "error"]
 BreakerStateName = Literal["closed", "half_open", "open", "forced_open", "disabled"]
 JobOutcome = Literal["completed", "failed", "retried"]
@@ -154,6 +156,7 @@ CACHE_NAMES: Final[tuple[CacheName, ...]] = (
     "lead_lock",
     "recent_cpf",
     "idempotency",
+    "fill_lock",
 )
 CACHE_RESULTS: Final[tuple[CacheResult, ...]] = ("hit", "miss", "integrity_failure", "error")
 BREAKER_NAMES: Final = ("c2s", "diretrix", "work_api", "postgres", "redis")

@@ -6,6 +6,7 @@ PostgreSQL would be), so tests assert on behaviour, never on calls to our own co
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import uuid
 from contextlib import asynccontextmanager
@@ -28,6 +29,7 @@ from domain.models import (
     StoredEnrichment,
 )
 from domain.pipeline import Enricher, PipelineSettings
+from domain.tenancy import current_tenant
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
@@ -94,6 +96,8 @@ class FakeWorkApi:
     failing: set[str] = field(default_factory=set)
     down: bool = False
     calls: list[str] = field(default_factory=list)
+    # Seconds each answer takes, as a network call would (lets concurrent callers overlap).
+    delay_s: float = 0.0
 
     async def fetch_module(self, module: str, query: str) -> bytes:
         if module == "cpf":
@@ -102,6 +106,8 @@ class FakeWorkApi:
 
     async def fetch_dossier(self, cpf: str) -> tuple[Dossier, bytes]:
         self.calls.append(cpf)
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
         if self.down:
             raise DependencyUnavailable("work_api", "breaker open")
         if cpf in self.failing:
@@ -250,9 +256,22 @@ class FakeContactCache:
 
 @dataclass
 class FakeLeadLocks:
+    """Per tenant (``domain.tenancy.current_tenant``), like the Redis adapter; ``held`` and
+    ``finished`` are the current tenant's."""
+
     clock: FakeClock
-    held: dict[str, float] = field(default_factory=dict)
-    finished: dict[str, bytes] = field(default_factory=dict)
+    by_tenant: dict[str, tuple[dict[str, float], dict[str, bytes]]] = field(default_factory=dict)
+
+    def _mine(self) -> tuple[dict[str, float], dict[str, bytes]]:
+        return self.by_tenant.setdefault(current_tenant.get() or "", ({}, {}))
+
+    @property
+    def held(self) -> dict[str, float]:
+        return self._mine()[0]
+
+    @property
+    def finished(self) -> dict[str, bytes]:
+        return self._mine()[1]
 
     async def acquire(self, lead_id: str) -> LeadLockState:
         if lead_id in self.finished:
@@ -272,17 +291,48 @@ class FakeLeadLocks:
 
 @dataclass
 class FakeRecentCpfs:
+    """Per tenant, like the Redis adapter."""
+
     clock: FakeClock
     window_s: float = 60.0
-    seen: dict[str, float] = field(default_factory=dict)
+    by_tenant: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    @property
+    def seen(self) -> dict[str, float]:
+        return self.by_tenant.setdefault(current_tenant.get() or "", {})
 
     async def recent(self, cpfs: Sequence[str]) -> set[str]:
         now = self.clock.now()
-        return {c for c in cpfs if c in self.seen and now - self.seen[c] < self.window_s}
+        seen = self.seen
+        return {c for c in cpfs if c in seen and now - seen[c] < self.window_s}
 
     async def mark(self, cpfs: Sequence[str]) -> None:
         for cpf in cpfs:
             self.seen[cpf] = self.clock.now()
+
+
+@dataclass
+class FakeFillLocks:
+    """Fill locks shared by "processes": ``holders`` maps a key to whoever holds it.
+
+    ``owner`` names this process; a test plays another process by putting a key in ``holders``
+    under another name (and removing it, as an expiry, to play a dead holder).
+    """
+
+    owner: str = "me"
+    holders: dict[str, str] = field(default_factory=dict)
+    refused: int = 0
+
+    async def acquire(self, key: str) -> bool:
+        holder = self.holders.setdefault(key, self.owner)
+        if holder != self.owner:
+            self.refused += 1
+            return False
+        return True
+
+    async def release(self, key: str) -> None:
+        if self.holders.get(key) == self.owner:
+            del self.holders[key]
 
 
 @dataclass
@@ -315,6 +365,7 @@ class World:
     observer: RecordingObserver = field(default_factory=RecordingObserver)
     lead_locks: FakeLeadLocks | None = None
     recent_cpfs: FakeRecentCpfs | None = None
+    fill_locks: FakeFillLocks | None = None
 
     def enricher(
         self, settings: PipelineSettings | None = None, flags: StaticFlags | None = None
@@ -334,4 +385,5 @@ class World:
             clock=self.clock,
             settings=settings,
             flags=flags,
+            fill_locks=self.fill_locks,
         )

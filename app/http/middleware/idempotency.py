@@ -5,6 +5,12 @@ the same key and the same request; a retry while the first is still running gets
 with a different request (method, path, query or body) gets 422. 5xx answers are not stored, so a
 retry after a failure runs again. Without Redis the guarantee cannot be kept, so a request that
 asks for it gets 503 with ``Retry-After`` rather than a silent duplicate side effect.
+
+Records are scoped per client: the tenant and the API key id of an authenticated request, a
+keyed digest of the client IP (behind a trusted proxy, its first forwarded hop) for anonymous
+routes such as the webhooks; one client's key never reaches another client's record. Records are
+encrypted (AES-GCM, the Redis key name as associated data): the stored answers carry personal
+data.
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ if TYPE_CHECKING:
     import redis.asyncio as aioredis
     from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
+    from infra.sealing import AeadEnvelope
+
 __all__ = ["IdempotencyMiddleware", "IdempotencyStore"]
 
 log = structlog.get_logger(__name__)
@@ -55,35 +63,83 @@ class _Record(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class IdempotencyStore:
-    """Records in Redis under ``<prefix>idem:<digest of tenant and key>``."""
+    """Encrypted records in Redis under ``<prefix>idem:<keyed digest of client and key>``."""
 
-    def __init__(self, client: aioredis.Redis, prefix: str, ttl_s: int, lock_ttl_s: int) -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        prefix: str,
+        ttl_s: int,
+        lock_ttl_s: int,
+        *,
+        envelope: AeadEnvelope,
+        salt: bytes,
+    ) -> None:
         self._client = client
         self._prefix = prefix
         self._ttl_s = ttl_s
         self._lock_ttl_s = lock_ttl_s
+        self._envelope = envelope
+        self._salt = salt[:64]
         self._claim = client.register_script(_CLAIM)
 
+    def owner_of_ip(self, address: str) -> str:
+        """The owner of an anonymous client's keys: a keyed digest of its address."""
+        digest = hashlib.blake2b(address.encode(), key=self._salt, digest_size=16).hexdigest()
+        return f"ip:{digest}"
+
     def name(self, owner: str, key: str) -> str:
-        """The Redis key of ``key`` for ``owner`` (tenant or API key)."""
-        digest = hashlib.sha256(f"{owner}\x00{key}".encode()).hexdigest()[:40]
+        """The Redis key of ``key`` for ``owner`` (tenant and key id, or a client digest)."""
+        digest = hashlib.blake2b(
+            f"{owner}\x00{key}".encode(), key=self._salt, digest_size=20
+        ).hexdigest()
         return f"{self._prefix}idem:{digest}"
 
     async def claim(self, name: str, fingerprint: str) -> _Record | None:
-        """Take the key (None) or return the record already there."""
-        pending = msgspec.json.encode(_Record(state="pending", fingerprint=fingerprint))
-        raw = await self._claim(keys=[name], args=[pending, self._lock_ttl_s])
-        if raw is None:
-            return None
-        return msgspec.json.decode(raw, type=_Record)
+        """Take the key (None) or return the record already there.
+
+        A record that does not decrypt (tampered, or sealed under a retired key) is dropped and
+        the key claimed afresh.
+        """
+        pending = self._seal(name, _Record(state="pending", fingerprint=fingerprint))
+        for _ in range(2):
+            raw = await self._claim(keys=[name], args=[pending, self._lock_ttl_s])
+            if raw is None:
+                return None
+            opened = self._envelope.open(name, bytes(raw))
+            if opened is not None:
+                return msgspec.json.decode(opened, type=_Record)
+            log.warning("idempotency_record_unreadable")
+            record_cache("idempotency", "integrity_failure")
+            await self._client.delete(name)
+        raise RedisError("idempotency record keeps failing to decrypt")
+
+    def _seal(self, name: str, record: _Record) -> bytes:
+        return self._envelope.seal(name, msgspec.json.encode(record))
 
     async def complete(self, name: str, record: _Record) -> None:
         """Store the final response."""
-        await self._client.set(name, msgspec.json.encode(record), ex=self._ttl_s)
+        await self._client.set(name, self._seal(name, record), ex=self._ttl_s)
 
     async def release(self, name: str) -> None:
         """Forget the key (the request failed in a way a retry may fix)."""
         await self._client.delete(name)
+
+
+def _owner(scope: Scope, store: IdempotencyStore) -> str:
+    """Whose namespace the request's key lives in: its API key, else its client address."""
+    state = scope.get("state", {})
+    tenant = state.get("tenant")
+    key_id = state.get("api_key_id")
+    if tenant is not None or key_id is not None:
+        return f"key:{tenant or ''}\x00{key_id or ''}"
+    edge = getattr(scope["app"].state, "edge", None)
+    if edge is not None:
+        address: str = edge.client_address.of(scope)
+    else:
+        client = scope.get("client")
+        address = client[0] if client else "unknown"
+    return store.owner_of_ip(address)
 
 
 def _problem(scope: Scope, status: int, detail: str, retry_after: int | None = None) -> bytes:
@@ -175,9 +231,7 @@ class IdempotencyMiddleware:
                 )
             )
         ).hexdigest()
-        state = scope.get("state", {})
-        owner = str(state.get("tenant") or state.get("api_key_id") or "anonymous")
-        name = store.name(owner, key)
+        name = store.name(_owner(scope, store), key)
         try:
             existing = await store.claim(name, fingerprint)
         except (RedisError, OSError, TimeoutError) as exc:

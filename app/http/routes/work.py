@@ -92,16 +92,19 @@ async def _cached_module(
         cached = await enricher.dossier_cache.get(key)
     if cached is not None:
         return cached
+
+    async def fetch() -> bytes:
+        return await enricher.work_api.fetch_module(module, query)
+
     try:
-        raw = await enricher.work_api.fetch_module(module, query)
+        # A miss: concurrent misses of one key share one Work API call (and fill the cache).
+        raw = await enricher.single_flight.load(key, fetch) if use_cache else await fetch()
     except UpstreamSoftError as exc:
         if exc.kind == "not_found":
             raise NotFound("No data for this document") from None
         if exc.kind == "unknown_module":
             raise InvalidInput("module", "The Work API has no such module") from None
         raise
-    if use_cache:
-        await enricher.dossier_cache.put(key, raw)
     return raw
 
 

@@ -18,6 +18,7 @@ from infra.cache import (
     RedisLeadLocks,
     RedisRecentCpfs,
 )
+from infra.sealing import AeadEnvelope
 from tests.conftest import REDIS_BASE_URL
 
 if TYPE_CHECKING:
@@ -27,6 +28,7 @@ pytestmark = pytest.mark.integration
 
 CPF = "39053344705"
 KEYS = [("k2", b"new-secret-0123456789"), ("k1", b"old-secret-0123456789")]
+SEAL = AeadEnvelope(KEYS, purpose="lead_replay")
 
 
 class Recorder:
@@ -113,14 +115,14 @@ async def test_contact_cache_keeps_not_found_shorter(
 async def test_exactly_one_of_many_concurrent_callers_takes_a_lead(
     client: aioredis.Redis, keyspace: KeySpace
 ) -> None:
-    locks = [RedisLeadLocks(client, keyspace, 300, 60) for _ in range(4)]  # four "workers"
+    locks = [RedisLeadLocks(client, keyspace, SEAL, 300, 60) for _ in range(4)]  # four "workers"
     states = await asyncio.gather(*(locks[i % 4].acquire("lead-1") for i in range(40)))
     assert sum(s.acquired for s in states) == 1
     assert all(s.started_at is not None for s in states if not s.acquired)
 
 
 async def test_finish_replays_and_abandon_frees(client: aioredis.Redis, keyspace: KeySpace) -> None:
-    locks = RedisLeadLocks(client, keyspace, 300, 60)
+    locks = RedisLeadLocks(client, keyspace, SEAL, 300, 60)
     assert (await locks.acquire("lead-2")).acquired
     await locks.finish("lead-2", b'{"success":true}')
     replay = await locks.acquire("lead-2")
@@ -149,7 +151,7 @@ async def test_redis_down_degrades_without_raising(keyspace: KeySpace) -> None:
         await cache.put("cpf:x", b"X")
         assert await cache.get("cpf:x") is None
         assert recorder.counts[("work_api", "error")] == 2
-        locks = RedisLeadLocks(dead, keyspace, 300, 60)
+        locks = RedisLeadLocks(dead, keyspace, SEAL, 300, 60)
         assert (await locks.acquire("lead-x")).acquired
         assert not (await locks.acquire("lead-x")).acquired  # still deduplicated per process
         await locks.finish("lead-x", b"{}")
