@@ -51,7 +51,7 @@ from pgqueuer.domain.types import Channel
 
 from domain.errors import DependencyUnavailable
 from domain.webhooks import DEFAULT_RETRY_POLICY, EventStore, is_provably_unsent, run_event_job
-from infra.breaker import BreakerOpen
+from infra.breaker.state import BreakerOpen
 from observability import metrics
 from observability.tracing import tracer
 

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     import aiohttp
 
     from domain.models import NewLead
-    from infra.breaker import CircuitBreaker
+    from infra.breaker.circuit import CircuitBreaker
 
 __all__ = ["C2SClient", "C2SConfig"]
 

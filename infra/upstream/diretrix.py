@@ -28,7 +28,7 @@ from infra.upstream.http import (
 )
 
 if TYPE_CHECKING:
-    from infra.breaker import CircuitBreaker
+    from infra.breaker.circuit import CircuitBreaker
 
 __all__ = [
     "DiretrixAddress",

@@ -30,10 +30,10 @@ import structlog
 from yarl import URL
 
 from domain.errors import DependencyUnavailable, NotFound, UpstreamError, UpstreamSoftError
-from infra.breaker import BreakerOpen
+from infra.breaker.state import BreakerOpen
 
 if TYPE_CHECKING:
-    from infra.breaker import CircuitBreaker
+    from infra.breaker.circuit import CircuitBreaker
 
 __all__ = [
     "DEFAULT_RETRY",

@@ -43,7 +43,7 @@ from infra.upstream.http import (
 if TYPE_CHECKING:
     import aiohttp
 
-    from infra.breaker import CircuitBreaker
+    from infra.breaker.circuit import CircuitBreaker
 
 __all__ = ["WorkApiClient", "WorkApiConfig", "detect_soft_error"]
 
