@@ -1,4 +1,4 @@
-"""HTTP plumbing shared by the upstream clients (STYLE.md rule 11).
+"""HTTP plumbing shared by the upstream clients: every upstream call goes through it.
 
 * :func:`create_session`: the one ``aiohttp.ClientSession`` of a worker (bounded connector).
 * :class:`UpstreamTransport`: one upstream's calls: per-upstream ``ClientTimeout``, a named
