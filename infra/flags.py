@@ -8,7 +8,7 @@ Reads never wait for Redis. :meth:`FlagStore.enabled` answers from memory; a bac
 (:meth:`FlagStore.running`) re-reads the hash every ``ttl_s`` seconds, so a change made on one
 worker is applied by every other worker within the TTL (default 2 s), for the cost of one
 ``HGETALL`` per TTL per process instead of one round trip per request (each costs 100-200 us of
-client CPU here, DESIGN.md "The hot path"). Without the task, a read that finds the cache stale
+client CPU on the hot path). Without the task, a read that finds the cache stale
 schedules the refresh itself.
 
 When Redis cannot be read, the process keeps the values it last read (an operator's kill switch

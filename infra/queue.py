@@ -51,7 +51,7 @@ from pgqueuer.domain.types import Channel
 
 from domain.errors import DependencyUnavailable
 from domain.webhooks import DEFAULT_RETRY_POLICY, EventStore, is_provably_unsent, run_event_job
-from infra.breaker import BreakerOpen
+from infra.breaker.state import BreakerOpen
 from observability import metrics
 from observability.tracing import tracer
 
@@ -96,7 +96,7 @@ DEFAULT_POLL_INTERVAL_S: Final = 2.0
 _SAMPLE_INTERVAL_S: Final = 15.0
 # Orphans appear when PostgreSQL drops connections mid-job (pgqueuer's own retry write fails and
 # it deletes the job); tests/chaos measured them. Sweeping every 10 s for events 30 s old puts
-# them back within ~40 s, inside the drain target of reliability.md (120 s); every sweep is one
+# them back within ~40 s, inside the 120 s drain target; every sweep is one
 # indexed query, and re-enqueueing is idempotent (dedupe key), so a short period costs little.
 _SWEEP_INTERVAL_S: Final = 10.0
 # An open event younger than this is never treated as an orphan: its job may be between states.

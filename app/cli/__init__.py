@@ -16,6 +16,8 @@ from app.config import settings_or_exit
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
+    from infra.backup.command import CommandOutcome
+
 __all__ = ["build_parser", "main"]
 
 
@@ -72,25 +74,32 @@ def _keys(args: argparse.Namespace) -> int:
     return run_keys(args, settings_or_exit())
 
 
+def _print_outcome(outcome: CommandOutcome) -> int:
+    for line in outcome.out:
+        print(line)
+    for line in outcome.err:
+        print(line, file=sys.stderr)
+    return outcome.status
+
+
 def _backup(args: argparse.Namespace) -> int:
-    from infra.backup import backup_command
+    from infra.backup.command import backup_command
 
     settings = settings_or_exit()
     out = args.out or settings.backup_dir
     if not out:
         print("backup: pass --out DIR (or set BACKUP_DIR)", file=sys.stderr)
         return 2
-    return backup_command(settings.database_url, out, stdout=sys.stdout, stderr=sys.stderr)
+    return _print_outcome(backup_command(settings.database_url, out))
 
 
 def _restore(args: argparse.Namespace) -> int:
-    from infra.backup import restore_command, with_database
+    from infra.backup.command import restore_command
+    from infra.backup.pgtools import with_database
 
     settings = settings_or_exit()
     target = args.target_url or with_database(settings.database_url, args.target_db)
-    return restore_command(
-        args.dump, target, force=args.force, jobs=args.jobs, stdout=sys.stdout, stderr=sys.stderr
-    )
+    return _print_outcome(restore_command(args.dump, target, force=args.force, jobs=args.jobs))
 
 
 def _flags(args: argparse.Namespace) -> int:

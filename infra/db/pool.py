@@ -26,7 +26,7 @@ UNAVAILABLE_ERRORS: Final[tuple[type[BaseException], ...]] = (
     TimeoutError,  # pool acquire, connect, or command_timeout (asyncio.TimeoutError on 3.11)
     asyncpg.InterfaceError,  # connection closed/released underneath us
     # A connection the server terminated mid-use ("cannot switch to state 12; another operation
-    # is in progress"); asyncpg drops it from the pool. Found by tests/chaos (pg_terminate_backend).
+    # is in progress"); asyncpg drops it from the pool (e.g. after pg_terminate_backend).
     asyncpg.InternalClientError,
     asyncpg.exceptions.PostgresConnectionError,  # class 08
     asyncpg.exceptions.OperatorInterventionError,  # 57: statement timeout, shutdown, cancel

@@ -3,8 +3,8 @@
 * Lookups are one round trip each: PostgreSQL assembles the party, its contacts and its current
   enrichment into one JSON document (see :mod:`infra.db.sql`) that msgspec decodes into Structs.
 * :meth:`PgPartyRepository.store_dossier` writes everything in ONE transaction, serialised per
-  CPF by a transaction-level advisory lock (behaviour.md section 9: the reference wrote with
-  independent auto-committed statements and could leave half a dossier behind).
+  CPF by a transaction-level advisory lock: a dossier is stored whole or not at all, never half
+  written.
 * Any sign that PostgreSQL cannot serve now (refused or dropped connection, pool exhausted,
   statement timeout, server shutting down, deadlock) surfaces as
   ``DependencyUnavailable("postgres", ...)``; programming errors (bad SQL, constraint

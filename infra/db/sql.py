@@ -1,4 +1,4 @@
-"""SQL of the party repository, as module-level constants (STYLE.md rule 10).
+"""SQL of the party repository, as module-level constants.
 
 Each constant documents its positional parameters (asyncpg uses ``$n``) and what it returns.
 
@@ -336,7 +336,7 @@ SELECT count(*) FILTER (WHERE created) AS linked FROM linked
 # The current quality score is the best seen so far; the history keeps each one's own score.
 # $1 uuid: party id   $2 text: provider   $3 text: lead id or NULL
 # $4 jsonb (text): raw upstream payload; when $3 is given and the payload is an object, a
-#    top-level "lead_id" key is added (as the reference did)
+#    top-level "lead_id" key is added
 # $5 jsonb (text): normalized data   $6 numeric: quality score of this enrichment
 UPSERT_ENRICHMENT = """
 WITH current_row AS (

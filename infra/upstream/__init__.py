@@ -28,7 +28,7 @@ from infra.upstream.work_api import WorkApiClient, WorkApiConfig, detect_soft_er
 if TYPE_CHECKING:
     import aiohttp
 
-    from infra.breaker import BreakerRegistry
+    from infra.breaker.registry import BreakerRegistry
 
 __all__ = [
     "DEFAULT_RETRY",

@@ -1,10 +1,10 @@
-"""C2S (Contact2Sale) client: implements :class:`domain.ports.C2SPort` (``behaviour.md`` 3.1).
+"""C2S (Contact2Sale) client: implements :class:`domain.ports.C2SPort`.
 
 Only ``fetch_lead`` is retried: posting a message or creating a lead twice would duplicate it in
 the CRM, so those calls are made exactly once and their failures surface to the caller.
 
-The lead parser is tolerant, unlike the reference's (which failed on a null e-mail or phone):
-every customer field may be missing or null, blank strings count as absent, ids may be numbers.
+The lead parser is tolerant: every customer field may be missing or null (a null e-mail or
+phone is not an error), blank strings count as absent, ids may be numbers.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     import aiohttp
 
     from domain.models import NewLead
-    from infra.breaker import CircuitBreaker
+    from infra.breaker.circuit import CircuitBreaker
 
 __all__ = ["C2SClient", "C2SConfig"]
 
@@ -46,7 +46,7 @@ class C2SConfig:
     Attributes:
         base_url: e.g. ``https://api.contact2sale.com``.
         token: Bearer token (hidden from ``repr``).
-        timeout_s: Whole-call bound per attempt (shorter than the reference's 30 s).
+        timeout_s: Whole-call bound per attempt (well under 30 s).
         connect_timeout_s: Socket connect bound.
         retry: Retry policy of ``fetch_lead``.
     """
@@ -262,7 +262,7 @@ class C2SClient:
             idempotent=False,
         )
         created = decode_json(_NAME, response.body, _Created)
-        # The reference reads data.id, then id, then lead_id (string or integer).
+        # The new lead id is data.id, else id, else lead_id (string or integer).
         lead_id = (
             (_text(created.data.id) if created.data else None)
             or _text(created.id)

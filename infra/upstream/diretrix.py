@@ -1,10 +1,10 @@
 """Diretrix client (phone/e-mail -> CPF): implements :class:`domain.ports.DiretrixPort`.
 
-Wire format (``behaviour.md`` 3.2): HTTP Basic; ``GET /Consultas/Pessoa/Telefone/{phone}`` and
+Wire format: HTTP Basic; ``GET /Consultas/Pessoa/Telefone/{phone}`` and
 ``GET /Consultas/Pessoa/Email/{email}`` answer a JSON array of ``{"nome", "cpf"}`` (``[]`` when
 unknown); ``GET /Consultas/Pessoa/{cpf}`` answers the person. Lookups are reads: retried.
-A 404 is read as "unknown" (like the TypeScript port), not as an error. Path segments are
-percent-encoded (the reference put raw e-mails in the path).
+A 404 is read as "unknown", not as an error. Path segments are percent-encoded (an e-mail is
+never put raw in the path).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from infra.upstream.http import (
 )
 
 if TYPE_CHECKING:
-    from infra.breaker import CircuitBreaker
+    from infra.breaker.circuit import CircuitBreaker
 
 __all__ = [
     "DiretrixAddress",
@@ -53,7 +53,7 @@ class DiretrixConfig:
         base_url: e.g. ``http://api.diretrixconsultoria.com.br``.
         user: Basic-auth user.
         password: Basic-auth password (hidden from ``repr``).
-        timeout_s: Whole-call bound per attempt (the reference had none).
+        timeout_s: Whole-call bound per attempt (every call is bounded).
         connect_timeout_s: Socket connect bound.
         retry: Retry policy of the lookups.
     """

@@ -1,4 +1,4 @@
-"""HTTP plumbing shared by the upstream clients (STYLE.md rule 11).
+"""HTTP plumbing shared by the upstream clients: every upstream call goes through it.
 
 * :func:`create_session`: the one ``aiohttp.ClientSession`` of a worker (bounded connector).
 * :class:`UpstreamTransport`: one upstream's calls: per-upstream ``ClientTimeout``, a named
@@ -30,10 +30,10 @@ import structlog
 from yarl import URL
 
 from domain.errors import DependencyUnavailable, NotFound, UpstreamError, UpstreamSoftError
-from infra.breaker import BreakerOpen
+from infra.breaker.state import BreakerOpen
 
 if TYPE_CHECKING:
-    from infra.breaker import CircuitBreaker
+    from infra.breaker.circuit import CircuitBreaker
 
 __all__ = [
     "DEFAULT_RETRY",

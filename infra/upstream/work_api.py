@@ -1,7 +1,7 @@
-"""Work API client: implements :class:`domain.ports.WorkApiPort` (``behaviour.md`` 3.3).
+"""Work API client: implements :class:`domain.ports.WorkApiPort`.
 
 ``GET {base}/api?token=&modulo=&consulta=``. The upstream reports most errors inside HTTP 200
-bodies ("soft errors"); the reference stored them as data. Here every body is checked before it
+bodies ("soft errors"), which must never be stored as data: every body is checked before it
 is returned (:func:`detect_soft_error`) and a soft error is raised as
 :class:`~domain.errors.UpstreamSoftError`, never returned:
 
@@ -43,7 +43,7 @@ from infra.upstream.http import (
 if TYPE_CHECKING:
     import aiohttp
 
-    from infra.breaker import CircuitBreaker
+    from infra.breaker.circuit import CircuitBreaker
 
 __all__ = ["WorkApiClient", "WorkApiConfig", "detect_soft_error"]
 
@@ -61,8 +61,8 @@ class WorkApiConfig:
     Attributes:
         base_url: e.g. ``https://completa.workbuscas.com`` (``/api`` is appended).
         token: The ``token`` query parameter (hidden from ``repr``).
-        timeout_s: Whole-call bound per attempt (the reference had none; observed latency is
-            0.4-0.7 s with a slow tail).
+        timeout_s: Whole-call bound per attempt (observed latency is 0.4-0.7 s with a slow
+            tail).
         connect_timeout_s: Socket connect bound.
         retry: Retry policy (every Work API call is a read).
     """

@@ -1,11 +1,11 @@
--- Party model (behaviour.md section 4.1): the golden record of people and companies, their
+-- Party model: the golden record of people and companies, their
 -- contacts and addresses, and the Work API enrichment of each party.
 --
 -- Every table here is created in a brand-new schema, so nothing can be locked by this migration
 -- and the index builds below run on empty tables (no CONCURRENTLY needed, none possible inside
 -- dbmate's transaction).
 
--- The down section is for local development only: production is forward-only (STYLE.md 35).
+-- The down section is for local development only: production is forward-only.
 -- squawk-ignore-file ban-drop-table, ban-drop-type, ban-drop-function
 
 -- migrate:up
@@ -30,8 +30,8 @@ CREATE FUNCTION core.search_key(name text) RETURNS text
     RETURN regexp_replace(
         btrim(upper(public.unaccent('public.unaccent'::regdictionary, name))), '\s+', ' ', 'g');
 
--- Golden record. cpf_cnpj is deliberately NOT unique (behaviour.md 4.2: history and legacy
--- imports may hold several rows per document; lookups take the newest).
+-- Golden record. cpf_cnpj is deliberately NOT unique (history and legacy imports may
+-- hold several rows per document; lookups take the newest).
 CREATE TABLE core.parties (
     id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
     party_type core.party_type_enum NOT NULL,
@@ -136,7 +136,7 @@ CREATE TABLE core.addresses (
     longitude numeric(9, 6),
     formatted_address text,
     -- Digest of the normalised street|number|complement|zip|city|state: re-enrichment finds the
-    -- row again instead of inserting a duplicate (the reference inserted a new row every time).
+    -- row again instead of inserting a duplicate.
     hash text NOT NULL,
     created_at timestamptz NOT NULL DEFAULT now(),
     updated_at timestamptz NOT NULL DEFAULT now(),
@@ -177,7 +177,7 @@ CREATE TABLE core.party_enrichments (
     provider text NOT NULL DEFAULT 'work_api',
     lead_id text,
     raw_payload jsonb NOT NULL,
-    -- msgspec JSON of domain.dossier.NormalizedPerson (the reference always wrote '{}').
+    -- msgspec JSON of domain.dossier.NormalizedPerson (never a placeholder '{}').
     normalized_data jsonb,
     quality_score numeric(4, 3),
     enriched_at timestamptz NOT NULL DEFAULT now(),

@@ -2,7 +2,7 @@
 -- 2xx and then moves received -> queued -> processing -> completed | failed.
 -- send_intent_at / message_sent_at let the worker avoid a duplicate C2S message after a crash:
 -- an intent without a sent mark is checked before sending again.
--- The down section is for local development only: production is forward-only (STYLE.md 35).
+-- The down section is for local development only: production is forward-only.
 -- squawk-ignore-file ban-drop-table
 
 -- migrate:up

@@ -1,6 +1,6 @@
--- API keys (the reference had no authentication). Only a digest of the key is stored; the
+-- API keys: every /api/v1 route needs one. Only a digest of the key is stored; the
 -- prefix is kept in clear so operators can recognise a key in listings without its secret.
--- The down section is for local development only: production is forward-only (STYLE.md 35).
+-- The down section is for local development only: production is forward-only.
 -- squawk-ignore-file ban-drop-table
 
 -- migrate:up

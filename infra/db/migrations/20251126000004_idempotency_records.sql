@@ -1,7 +1,7 @@
 -- Idempotency-Key support: the first request with a key stores its response; a replay with the
 -- same key and the same request hash gets the stored response, a different hash is a conflict.
 -- status_code and response_body stay NULL while the first request is still in flight.
--- The down section is for local development only: production is forward-only (STYLE.md 35).
+-- The down section is for local development only: production is forward-only.
 -- squawk-ignore-file ban-drop-table
 
 -- migrate:up

@@ -14,7 +14,7 @@
 -- Also: core.webhook_events.external_ref, the id of what an event created upstream (the C2S
 -- lead created for a Google Ads lead, whose dedup row lives in that table).
 --
--- The down section is for local development only: production is forward-only (STYLE.md 35).
+-- The down section is for local development only: production is forward-only.
 -- pgqueuer's DDL is kept verbatim (its `pgq verify`/`upgrade` compare against it), hence the
 -- serial ids and int columns squawk would otherwise flag.
 -- squawk-ignore-file ban-drop-table, ban-drop-type, ban-drop-function, ban-drop-column, ban-drop-schema, prefer-bigint-over-int, prefer-identity

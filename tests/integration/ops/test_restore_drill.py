@@ -369,9 +369,9 @@ async def test_cli_backup_needs_an_output_directory(monkeypatch: pytest.MonkeyPa
 
 
 def test_password_never_reaches_the_command_line() -> None:
-    from infra.backup import _client_env
+    from infra.backup.pgtools import client_env
 
-    dsn, env = _client_env("postgresql://app:s3cr%40t@db.internal:5432/c2s?sslmode=require")
+    dsn, env = client_env("postgresql://app:s3cr%40t@db.internal:5432/c2s?sslmode=require")
     assert "s3cr" not in dsn
     assert dsn == "postgresql://app@db.internal:5432/c2s?sslmode=require"
     assert env["PGPASSWORD"] == "s3cr@t"
