@@ -23,10 +23,9 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
-import unicodedata
 from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
-from typing import Literal, TypeAlias, get_args
+from typing import Literal, TypeAlias
 
 import msgspec
 import msgspec.inspect as mi
@@ -35,6 +34,7 @@ from domain.documents import normalize_cpf, only_digits
 from domain.emails import is_valid_email, normalize_email
 from domain.errors import InvalidInput
 from domain.phones import storage_digits
+from domain.text import BrazilianState, fold, parse_cep, parse_uf
 
 __all__ = [
     "DEFAULT_QUALITY_SCORE",
@@ -440,11 +440,6 @@ def parse_amount(raw: str | None) -> Decimal | None:
         return None
 
 
-def _fold(raw: str) -> str:
-    decomposed = unicodedata.normalize("NFD", raw.upper())
-    return " ".join("".join(ch for ch in decomposed if not unicodedata.combining(ch)).split())
-
-
 def _text(raw: str | int | None) -> str | None:
     """Trimmed text, None when absent or blank."""
     if raw is None:
@@ -456,7 +451,7 @@ def _text(raw: str | int | None) -> str | None:
 def _yes_no(raw: str | None) -> bool | None:
     if raw is None:
         return None
-    folded = _fold(raw)
+    folded = fold(raw)
     if folded in {"SIM", "S", "TRUE"}:
         return True
     if folded in {"NAO", "N", "FALSE"}:
@@ -468,11 +463,6 @@ def _yes_no(raw: str | None) -> bool | None:
 # Normalised person
 # --------------------------------------------------------------------------------------------
 
-BrazilianState = Literal[
-    "AC", "AL", "AM", "AP", "BA", "CE", "DF", "ES", "GO", "MA", "MG", "MS", "MT", "PA",
-    "PB", "PE", "PI", "PR", "RJ", "RN", "RO", "RR", "RS", "SC", "SE", "SP", "TO",
-]  # fmt: skip
-_STATES: dict[str, BrazilianState] = {state: state for state in get_args(BrazilianState)}
 
 # Low credit risk means a trustworthy, high-quality record (the reference had this inverted).
 RISK_QUALITY: dict[str, float] = {
@@ -488,7 +478,6 @@ DEFAULT_QUALITY_SCORE = 0.5
 _NO_INFORMATION = frozenset({"SEM INFORMACAO", "NAO INFORMADO", "NAO CONSTA", "NAO CONSTA."})
 # The reference's minimum length for anything that could be a phone number.
 _MIN_PHONE_DIGITS = 8
-_ZIP_LENGTH = 8
 _CNPJ_LENGTH = 14
 _ACTIVE_UNTIL_YEAR = 9999  # "31/12/9999" marks a relation that has not ended
 
@@ -652,7 +641,7 @@ def quality_score_for_risk(risk_band: str | None) -> float:
     """
     if risk_band is None:
         return DEFAULT_QUALITY_SCORE
-    return RISK_QUALITY.get(_fold(risk_band), DEFAULT_QUALITY_SCORE)
+    return RISK_QUALITY.get(fold(risk_band), DEFAULT_QUALITY_SCORE)
 
 
 def _valid_cpf(raw: str | None) -> str | None:
@@ -666,7 +655,7 @@ def _valid_cpf(raw: str | None) -> str | None:
 
 def _person_name(raw: str | None) -> str | None:
     text = _text(raw)
-    if text is None or _fold(text) in _NO_INFORMATION:
+    if text is None or fold(text) in _NO_INFORMATION:
         return None
     return text
 
@@ -730,23 +719,6 @@ def _phones(items: tuple[Telefone, ...]) -> tuple[NormalizedPhone, ...]:
     return tuple(by_number.values())
 
 
-def _state(raw: str | None) -> BrazilianState | None:
-    text = _text(raw)
-    if text is None:
-        return None
-    return _STATES.get(text.upper())
-
-
-def _zip_code(raw: str | int | None) -> str | None:
-    if raw is None:
-        return None
-    digits = only_digits(str(raw))
-    # A CEP sent as a JSON number loses its leading zeros (01304001 -> 1304001).
-    if isinstance(raw, int) and 0 < len(digits) < _ZIP_LENGTH:
-        digits = digits.zfill(_ZIP_LENGTH)
-    return digits if len(digits) == _ZIP_LENGTH else None
-
-
 def _addresses(items: tuple[Endereco, ...]) -> tuple[NormalizedAddress, ...]:
     out: list[NormalizedAddress] = []
     for item in items:
@@ -757,8 +729,8 @@ def _addresses(items: tuple[Endereco, ...]) -> tuple[NormalizedAddress, ...]:
             complement=_text(item.complemento),
             neighborhood=_text(item.bairro),
             city=_text(item.cidade),
-            state=_state(item.uf),
-            zip_code=_zip_code(item.cep),
+            state=parse_uf(_text(item.uf)),
+            zip_code=parse_cep(item.cep),
         )
         # The reference skipped entries with none of these; an address without them is noise.
         if address.street or address.city or address.state or address.zip_code:

@@ -29,10 +29,11 @@ names an exact match.
 
 from __future__ import annotations
 
-import unicodedata
 from typing import Literal
 
 import msgspec
+
+from domain.text import strip_accents
 
 __all__ = [
     "DEFAULT_THRESHOLD",
@@ -120,8 +121,7 @@ class NameMatch(msgspec.Struct, frozen=True, kw_only=True):
 def _fold(raw: str) -> str:
     text = raw
     for _ in range(_FOLD_ROUNDS):
-        decomposed = unicodedata.normalize("NFD", text.upper())
-        folded = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+        folded = strip_accents(text.upper())
         if folded == text:
             break
         text = folded

@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-import unicodedata
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from decimal import Decimal
@@ -32,6 +31,7 @@ from domain.errors import InvalidInput
 from domain.models import Contact, Party, PartyWithContacts, StoredDossier, StoredEnrichment
 from domain.phones import storage_digits
 from domain.tenancy import current_tenant
+from domain.text import fold, parse_cep, parse_uf
 from infra.db import sql
 from infra.db.pool import pooled_connection
 
@@ -63,8 +63,6 @@ _PROVIDER: Final = "work_api"
 _CONTACT_SOURCE: Final = "work_api"
 # people.income is numeric(14, 2): larger values are garbage and must not abort the store.
 _MAX_INCOME: Final = Decimal("999999999999.99")
-_UF: Final = re.compile(r"[A-Z]{2}")
-_ZIP: Final = re.compile(r"[0-9]{8}")
 # A JSON \u0000 escape not itself escaped: jsonb rejects it (PostgreSQL text cannot hold NUL).
 _JSON_NUL: Final = re.compile(rb"(?<!\\)((?:\\\\)*)\\u0000")
 _VERIFIED_EMAIL_QUALITY: Final = frozenset({"OTIMO", "ÓTIMO", "BOM"})
@@ -95,12 +93,6 @@ def _to_party(doc_text: str) -> PartyWithContacts:
     )
 
 
-def _fold(text: str) -> str:
-    """Upper case without accents, single spaces: the Python twin of ``core.search_key``."""
-    decomposed = unicodedata.normalize("NFD", text.upper())
-    return " ".join("".join(ch for ch in decomposed if not unicodedata.combining(ch)).split())
-
-
 def name_search_key(name: str) -> str:
     """Return the key a name is searched by: upper case, no accents, single spaces.
 
@@ -110,7 +102,7 @@ def name_search_key(name: str) -> str:
     Returns:
         The key compared (as a substring) with ``core.search_key(full_name)``.
     """
-    return _fold(name)
+    return fold(name)
 
 
 def contains_pattern(key: str) -> str:
@@ -146,22 +138,6 @@ def jsonb_text(raw: bytes) -> str:
     if b"\\u0000" not in raw:
         return raw.decode("utf-8", errors="replace")
     return _JSON_NUL.sub(rb"\1", raw).decode("utf-8", errors="replace")
-
-
-def _state(raw: str | None) -> str | None:
-    text = _clean(raw)
-    if text is None:
-        return None
-    upper = text.upper()
-    return upper if _UF.fullmatch(upper) else None
-
-
-def _zip_code(raw: str | None) -> str | None:
-    text = _clean(raw)
-    if text is None:
-        return None
-    digits = only_digits(text)
-    return digits if _ZIP.fullmatch(digits) else None
 
 
 class _AddressRow(msgspec.Struct, frozen=True):
@@ -204,7 +180,7 @@ def address_hash(
         A hex SHA-256 digest.
     """
     parts = (street, number, complement, zip_code, city, state)
-    text = "|".join(_fold(part) if part else "" for part in parts)
+    text = "|".join(fold(part) if part else "" for part in parts)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
@@ -216,8 +192,8 @@ def _address_rows(addresses: Sequence[NormalizedAddress]) -> list[_AddressRow]:
         number = _clean(address.number)
         complement = _clean(address.complement)
         city = _clean(address.city)
-        state = _state(address.state)
-        zip_code = _zip_code(address.zip_code)
+        state = parse_uf(_clean(address.state))
+        zip_code = parse_cep(_clean(address.zip_code))
         if not (street or city or state or zip_code):
             continue
         digest = address_hash(street, number, complement, zip_code, city, state)
