@@ -99,7 +99,9 @@ def test_malformed_headers_are_refused_unparsed(header: str) -> None:
 
 
 @given(
-    body=st.binary(max_size=512), secret=st.text(min_size=1, max_size=64), t=st.integers(0, 2**40)
+    body=st.binary(max_size=512),
+    secret=st.text(min_size=1, max_size=64),
+    t=st.integers(0, 10**12 - 1),
 )
 def test_any_body_signed_with_a_secret_verifies_with_it(body: bytes, secret: str, t: int) -> None:
     header = sign(secret, t, body)
