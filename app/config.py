@@ -17,6 +17,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
 
+from domain.signatures import parse_secrets
+
 __all__ = [
     "ConfigError",
     "Secret",
@@ -147,7 +149,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     sandbox_seed: NonNegInt = 20251122
 
     # --- webhooks ---------------------------------------------------------------------------
+    # "current[,previous...]": every listed secret verifies signatures and tokens (rotation).
+    # Set = enforced on every C2S delivery; required in production.
     webhook_secret: Secret = msgspec.field(default_factory=lambda: Secret(""))
+    # How far an X-C2S-Signature timestamp may be from the receiver's clock (replay window).
+    webhook_signature_tolerance_s: PositiveInt = 300
+    # Events per C2S webhook body (413 above), and the webhook body limit (413 above).
+    webhook_max_events: PositiveInt = 100
+    webhook_max_body_bytes: PositiveInt = 1024 * 1024
+    # ?google_key= of the Google Ads lead form; unset = every Google Ads request is 401.
     google_ads_webhook_key: Secret = msgspec.field(default_factory=lambda: Secret(""))
     c2s_default_seller_id: str = ""
     c2s_description_max_length: PositiveInt = 5000
@@ -157,9 +167,6 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     worker_grace_s: PositiveFloat = 20.0
     worker_lease_timeout_s: PositiveFloat = 30.0
     worker_metrics_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 9464
-    # Refuse webhooks that carry no token when WEBHOOK_SECRET is set (C2S cannot send headers,
-    # so the default accepts them, as the reference did; ?token= works for C2S).
-    webhook_require_token: bool = False
 
     # --- domain -----------------------------------------------------------------------------
     income_multiplier: PositiveFloat = 1.9
@@ -246,6 +253,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             "invalid configuration: CACHE_HMAC_KEYS: production needs real keys "
             "(and CACHE_KEY_SALT)"
         )
+    _check_webhook_secrets(settings)
     for var, spec in (
         ("RATE_LIMIT_IP", settings.rate_limit_ip),
         ("RATE_LIMIT_KEY", settings.rate_limit_key),
@@ -261,6 +269,34 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if settings.db_pool_min > settings.db_pool_max:
         raise ConfigError("invalid configuration: DB_POOL_MIN: must not exceed DB_POOL_MAX")
     return settings
+
+
+_MIN_WEBHOOK_SECRET_LENGTH = 16
+
+
+def _check_webhook_secrets(settings: Settings) -> None:
+    """Webhook secrets are long enough when set, and set in production."""
+    raw = settings.webhook_secret.get()
+    secrets = parse_secrets(raw)
+    if raw.strip() and (
+        not secrets or any(len(secret) < _MIN_WEBHOOK_SECRET_LENGTH for secret in secrets)
+    ):
+        raise ConfigError(
+            "invalid configuration: WEBHOOK_SECRET: expected secret[,previous-secret], "
+            f"secrets of at least {_MIN_WEBHOOK_SECRET_LENGTH} characters"
+        )
+    if settings.environment != "production":
+        return
+    if not secrets:
+        raise ConfigError(
+            "invalid configuration: WEBHOOK_SECRET: required in production "
+            "(the C2S webhook must be authenticated)"
+        )
+    if not settings.google_ads_webhook_key.get().strip():
+        raise ConfigError(
+            "invalid configuration: GOOGLE_ADS_WEBHOOK_KEY: required in production "
+            "(the Google Ads webhook must be authenticated)"
+        )
 
 
 def parse_hmac_keys(raw: str) -> list[tuple[str, bytes]]:

@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import msgspec
-from litestar import Litestar
+import structlog
+from litestar import Litestar, Router
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.di import Provide
@@ -43,6 +44,8 @@ if TYPE_CHECKING:
     from app.config import Settings
 
 __all__ = ["create_app"]
+
+log = structlog.get_logger(__name__)
 
 API_DESCRIPTION = """\
 Lead enrichment for the Contact2Sale CRM: resolves a lead's CPF from its phone and e-mail
@@ -114,6 +117,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
     """
     settings = settings or settings_or_exit()
     configure_logging(settings.log_level, settings.log_format)
+    if not settings.webhook_secret.get().strip():
+        # Production refuses to start without it (app.config); elsewhere say it loudly.
+        log.warning(
+            "webhook_unauthenticated",
+            detail="WEBHOOK_SECRET is not set: POST /api/v1/webhooks/c2s accepts any request",
+            environment=settings.environment,
+        )
     app = Litestar(
         route_handlers=[
             HealthController,
@@ -122,7 +132,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
             LeadController,
             CustomerController,
             WorkController,
-            WebhookController,
+            # Webhook bodies get their own, smaller limit (413 above it, before reading it all).
+            Router(
+                path="/",
+                route_handlers=[WebhookController],
+                request_max_body_size=settings.webhook_max_body_bytes,
+            ),
             AdminController,
         ],
         dependencies={"enricher": Provide(provide_enricher, sync_to_thread=False)},

@@ -72,6 +72,7 @@ __all__ = [
     "RetryPolicy",
     "StoredEvent",
     "WebhookEvent",
+    "count_webhook_events",
     "decode_stored_event",
     "intake_google_lead",
     "is_provably_unsent",
@@ -329,6 +330,18 @@ def parse_webhook_body(body: bytes) -> ParsedWebhook:
     except (msgspec.DecodeError, UnicodeDecodeError):
         raise InvalidInput("body", "the body is not valid JSON") from None
     return parse_webhook_document(document)
+
+
+def count_webhook_events(document: object) -> int:
+    """How many events a decoded webhook body carries, without validating them.
+
+    One for an object, the length of an array, zero for anything else.
+    """
+    if isinstance(document, dict):
+        return 1
+    if isinstance(document, list):
+        return len(document)
+    return 0
 
 
 def parse_webhook_document(document: object) -> ParsedWebhook:

@@ -111,7 +111,9 @@ async def test_a_worker_killed_mid_job_is_replaced_and_the_lead_gets_one_message
     # The Work API answers after 6 s: the first worker is surely mid-job when it is killed.
     await sandbox.set_faults("work_api", latency_ms=6000)
     stamp = dt.datetime(2025, 11, 26, 10, 0, tzinfo=dt.UTC).isoformat()
-    answer = await client.post(WEBHOOK, json=webhook_body(lead, stamp))
+    answer = await client.post(
+        WEBHOOK, json=webhook_body(lead, stamp), headers={"X-Webhook-Token": WEBHOOK_SECRET}
+    )
     assert answer.json()["processed"] == 1
 
     first = start_worker(concurrency=1, lease_timeout_s=3.0)

@@ -1,14 +1,26 @@
 """Webhooks: ``POST /webhooks/c2s`` (durable intake) and ``POST /webhooks/google-ads``.
 
-Both are excluded from API-key auth (``opt["exclude_from_auth"]``): each has its own secret,
-checked in constant time by a guard that runs before the body is read.
+Both are excluded from API-key auth (``opt["exclude_from_auth"]``) and from ``Idempotency-Key``
+handling (deliveries are idempotent by themselves, and nothing may be stored for a request
+before it is authenticated): each has its own secret, checked in constant time by a guard that
+runs before the handler. Their bodies are bounded by ``WEBHOOK_MAX_BODY_BYTES`` (413 above it).
 
-C2S webhook contract (``behaviour.md`` 1.11, ADR 0004):
+C2S webhook contract (ADR 0004, docs/security.md "Webhook authentication"):
 
-* Token: when ``WEBHOOK_SECRET`` is set, a token presented in ``X-Webhook-Token`` or in the
-  ``?token=`` query parameter must match (else 401). A request presenting neither is accepted,
-  as in the reference, because C2S cannot send custom headers; the query parameter lets an
-  operator configure a secret URL in C2S instead.
+* Authentication, whenever ``WEBHOOK_SECRET`` is set (one secret, or ``current,previous`` during
+  a rotation; every listed secret is accepted):
+
+  - preferred, a signature over the raw body: ``X-C2S-Signature: t=<unix>,v1=<hex>`` with
+    ``v1 = HMAC-SHA256(secret, "<t>." + body)`` and ``t`` within
+    ``WEBHOOK_SIGNATURE_TOLERANCE_S`` of the receiver's clock (replay window);
+  - or, for senders that cannot sign, the secret itself in ``X-Webhook-Token`` or ``?token=``
+    (every token presented must match).
+
+  Neither valid: 401 problem+json, before the body is stored or queued. Without a secret (only
+  possible outside production, where start-up refuses it) the webhook is open and the process
+  warns at start-up.
+* At most ``WEBHOOK_MAX_EVENTS`` events per body: more is a 413 naming the limit, and nothing of
+  the body is stored.
 * The events are stored durably in PostgreSQL, each with its job, BEFORE the answer: a 200 means
   nothing can be lost. A failing database is a 503 with ``Retry-After`` (the sender retries; the
   retry is idempotent).
@@ -22,7 +34,7 @@ C2S webhook contract (``behaviour.md`` 1.11, ADR 0004):
 
 from __future__ import annotations
 
-import hmac
+import time
 from typing import TYPE_CHECKING, Annotated, Any, Final
 
 import msgspec
@@ -30,16 +42,24 @@ import structlog
 from litestar import Controller, Request, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
-from litestar.exceptions import NotAuthorizedException, ValidationException
+from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
 from litestar.params import Body, HeaderParameter, JSONBody, QueryParameter
 from opentelemetry import propagate
 
 from app.http.problems import problem_responses
 from domain.pipeline import Enricher
+from domain.signatures import (
+    MAX_SIGNATURE_HEADER_LENGTH,
+    SignatureCheck,
+    parse_secrets,
+    token_matches,
+    verify_signature,
+)
 from domain.webhooks import (
     GoogleAdsLead,
     GoogleAdsResult,
     GoogleAdsSettings,
+    count_webhook_events,
     intake_google_lead,
     parse_webhook_document,
 )
@@ -57,6 +77,8 @@ if TYPE_CHECKING:
     from app.config import Settings
 
 __all__ = [
+    "SIGNATURE_HEADER",
+    "TOKEN_HEADER",
     "C2SWebhookAnswer",
     "WebhookController",
     "c2s_webhook_guard",
@@ -65,8 +87,16 @@ __all__ = [
 
 log = structlog.get_logger(__name__)
 
-_OPT: Final[dict[str, Any]] = {"exclude_from_auth": True, "lenient_content_type": True}
+SIGNATURE_HEADER: Final = "X-C2S-Signature"
+TOKEN_HEADER: Final = "X-Webhook-Token"  # noqa: S105 - a header name
+
+_OPT: Final[dict[str, Any]] = {
+    "exclude_from_auth": True,
+    "exclude_from_idempotency": True,
+    "lenient_content_type": True,
+}
 _MAX_REPORTED_ERRORS: Final = 20
+_UNAUTHORIZED: Final = "Missing or invalid webhook signature or token"
 
 
 class C2SWebhookAnswer(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -96,47 +126,61 @@ def _pool(state: Any) -> asyncpg.Pool:  # Any: Litestar's State
     return pool  # type: ignore[no-any-return]
 
 
-def _same(presented: str, secret: str) -> bool:
-    """Constant-time comparison (bytes, so any presented text is comparable)."""
-    return hmac.compare_digest(presented.encode(), secret.encode())
+async def c2s_webhook_guard(
+    connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler
+) -> None:
+    """Authenticate a C2S delivery by body signature or token, when a secret is configured.
 
-
-def c2s_webhook_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    """Check the C2S webhook token, when a secret is configured and a token is presented.
+    The body is read only when a signature is presented (it is what the signature covers).
 
     Raises:
-        NotAuthorizedException: A presented token (header or query) does not match, or none is
-            presented while ``WEBHOOK_REQUIRE_TOKEN`` is set.
+        NotAuthorizedException: Neither a valid ``X-C2S-Signature`` nor a valid token.
     """
     settings = _settings(connection.app.state)
-    secret = settings.webhook_secret.get()
-    if not secret:
+    secrets = parse_secrets(settings.webhook_secret.get())
+    if not secrets:
         return
-    presented = [
+    signature = connection.headers.get(SIGNATURE_HEADER)
+    signature_check: SignatureCheck | None = None
+    if signature is not None and isinstance(connection, Request):
+        signature_check = verify_signature(
+            signature,
+            await connection.body(),
+            secrets,
+            now=time.time(),
+            tolerance_s=settings.webhook_signature_tolerance_s,
+        )
+        if signature_check is SignatureCheck.VALID:
+            return
+    tokens = [
         value
         for value in (
-            connection.headers.get("x-webhook-token"),
+            connection.headers.get(TOKEN_HEADER),
             connection.query_params.get("token"),
         )
         if value is not None
     ]
-    # Forward-compatible switch: the reference accepts unauthenticated deliveries because C2S
-    # cannot send headers; with a secret URL configured an operator may want to refuse them.
-    if not presented and settings.webhook_require_token:
-        raise NotAuthorizedException("Unauthorized")
-    if not all(_same(value, secret) for value in presented):
-        raise NotAuthorizedException("Unauthorized")
+    if tokens and all(token_matches(value, secrets) for value in tokens):
+        return
+    # Which check failed, never what was presented.
+    log.warning(
+        "c2s_webhook_unauthorized",
+        signature=signature_check.value if signature_check is not None else "absent",
+        token="mismatch" if tokens else "absent",
+    )
+    raise NotAuthorizedException(_UNAUTHORIZED)
 
 
 def google_ads_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
     """Check ``?google_key=`` against ``GOOGLE_ADS_WEBHOOK_KEY`` (unset key: always 401).
 
     Raises:
-        NotAuthorizedException: Missing or wrong key.
+        NotAuthorizedException: Missing or wrong key, or no key configured.
     """
-    expected = _settings(connection.app.state).google_ads_webhook_key.get()
+    expected = _settings(connection.app.state).google_ads_webhook_key.get().strip()
     presented = connection.query_params.get("google_key")
-    if not expected or presented is None or not _same(presented, expected):
+    if not expected or presented is None or not token_matches(presented, (expected,)):
+        log.warning("google_ads_unauthorized", key="mismatch" if presented else "absent")
         raise NotAuthorizedException("Unauthorized")
 
 
@@ -177,8 +221,12 @@ class WebhookController(Controller):
             "array of them, or `{hook_action, lead:{id, attributes}}`. `updated_at` is RFC 3339, "
             "`YYYY-MM-DD HH:MM:SS.fff +zzzz` or naive `YYYY-MM-DD HH:MM:SS.fff` (UTC); with the "
             "lead id it is the idempotency key, so redeliveries count as `duplicates`. Invalid "
-            "events are skipped (`rejected`); 400 when nothing in the body is valid. When "
-            "`WEBHOOK_SECRET` is set, a token sent in `X-Webhook-Token` or `?token=` must match."
+            "events are skipped (`rejected`); 400 when nothing in the body is valid; 413 above "
+            "`WEBHOOK_MAX_EVENTS` events or `WEBHOOK_MAX_BODY_BYTES` bytes. When "
+            "`WEBHOOK_SECRET` is set, every delivery must carry a valid `X-C2S-Signature: "
+            't=<unix>,v1=<hex HMAC-SHA256(secret, "<t>." + raw body)>` (t within '
+            "`WEBHOOK_SIGNATURE_TOLERANCE_S`) or the secret in `X-Webhook-Token` or `?token=`; "
+            "else 401."
         ),
         status_code=200,
         guards=[c2s_webhook_guard],
@@ -187,6 +235,7 @@ class WebhookController(Controller):
     )
     async def c2s(
         self,
+        state: State,
         events: NamedDependency[PgEventStore],
         # Any: the body is validated event by event in the domain, so that one bad event does
         # not sink the others; Litestar only decodes the JSON.
@@ -215,7 +264,26 @@ class WebhookController(Controller):
                 description="Webhook secret (`WEBHOOK_SECRET`).",
             ),
         ] = None,
+        signature: Annotated[
+            str | None,
+            HeaderParameter(
+                name=SIGNATURE_HEADER,
+                required=False,
+                max_length=MAX_SIGNATURE_HEADER_LENGTH,
+                description=(
+                    '`t=<unix seconds>,v1=<hex HMAC-SHA256(WEBHOOK_SECRET, "<t>." + raw body)>`'
+                ),
+            ),
+        ] = None,
     ) -> C2SWebhookAnswer:
+        settings = _settings(state)
+        count = count_webhook_events(data)
+        if count > settings.webhook_max_events:
+            log.info("c2s_webhook_too_many_events", received=count)
+            raise HTTPException(
+                status_code=413,
+                detail=f"Too many events: at most {settings.webhook_max_events} per webhook body",
+            )
         parsed = parse_webhook_document(data)
         if parsed.rejected and not parsed.events:
             errors = [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 
@@ -92,3 +93,97 @@ def test_cli_stops_with_one_line_naming_the_variable() -> None:
     assert len(lines) == 1
     assert lines[0].startswith("invalid configuration: PORT:")
     assert result.stdout == ""
+
+
+PRODUCTION = {
+    "ENVIRONMENT": "production",
+    "CACHE_HMAC_KEYS": "k1:production-cache-key-0001",
+    "CACHE_KEY_SALT": "production-key-salt-0001",
+    "WEBHOOK_SECRET": "whsec-production-0001",
+    "GOOGLE_ADS_WEBHOOK_KEY": "gads-production-0001",
+}
+
+
+def test_production_with_its_secrets_loads() -> None:
+    settings = load_settings(PRODUCTION)
+    assert settings.webhook_secret.get() == "whsec-production-0001"
+    assert settings.google_ads_webhook_key.get() == "gads-production-0001"
+
+
+@pytest.mark.parametrize("variable", ["WEBHOOK_SECRET", "GOOGLE_ADS_WEBHOOK_KEY"])
+@pytest.mark.parametrize("value", [None, "", "  "])
+def test_production_needs_both_webhook_secrets(variable: str, value: str | None) -> None:
+    env = {k: v for k, v in PRODUCTION.items() if k != variable}
+    if value is not None:
+        env[variable] = value
+    with pytest.raises(ConfigError) as info:
+        load_settings(env)
+    assert str(info.value).startswith(f"invalid configuration: {variable}: required in production")
+    assert "\n" not in str(info.value)
+
+
+def test_development_and_test_run_without_webhook_secrets() -> None:
+    for environment in ("development", "test"):
+        settings = load_settings({"ENVIRONMENT": environment})
+        assert not settings.webhook_secret
+        assert not settings.google_ads_webhook_key
+
+
+@pytest.mark.parametrize("raw", ["short", "whsec-long-enough-0001,short", ",", " , "])
+def test_webhook_secrets_must_be_long_enough(raw: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings({"WEBHOOK_SECRET": raw})
+    message = str(info.value)
+    assert message.startswith("invalid configuration: WEBHOOK_SECRET:")
+    assert "short" not in message  # no secret echoed
+    assert "whsec-long-enough-0001" not in message
+
+
+def test_webhook_secret_list_and_bounds_are_read() -> None:
+    settings = load_settings(
+        {
+            "WEBHOOK_SECRET": "whsec-current-0001, whsec-previous-0002",
+            "WEBHOOK_MAX_EVENTS": "10",
+            "WEBHOOK_MAX_BODY_BYTES": "65536",
+            "WEBHOOK_SIGNATURE_TOLERANCE_S": "60",
+        }
+    )
+    assert settings.webhook_secret.get() == "whsec-current-0001, whsec-previous-0002"
+    assert (
+        settings.webhook_max_events,
+        settings.webhook_max_body_bytes,
+        settings.webhook_signature_tolerance_s,
+    ) == (10, 65536, 60)
+    defaults = load_settings({})
+    assert (defaults.webhook_max_events, defaults.webhook_signature_tolerance_s) == (100, 300)
+    assert defaults.webhook_max_body_bytes == 1024 * 1024
+
+
+def test_production_start_up_without_webhook_secret_stops_with_one_line() -> None:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("WEBHOOK_SECRET", "GOOGLE_ADS_WEBHOOK_KEY", "PORT")
+    }
+    env |= {k: v for k, v in PRODUCTION.items() if k != "WEBHOOK_SECRET"}
+    # Own session: should it start serving instead of stopping, everything it spawned is killed.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "serve"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        stdout, stderr = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail("serve started in production without WEBHOOK_SECRET")
+    assert proc.returncode == 2
+    assert stderr.strip().splitlines() == [
+        "invalid configuration: WEBHOOK_SECRET: required in production "
+        "(the C2S webhook must be authenticated)"
+    ]
+    assert stdout == ""

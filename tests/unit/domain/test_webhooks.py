@@ -29,6 +29,7 @@ from domain.webhooks import (
     QueueStats,
     RetryPolicy,
     StoredEvent,
+    count_webhook_events,
     decode_stored_event,
     intake_google_lead,
     is_provably_unsent,
@@ -954,3 +955,10 @@ async def test_google_create_with_unknown_outcome_is_never_retried() -> None:
     )
     assert again.message == "Lead already processed (duplicate)"
     assert failing.created == []
+
+
+def test_events_are_counted_without_being_validated() -> None:
+    assert count_webhook_events({"id": "x"}) == 1
+    assert count_webhook_events([{"id": "x"}, 5, None]) == 3
+    assert count_webhook_events([]) == 0
+    assert count_webhook_events("not an event") == 0
