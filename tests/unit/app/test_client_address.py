@@ -7,20 +7,24 @@ random left-most values cannot spread one client over many per-IP buckets.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 
 from app.ratelimit import ClientAddress
 
+if TYPE_CHECKING:
+    from litestar.types import Scope
+
 FLY = ("172.16.0.0/12", "fdaa::/16")
 
 
-def scope(peer: str | None, *headers: tuple[str, str]) -> dict[str, Any]:
-    return {
+def scope(peer: str | None, *headers: tuple[str, str]) -> Scope:
+    raw: dict[str, Any] = {
         "client": (peer, 4321) if peer is not None else None,
         "headers": [(name.lower().encode(), value.encode()) for name, value in headers],
     }
+    return cast("Scope", raw)
 
 
 def test_untrusted_peer_is_the_client_whatever_it_forwards() -> None:
