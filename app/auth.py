@@ -56,6 +56,7 @@ from infra.db.keys import PgApiKeyStore
 from observability.tracing import current_trace_id
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from uuid import UUID
 
     import asyncpg
@@ -71,6 +72,7 @@ __all__ = [
     "AuthMiddleware",
     "KeyLookup",
     "KeyVerifier",
+    "LookupDeclined",
     "Principal",
     "ensure_dev_key",
     "install_key_verifier",
@@ -108,6 +110,17 @@ class KeyLookup(Protocol):
     async def touch(self, key_id: UUID) -> None:
         """Record a use of the key."""
         ...
+
+
+class LookupDeclined(Exception):
+    """The verifier's ``admit`` check declined a store look-up (the client got blocked)."""
+
+
+class _Declined:
+    """Marker: a look-up declined by its ``admit`` check."""
+
+
+_DECLINED: Final = _Declined()
 
 
 class Principal:
@@ -168,7 +181,7 @@ class KeyVerifier:
         # digest -> (monotonic deadline, principal); insertion order = age, oldest evicted first.
         self._positive: OrderedDict[bytes, tuple[float, Principal]] = OrderedDict()
         self._negative: OrderedDict[bytes, float] = OrderedDict()
-        self._inflight: dict[bytes, asyncio.Task[Principal | None]] = {}
+        self._inflight: dict[bytes, asyncio.Task[Principal | _Declined | None]] = {}
         self._touched: dict[UUID, float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -185,14 +198,20 @@ class KeyVerifier:
         principal = hit[1]
         return principal if time.time() < principal.usable_until else None
 
-    async def verify(self, digest: bytes) -> Principal | None:
+    async def verify(
+        self, digest: bytes, admit: Callable[[], bool] | None = None
+    ) -> Principal | None:
         """Return the principal of a usable key, or ``None`` (unknown, revoked or expired).
 
         Args:
             digest: SHA-256 of the presented key.
+            admit: Asked when a store look-up gets its turn (look-ups queue, a few at a time);
+                false declines it. Requests of a client that got blocked while they queued then
+                cost no look-up.
 
         Raises:
             DependencyUnavailable: The key is not cached and the store cannot answer.
+            LookupDeclined: ``admit`` declined the look-up.
         """
         now = time.monotonic()
         hit = self._positive.get(digest)
@@ -207,17 +226,28 @@ class KeyVerifier:
         if task is None:
             # One lookup per digest at a time: a burst of requests with a key that just left
             # the cache costs one round trip, not one each.
-            task = asyncio.get_running_loop().create_task(self._load(digest))
+            task = asyncio.get_running_loop().create_task(self._load(digest, admit))
             self._inflight[digest] = task
             task.add_done_callback(lambda _t: self._inflight.pop(digest, None))
-        principal: Principal | None = await asyncio.shield(task)
-        if principal is not None and time.time() >= principal.usable_until:
+        result = await asyncio.shield(task)
+        if isinstance(result, _Declined):
+            if admit is not None and not admit():
+                raise LookupDeclined
+            # Declined for another request sharing the look-up: look it up for this one.
+            result = await self._load(digest, admit)
+            if isinstance(result, _Declined):
+                raise LookupDeclined
+        if result is not None and time.time() >= result.usable_until:
             return None
-        return principal
+        return result
 
-    async def _load(self, digest: bytes) -> Principal | None:
+    async def _load(
+        self, digest: bytes, admit: Callable[[], bool] | None = None
+    ) -> Principal | _Declined | None:
         try:
             async with self._lookups:
+                if admit is not None and not admit():
+                    return _DECLINED
                 key = await self.store.find_by_hash(digest)
         except DependencyUnavailable:
             raise
@@ -405,12 +435,21 @@ class AuthMiddleware:
                 # Not a cached valid key: a client past its failed-authentication quota is
                 # refused here, before the key costs a database look-up.
                 guard: AuthFailureGuard | None = getattr(state, "auth_failures", None)
-                if guard is not None:
-                    retry = guard.blocked_for(guard.identity(scope))
+                if guard is None:
+                    principal = await verifier.verify(digest)
+                else:
+                    identity = guard.identity(scope)
+                    retry = guard.blocked_for(identity)
+                    if not retry:
+                        try:
+                            principal = await verifier.verify(
+                                digest, lambda: not guard.blocked(identity)
+                            )
+                        except LookupDeclined:
+                            retry = max(1, guard.blocked_for(identity))
                     if retry:
                         await send_429(scope, send, retry, detail=_auth_flood_detail(retry))
                         return
-                principal = await verifier.verify(digest)
         except DependencyUnavailable as exc:
             log.warning("api_key_verification_unavailable", dependency=exc.dependency)
             await _send_problem(

@@ -162,8 +162,14 @@ class AuthFailureGuard:
         """The client's identity (a keyed digest of its address)."""
         return _digest(self._client_address.of(scope), self._salt)
 
+    def blocked(self, identity: str) -> bool:
+        """Whether ``identity`` is refused on this process now. No I/O, nothing recorded."""
+        deadline = self._blocked.get(identity)
+        return deadline is not None and deadline > time.monotonic()
+
     def blocked_for(self, identity: str) -> int:
-        """Seconds ``identity`` stays refused on this process (0: not blocked). No I/O."""
+        """Seconds ``identity`` stays refused on this process (0: not blocked), counted as a
+        refusal in ``rate_limit_decisions_total``. No I/O."""
         deadline = self._blocked.get(identity)
         if deadline is None:
             return 0

@@ -8,6 +8,7 @@ count runs on the limiter's own per-process fallback. No network, no database.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -37,6 +38,7 @@ class CountingKeyStore:
 
     async def find_by_hash(self, digest: bytes) -> ApiKey | None:
         self.lookups += 1
+        await asyncio.sleep(0.002)  # a round trip: concurrent look-ups queue behind each other
         return self.known.get(digest)
 
     async def touch(self, key_id: uuid.UUID) -> None:
@@ -163,3 +165,22 @@ async def test_negative_entries_are_bounded() -> None:
     for _ in range(100):
         await verifier.verify(generate_key().digest)
     assert verifier.cached_entries <= 8
+
+
+async def test_a_concurrent_flood_costs_no_lookup_once_the_client_is_blocked(
+    harness: tuple[Harness, str],
+) -> None:
+    # 100 requests in flight together: those queued for a look-up when the client gets blocked
+    # are declined when their turn comes instead of each costing one.
+    h, _ = harness
+    responses = await asyncio.gather(
+        *(
+            h.client.get("/probe", headers={"X-API-Key": generate_key().plaintext})
+            for _ in range(100)
+        )
+    )
+    statuses = [r.status_code for r in responses]
+    assert statuses.count(401) == QUOTA
+    assert statuses.count(429) == 100 - QUOTA
+    # Look-ups run 4 at a time: at most that many were under way when the block was learnt.
+    assert h.store.lookups <= QUOTA + 4
