@@ -205,8 +205,15 @@ class RateLimiter:
     def _applicable(
         self, identities: Mapping[Tier, str], costs: Mapping[Tier, int] | None
     ) -> list[_Limit]:
+        if not costs:  # every request but a costed one: one unit everywhere
+            return [
+                (tier, identities[tier], item, 1)
+                for tier, items in self._policies.items()
+                if tier in identities
+                for item in items
+            ]
         return [
-            (tier, identities[tier], item, _charge(item, costs.get(tier, 1) if costs else 1))
+            (tier, identities[tier], item, _charge(item, costs.get(tier, 1)))
             for tier, items in self._policies.items()
             if tier in identities
             for item in items
