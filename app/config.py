@@ -177,7 +177,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     rate_limit_key: str = "50/second;2000/minute"
     rate_limit_global: str = "2000/second"
     rate_limit_strategy: Literal["sliding-window-counter"] = "sliding-window-counter"
-    # Peers whose Fly-Client-IP / X-Forwarded-For first hop is believed (CIDRs).
+    # Failed authentications per client IP (a flood of guessed keys); past it, 429 before any
+    # database work.
+    auth_failure_limit: str = "20/minute"
+    # Proxies whose Fly-Client-IP / X-Forwarded-For entries are believed (CIDRs); the client is
+    # the right-most X-Forwarded-For address that is not one of them.
     trusted_proxies: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
 
     # --- API keys ---------------------------------------------------------------------------
@@ -258,6 +262,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ("RATE_LIMIT_IP", settings.rate_limit_ip),
         ("RATE_LIMIT_KEY", settings.rate_limit_key),
         ("RATE_LIMIT_GLOBAL", settings.rate_limit_global),
+        ("AUTH_FAILURE_LIMIT", settings.auth_failure_limit),
     ):
         if spec.strip() and not _limits_ok(spec):
             raise ConfigError(f"invalid configuration: {var}: expected e.g. '10/second;100/minute'")

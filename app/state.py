@@ -12,7 +12,7 @@ from app.config import parse_hmac_keys
 from app.container import Container, open_container
 from app.http.middleware.auth import install_key_verifier
 from app.http.middleware.idempotency import IdempotencyStore
-from app.http.middleware.ratelimit import ClientAddress
+from app.http.middleware.ratelimit import AUTH_FAILURE_POLICY, AuthFailureGuard, ClientAddress
 from infra.ratelimit import RateLimiter, parse_policy
 from infra.sealing import AeadEnvelope
 from observability.metrics import RATE_LIMIT_DEGRADED, record_rate_limit, track_pool
@@ -76,6 +76,36 @@ class RateLimitMetrics:
         RATE_LIMIT_DEGRADED.set(1 if active else 0)
 
 
+class AuthFailureMetrics:
+    """Feeds failed-authentication decisions to Prometheus (policy ``auth_failure``).
+
+    The degraded flag is left to the request limiter: both share one Redis.
+    """
+
+    def decided(self, tier: Tier | None, allowed: bool) -> None:
+        record_rate_limit(AUTH_FAILURE_POLICY, allowed=allowed)
+
+    def degraded(self, active: bool) -> None:
+        return None
+
+
+def build_auth_failure_guard(
+    settings: Settings, container: Container, edge: EdgeConfig
+) -> AuthFailureGuard | None:
+    """The failed-authentication limit per client IP; ``None`` when ``AUTH_FAILURE_LIMIT`` is
+    empty."""
+    policy = parse_policy(settings.auth_failure_limit)
+    if not policy:
+        return None
+    limiter = RateLimiter(
+        container.redis,
+        prefix=settings.redis_key_prefix,
+        policies={"auth": policy},
+        listener=AuthFailureMetrics(),
+    )
+    return AuthFailureGuard(limiter, edge.client_address, edge.salt)
+
+
 def build_rate_limiter(settings: Settings, container: Container) -> RateLimiter:
     """The limiter with the configured quotas per tier."""
     return RateLimiter(
@@ -110,10 +140,11 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
             ),
             salt=settings.cache_key_salt.get().encode(),
         )
-        app.state.edge = EdgeConfig(
+        app.state.edge = edge = EdgeConfig(
             client_address=ClientAddress(settings.trusted_proxies),
             salt=settings.cache_key_salt.get().encode(),
         )
+        app.state.auth_failures = build_auth_failure_guard(settings, container, edge)
         verifier = install_key_verifier(app.state, container.pool, settings.api_key_cache_ttl_s)
         stack.push_async_callback(verifier.drain)  # pending last_used_at writes, before the pool
         stack.callback(track_pool(container.pool))  # pool gauges read at scrape time

@@ -9,8 +9,13 @@ each ``redis.asyncio`` command costs 100-200 us of client CPU).
 
 With Redis unreachable the limiter degrades to per-process limits with the same quotas, using
 ``limits``' in-memory sliding window counter, never answers an error, and reports the degradation
-to a listener (the ``rate_limit_degraded`` gauge). It retries Redis after a short back-off rather
-than paying a socket timeout on every request.
+to a listener (the ``rate_limit_degraded`` gauge) and every failed Redis call to
+``rate_limit_storage_errors_total``. It retries Redis after a short back-off rather than paying a
+socket timeout on every request.
+
+A request may cost more than one unit in a tier (``costs``: a batch of N lookups costs N of the
+per-key quota). A limit never charges more than its whole quota, so an oversized request is served
+alone in an otherwise empty window instead of being refused for ever.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from limits.aio.storage import MemoryStorage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from redis.exceptions import RedisError
 
+from observability.metrics import RATE_LIMIT_STORAGE_ERRORS
+
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
 
@@ -41,12 +48,12 @@ __all__ = [
 
 log = structlog.get_logger(__name__)
 
-Tier = Literal["ip", "key", "global"]
+Tier = Literal["ip", "key", "global", "auth"]
 
-# ARGV: n, then per limit (base key, limit, window ms), then the extra key to read ("" for none).
-# Checks every limit first and counts the request in all of them only if all allow it, so a
-# request refused by one tier does not consume the others. Uses the server's clock (TIME) so
-# that several app machines with skewed clocks share one window.
+# ARGV: n, then per limit (base key, limit, window ms, cost), then the extra key to read ("" for
+# none). Checks every limit first and counts the request (``cost`` units) in all of them only if
+# all allow it, so a request refused by one tier does not consume the others. Uses the server's
+# clock (TIME) so that several app machines with skewed clocks share one window.
 _SCRIPT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -54,30 +61,33 @@ local n = tonumber(ARGV[1])
 local allowed = 1
 local rows = {}
 for i = 0, n - 1 do
-  local base = ARGV[2 + i * 3]
-  local limit = tonumber(ARGV[3 + i * 3])
-  local window = tonumber(ARGV[4 + i * 3])
+  local base = ARGV[2 + i * 4]
+  local limit = tonumber(ARGV[3 + i * 4])
+  local window = tonumber(ARGV[4 + i * 4])
+  local cost = tonumber(ARGV[5 + i * 4])
   local idx = math.floor(now / window)
   local elapsed = now - idx * window
   local cur_key = base .. ':' .. idx
   local prev = tonumber(redis.call('GET', base .. ':' .. (idx - 1)) or '0')
   local cur = tonumber(redis.call('GET', cur_key) or '0')
   local weighted = math.floor(prev * (window - elapsed) / window) + cur
-  if weighted + 1 > limit then allowed = 0 end
-  rows[i + 1] = {cur_key, weighted, limit, window - elapsed, window}
+  if weighted + cost > limit then allowed = 0 end
+  rows[i + 1] = {cur_key, weighted, limit, window - elapsed, window, cost}
 end
 local out = {allowed}
 for i = 1, n do
   local row = rows[i]
   local used = row[2]
   if allowed == 1 then
-    if redis.call('INCR', row[1]) == 1 then redis.call('PEXPIRE', row[1], row[5] * 2) end
-    used = used + 1
+    if redis.call('INCRBY', row[1], row[6]) == row[6] then
+      redis.call('PEXPIRE', row[1], row[5] * 2)
+    end
+    used = used + row[6]
   end
   out[#out + 1] = row[3] - used
   out[#out + 1] = row[4]
 end
-local extra = ARGV[2 + n * 3]
+local extra = ARGV[2 + n * 4]
 if extra ~= '' then
   local value = redis.call('GET', extra)
   if value then out[#out + 1] = value end
@@ -152,6 +162,15 @@ def _window_ms(item: limits.RateLimitItem) -> int:
     return int(item.get_expiry() * 1000)
 
 
+def _charge(item: limits.RateLimitItem, cost: int) -> int:
+    """Units a request of ``cost`` takes in ``item``: at least 1, at most the whole quota."""
+    return max(1, min(cost, item.amount))
+
+
+# (tier, identity, limit, units this request takes in it)
+_Limit = tuple[Tier, str, limits.RateLimitItem, int]
+
+
 class RateLimiter:
     """Checks every tier of a request against its quotas."""
 
@@ -184,26 +203,46 @@ class RateLimiter:
         return {tier: list(items) for tier, items in self._policies.items()}
 
     def _applicable(
-        self, identities: Mapping[Tier, str]
-    ) -> list[tuple[Tier, str, limits.RateLimitItem]]:
+        self, identities: Mapping[Tier, str], costs: Mapping[Tier, int] | None
+    ) -> list[_Limit]:
+        if not costs:  # every request but a costed one: one unit everywhere
+            return [
+                (tier, identities[tier], item, 1)
+                for tier, items in self._policies.items()
+                if tier in identities
+                for item in items
+            ]
         return [
-            (tier, identities[tier], item)
+            (tier, identities[tier], item, _charge(item, costs.get(tier, 1)))
             for tier, items in self._policies.items()
             if tier in identities
             for item in items
         ]
 
-    async def check(self, identities: Mapping[Tier, str], *, extra_key: str = "") -> Decision:
+    async def check(
+        self,
+        identities: Mapping[Tier, str],
+        *,
+        extra_key: str = "",
+        costs: Mapping[Tier, int] | None = None,
+    ) -> Decision:
         """Count one request for ``identities`` (tier -> hashed identity); read ``extra_key``.
+
+        Args:
+            identities: The tiers that apply, each with its (hashed) identity.
+            extra_key: A Redis key to read in the same round trip (``""`` for none).
+            costs: Units the request takes per tier (default 1); each limit charges at most its
+                quota.
 
         Never raises for a storage failure: it falls back to per-process limits.
         """
-        applicable = self._applicable(identities)
+        applicable = self._applicable(identities, costs)
         if time.monotonic() >= self._down_until:
             try:
                 decision = await self._check_redis(applicable, extra_key)
             except (RedisError, OSError, TimeoutError) as exc:
                 self._down_until = time.monotonic() + self._retry_after
+                RATE_LIMIT_STORAGE_ERRORS.inc()
                 log.warning("rate_limit_storage_error", error_type=type(exc).__name__)
             else:
                 if self._degraded:
@@ -226,22 +265,22 @@ class RateLimiter:
         refused = next((s for s in decision.states if s.refused), decision.tightest)
         self._listener.decided(refused.tier if refused else None, False)
 
-    async def _check_redis(
-        self, applicable: list[tuple[Tier, str, limits.RateLimitItem]], extra_key: str
-    ) -> Decision:
+    async def _check_redis(self, applicable: list[_Limit], extra_key: str) -> Decision:
         args: list[str | int] = [len(applicable)]
-        for tier, ident, item in applicable:
+        for tier, ident, item, cost in applicable:
             window = _window_ms(item)
-            args += [f"{self._prefix}rl:{tier}:{ident}:{item.amount}/{window}", item.amount, window]
+            base = f"{self._prefix}rl:{tier}:{ident}:{item.amount}/{window}"
+            args += [base, item.amount, window, cost]
         args.append(extra_key)
         reply = await self._script(args=args)
         allowed = int(reply[0]) == 1
         states: list[LimitState] = []
-        for i, (tier, _ident, item) in enumerate(applicable):
+        for i, (tier, _ident, item, cost) in enumerate(applicable):
             remaining = int(reply[1 + 2 * i])
             reset_ms = int(reply[2 + 2 * i])
-            # When refused, the script reports room before counting: <= 0 marks a refusing tier.
-            refused = not allowed and remaining <= 0
+            # When refused, the script reports room before counting: less room than the request
+            # needs marks a refusing tier.
+            refused = not allowed and remaining < cost
             states.append(
                 LimitState(
                     tier=tier,
@@ -256,17 +295,16 @@ class RateLimiter:
         extra = bytes(reply[extra_index]) if len(reply) > extra_index else None
         return self._decide(allowed, states, degraded=False, extra=extra)
 
-    async def _check_memory(
-        self, applicable: list[tuple[Tier, str, limits.RateLimitItem]]
-    ) -> Decision:
+    async def _check_memory(self, applicable: list[_Limit]) -> Decision:
         refusing = [
-            not await self._memory.test(item, tier, ident) for tier, ident, item in applicable
+            not await self._memory.test(item, tier, ident, cost=cost)
+            for tier, ident, item, cost in applicable
         ]
         allowed = not any(refusing)
         states: list[LimitState] = []
-        for (tier, ident, item), refused in zip(applicable, refusing, strict=True):
+        for (tier, ident, item, cost), refused in zip(applicable, refusing, strict=True):
             if allowed:
-                await self._memory.hit(item, tier, ident)
+                await self._memory.hit(item, tier, ident, cost=cost)
             stats = await self._memory.get_window_stats(item, tier, ident)
             states.append(
                 LimitState(

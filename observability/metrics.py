@@ -12,8 +12,7 @@ format otherwise). The worker process, which has no HTTP app, calls
 :func:`start_metrics_server`.
 
 Why inline calls and not Litestar's ``PrometheusMiddleware``: measured here, an inline
-prometheus_client call costs ~5 us, the generic middleware 50-70 us per request
-(stack-notes, "Measured on these machines").
+prometheus_client call costs ~5 us, the generic middleware 50-70 us per request.
 """
 
 from __future__ import annotations
@@ -56,6 +55,7 @@ __all__ = [
     "CIRCUIT_BREAKER_STATE",
     "CIRCUIT_BREAKER_STORAGE_DEGRADED",
     "CIRCUIT_BREAKER_TRANSITIONS",
+    "DEPENDENCY_DEGRADED",
     "DEPENDENCY_READY",
     "ENRICHMENTS",
     "FEATURE_FLAG_ENABLED",
@@ -89,6 +89,7 @@ __all__ = [
     "record_breaker_rejection",
     "record_breaker_transition",
     "record_cache",
+    "record_degraded",
     "record_rate_limit",
     "record_readiness",
     "render_metrics",
@@ -340,6 +341,14 @@ DEPENDENCY_READY: Final = Gauge(
     ["dependency"],
     registry=REGISTRY,
 )
+DEPENDENCY_DEGRADED: Final = Gauge(
+    "dependency_degraded",
+    "1 while an optional dependency failed its last readiness check and the instance serves "
+    "without it (ready, degraded).",
+    ["dependency"],
+    registry=REGISTRY,
+)
+"""``dependency`` is ``redis``: its failure leaves readiness passing (per-process fallbacks)."""
 
 # --- feature flags --------------------------------------------------------------------------
 
@@ -409,6 +418,7 @@ for _name in BREAKER_NAMES:
         CIRCUIT_BREAKER_TRANSITIONS.labels(_name, _state)
 for _outcome in ("completed", "failed", "retried"):
     QUEUE_JOBS.labels(_outcome)
+DEPENDENCY_DEGRADED.labels("redis")
 
 
 # --- hot-path helpers -----------------------------------------------------------------------
@@ -506,6 +516,11 @@ def set_breaker_storage_degraded(name: str, degraded: bool) -> None:
 def record_readiness(dependency: Dependency, ok: bool) -> None:
     """Set ``dependency_ready{dependency}`` from a readiness check's result."""
     DEPENDENCY_READY.labels(dependency).set(1 if ok else 0)
+
+
+def record_degraded(dependency: Dependency, degraded: bool) -> None:
+    """Set ``dependency_degraded{dependency}`` from a readiness check's result."""
+    DEPENDENCY_DEGRADED.labels(dependency).set(1 if degraded else 0)
 
 
 def observe_step(step: PipelineStep | str, outcome: StepOutcome, seconds: float) -> None:

@@ -47,7 +47,11 @@ async def test_health_answers_the_reference_body(client: AsyncTestClient[Litesta
 async def test_ready_reports_each_dependency_ok(client: AsyncTestClient[Litestar]) -> None:
     response = await client.get("/health/ready")
     assert response.status_code == 200
-    assert response.json() == {"status": "ready", "checks": {"postgres": "ok", "redis": "ok"}}
+    assert response.json() == {
+        "status": "ready",
+        "checks": {"postgres": "ok", "redis": "ok"},
+        "degraded": [],
+    }
 
 
 async def test_ready_names_the_failing_dependency_with_503(settings: Settings) -> None:
@@ -66,14 +70,34 @@ async def test_ready_names_the_failing_dependency_with_503(settings: Settings) -
     assert int(response.headers["retry-after"]) >= 1
 
 
-async def test_ready_times_out_on_unreachable_redis(settings: Settings) -> None:
+async def test_ready_stays_ready_with_redis_unreachable_and_reports_it_degraded(
+    settings: Settings,
+) -> None:
+    # Readiness gates traffic: with Redis down every instance still serves (per-process limits,
+    # breakers and flags, caches bypassed), so failing readiness would take them all out at once.
+    # Redis is reported in the body and in dependency_degraded, never as a 503.
     broken = msgspec.structs.replace(
         settings, redis_url="redis://127.0.0.1:1/0", ready_timeout_s=0.5
     )
     async with AsyncTestClient(app=create_app(broken)) as client:
         response = await client.get("/health/ready")
-    body = assert_problem(response, 503)
-    assert body["dependency"] == "redis"
+        metrics = (await client.get("/metrics")).text
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["status"] == "ready"
+    assert body["checks"]["postgres"] == "ok"
+    assert body["checks"]["redis"] in ("timeout", "unavailable")
+    assert body["degraded"] == ["redis"]
+    assert 'dependency_degraded{dependency="redis"} 1.0' in metrics
+    assert 'dependency_ready{dependency="redis"} 0.0' in metrics
+
+
+async def test_ready_with_redis_back_clears_the_degraded_gauge(
+    client: AsyncTestClient[Litestar],
+) -> None:
+    assert (await client.get("/health/ready")).json()["degraded"] == []
+    metrics = (await client.get("/metrics")).text
+    assert 'dependency_degraded{dependency="redis"} 0.0' in metrics
 
 
 async def test_openapi_document_is_valid_openapi_3_1(client: AsyncTestClient[Litestar]) -> None:

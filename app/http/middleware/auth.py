@@ -9,12 +9,15 @@ digests in ``core.api_keys`` (ADR 0006):
   one and the same body (which of the three is not revealed);
 * key without the route's scope (``opt["scope"]``, else ``read`` for GET and ``enrich`` for
   anything else): 403;
-* PostgreSQL unreachable while the key is not cached: 503 with ``Retry-After`` (never 500).
+* PostgreSQL unreachable while the key is not cached: 503 with ``Retry-After`` (never 500);
+* a client (IP) past ``AUTH_FAILURE_LIMIT`` failed authentications: 429 with ``Retry-After``,
+  decided before any database work (:class:`~app.http.middleware.ratelimit.AuthFailureGuard`).
+  A key found in the positive cache skips the check, so the hot path never touches the counter.
 
 Verification runs against a per-process cache keyed by the digest, positive and negative entries
 alike, with a TTL of ``API_KEY_CACHE_TTL_S`` (default 2 s, at most 5 s): a cached lookup costs no
-round trip (each one costs 100-200 us of client CPU here, DESIGN.md "The hot path"), and a
-revocation is effective everywhere within the TTL because every worker's entry expires by then.
+round trip (each one costs 100-200 us of client CPU), and a revocation is effective everywhere
+within the TTL because every worker's entry expires by then.
 
 On success the middleware stores ``api_key_id`` (the key's id, never the key), ``tenant`` and
 ``scopes`` in ``scope["state"]`` for the rate limiter and the handlers, and sets
@@ -35,6 +38,7 @@ import structlog
 from litestar.enums import ScopeType
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 
+from app.http.middleware.ratelimit import send_429
 from app.http.middleware.request_id import request_id_of
 from app.http.problems import (
     PROBLEM_MEDIA_TYPE,
@@ -58,6 +62,7 @@ from infra.db.keys import PgApiKeyStore
 from observability.tracing import current_trace_id
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from uuid import UUID
 
     import asyncpg
@@ -65,12 +70,15 @@ if TYPE_CHECKING:
     from litestar.handlers.base import BaseRouteHandler
     from litestar.types import ASGIApp, Guard, Receive, Scope, Send
 
+    from app.http.middleware.ratelimit import AuthFailureGuard
+
 __all__ = [
     "DEFAULT_CACHE_TTL_S",
     "MAX_CACHE_TTL_S",
     "AuthMiddleware",
     "KeyLookup",
     "KeyVerifier",
+    "LookupDeclined",
     "Principal",
     "ensure_dev_key",
     "install_key_verifier",
@@ -80,7 +88,7 @@ __all__ = [
 log = structlog.get_logger(__name__)
 
 DEFAULT_CACHE_TTL_S: Final = 2.0
-# The revocation promise of DESIGN.md: a revoked key stops working within 5 s on every worker.
+# The revocation promise: a revoked key stops working within 5 s on every worker.
 MAX_CACHE_TTL_S: Final = 5.0
 # Bounded per kind, so a flood of random keys (negative entries) cannot evict the valid ones.
 DEFAULT_MAX_ENTRIES: Final = 10_000
@@ -108,6 +116,17 @@ class KeyLookup(Protocol):
     async def touch(self, key_id: UUID) -> None:
         """Record a use of the key."""
         ...
+
+
+class LookupDeclined(Exception):
+    """The verifier's ``admit`` check declined a store look-up (the client got blocked)."""
+
+
+class _Declined:
+    """Marker: a look-up declined by its ``admit`` check."""
+
+
+_DECLINED: Final = _Declined()
 
 
 class Principal:
@@ -168,7 +187,7 @@ class KeyVerifier:
         # digest -> (monotonic deadline, principal); insertion order = age, oldest evicted first.
         self._positive: OrderedDict[bytes, tuple[float, Principal]] = OrderedDict()
         self._negative: OrderedDict[bytes, float] = OrderedDict()
-        self._inflight: dict[bytes, asyncio.Task[Principal | None]] = {}
+        self._inflight: dict[bytes, asyncio.Task[Principal | _Declined | None]] = {}
         self._touched: dict[UUID, float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -177,14 +196,28 @@ class KeyVerifier:
         """How many digests are cached (positive and negative)."""
         return len(self._positive) + len(self._negative)
 
-    async def verify(self, digest: bytes) -> Principal | None:
+    def cached(self, digest: bytes) -> Principal | None:
+        """The principal of a usable key found in the positive cache, else ``None`` (no I/O)."""
+        hit = self._positive.get(digest)
+        if hit is None or hit[0] <= time.monotonic():
+            return None
+        principal = hit[1]
+        return principal if time.time() < principal.usable_until else None
+
+    async def verify(
+        self, digest: bytes, admit: Callable[[], bool] | None = None
+    ) -> Principal | None:
         """Return the principal of a usable key, or ``None`` (unknown, revoked or expired).
 
         Args:
             digest: SHA-256 of the presented key.
+            admit: Asked when a store look-up gets its turn (look-ups queue, a few at a time);
+                false declines it. Requests of a client that got blocked while they queued then
+                cost no look-up.
 
         Raises:
             DependencyUnavailable: The key is not cached and the store cannot answer.
+            LookupDeclined: ``admit`` declined the look-up.
         """
         now = time.monotonic()
         hit = self._positive.get(digest)
@@ -199,17 +232,28 @@ class KeyVerifier:
         if task is None:
             # One lookup per digest at a time: a burst of requests with a key that just left
             # the cache costs one round trip, not one each.
-            task = asyncio.get_running_loop().create_task(self._load(digest))
+            task = asyncio.get_running_loop().create_task(self._load(digest, admit))
             self._inflight[digest] = task
             task.add_done_callback(lambda _t: self._inflight.pop(digest, None))
-        principal: Principal | None = await asyncio.shield(task)
-        if principal is not None and time.time() >= principal.usable_until:
+        result = await asyncio.shield(task)
+        if isinstance(result, _Declined):
+            if admit is not None and not admit():
+                raise LookupDeclined
+            # Declined for another request sharing the look-up: look it up for this one.
+            result = await self._load(digest, admit)
+            if isinstance(result, _Declined):
+                raise LookupDeclined
+        if result is not None and time.time() >= result.usable_until:
             return None
-        return principal
+        return result
 
-    async def _load(self, digest: bytes) -> Principal | None:
+    async def _load(
+        self, digest: bytes, admit: Callable[[], bool] | None = None
+    ) -> Principal | _Declined | None:
         try:
             async with self._lookups:
+                if admit is not None and not admit():
+                    return _DECLINED
                 key = await self.store.find_by_hash(digest)
         except DependencyUnavailable:
             raise
@@ -382,15 +426,36 @@ class AuthMiddleware:
             await self.app(scope, receive, send)
             return
         presented = presented_key(scope["headers"])
+        state = scope["app"].state
         if presented is None:
-            await _send_problem(scope, send, 401, _MISSING_DETAIL, _WWW_AUTHENTICATE_MISSING)
+            await _refuse(scope, send, state, _MISSING_DETAIL, _WWW_AUTHENTICATE_MISSING)
             return
         if isinstance(presented, _Malformed) or key_prefix_of(presented) is None:
-            await _send_problem(scope, send, 401, _INVALID_DETAIL, _WWW_AUTHENTICATE_INVALID)
+            await _refuse(scope, send, state, _INVALID_DETAIL, _WWW_AUTHENTICATE_INVALID)
             return
         try:
-            verifier = _verifier_of(scope["app"].state)
-            principal = await verifier.verify(digest_key(presented))
+            verifier = _verifier_of(state)
+            digest = digest_key(presented)
+            principal = verifier.cached(digest)
+            if principal is None:
+                # Not a cached valid key: a client past its failed-authentication quota is
+                # refused here, before the key costs a database look-up.
+                guard: AuthFailureGuard | None = getattr(state, "auth_failures", None)
+                if guard is None:
+                    principal = await verifier.verify(digest)
+                else:
+                    identity = guard.identity(scope)
+                    retry = guard.blocked_for(identity)
+                    if not retry:
+                        try:
+                            principal = await verifier.verify(
+                                digest, lambda: not guard.blocked(identity)
+                            )
+                        except LookupDeclined:
+                            retry = max(1, guard.blocked_for(identity))
+                    if retry:
+                        await send_429(scope, send, retry, detail=_auth_flood_detail(retry))
+                        return
         except DependencyUnavailable as exc:
             log.warning("api_key_verification_unavailable", dependency=exc.dependency)
             await _send_problem(
@@ -403,7 +468,7 @@ class AuthMiddleware:
             )
             return
         if principal is None:
-            await _send_problem(scope, send, 401, _INVALID_DETAIL, _WWW_AUTHENTICATE_INVALID)
+            await _refuse(scope, send, state, _INVALID_DETAIL, _WWW_AUTHENTICATE_INVALID)
             return
         needed = required_scope(scope["method"], opt.get("scope"))
         if not grants(principal.scopes, needed):
@@ -411,16 +476,34 @@ class AuthMiddleware:
                 scope, send, 403, f"API key lacks the '{needed}' scope for this operation"
             )
             return
-        state = scope.setdefault("state", {})
-        state["api_key_id"] = principal.key_id_text
-        state["tenant"] = principal.tenant
-        state["scopes"] = principal.scopes
+        request_state = scope.setdefault("state", {})
+        request_state["api_key_id"] = principal.key_id_text
+        request_state["tenant"] = principal.tenant
+        request_state["scopes"] = principal.scopes
         verifier.record_use(principal)
         token = current_tenant.set(principal.tenant)
         try:
             await self.app(scope, receive, send)
         finally:
             current_tenant.reset(token)
+
+
+def _auth_flood_detail(retry_after: int) -> str:
+    return f"Too many failed authentications from this client; retry in {retry_after} s"
+
+
+async def _refuse(
+    scope: Scope, send: Send, state: Any, detail: str, www_authenticate: bytes
+) -> None:  # Any: Litestar's State
+    """Answer 401, or 429 when this failure puts the client past ``AUTH_FAILURE_LIMIT``."""
+    guard: AuthFailureGuard | None = getattr(state, "auth_failures", None)
+    if guard is not None:
+        identity = guard.identity(scope)
+        retry = guard.blocked_for(identity) or await guard.failed(identity)
+        if retry:
+            await send_429(scope, send, retry, detail=_auth_flood_detail(retry))
+            return
+    await _send_problem(scope, send, 401, detail, www_authenticate)
 
 
 async def _send_problem(

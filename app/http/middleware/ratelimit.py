@@ -6,6 +6,14 @@ key to read, or ``""``). Responses carry ``RateLimit-Policy`` and ``RateLimit``
 (draft-ietf-httpapi-ratelimit-headers) and ``X-RateLimit-Limit/Remaining/Reset`` (Reset is
 seconds until the window resets, like the draft's ``t``); a 429 is problem+json with
 ``Retry-After``.
+
+A route whose work grows with its body declares ``opt["rate_limit_cost"]``: a function of the
+body returning how many units of the per-key limits the request takes (``POST /enrich/batch``:
+one per item). The body is then read here, once, bounded by ``MAX_BODY_BYTES``, and replayed to
+the handler.
+
+:class:`AuthFailureGuard` limits failed authentications per client IP (``AUTH_FAILURE_LIMIT``):
+the API-key middleware asks it before any database work and tells it of every failure.
 """
 
 from __future__ import annotations
@@ -14,9 +22,10 @@ import functools
 import hashlib
 import ipaddress
 import math
-from collections import Counter
+import time
+from collections import Counter, OrderedDict
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from litestar.enums import ScopeType
 
@@ -28,19 +37,39 @@ from app.http.problems import (
     problem_instance,
     problem_type,
 )
+from observability.metrics import record_rate_limit
 
 if TYPE_CHECKING:
     from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
     from infra.ratelimit import Decision, RateLimiter, Tier
 
-__all__ = ["ClientAddress", "RateLimitMiddleware", "format_headers"]
+__all__ = [
+    "AUTH_FAILURE_POLICY",
+    "AuthFailureGuard",
+    "ClientAddress",
+    "RateLimitMiddleware",
+    "format_headers",
+    "send_429",
+]
 
 PrefetchFn = Callable[["Scope"], str]
+CostFn = Callable[[bytes], int]
+
+AUTH_FAILURE_POLICY: Final = "auth_failure"
+"""``policy`` label of the failed-authentication limit in ``rate_limit_decisions_total``."""
 
 
 class ClientAddress:
-    """The client's IP: the first proxy hop only when the peer is a trusted proxy."""
+    """The client's IP address as far as trusted proxies vouch for it.
+
+    * The peer is not a trusted proxy: the peer.
+    * The peer is a trusted proxy and sent ``Fly-Client-IP``: that address (Fly's edge sets it).
+    * Else ``X-Forwarded-For`` read from the right, each proxy appending the address it was
+      reached from: the right-most entry that is not itself a trusted proxy. Entries to its left
+      were written by the client and prove nothing. When every entry is a trusted proxy, the
+      left-most of them; an unparsable entry ends the walk (nothing left of it is believed).
+    """
 
     __slots__ = ("_networks",)
 
@@ -52,6 +81,9 @@ class ClientAddress:
             address = ipaddress.ip_address(peer)
         except ValueError:
             return False
+        return self._trusted_address(address)
+
+    def _trusted_address(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
         return any(address in network for network in self._networks)
 
     def of(self, scope: Scope) -> str:
@@ -60,24 +92,114 @@ class ClientAddress:
         peer = client[0] if client else "unknown"
         if not self._networks or not self._trusted(peer):
             return peer
-        forwarded: bytes | None = None
+        forwarded: list[bytes] = []
         for name, value in scope["headers"]:
             if name == b"fly-client-ip":
-                forwarded = value
+                fly = _address(value)
+                if fly is not None:
+                    return fly
+            elif name == b"x-forwarded-for":
+                forwarded.append(value)
+        if not forwarded:
+            return peer
+        # Several X-Forwarded-For lines are one list, in order (RFC 9110, 5.3).
+        hops = b",".join(forwarded).split(b",")
+        chosen = peer
+        for hop in reversed(hops):
+            text = hop.strip()
+            if not text:
+                continue
+            try:
+                address = ipaddress.ip_address(text.decode("latin-1"))
+            except ValueError:
                 break
-            if name == b"x-forwarded-for" and forwarded is None:
-                forwarded = value
-        if forwarded is None:
-            return peer
-        first = forwarded.split(b",", 1)[0].strip().decode("latin-1")
-        try:
-            return str(ipaddress.ip_address(first))
-        except ValueError:
-            return peer
+            chosen = str(address)
+            if not self._trusted_address(address):
+                break
+        return chosen
+
+
+def _address(value: bytes) -> str | None:
+    try:
+        return str(ipaddress.ip_address(value.strip().decode("latin-1")))
+    except ValueError:
+        return None
 
 
 def _digest(value: str, salt: bytes) -> str:
     return hashlib.blake2b(value.encode(), key=salt[:64], digest_size=12).hexdigest()
+
+
+class AuthFailureGuard:
+    """Counts failed authentications per client IP and refuses a client past its quota.
+
+    The count is shared through Redis (the ``auth`` tier of a :class:`infra.ratelimit.RateLimiter`,
+    per process while Redis is down). Only failures touch it: a request with a valid, cached key
+    never does. Once the shared count refuses a client, this process remembers the block until
+    the window lets it in again, so a blocked client costs a dictionary look-up per request: no
+    Redis, no PostgreSQL. Another process learns of the block at its first failure from that
+    client, so a flood costs at most the quota plus one key look-up per process and window.
+
+    Args:
+        limiter: A limiter whose ``auth`` tier holds ``AUTH_FAILURE_LIMIT``.
+        client_address: How the client's address is read.
+        salt: Key of the identity digest (no raw IP in Redis).
+        max_entries: Blocked clients remembered at most (oldest forgotten first).
+    """
+
+    __slots__ = ("_blocked", "_client_address", "_limiter", "_max_entries", "_salt")
+
+    def __init__(
+        self,
+        limiter: RateLimiter,
+        client_address: ClientAddress,
+        salt: bytes,
+        *,
+        max_entries: int = 10_000,
+    ) -> None:
+        self._limiter = limiter
+        self._client_address = client_address
+        self._salt = salt
+        self._max_entries = max(1, max_entries)
+        # identity -> monotonic deadline; insertion order = age.
+        self._blocked: OrderedDict[str, float] = OrderedDict()
+
+    def identity(self, scope: Scope) -> str:
+        """The client's identity (a keyed digest of its address)."""
+        return _digest(self._client_address.of(scope), self._salt)
+
+    def blocked(self, identity: str) -> bool:
+        """Whether ``identity`` is refused on this process now. No I/O, nothing recorded."""
+        deadline = self._blocked.get(identity)
+        return deadline is not None and deadline > time.monotonic()
+
+    def blocked_for(self, identity: str) -> int:
+        """Seconds ``identity`` stays refused on this process (0: not blocked), counted as a
+        refusal in ``rate_limit_decisions_total``. No I/O."""
+        deadline = self._blocked.get(identity)
+        if deadline is None:
+            return 0
+        left = deadline - time.monotonic()
+        if left <= 0:
+            del self._blocked[identity]
+            return 0
+        record_rate_limit(AUTH_FAILURE_POLICY, allowed=False)
+        return max(1, math.ceil(left))
+
+    async def failed(self, identity: str) -> int:
+        """Count one failed authentication; the ``Retry-After`` when it is over the quota, else 0.
+
+        Never raises for a storage failure (the limiter falls back to per-process counts).
+        """
+        decision = await self._limiter.check({"auth": identity})
+        if decision.allowed:
+            return 0
+        retry = max(1, decision.retry_after_s)
+        self._blocked[identity] = time.monotonic() + retry
+        self._blocked.move_to_end(identity)
+        while len(self._blocked) > self._max_entries:
+            self._blocked.popitem(last=False)
+        return retry
 
 
 @functools.lru_cache(maxsize=64)
@@ -140,12 +262,20 @@ class RateLimitMiddleware:
         key_id = scope.get("state", {}).get("api_key_id")
         if key_id:
             identities["key"] = key_id
+        costs: dict[Tier, int] | None = None
+        cost_of: CostFn | None = opt.get("rate_limit_cost")
+        if cost_of is not None and key_id:
+            body = await _read_body(scope, receive, send)
+            if body is None:
+                return
+            costs = {"key": cost_of(body)}
+            receive = _replay(body, receive)
         prefetch: PrefetchFn | None = opt.get("cache_prefetch")
         extra_key = prefetch(scope) if prefetch is not None else ""
-        decision = await limiter.check(identities, extra_key=extra_key)
+        decision = await limiter.check(identities, extra_key=extra_key, costs=costs)
         headers = format_headers(limiter, decision)
         if not decision.allowed:
-            await _send_429(scope, send, decision.retry_after_s, headers)
+            await send_429(scope, send, decision.retry_after_s, headers)
             return
         if extra_key and not decision.degraded:
             # Only a real Redis read counts as the cache lookup: in per-process mode nothing was
@@ -161,16 +291,72 @@ class RateLimitMiddleware:
         await self.app(scope, receive, send_with_headers)
 
 
-async def _send_429(
-    scope: Scope, send: Send, retry_after: int, headers: list[tuple[bytes, bytes]]
+async def _read_body(scope: Scope, receive: Receive, send: Send) -> bytes | None:
+    """The whole request body, or ``None`` once answered (413) or the client went away."""
+    limit: int = scope["app"].state.settings.max_body_bytes
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            await _send_problem(scope, send, 413, "Request body too large")
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that yields ``body`` once, then defers to the client's."""
+    delivered = False
+
+    async def replay() -> Any:  # Any: an ASGI receive event
+        nonlocal delivered
+        if delivered:
+            return await receive()
+        delivered = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
+
+
+async def send_429(
+    scope: Scope,
+    send: Send,
+    retry_after: int,
+    headers: list[tuple[bytes, bytes]] | None = None,
+    detail: str | None = None,
 ) -> None:
-    type_uri, title = problem_type(429)
-    detail = f"Rate limit exceeded; retry in {retry_after} s"
+    """Answer 429 problem+json with ``Retry-After`` (and the rate-limit ``headers``)."""
+    text = detail or f"Rate limit exceeded; retry in {retry_after} s"
+    await _send_problem(
+        scope,
+        send,
+        429,
+        text,
+        [(b"retry-after", str(retry_after).encode()), *(headers or ())],
+        retry_after=retry_after,
+    )
+
+
+async def _send_problem(
+    scope: Scope,
+    send: Send,
+    status: int,
+    detail: str,
+    headers: list[tuple[bytes, bytes]] | None = None,
+    retry_after: int | None = None,
+) -> None:
+    type_uri, title = problem_type(status)
     body = encode_problem(
         Problem(
             type=type_uri,
             title=title,
-            status=429,
+            status=status,
             detail=detail,
             error=detail,
             instance=problem_instance(scope),
@@ -181,12 +367,11 @@ async def _send_429(
     await send(
         {
             "type": "http.response.start",
-            "status": 429,
+            "status": status,
             "headers": [
                 (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
                 (b"content-length", str(len(body)).encode()),
-                (b"retry-after", str(retry_after).encode()),
-                *headers,
+                *(headers or ()),
             ],
         }
     )

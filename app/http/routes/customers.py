@@ -33,9 +33,26 @@ from domain.flags import Flag, require_enabled
 if TYPE_CHECKING:
     from domain.models import PartyWithContacts
 
-__all__ = ["CustomerController", "customer_detail"]
+__all__ = ["CustomerController", "batch_cost", "customer_detail"]
 
 _BATCH_CONCURRENCY = 8
+
+
+class _BatchShape(msgspec.Struct):
+    """Just enough of a batch body to count its items (anything else is ignored here)."""
+
+    items: list[msgspec.Raw]
+
+
+def batch_cost(body: bytes) -> int:
+    """Units of the per-key limits a batch takes: one per item (1 for a body that is not one;
+    the handler answers it 400)."""
+    try:
+        return max(1, len(msgspec.json.decode(body, type=_BatchShape).items))
+    except msgspec.MsgspecError:
+        return 1
+
+
 Identifier = Annotated[str | None, QueryParameter(max_length=256, required=False)]
 
 
@@ -108,7 +125,10 @@ class CustomerController(Controller):
         "/enrich/batch",
         operation_id="enrichBatch",
         summary="Look up 1..100 customers; per-item results, partial success",
+        description="Each item counts as one request against the API key's rate limits.",
         status_code=200,
+        # Up to 100 lookups (and their paid upstream calls): the per-key quota is charged per item.
+        opt={"rate_limit_cost": batch_cost},
         responses=problem_responses(400, 401, 403, 413, 415, 429, 503),
     )
     async def enrich_batch(

@@ -1,9 +1,16 @@
-"""Liveness and readiness."""
+"""Liveness and readiness.
+
+Readiness fails (503) only for what stops the process from serving: PostgreSQL. Redis holds
+caches, locks, shared breaker state and rate-limit counters, and every one of them has a
+per-process fallback, so a Redis failure leaves the instance ready, named in ``degraded`` and in
+``dependency_degraded{dependency="redis"}``; failing readiness for it would take every instance
+out of the load balancer at once while each could still serve.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 from litestar import Controller, Request, Response, get
@@ -11,12 +18,17 @@ from litestar import Controller, Request, Response, get
 from app.http.errors import problem_response
 from app.http.problems import problem_responses
 from app.version import SERVICE_VERSION
-from observability.metrics import record_readiness
+from observability.metrics import record_degraded, record_readiness
 
 if TYPE_CHECKING:
     from app.state import Resources
 
 __all__ = ["SERVICE_VERSION", "HealthController", "HealthView", "ReadyView"]
+
+# Without these the process cannot serve: readiness fails.
+REQUIRED: Final = ("postgres",)
+# These have per-process fallbacks: their failure is reported, never a readiness failure.
+OPTIONAL: Final = ("redis",)
 
 
 class HealthView(msgspec.Struct, frozen=True, kw_only=True):
@@ -28,10 +40,17 @@ class HealthView(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class ReadyView(msgspec.Struct, frozen=True, kw_only=True):
-    """Readiness: every dependency answered within the timeout."""
+    """Readiness: the required dependencies answered within the timeout.
+
+    Attributes:
+        status: ``ready``.
+        checks: Each dependency's result (``ok``, ``timeout`` or ``unavailable``).
+        degraded: Optional dependencies that failed: the instance serves without them.
+    """
 
     status: str
     checks: dict[str, str]
+    degraded: list[str] = msgspec.field(default_factory=list)
 
 
 _HEALTH = HealthView(status="healthy", service="c2s-api", version=SERVICE_VERSION)
@@ -56,30 +75,30 @@ class HealthController(Controller):
     @get(
         "/ready",
         operation_id="getReadiness",
-        summary="Readiness: PostgreSQL and Redis answer within a short timeout",
+        summary="Readiness: PostgreSQL answers within a short timeout (Redis down: degraded)",
         responses=problem_responses(503),
     )
     async def ready(self, request: Request[Any, Any, Any]) -> Response[Any]:
         resources: Resources = request.app.state.resources
         timeout = resources.settings.ready_timeout_s
-        names = ("postgres", "redis")
         results = await asyncio.gather(
             _check(resources.check_postgres(), timeout),
             _check(resources.check_redis(), timeout),
         )
-        checks = dict(zip(names, results, strict=True))
+        checks = dict(zip((*REQUIRED, *OPTIONAL), results, strict=True))
         record_readiness("postgres", checks["postgres"] == "ok")
         record_readiness("redis", checks["redis"] == "ok")
-        failing = [name for name, result in checks.items() if result != "ok"]
+        degraded = [name for name in OPTIONAL if checks[name] != "ok"]
+        record_degraded("redis", "redis" in degraded)
+        failing = [name for name in REQUIRED if checks[name] != "ok"]
         if failing:
+            detail = "Not ready: " + ", ".join(f"{n} {checks[n]}" for n in failing)
+            if degraded:
+                detail += "; degraded: " + ", ".join(f"{n} {checks[n]}" for n in degraded)
             return problem_response(
-                request,
-                503,
-                "Not ready: " + ", ".join(f"{n} {checks[n]}" for n in failing),
-                dependency=",".join(failing),
-                retry_after=1,
+                request, 503, detail, dependency=",".join(failing), retry_after=1
             )
-        return Response(ReadyView(status="ready", checks=checks))
+        return Response(ReadyView(status="ready", checks=checks, degraded=degraded))
 
 
 async def _check(probe: Any, limit_s: float) -> str:  # Any: an awaitable probe

@@ -116,3 +116,64 @@ async def test_redis_down_degrades_to_the_same_quota_per_process() -> None:
         assert results[-1].retry_after_s >= 1
     finally:
         await dead.aclose()
+
+
+async def test_a_request_can_cost_several_units_of_one_tier(
+    client: aioredis.Redis, redis_prefix: str, redis_cleanup: None
+) -> None:
+    gate = limiter(client, f"{redis_prefix}rl5:", ip="100/minute", key="30/minute")
+    first = await gate.check({"ip": "c", "key": "k"}, costs={"key": 10})
+    assert first.allowed
+    states = {s.tier: s.remaining for s in first.states}
+    assert states == {"ip": 99, "key": 20}  # the cost applies to its tier only
+    assert (await gate.check({"ip": "c", "key": "k"}, costs={"key": 20})).allowed
+    refused = await gate.check({"ip": "c", "key": "k"}, costs={"key": 5})
+    assert not refused.allowed
+    assert refused.retry_after_s >= 1
+    assert [s.tier for s in refused.states if s.refused] == ["key"]
+    # The refused request consumed nothing: the IP tier counts the two served ones and this one.
+    after = await gate.check({"ip": "c"})
+    assert {s.tier: s.remaining for s in after.states} == {"ip": 97}
+
+
+async def test_a_request_costing_more_than_the_quota_takes_the_whole_window(
+    client: aioredis.Redis, redis_prefix: str, redis_cleanup: None
+) -> None:
+    gate = limiter(client, f"{redis_prefix}rl6:", key="30/minute")
+    big = await gate.check({"key": "k"}, costs={"key": 100})
+    assert big.allowed  # served alone in an empty window, not refused for ever
+    assert big.tightest is not None
+    assert big.tightest.remaining == 0
+    assert not (await gate.check({"key": "k"})).allowed
+
+
+async def test_costs_hold_in_the_per_process_fallback() -> None:
+    dead = aioredis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2)
+    try:
+        gate = RateLimiter(dead, prefix="x:", policies={"key": parse_policy("30/minute")})
+        assert (await gate.check({"key": "k"}, costs={"key": 25})).allowed
+        refused = await gate.check({"key": "k"}, costs={"key": 10})
+        assert not refused.allowed
+        assert refused.degraded
+        assert (await gate.check({"key": "k"}, costs={"key": 5})).allowed
+    finally:
+        await dead.aclose()
+
+
+async def test_every_failed_storage_call_is_counted() -> None:
+    from observability.metrics import REGISTRY
+
+    def errors() -> float:
+        return REGISTRY.get_sample_value("rate_limit_storage_errors_total") or 0.0
+
+    dead = aioredis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2)
+    try:
+        gate = RateLimiter(
+            dead, prefix="x:", policies={"ip": parse_policy("3/minute")}, retry_redis_after_s=0.0
+        )
+        before = errors()
+        for _ in range(4):
+            await gate.check({"ip": "z"})
+        assert errors() - before == 4
+    finally:
+        await dead.aclose()

@@ -29,6 +29,11 @@ def test_values_are_coerced_from_strings() -> None:
     assert (settings.port, settings.db_pool_max, settings.income_multiplier) == (9000, 20, 2.5)
 
 
+def test_failed_authentications_are_limited_by_default() -> None:
+    assert load_settings({}).auth_failure_limit == "20/minute"
+    assert load_settings({"AUTH_FAILURE_LIMIT": ""}).auth_failure_limit == ""
+
+
 def test_cors_origins_are_a_comma_separated_list() -> None:
     settings = load_settings({"CORS_ALLOW_ORIGINS": "https://a.example, https://b.example,"})
     assert settings.cors_allow_origins == ("https://a.example", "https://b.example")
@@ -46,6 +51,7 @@ def test_cors_origins_are_a_comma_separated_list() -> None:
         ({"C2S_BASE_URL": "ftp://c2s"}, "C2S_BASE_URL"),
         ({"INCOME_MULTIPLIER": "-1"}, "INCOME_MULTIPLIER"),
         ({"DB_POOL_MIN": "50"}, "DB_POOL_MIN"),
+        ({"AUTH_FAILURE_LIMIT": "twenty a minute"}, "AUTH_FAILURE_LIMIT"),
     ],
 )
 def test_invalid_value_names_the_variable(env: dict[str, str], variable: str) -> None:

@@ -49,6 +49,7 @@ EXPECTED = {
     "db_client_connections_usage",
     "db_client_connections_max",
     "dependency_ready",
+    "dependency_degraded",
     "c2s_api_build_info",
     "process_resident_memory_bytes",
     "process_cpu_seconds_total",
