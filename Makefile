@@ -14,8 +14,8 @@ install: ## uv, locked dependencies, PostgreSQL and Redis running
 run: install ## run the service on its embedded default (http://127.0.0.1:8080)
 	$(UV) run c2s-api serve
 
-test: install ## the whole test suite (real PostgreSQL, Redis and sandbox)
-	$(UV) run pytest
+test: install ## the whole test suite (real PostgreSQL, Redis and sandbox), with coverage
+	$(UV) run pytest --cov --cov-report=term
 
 test-unit: ## domain and unit tests only (no services)
 	$(UV) run pytest tests/unit tests/property
@@ -40,4 +40,5 @@ imports: ## import-linter layer contracts
 bench: install ## the benchmark suite (python -m bench; --short for the CI-sized run)
 	$(UV) run python -m bench $(ARGS)
 
-check-all: lint typecheck imports test ## everything CI runs
+check-all: install ## everything CI runs, from one list (scripts/checks.sh)
+	bash scripts/checks.sh
