@@ -45,8 +45,8 @@ __all__ = [
 ]
 
 THRESHOLDS: Final = Path(__file__).with_name("thresholds.toml")
-# Noise margins (run-to-run noise here is 10-60 % on absolute figures, less on ratios measured
-# in one run; see reference stack-notes, last section). Scenarios that stay inside the worker
+# Noise margins (run-to-run noise on these machines is 10-60 % on absolute figures, less on
+# ratios measured in one run; measured, see bench/README.md). Scenarios that stay inside the worker
 # and Redis (health, the hot path, micro benchmarks) get the standard margins; scenarios whose
 # time goes to PostgreSQL commits and the sandbox's answers (lookups, leads, webhooks, worker)
 # vary up to 2.5x between runs on a shared machine (measured), so they get wider ones: the gate

@@ -1,8 +1,8 @@
 """Customer lookup: the unified view of a person from the database and the Work API.
 
-``GET /api/v1/contributor/customer`` and ``POST /api/v1/enrich``. The reference read Work API
-fields at the wrong nesting level and returned almost nothing from them; here the view is built
-from :class:`domain.dossier.NormalizedPerson`, which decodes the real nested payload.
+``GET /api/v1/contributor/customer`` and ``POST /api/v1/enrich`` (``docs/contract.md`` §1.5).
+The view is built from :class:`domain.dossier.NormalizedPerson`, which decodes the real nested
+payload, so every field is read at the level the Work API puts it (§7).
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ class Metadata(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class UnifiedCustomer(msgspec.Struct, frozen=True, kw_only=True):
-    """The reference's UnifiedCustomerResponse, filled from the nested dossier, plus ``match``."""
+    """The contract's unified customer (docs/contract.md §1.5), from the dossier, plus ``match``."""
 
     source: str
     type: str
@@ -162,7 +162,7 @@ async def lookup_customer(
 
     A party found but never enriched is enriched on the way (cached dossier, stored). A customer
     not in the database is looked up by CPF, or by a CPF resolved from the e-mail/phone through
-    Diretrix (reported in ``match``) — the reference sent the e-mail or phone itself as a CPF.
+    Diretrix (reported in ``match``); an e-mail or phone is never sent where a CPF is expected.
 
     Raises:
         InvalidInput: no usable identifier, or an invalid one.

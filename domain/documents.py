@@ -1,13 +1,13 @@
 """Brazilian tax identifiers: CPF (people) and CNPJ (companies).
 
-Normalisation rules (``behaviour.md`` 7.1, with the decisions the reference left open):
+Normalisation rules (``docs/contract.md`` §6.1):
 
 * Only ASCII digits are kept; every other character (dots, dashes, slashes, spaces) is dropped.
 * Longer inputs are accepted only when the extra leading digits are all zeros: the Work API
   returns CPFs zero-padded to 14 digits (``00052998224725`` -> ``52998224725``). Dropping
-  arbitrary leading digits (the Rust "last 11 digits" rule) would silently turn garbage into a
-  different person's CPF, so a non-zero prefix makes the value invalid.
-* Shorter inputs are left-padded with zeros (like the TypeScript port) only when at most two
+  arbitrary leading digits (keeping the last 11) would silently turn garbage into a different
+  person's CPF, so a non-zero prefix makes the value invalid.
+* Shorter inputs are left-padded with zeros only when at most two
   leading zeros are missing (9 or 10 digits for a CPF, 12 or 13 for a CNPJ). That is how
   identifiers starting with ``0`` come back from spreadsheets and numeric JSON fields. Anything
   shorter is not a lost-zeros identifier but a wrong one: ``1234567`` stays invalid instead of

@@ -1,6 +1,6 @@
 """The Work API ``modulo=cpf`` dossier and what we derive from it.
 
-Decoding is tolerant by design (``behaviour.md`` 3.3): the upstream's payloads are large,
+Decoding is tolerant by design (``docs/contract.md`` §3.3): the upstream's payloads are large,
 inconsistent (numbers where strings are documented, ``null`` for empty sections) and grow new
 keys without notice. :func:`decode_dossier` therefore accepts any JSON object:
 
@@ -13,9 +13,9 @@ keys without notice. :func:`decode_dossier` therefore accepts any JSON object:
 Only input that is not JSON, or whose top level is not an object, is rejected.
 
 :func:`normalize_dossier` turns a dossier into a :class:`NormalizedPerson`, the document stored
-as ``normalized_data`` and returned by the API. Two of the reference's storage defects are fixed
-here (``behaviour.md`` 4.3): a missing sex stays ``None`` instead of defaulting to ``M``, and the
-risk-to-quality mapping rewards low risk (``BAIXISSIMO RISCO`` -> 0.9).
+as ``normalized_data`` and returned by the API (``docs/contract.md`` §5, §7): a missing sex
+stays ``None`` (never a default ``M``), and the risk-to-quality mapping rewards low risk
+(``BAIXISSIMO RISCO`` -> 0.9).
 """
 
 from __future__ import annotations
@@ -417,9 +417,8 @@ def parse_br_date(raw: str | None) -> dt.date | None:
 def parse_amount(raw: str | None) -> Decimal | None:
     """Parse a Brazilian money amount: ``8500,50``, ``8.500,50`` or ``8500.50``.
 
-    With a decimal comma, dots are thousands separators; without one, a dot is the decimal point
-    (the reference replaced the comma by a dot and parsed a float; this also reads ``8.500,50``,
-    which the reference printed raw).
+    With a decimal comma, dots are thousands separators (``8.500,50`` is 8500.50); without one,
+    a dot is the decimal point. The value is exact: no float is involved.
 
     Args:
         raw: The text, or None.
@@ -464,7 +463,7 @@ def _yes_no(raw: str | None) -> bool | None:
 # --------------------------------------------------------------------------------------------
 
 
-# Low credit risk means a trustworthy, high-quality record (the reference had this inverted).
+# Low credit risk means a trustworthy, high-quality record (docs/contract.md §5).
 RISK_QUALITY: dict[str, float] = {
     "BAIXISSIMO RISCO": 0.9,
     "BAIXO RISCO": 0.7,
@@ -476,7 +475,7 @@ DEFAULT_QUALITY_SCORE = 0.5
 
 # Placeholders the upstream puts where a parent's name is unknown.
 _NO_INFORMATION = frozenset({"SEM INFORMACAO", "NAO INFORMADO", "NAO CONSTA", "NAO CONSTA."})
-# The reference's minimum length for anything that could be a phone number.
+# The minimum length for anything that could be a phone number (docs/contract.md §6.2).
 _MIN_PHONE_DIGITS = 8
 _CNPJ_LENGTH = 14
 _ACTIVE_UNTIL_YEAR = 9999  # "31/12/9999" marks a relation that has not ended
@@ -732,7 +731,7 @@ def _addresses(items: tuple[Endereco, ...]) -> tuple[NormalizedAddress, ...]:
             state=parse_uf(_text(item.uf)),
             zip_code=parse_cep(item.cep),
         )
-        # The reference skipped entries with none of these; an address without them is noise.
+        # An address with none of these is noise and is skipped (docs/contract.md §5).
         if address.street or address.city or address.state or address.zip_code:
             out.append(address)
     return tuple(out)

@@ -1,9 +1,9 @@
-"""E-mail validation and normalisation (``behaviour.md`` 7.3).
+"""E-mail validation and normalisation (``docs/contract.md`` §6.3).
 
-:func:`is_valid_email` reproduces the reference exactly: at least 5 characters, an ``@`` and a
+:func:`is_valid_email` applies the contract's rule exactly: at least 5 characters, an ``@`` and a
 ``.`` somewhere, none of the fake-lead digit runs lead forms produce (``1199999999333@gmail.com``),
-and a simplified RFC 5322 pattern. Consecutive dots in the local part are tolerated, as in the
-reference, because real mailboxes created before providers enforced the RFC still use them.
+and a simplified RFC 5322 pattern. Consecutive dots in the local part are tolerated, because
+real mailboxes created before providers enforced the RFC still use them.
 """
 
 from __future__ import annotations

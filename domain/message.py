@@ -1,4 +1,4 @@
-"""The message posted to the C2S lead (``behaviour.md`` 7.6), reproduced byte for byte.
+"""The message posted to the C2S lead (``docs/contract.md`` §6.6), reproduced byte for byte.
 
 One **block** per dossier (:func:`format_block`)::
 
@@ -37,9 +37,9 @@ both the phone and the e-mail is one person "via both".
       ═══ PESSOA 2 (Email: {email}) ═══
       <block>
 
-* ``webhook`` layout, **single source** (fixed; the reference printed the "PESSOAS DIFERENTES"
-  header with a lone PESSOA 1 section): one line naming the contact the person was found from,
-  a blank line, then the block::
+* ``webhook`` layout, **single source** (never the "PESSOAS DIFERENTES" header with a lone
+  PESSOA 1 section; ``docs/contract.md`` §7): one line naming the contact the person was found
+  from, a blank line, then the block::
 
       📞 Dados encontrados pelo telefone: {phone}        (or, via e-mail:)
       📧 Dados encontrados pelo e-mail: {email}
@@ -209,7 +209,7 @@ def format_block(d: Dossier, income_multiplier: float = DEFAULT_INCOME_MULTIPLIE
         lines.extend(("", "📱 TELEFONES"))
         for n, phone in enumerate(d.telefones[:_MAX_PHONES], start=1):
             mark = "✅" if phone.whatsapp == "SIM" else ""
-            # The space before the mark stays when there is no mark, as in the reference.
+            # The space before the mark stays when there is no mark (the contract's byte form).
             lines.append(f"{n}. {_inline(phone.telefone)} - {_inline(phone.tipo, 'N/A')} {mark}")
 
     if d.enderecos:
@@ -300,7 +300,7 @@ def format_lead_message(
     """Format the whole message for a lead. Never raises on decodable dossiers.
 
     Args:
-        people: The people found, in display order (phone first, as the reference does).
+        people: The people found, in display order (the phone's person first).
         layout: ``webhook`` for ``/c2s/enrich`` and the webhook, ``process`` for
             ``/leads/process``; see the module docstring for both.
         income_multiplier: Factor applied to income figures.

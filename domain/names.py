@@ -1,4 +1,4 @@
-"""Person-name matching, ported from the TypeScript ``name-matcher`` (``behaviour.md`` 7.4).
+"""Person-name matching (``docs/contract.md`` §6.4).
 
 Used to decide whether a candidate found by phone/e-mail/name lookups is the lead's person.
 :func:`match_names` applies the rules in this order and returns the first that fires:
@@ -18,13 +18,12 @@ Used to decide whether a candidate found by phone/e-mail/name lookups is the lea
    candidate's first names and the last names are similar (>= 0.7) -> 0.9.
 10. ``none``: no rule fired; the score is the whole-name similarity and ``matched`` is False.
 
-As in the TypeScript code, rules 3-9 report a match whatever the threshold: the threshold only
-governs rule 2. Callers that need a floor (the CPF-by-name tier needs >= 0.7) compare ``score``.
+Rules 3-9 report a match whatever the threshold: the threshold only governs rule 2. Callers
+that need a floor (the CPF-by-name tier needs >= 0.7) compare ``score``.
 
-Two deliberate differences from the TypeScript code: abbreviations and suffixes are matched as
-whole words (the TS regexes also rewrote the middle of tokens such as ``M.SILVA``), and a name
-that normalises to nothing (empty, or only ``JUNIOR``) never matches, where TS called two empty
-names an exact match.
+Two rules the contract leaves open: abbreviations and suffixes are matched as whole words only
+(never inside a token such as ``M.SILVA``), and a name that normalises to nothing (empty, or only
+``JUNIOR``) never matches, not even another empty name.
 """
 
 from __future__ import annotations
@@ -60,7 +59,7 @@ NameMatchMethod = Literal[
     "none",
 ]
 
-# Common abbreviations in Brazilian registries and lead forms (list from the TS port).
+# Common abbreviations in Brazilian registries and lead forms.
 _ABBREVIATIONS: dict[str, str] = {
     "MA.": "MARIA",
     "M.": "MARIA",

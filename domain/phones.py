@@ -1,4 +1,4 @@
-"""Brazilian phone numbers (``behaviour.md`` 7.2).
+"""Brazilian phone numbers (``docs/contract.md`` §6.2).
 
 Three forms are in play:
 
@@ -6,8 +6,8 @@ Three forms are in play:
   :attr:`BrPhone.e164`.
 * National digits with DDD and without the ``55`` country code (``11987654321``): the storage and
   lookup form (:attr:`BrPhone.national`, :func:`storage_digits`) and what Diretrix expects
-  (:func:`diretrix_form`). The reference sent ``+55...`` to Diretrix from the webhook path; that
-  bug is fixed here by always sending the national digits.
+  (:func:`diretrix_form`). Every path sends Diretrix the national digits, never ``+55...``
+  (``docs/contract.md`` §7).
 * Display (``(11) 98765-4321``): :func:`format_br_phone`.
 """
 
@@ -32,7 +32,7 @@ __all__ = [
 _REGION = "BR"
 _COUNTRY_CODE = 55
 _COUNTRY_PREFIX = "55"
-# The reference rejects raw input shorter than 8 characters before parsing ("Phone too short").
+# Raw input shorter than 8 characters is rejected before parsing ("Phone too short", §6.2).
 _MIN_RAW_LENGTH = 8
 # National numbers are 10 (landline) or 11 (mobile) digits; anything longer that starts with 55
 # still carries the country code.

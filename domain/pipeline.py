@@ -8,10 +8,10 @@ Written against the ports only. Three entry points share the steps:
   failures raised as domain errors (HTTP errors).
 * :meth:`Enricher.enrich_event` — the durable webhook job: stored/cached data first.
 
-Fixed defects of the reference (behaviour.md section 9): CPF and dossier are paired by CPF, never
-by list index; Diretrix lookups run concurrently; phones are validated before Diretrix (national
-digits, not ``+55...``); the lead lock is released when processing ends; upstream errors are never
-cached; the data is stored before the message is sent, so a failing send loses nothing.
+Rules (``docs/contract.md`` §2, §7): CPF and dossier are paired by CPF, never by list index;
+Diretrix lookups run concurrently; phones are validated before Diretrix (national digits, never
+``+55...``); the lead lock is released when processing ends; upstream errors are never cached;
+the data is stored before the message is sent, so a failing send loses nothing.
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ class Resolution(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class ProcessResult(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
-    """The answer of ``/leads/process`` (the reference's JSON fields, plus ``matches``)."""
+    """The answer of ``/leads/process`` (docs/contract.md §1.3 fields, plus ``matches``)."""
 
     success: bool
     message: str
@@ -299,8 +299,8 @@ class Enricher:
     ) -> tuple[str, float, str, bool] | None:
         """Pick the candidate whose name best matches the lead's (the first valid one on ties).
 
-        The reference trusted Diretrix's first answer blindly; here a better-matching later
-        candidate wins, and the score is reported so a client can judge a weak match.
+        Diretrix's first answer is not trusted blindly: a better-matching later candidate wins,
+        and the score is reported so a client can judge a weak match.
         """
         best: tuple[str, float, str, bool] | None = None
         for candidate in candidates:
@@ -363,8 +363,8 @@ class Enricher:
     ) -> list[str]:
         """Store each dossier (one transaction each); return the stored party ids.
 
-        A failed store is not fatal for the lead (the message is still worth sending), matching
-        the reference; the failure is visible in the step metric and span.
+        A failed store is not fatal for the lead (the message is still worth sending); the
+        failure is visible in the step metric and span.
         """
         party_ids: list[str] = []
         async with self.observer.step("store"):
@@ -518,9 +518,9 @@ class Enricher:
     async def prepare_event(self, lead: Lead) -> tuple[EventResult, Resolution]:
         """The webhook job up to (not including) the send: resolve, fetch, store, format.
 
-        Stored dossiers younger than ``stored_dossier_max_age_s`` are reused (the reference's
-        "DB-first shortcut", which sent empty messages because it formatted ``{}``), then the
-        shared cache, then the Work API.
+        Stored dossiers younger than ``stored_dossier_max_age_s`` are reused (their normalised
+        data is stored, so the message is complete; ``docs/contract.md`` §7), then the shared
+        cache, then the Work API.
 
         Raises:
             NotFound: no CPF for the lead's contacts.

@@ -2,7 +2,7 @@
 
 Raw ASGI on purpose: it runs on every request of the hot path, and the measured cost of an inline
 prometheus_client call is ~5 us against 50-70 us for Litestar's ``PrometheusMiddleware``
-(stack-notes, "Measured on these machines"). Per request it allocates one ``send`` closure and,
+(measured on the production machine type). Per request it allocates one ``send`` closure and,
 only when tracing is on and the span is recorded, one header list.
 
 It wraps ``app.asgi_handler`` (outside Litestar's router, like the request-id middleware), so it

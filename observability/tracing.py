@@ -74,7 +74,7 @@ log = structlog.get_logger("observability.tracing")
 TRACE_ID_HEADER: Final = "x-trace-id"
 """Response header carrying the trace id when the request's span is recorded."""
 
-# Not traced: probes, scrapes and documents (stack-notes: cardinality, cost, noise).
+# Not traced: probes, scrapes and documents (they add cardinality, cost and noise, no insight).
 _EXCLUDED_PATHS: Final = [r"^/metrics$", r"^/health", r"^/docs", r"^/schema", r"^/api-docs"]
 
 

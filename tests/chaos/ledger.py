@@ -1,4 +1,4 @@
-"""The ledger check that ends every chaos scenario (``reliability.md`` A4, "nothing lost").
+"""The ledger check that ends every chaos scenario: nothing accepted is lost (``docs/chaos.md``).
 
 After a bounded drain, for the leads a scenario delivered webhooks for:
 

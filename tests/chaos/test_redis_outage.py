@@ -1,4 +1,4 @@
-"""Redis killed mid-load and restarted (``reliability.md`` "Recommended targets" 1).
+"""Redis killed mid-load and restarted (``docs/chaos.md``, first scenario).
 
 The app and the worker reach a throwaway ``redis-server`` through a fault proxy; PostgreSQL is the
 machine's (through a proxy in ``pass`` mode). Under the steady mix, Redis is SIGKILLed (its data

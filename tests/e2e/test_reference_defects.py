@@ -1,8 +1,8 @@
-"""Each defect of the reference service (behaviour.md section 9), shown fixed.
+"""Departures from the earlier service (docs/contract.md §7), shown through the whole system.
 
-Defects shown through the whole system live here; the rest are pinned closer to their code:
+The departures visible end to end are tested here; the rest are pinned closer to their code:
 
-| defect (behaviour.md 9) | fixed behaviour | test |
+| earlier behaviour | ours | test |
 |---|---|---|
 | lead-dedup entry never cleared | lock released on completion, replay bounded | here |
 | CPF/payload paired by list index | paired by CPF | tests/unit/domain/test_pipeline.py |
@@ -13,7 +13,7 @@ Defects shown through the whole system live here; the rest are pinned closer to 
 | risk -> quality inverted | low risk, high quality | here |
 | `{"error":"No data"}` cached | not found is a 404, never cached | here |
 | circuit breaker unused | every upstream behind a breaker; open = fast 503 | here |
-| governor rate semantics (1 per 10 s) | 10/s with bursts of 20 per client | here |
+| 20 then 1 request per 10 s per IP | 10/s with bursts of 20 per client | here |
 | Work API soft errors treated as data | typed error, 502, never cached | here |
 | unified response read the wrong level | filled from the nested dossier | here |
 """
@@ -148,7 +148,7 @@ async def test_stored_enrichment_has_normalized_data_and_address_numbers(
     dossier = msgspec.json.decode(PEOPLE.dossier_json(cpf))
     expected = {a["logradouroNumero"] for a in dossier["enderecos"] if a.get("logradouroNumero")}
     assert {r["number"] for r in numbers} == expected
-    # Low risk means a high-quality record (the reference had the mapping inverted).
+    # Low risk means a high-quality record (docs/contract.md §5).
     risk = dossier["DadosEconomicos"]["score"]["scoreCSBAFaixaRisco"]
     quality = float(row["quality_score"])
     if risk.startswith(("BAIXISSIMO", "BAIXO")):

@@ -1,6 +1,6 @@
 """The v1 HTTP contract end to end: the real app, PostgreSQL, Redis and the sandbox over HTTP.
 
-Every endpoint of behaviour.md section 1 is driven through the app factory with a real API key;
+Every endpoint of docs/contract.md §1 is driven through the app factory with a real API key;
 the upstreams are the sandbox subprocess (see ``conftest.py``).
 """
 

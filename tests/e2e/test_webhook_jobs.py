@@ -1,6 +1,6 @@
 """The webhook path end to end: real app, PostgreSQL, Redis, sandbox upstreams, worker processes.
 
-The two properties DESIGN.md promises: concurrent redeliveries of one event give one row, one job
+The two properties ADR 0004 promises: concurrent redeliveries of one event give one row, one job
 and one C2S message; a worker killed mid-job loses nothing and its job is finished, once, by
 another worker.
 """

@@ -1,4 +1,4 @@
-"""The sandbox speaks the upstreams' wire formats (behaviour.md section 3), checked over HTTP."""
+"""The sandbox speaks the upstreams' wire formats (docs/contract.md §3), checked over HTTP."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""CPF and CNPJ rules (behaviour.md 7.1)."""
+"""CPF and CNPJ rules (docs/contract.md §6.1)."""
 
 from __future__ import annotations
 

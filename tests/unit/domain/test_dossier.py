@@ -1,4 +1,4 @@
-"""Work API dossier decoding and normalisation (behaviour.md 3.3, 4.3, 7.5)."""
+"""Work API dossier decoding and normalisation (docs/contract.md §3.3, §5, §6.5)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""E-mail rules (behaviour.md 7.3)."""
+"""E-mail rules (docs/contract.md §6.3)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The C2S message (behaviour.md 7.6): golden files compared byte for byte, plus line rules.
+"""The C2S message (docs/contract.md §6.6): golden files compared byte for byte, plus line rules.
 
 Golden files live in ``tests/golden``. After an intended format change, regenerate them with
 ``UPDATE_GOLDEN=1 uv run pytest tests/unit/domain/test_message.py`` and review the diff: the

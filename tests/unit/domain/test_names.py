@@ -1,4 +1,4 @@
-"""Name matching (behaviour.md 7.4): one test per rule, in rule order."""
+"""Name matching (docs/contract.md §6.4): one test per rule, in rule order."""
 
 from __future__ import annotations
 

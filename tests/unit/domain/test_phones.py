@@ -1,4 +1,4 @@
-"""Brazilian phone rules (behaviour.md 7.2)."""
+"""Brazilian phone rules (docs/contract.md §6.2)."""
 
 from __future__ import annotations
 
