@@ -17,7 +17,7 @@ from domain.errors import DependencyUnavailable
 from domain.flags import DEFAULTS, Flag
 from infra.flags import FlagStore, UnknownFlag, defaults_from_settings
 from observability.metrics import REGISTRY
-from tests.conftest import REDIS_BASE_URL
+from tests.support.db import REDIS_BASE_URL
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator

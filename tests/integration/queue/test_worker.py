@@ -11,14 +11,9 @@ import pytest
 
 from app.cli.worker import consume_until
 from infra.db.events import PgEventStore
-from tests.conftest import create_database, drop_database
-from tests.integration.queue.test_consumer import (
-    LEAD_ID,
-    BlockingDiretrix,
-    accept_one,
-    eventually,
-    helena_world,
-)
+from tests.support.db import create_database, drop_database
+from tests.support.polling import wait_until
+from tests.support.queue import LEAD_ID, BlockingDiretrix, accept_one, helena_world
 
 pytestmark = pytest.mark.integration
 
@@ -83,7 +78,7 @@ async def test_a_second_signal_skips_the_drain(pool: asyncpg.Pool) -> None:
     urgent.set()
     assert await asyncio.wait_for(worker, 10) == 0
     assert time.monotonic() - started < 3.0
-    await eventually(lambda: _queued(pool), what="the job to be re-queued")
+    await wait_until(lambda: _queued(pool), what="the job to be re-queued")
     blocking.release.set()
 
 

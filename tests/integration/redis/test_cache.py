@@ -18,7 +18,7 @@ from infra.cache import (
     RedisLeadLocks,
     RedisRecentCpfs,
 )
-from tests.conftest import REDIS_BASE_URL
+from tests.support.db import REDIS_BASE_URL
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator

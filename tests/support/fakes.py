@@ -28,19 +28,12 @@ from domain.models import (
     StoredEnrichment,
 )
 from domain.pipeline import Enricher, PipelineSettings
+from tests.support.clocks import FakeClock
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
 
     from domain.dossier import Dossier
-
-
-class FakeClock:
-    def __init__(self, start: float = 1_800_000_000.0) -> None:
-        self.t = start
-
-    def now(self) -> float:
-        return self.t
 
 
 @dataclass
