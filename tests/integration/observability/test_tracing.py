@@ -25,6 +25,7 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families
 from app.main import create_app
 from observability.tracing import configure_tracing, shutdown_tracing
 from tests.support.http_servers import Receiver, Upstream, serving
+from tests.support.polling import wait_until_sync
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -92,14 +93,14 @@ def _attributes(span: PbSpan) -> dict[str, Any]:
 
 
 def _wait_for(receiver: Receiver, predicate: Any, timeout: float = 10.0) -> list[PbSpan]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def arrived() -> tuple[list[PbSpan]] | None:
         with receiver.lock:
             spans = list(receiver.spans)
-        if predicate(spans):
-            return spans
-        time.sleep(0.05)
-    pytest.fail(f"spans did not arrive: {[s.name for s in spans]}")
+        return (spans,) if predicate(spans) else None
+
+    found = wait_until_sync(arrived, timeout, what="the spans")
+    assert found is not None
+    return found[0]
 
 
 async def test_one_trace_spans_server_redis_postgres_and_upstream(

@@ -1,4 +1,4 @@
-"""The ledger check that ends every chaos scenario (``reliability.md`` A4, "nothing lost").
+"""The ledger check that ends every chaos scenario ("nothing lost").
 
 After a bounded drain, for the leads a scenario delivered webhooks for:
 

@@ -1,4 +1,4 @@
-"""An asyncio TCP fault proxy: the chaos suite's stand-in for toxiproxy (``reliability.md`` A4).
+"""An asyncio TCP fault proxy: the chaos suite's stand-in for toxiproxy.
 
 The app reaches PostgreSQL and Redis through a :class:`FaultProxy` listening on a free loopback
 port; the test switches the proxy's mode at run time:
