@@ -1,6 +1,7 @@
 """Ports: what the use cases need from the outside world, as ``typing.Protocol``s.
 
-Adapters in ``infra/`` implement these; ``tests/fakes.py`` holds in-memory fakes for unit tests.
+Adapters in ``infra/`` implement these; ``tests/support/fakes.py`` holds in-memory fakes for
+unit tests.
 Every method may raise :class:`domain.errors.DependencyUnavailable` (breaker open, timeout,
 connection refused) or :class:`domain.errors.UpstreamError` (the upstream answered badly).
 """

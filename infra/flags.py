@@ -35,7 +35,7 @@ from domain.flags import DEFAULTS, FLAG_SPECS, spec_of
 from observability.metrics import set_feature_flag, set_feature_flag_storage_degraded
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Mapping
+    from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 __all__ = [
     "DEFAULT_TTL_S",
@@ -123,6 +123,8 @@ class FlagStore:
         defaults: Flag name -> default; missing names keep the built-in default.
         ttl_s: How old the cached overrides may get before they are read again.
         clock: Monotonic seconds (injectable for tests).
+        sleep: Paces the background refresh (``asyncio.sleep``; injectable for tests).
+        wall_clock: Seconds since the epoch, stamped on overrides (injectable for tests).
 
     Raises:
         UnknownFlag: ``defaults`` names a flag that does not exist.
@@ -139,7 +141,9 @@ class FlagStore:
         "_poller",
         "_read_at",
         "_refreshing",
+        "_sleep",
         "_values",
+        "_wall_clock",
         "redis",
         "ttl_s",
     )
@@ -152,11 +156,15 @@ class FlagStore:
         defaults: Mapping[str, bool] | None = None,
         ttl_s: float = DEFAULT_TTL_S,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.redis = redis
         self.ttl_s = max(ttl_s, 0.01)
         self._key = f"{prefix}{_KEY_SUFFIX}"
         self._clock = clock
+        self._sleep = sleep
+        self._wall_clock = wall_clock
         merged = dict(DEFAULTS)
         for name, value in (defaults or {}).items():
             if name not in merged:
@@ -275,7 +283,7 @@ class FlagStore:
 
     async def _poll(self) -> None:
         while True:
-            await asyncio.sleep(self.ttl_s)
+            await self._sleep(self.ttl_s)
             try:
                 await self.refresh()
             except Exception as exc:  # a bug must not stop the refreshes for good
@@ -300,7 +308,7 @@ class FlagStore:
         """
         if name not in self._defaults:
             raise UnknownFlag(name)
-        override = FlagOverride(enabled=enabled, changed_at=time.time(), changed_by=actor)
+        override = FlagOverride(enabled=enabled, changed_at=self._wall_clock(), changed_by=actor)
         try:
             await self.redis.hset(self._key, name, msgspec.json.encode(override))
         except _REDIS_ERRORS as exc:

@@ -2,56 +2,33 @@
 
 Each test session creates its own PostgreSQL database (dropped at the end) and uses its own Redis
 key prefix, so concurrent runs never collide and the machine's services stay as they were found.
+One upstream sandbox serves the whole session. The helpers behind these fixtures live in
+``tests/support``.
 """
 
 from __future__ import annotations
 
 import os
-import uuid
 from typing import TYPE_CHECKING
 
-import asyncpg
+import aiohttp
 import pytest
-import redis.asyncio as aioredis
 
 from app.config import Settings, load_settings
+from tests.support.db import (
+    REDIS_BASE_URL,
+    RUN_ID,
+    create_database,
+    delete_redis_keys,
+    drop_database,
+)
+from tests.support.sandbox import SandboxAdmin, serve_sandbox
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Iterator
 
 # Tests never export traces anywhere.
 os.environ.setdefault("OTEL_SDK_DISABLED", "true")
-
-PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-REDIS_BASE_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-RUN_ID = uuid.uuid4().hex[:10]
-
-
-def _test_db_url(name: str) -> str:
-    base = PG_ADMIN_URL.rsplit("/", 1)[0]
-    return f"{base}/{name}"
-
-
-async def create_database(name: str) -> str:
-    """Create an empty database named ``name`` and return its URL."""
-    conn = await asyncpg.connect(PG_ADMIN_URL)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return _test_db_url(name)
-
-
-async def drop_database(name: str) -> None:
-    """Drop ``name``, terminating leftover connections first."""
-    conn = await asyncpg.connect(PG_ADMIN_URL)
-    try:
-        await conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name
-        )
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
-    finally:
-        await conn.close()
 
 
 @pytest.fixture(scope="session")
@@ -63,14 +40,11 @@ def run_id() -> str:
 @pytest.fixture(scope="session")
 async def database_url() -> AsyncIterator[str]:
     """A fresh database for the session, migrated to the latest schema."""
+    from infra.db.migrate import migrate
+
     name = f"c2s_test_{RUN_ID}"
     url = await create_database(name)
-    try:
-        from infra.db.migrate import migrate
-    except ImportError:  # storage not built yet: an empty database still serves the edge tests
-        pass
-    else:
-        await migrate(url)
+    await migrate(url)
     yield url
     await drop_database(name)
 
@@ -85,12 +59,7 @@ def redis_prefix() -> str:
 async def redis_cleanup(redis_prefix: str) -> AsyncIterator[None]:
     """Delete every key of this session at the end."""
     yield
-    client = aioredis.Redis.from_url(REDIS_BASE_URL)
-    try:
-        async for key in client.scan_iter(match=redis_prefix + "*", count=1000):
-            await client.delete(key)
-    finally:
-        await client.aclose()
+    await delete_redis_keys(redis_prefix)
 
 
 @pytest.fixture(scope="session")
@@ -122,3 +91,27 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """Remove every variable the settings read, for tests of configuration."""
     for name in Settings.__struct_fields__:
         monkeypatch.delenv(name.upper(), raising=False)
+
+
+@pytest.fixture(scope="session")
+def sandbox_url() -> Iterator[str]:
+    """Base URL of the upstream sandbox shared by the whole test run (Granian, a subprocess).
+
+    Tests run one at a time, and the ``sandbox`` fixture resets its leads, faults and counters
+    before each test, so tests that inject faults or count calls can share it too.
+    """
+    with serve_sandbox() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+async def _sandbox_session(sandbox_url: str) -> AsyncIterator[SandboxAdmin]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        yield SandboxAdmin(session, sandbox_url)
+
+
+@pytest.fixture
+async def sandbox(_sandbox_session: SandboxAdmin) -> SandboxAdmin:
+    """The shared sandbox's admin API, reset for this test."""
+    await _sandbox_session.reset()
+    return _sandbox_session

@@ -38,6 +38,8 @@ from observability.logging import configure_logging
 from observability.tracing import configure_tracing, flush_tracing
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     import asyncpg
 
     from app.config import Settings
@@ -75,6 +77,7 @@ async def consume_until(
     urgent: asyncio.Event | None = None,
     listener: QueueListener | None = None,
     policy: RetryPolicy | None = None,
+    sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
 ) -> int:
     """Run a consumer until ``stop`` is set, then shut it down within ``grace_s``.
 
@@ -88,6 +91,7 @@ async def consume_until(
         urgent: Set to skip the drain (a second signal).
         listener: Queue metrics hooks.
         policy: Retry policy (default: the domain's).
+        sleep: Times the drain (``asyncio.sleep``; injectable so tests control time).
 
     Returns:
         0 after a clean shutdown, 1 when the consumer failed on its own (e.g. the queue schema
@@ -115,14 +119,12 @@ async def consume_until(
     log.info("worker_stopping", in_flight=consumer.in_flight, grace_s=grace_s)
     consumer.stop()
     hurry = asyncio.create_task((urgent or asyncio.Event()).wait(), name="worker-urgent")
+    drained = asyncio.ensure_future(sleep(max(0.0, grace_s * _DRAIN_SHARE)))
     try:
-        await asyncio.wait(
-            {running, hurry},
-            timeout=max(0.0, grace_s * _DRAIN_SHARE),
-            return_when=asyncio.FIRST_COMPLETED,
-        )
+        await asyncio.wait({running, hurry, drained}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         hurry.cancel()
+        drained.cancel()
     if not running.done():
         released = await consumer.release_in_flight()
         log.info("worker_releasing", jobs=released)

@@ -29,7 +29,7 @@ from domain.keys import generate_key
 from domain.tenancy import current_tenant, tenant_scope
 from infra.db.keys import PgApiKeyStore
 from infra.db.repository import PgPartyRepository
-from tests.integration.security.factories import issue_key
+from tests.support.factories import issue_key
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator

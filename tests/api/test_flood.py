@@ -24,8 +24,8 @@ from litestar.testing import AsyncTestClient
 from app.main import create_app
 from domain.keys import generate_key
 from infra.db.migrate import migrate
-from tests.conftest import create_database, drop_database
-from tests.integration.security.factories import issue_key
+from tests.support.db import create_database, drop_database
+from tests.support.factories import issue_key
 
 if TYPE_CHECKING:
     from app.config import Settings

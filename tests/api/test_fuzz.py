@@ -32,7 +32,7 @@ from schemathesis.generation import GenerationMode
 from schemathesis.python import asgi as schemathesis_asgi
 
 from app.main import create_app
-from tests.integration.security.factories import issue_key
+from tests.support.factories import issue_key
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -28,18 +28,10 @@ from litestar.testing import AsyncTestClient
 
 from app.config import Secret
 from app.main import create_app
-from infra.sandbox.people import SyntheticPeople
 from observability.logging import configure_logging
 from observability.tracing import configure_tracing, flush_tracing, shutdown_tracing
-from tests.integration.security.factories import issue_key
-from tests.integration.upstream.conftest import (
-    C2S_TOKEN,
-    DIRETRIX_PASS,
-    DIRETRIX_USER,
-    SANDBOX_SEED,
-    WORK_API_TOKEN,
-    sandbox_url,  # noqa: F401 - the session fixture, reused here
-)
+from tests.support.factories import issue_key
+from tests.support.sandbox import C2S_TOKEN, DIRETRIX_PASS, DIRETRIX_USER, PEOPLE, WORK_API_TOKEN
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
@@ -51,7 +43,7 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.integration
 
-PEOPLE = SyntheticPeople(SANDBOX_SEED, registry_size=2000)
+
 PERSON = PEOPLE.person(3)  # known to the sandbox (Work API dossier, Diretrix registry)
 CPF = PERSON.cpf
 PHONE = "+55 (11) 98765-4321"
@@ -118,7 +110,7 @@ def probe_item(item: FromPath[str]) -> None:
 
 
 @pytest.fixture(scope="module")
-def pii_settings(settings: Settings, sandbox_url: str) -> Settings:  # noqa: F811 - fixture
+def pii_settings(settings: Settings, sandbox_url: str) -> Settings:
     """The session settings, logging everything, with the upstreams at the sandbox."""
     return msgspec.structs.replace(
         settings,

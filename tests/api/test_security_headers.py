@@ -15,7 +15,7 @@ from litestar.types import HTTPRequestEvent
 
 from app.http.middleware.headers import API_CSP, DOCS_CSP, is_json_content_type
 from app.main import create_app
-from tests.integration.security.factories import issue_key
+from tests.support.factories import issue_key
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator

@@ -28,14 +28,14 @@ import pytest
 
 from domain.keys import generate_key
 from infra.db.migrate import migrate
-from tests.chaos.conftest import make_workload, report, scenario_env, warm_up
-from tests.chaos.load import LoadRun, Request, figures
-from tests.conftest import REDIS_BASE_URL, create_database, drop_database
-from tests.integration.security.factories import issue_key
+from tests.support.chaos.load import LoadRun, Request, figures
+from tests.support.chaos.scenario import make_workload, report, scenario_env, warm_up
+from tests.support.db import REDIS_BASE_URL, create_database, drop_database
+from tests.support.factories import issue_key
 
 if TYPE_CHECKING:
-    from tests.chaos.conftest import Processes, Profile
-    from tests.e2e.conftest import Sandbox
+    from tests.support.chaos.scenario import Processes, Profile
+    from tests.support.sandbox import SandboxAdmin as Sandbox
 
 pytestmark = [pytest.mark.chaos]
 

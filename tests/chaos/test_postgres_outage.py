@@ -22,22 +22,16 @@ import asyncpg
 import pytest
 
 from infra.db.migrate import migrate
-from tests.chaos.conftest import (
-    make_workload,
-    report,
-    scenario_env,
-    via_port,
-    warm_up,
-)
-from tests.chaos.ledger import check_ledger
-from tests.chaos.load import LoadRun, figures, recovery_time
-from tests.chaos.proxy import FaultProxy
-from tests.conftest import REDIS_BASE_URL
-from tests.integration.security.factories import issue_key
+from tests.support.chaos.ledger import check_ledger
+from tests.support.chaos.load import LoadRun, figures, recovery_time
+from tests.support.chaos.proxy import FaultProxy
+from tests.support.chaos.scenario import make_workload, report, scenario_env, via_port, warm_up
+from tests.support.db import REDIS_BASE_URL
+from tests.support.factories import issue_key
 
 if TYPE_CHECKING:
-    from tests.chaos.conftest import PostgresCluster, Processes, Profile
-    from tests.e2e.conftest import Sandbox
+    from tests.support.chaos.scenario import PostgresCluster, Processes, Profile
+    from tests.support.sandbox import SandboxAdmin
 
 pytestmark = [pytest.mark.chaos]
 
@@ -72,7 +66,7 @@ async def test_postgres_connections_killed_then_server_restarted_fast_503s_and_r
     profile: Profile,
     processes: Processes,
     postgres_cluster: PostgresCluster,
-    sandbox: Sandbox,
+    sandbox: SandboxAdmin,
     sandbox_url: str,
     chaos_prefix: str,
 ) -> None:

@@ -17,10 +17,12 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.chaos.conftest import (
+from tests.support.chaos.ledger import check_ledger
+from tests.support.chaos.load import LoadRun, figures, recovery_time
+from tests.support.chaos.proxy import FaultProxy
+from tests.support.chaos.scenario import (
     make_workload,
     metric,
-    poll_until,
     rate_limit_probe,
     report,
     scenario_env,
@@ -28,14 +30,12 @@ from tests.chaos.conftest import (
     via_port,
     warm_up,
 )
-from tests.chaos.ledger import check_ledger
-from tests.chaos.load import LoadRun, figures, recovery_time
-from tests.chaos.proxy import FaultProxy
+from tests.support.polling import seconds_until
 
 if TYPE_CHECKING:
-    from tests.chaos.conftest import Processes, Profile, RedisServer
-    from tests.chaos.load import Sample
-    from tests.e2e.conftest import Sandbox
+    from tests.support.chaos.load import Sample
+    from tests.support.chaos.scenario import Processes, Profile, RedisServer
+    from tests.support.sandbox import SandboxAdmin
 
 pytestmark = [pytest.mark.chaos]
 
@@ -67,7 +67,7 @@ async def test_redis_killed_mid_load_sheds_nothing_degrades_locally_and_recovers
     profile: Profile,
     processes: Processes,
     redis_server: RedisServer,
-    sandbox: Sandbox,
+    sandbox: SandboxAdmin,
     sandbox_url: str,
     database_url: str,
     chaos_key: str,
@@ -114,7 +114,7 @@ async def test_redis_killed_mid_load_sheds_nothing_degrades_locally_and_recovers
                 seen_degraded.update(await _degraded(app.url, worker.metrics_url))
                 return seen_degraded >= EXPECTED_DEGRADED
 
-            await poll_until(degraded_during_outage, timeout_s=outage / 2)
+            await seconds_until(degraded_during_outage, timeout_s=outage / 2)
             probe_during = await rate_limit_probe(app.url, probe_key)
             await asyncio.sleep(max(0.0, t_kill + outage - run.now()))
 
@@ -128,7 +128,7 @@ async def test_redis_killed_mid_load_sheds_nothing_degrades_locally_and_recovers
                 still_degraded.update(await _degraded(app.url, worker.metrics_url))
                 return not still_degraded
 
-            recovery_s = await poll_until(recovered, timeout_s=RECOVERY_BOUND_S + 5)
+            recovery_s = await seconds_until(recovered, timeout_s=RECOVERY_BOUND_S + 5)
             probe_after = await rate_limit_probe(app.url, probe_key)
             samples = await load
         finally:

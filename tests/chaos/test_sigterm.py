@@ -26,28 +26,29 @@ import asyncpg
 import pytest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as PbSpan
 
-from tests.chaos.conftest import (
+from tests.support.chaos.ledger import check_ledger
+from tests.support.chaos.load import LoadRun, Request, figures, max_in_flight
+from tests.support.chaos.proxy import FaultProxy
+from tests.support.chaos.scenario import (
     fresh_cpfs,
     make_workload,
     metric,
-    poll_until,
     report,
     scenario_env,
     scrape_metrics,
     via_port,
     warm_up,
 )
-from tests.chaos.ledger import check_ledger
-from tests.chaos.load import LoadRun, Request, figures, max_in_flight
-from tests.chaos.proxy import FaultProxy
-from tests.conftest import REDIS_BASE_URL
-from tests.integration.observability.test_tracing import Receiver
+from tests.support.db import REDIS_BASE_URL
+from tests.support.http_servers import Receiver
+from tests.support.polling import seconds_until
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from tests.chaos.conftest import ChaosProcess, Processes, Profile, Workload
-    from tests.e2e.conftest import Sandbox
+    from tests.support.chaos.scenario import Processes, Profile, Workload
+    from tests.support.processes import ChildProcess
+    from tests.support.sandbox import SandboxAdmin
 
 pytestmark = [pytest.mark.chaos]
 
@@ -111,7 +112,7 @@ async def _next_batch_done(database_url: str, workload: Workload, timeout_s: flo
         async def advanced() -> bool:
             return await completed() > start
 
-        return await poll_until(advanced, timeout_s) is not None
+        return await seconds_until(advanced, timeout_s) is not None
     finally:
         await conn.close()
 
@@ -125,7 +126,7 @@ async def test_sigterm_under_load_drains_in_flight_work_and_flushes_spans(
     profile: Profile,
     processes: Processes,
     receiver: Receiver,
-    sandbox: Sandbox,
+    sandbox: SandboxAdmin,
     sandbox_url: str,
     database_url: str,
     chaos_key: str,
@@ -187,7 +188,7 @@ async def test_sigterm_under_load_drains_in_flight_work_and_flushes_spans(
             first.signal(signal.SIGTERM)
             t_sig = run.now()
 
-            async def exit_of(process: ChaosProcess, timeout_s: float) -> tuple[int | None, float]:
+            async def exit_of(process: ChildProcess, timeout_s: float) -> tuple[int | None, float]:
                 code = await process.wait(timeout_s)
                 return code, run.now() - t_sig
 

@@ -45,7 +45,10 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from tests.chaos.conftest import (
+from tests.support.chaos.ledger import check_ledger
+from tests.support.chaos.load import Request, figures, send
+from tests.support.chaos.proxy import FaultProxy
+from tests.support.chaos.scenario import (
     LONG,
     delivery,
     fresh_cpfs,
@@ -55,17 +58,14 @@ from tests.chaos.conftest import (
     via_port,
     warm_up,
 )
-from tests.chaos.ledger import check_ledger
-from tests.chaos.load import Request, figures, send
-from tests.chaos.proxy import FaultProxy
-from tests.conftest import REDIS_BASE_URL
+from tests.support.db import REDIS_BASE_URL
 
 if TYPE_CHECKING:
     from collections.abc import Coroutine
 
-    from tests.chaos.conftest import Processes, Workload
-    from tests.chaos.load import Sample
-    from tests.e2e.conftest import Sandbox
+    from tests.support.chaos.load import Sample
+    from tests.support.chaos.scenario import Processes, Workload
+    from tests.support.sandbox import SandboxAdmin
 
 pytestmark = [pytest.mark.chaos]
 
@@ -97,7 +97,7 @@ class World:
         app_url: str,
         session: aiohttp.ClientSession,
         redis_proxy: FaultProxy,
-        sandbox: Sandbox,
+        sandbox: SandboxAdmin,
         redis: aioredis.Redis,
         prefix: str,
         workload: Workload,
@@ -280,7 +280,7 @@ class ChaosMachine(RuleBasedStateMachine):
 
 async def test_stateful_api_with_faults_keeps_the_ledger(
     processes: Processes,
-    sandbox: Sandbox,
+    sandbox: SandboxAdmin,
     sandbox_url: str,
     database_url: str,
     chaos_key: str,

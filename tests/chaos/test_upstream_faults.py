@@ -21,26 +21,26 @@ from urllib.parse import urlsplit
 import pytest
 
 from observability.metrics import BREAKER_STATE_CODES
-from tests.chaos.conftest import (
+from tests.support.chaos.ledger import check_ledger
+from tests.support.chaos.load import LoadRun, Request, figures, max_in_flight
+from tests.support.chaos.proxy import FaultProxy
+from tests.support.chaos.scenario import (
     fresh_cpfs,
     make_workload,
     metric,
-    poll_until,
     report,
     scenario_env,
     scrape_metrics,
     via_port,
     warm_up,
 )
-from tests.chaos.ledger import check_ledger
-from tests.chaos.load import LoadRun, Request, figures, max_in_flight
-from tests.chaos.proxy import FaultProxy
-from tests.conftest import REDIS_BASE_URL
+from tests.support.db import REDIS_BASE_URL
+from tests.support.polling import seconds_until
 
 if TYPE_CHECKING:
-    from tests.chaos.conftest import Processes, Profile, Workload
-    from tests.chaos.load import Sample
-    from tests.e2e.conftest import Sandbox
+    from tests.support.chaos.load import Sample
+    from tests.support.chaos.scenario import Processes, Profile, Workload
+    from tests.support.sandbox import SandboxAdmin
 
 pytestmark = [pytest.mark.chaos]
 
@@ -99,7 +99,7 @@ async def _breaker(app_url: str) -> tuple[float | None, float]:
 
 
 async def _inject(
-    app_url: str, sandbox: Sandbox, run: LoadRun, fault: _Fault, duration_s: float
+    app_url: str, sandbox: SandboxAdmin, run: LoadRun, fault: _Fault, duration_s: float
 ) -> None:
     """Apply ``fault`` for ``duration_s``, then heal it and wait for the breaker to close."""
     _, opened_before = await _breaker(app_url)
@@ -113,13 +113,13 @@ async def _inject(
         count = metric(metrics, "circuit_breaker_transitions_total", name=BREAKER, to="open") or 0.0
         return count > opened_before
 
-    fault.opened_after_s = await poll_until(opened, timeout_s=duration_s)
+    fault.opened_after_s = await seconds_until(opened, timeout_s=duration_s)
 
     async def watch_in_flight() -> bool:
         await opened()
         return False
 
-    await poll_until(watch_in_flight, timeout_s=max(0.0, fault.start + duration_s - run.now()))
+    await seconds_until(watch_in_flight, timeout_s=max(0.0, fault.start + duration_s - run.now()))
     await sandbox.set_faults("work_api")
     fault.healed = run.now()
 
@@ -127,13 +127,13 @@ async def _inject(
         state, _ = await _breaker(app_url)
         return state in (None, BREAKER_STATE_CODES["closed"])  # None: never left closed
 
-    fault.closed_after_s = await poll_until(closed, timeout_s=CLOSE_BOUND_S + 5)
+    fault.closed_after_s = await seconds_until(closed, timeout_s=CLOSE_BOUND_S + 5)
 
 
 async def test_work_api_latency_and_errors_open_the_breaker_shed_and_close_after(
     profile: Profile,
     processes: Processes,
-    sandbox: Sandbox,
+    sandbox: SandboxAdmin,
     sandbox_url: str,
     database_url: str,
     chaos_key: str,

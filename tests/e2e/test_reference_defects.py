@@ -29,9 +29,8 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from app.main import create_app
-from infra.sandbox.people import SyntheticPeople
-from tests.e2e.conftest import SANDBOX_SEED
-from tests.integration.security.factories import issue_key
+from tests.support.factories import issue_key
+from tests.support.sandbox import PEOPLE
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -40,15 +39,13 @@ if TYPE_CHECKING:
     from litestar import Litestar
 
     from app.config import Settings
-    from tests.e2e.conftest import Sandbox
+    from tests.support.sandbox import SandboxAdmin
 
 pytestmark = pytest.mark.integration
 
-PEOPLE = SyntheticPeople(SANDBOX_SEED)
-
 
 @pytest.fixture(autouse=True)
-async def _clean_sandbox(sandbox: Sandbox) -> None:
+async def _clean_sandbox(sandbox: SandboxAdmin) -> None:
     """Every test starts with the sandbox reset (no faults left by another test)."""
 
 
@@ -84,7 +81,7 @@ async def isolated(e2e_settings: Settings) -> AsyncIterator[Any]:
 
 
 async def test_lead_lock_is_released_and_the_replay_window_ends(
-    isolated: Any, sandbox: Sandbox, key: str
+    isolated: Any, sandbox: SandboxAdmin, key: str
 ) -> None:
     client = await isolated(lead_replay_ttl_s=1)
     lead = await sandbox.create_lead(person_index=40)
@@ -100,7 +97,7 @@ async def test_lead_lock_is_released_and_the_replay_window_ends(
 
 
 async def test_single_source_lead_gets_no_different_people_header(
-    client: AsyncTestClient[Litestar], sandbox: Sandbox, key: str
+    client: AsyncTestClient[Litestar], sandbox: SandboxAdmin, key: str
 ) -> None:
     person = PEOPLE.person(41)
     lead = await sandbox._json(
@@ -117,7 +114,7 @@ async def test_single_source_lead_gets_no_different_people_header(
 
 
 async def test_stored_enrichment_has_normalized_data_and_address_numbers(
-    client: AsyncTestClient[Litestar], sandbox: Sandbox, db: asyncpg.Pool, key: str
+    client: AsyncTestClient[Litestar], sandbox: SandboxAdmin, db: asyncpg.Pool, key: str
 ) -> None:
     cpf = PEOPLE.cpf_for(42)
     response = await client.get(
@@ -158,7 +155,7 @@ async def test_stored_enrichment_has_normalized_data_and_address_numbers(
 
 
 async def test_not_found_is_a_404_and_is_not_cached(
-    client: AsyncTestClient[Litestar], sandbox: Sandbox, key: str
+    client: AsyncTestClient[Litestar], sandbox: SandboxAdmin, key: str
 ) -> None:
     cpf = PEOPLE.cpf_for(43)
     await sandbox.set_faults("work_api", soft_error_rate=1.0, soft_error_kind="not_found")
@@ -175,7 +172,7 @@ async def test_not_found_is_a_404_and_is_not_cached(
 
 
 async def test_soft_errors_are_errors_and_are_not_cached(
-    client: AsyncTestClient[Litestar], sandbox: Sandbox, key: str
+    client: AsyncTestClient[Litestar], sandbox: SandboxAdmin, key: str
 ) -> None:
     cpf = PEOPLE.cpf_for(44)
     await sandbox.set_faults("work_api", soft_error_rate=1.0, soft_error_kind="expired_token")
@@ -194,7 +191,7 @@ async def test_soft_errors_are_errors_and_are_not_cached(
 
 
 async def test_breaker_opens_and_sheds_load_from_a_failing_upstream(
-    isolated: Any, sandbox: Sandbox, key: str
+    isolated: Any, sandbox: SandboxAdmin, key: str
 ) -> None:
     client = await isolated()
     await sandbox.set_faults("work_api", error_rate=1.0, error_status=500)
@@ -241,7 +238,7 @@ async def test_rate_limit_is_ten_per_second_with_bursts_of_twenty(isolated: Any,
 
 
 async def test_unified_response_is_filled_from_the_nested_dossier(
-    client: AsyncTestClient[Litestar], sandbox: Sandbox, key: str
+    client: AsyncTestClient[Litestar], sandbox: SandboxAdmin, key: str
 ) -> None:
     cpf = PEOPLE.cpf_for(45)
     dossier = msgspec.json.decode(PEOPLE.dossier_json(cpf))

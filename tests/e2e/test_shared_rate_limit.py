@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING
 import aiohttp
 import pytest
 
-from tests.integration.security.factories import issue_key
-from tests.processes import granian_server
+from tests.support.factories import issue_key
+from tests.support.processes import granian_server
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -16,11 +16,10 @@ import pytest
 import redis.asyncio as aioredis
 
 from infra.cache import KeySpace
-from infra.sandbox.people import SyntheticPeople
-from tests.conftest import REDIS_BASE_URL
-from tests.e2e.conftest import SANDBOX_SEED, WEBHOOK_SECRET
-from tests.integration.security.factories import issue_key
-from tests.processes import granian_server
+from tests.support.db import REDIS_BASE_URL
+from tests.support.factories import issue_key
+from tests.support.processes import granian_server
+from tests.support.sandbox import PEOPLE, WEBHOOK_SECRET
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
@@ -29,11 +28,10 @@ if TYPE_CHECKING:
     from litestar.testing import AsyncTestClient
 
     from app.config import Settings
-    from tests.e2e.conftest import Sandbox
+    from tests.support.sandbox import SandboxAdmin as Sandbox
 
 pytestmark = pytest.mark.integration
 
-PEOPLE = SyntheticPeople(SANDBOX_SEED)
 PROCESS = "/api/v1/leads/process"
 WEBHOOK = "/api/v1/webhooks/c2s"
 

@@ -14,10 +14,9 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import pytest
 
-from infra.sandbox.people import SyntheticPeople
-from tests.e2e.conftest import SANDBOX_SEED
-from tests.integration.security.factories import issue_key
-from tests.processes import granian_server
+from tests.support.factories import issue_key
+from tests.support.processes import granian_server
+from tests.support.sandbox import PEOPLE
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
@@ -25,12 +24,12 @@ if TYPE_CHECKING:
     from litestar import Litestar
     from litestar.testing import AsyncTestClient
 
-    from tests.e2e.conftest import Sandbox
+    from tests.support.sandbox import SandboxAdmin
 
 pytestmark = pytest.mark.integration
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
-PEOPLE = SyntheticPeople(SANDBOX_SEED)
+
 PROBLEM = "application/problem+json"
 
 
@@ -53,7 +52,7 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 
 
 @pytest.fixture(autouse=True)
-async def _clean_sandbox(sandbox: Sandbox) -> None:
+async def _clean_sandbox(sandbox: SandboxAdmin) -> None:
     """Every test starts with the sandbox reset (no faults left by another test)."""
 
 
@@ -67,7 +66,7 @@ def auth(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
-async def new_lead(sandbox: Sandbox, **body: Any) -> dict[str, Any]:
+async def new_lead(sandbox: SandboxAdmin, **body: Any) -> dict[str, Any]:
     """A sandbox lead; ``customer`` overrides the person's contact fields."""
     result: dict[str, Any] = await sandbox._json("POST", "/_sandbox/leads", body)
     return result
@@ -86,7 +85,7 @@ def assert_problem(response: Any, status: int) -> dict[str, Any]:
 
 
 async def test_process_enriches_stores_and_sends_the_golden_message(
-    client: AsyncTestClient[Litestar], sandbox: Sandbox, key: str
+    client: AsyncTestClient[Litestar], sandbox: SandboxAdmin, key: str
 ) -> None:
     lead = await new_lead(sandbox, person_index=11)
     response = await client.get(
@@ -109,7 +108,7 @@ async def test_process_enriches_stores_and_sends_the_golden_message(
 
 
 async def test_process_answers_a_repeat_with_the_finished_result(
-    client: AsyncTestClient[Litestar], sandbox: Sandbox, key: str
+    client: AsyncTestClient[Litestar], sandbox: SandboxAdmin, key: str
 ) -> None:
     lead = await new_lead(sandbox, person_index=12)
     params = {"id": lead["lead_id"]}
@@ -120,7 +119,7 @@ async def test_process_answers_a_repeat_with_the_finished_result(
 
 
 async def test_process_blocks_a_concurrent_duplicate(
-    live_url: str, http: aiohttp.ClientSession, sandbox: Sandbox, key: str
+    live_url: str, http: aiohttp.ClientSession, sandbox: SandboxAdmin, key: str
 ) -> None:
     lead = await new_lead(sandbox, person_index=13)
     await sandbox.set_faults("work_api", latency_ms=600)
@@ -154,7 +153,7 @@ async def test_process_without_id_is_the_reference_400(
 
 
 async def test_process_of_unknown_lead_is_success_false(
-    client: AsyncTestClient[Litestar], sandbox: Sandbox, key: str
+    client: AsyncTestClient[Litestar], sandbox: SandboxAdmin, key: str
 ) -> None:
     response = await client.get("/api/v1/leads/process", params={"id": "f" * 32}, headers=auth(key))
     assert response.status_code == 200
@@ -163,7 +162,7 @@ async def test_process_of_unknown_lead_is_success_false(
 
 
 async def test_process_without_a_resolvable_contact_is_success_false(
-    client: AsyncTestClient[Litestar], sandbox: Sandbox, key: str
+    client: AsyncTestClient[Litestar], sandbox: SandboxAdmin, key: str
 ) -> None:
     lead = await new_lead(
         sandbox, customer={"name": "Ninguem", "phone": "+5511900000000", "email": None}
@@ -182,7 +181,7 @@ async def test_process_without_a_resolvable_contact_is_success_false(
 
 
 async def test_direct_enrich_reports_stored_entities(
-    client: AsyncTestClient[Litestar], sandbox: Sandbox, key: str
+    client: AsyncTestClient[Litestar], sandbox: SandboxAdmin, key: str
 ) -> None:
     lead = await new_lead(sandbox, person_index=14)
     response = await client.post(f"/api/v1/c2s/enrich/{lead['lead_id']}", headers=auth(key))
@@ -201,7 +200,7 @@ async def test_direct_enrich_reports_stored_entities(
 
 
 async def test_direct_enrich_without_cpf_is_404(
-    client: AsyncTestClient[Litestar], sandbox: Sandbox, key: str
+    client: AsyncTestClient[Litestar], sandbox: SandboxAdmin, key: str
 ) -> None:
     lead = await new_lead(sandbox, customer={"name": "X", "phone": None, "email": None})
     body = assert_problem(
@@ -211,7 +210,7 @@ async def test_direct_enrich_without_cpf_is_404(
 
 
 async def test_direct_enrich_with_the_work_api_failing_is_502(
-    client: AsyncTestClient[Litestar], sandbox: Sandbox, key: str
+    client: AsyncTestClient[Litestar], sandbox: SandboxAdmin, key: str
 ) -> None:
     lead = await new_lead(sandbox, person_index=15)
     await sandbox.set_faults("work_api", soft_error_rate=1.0, soft_error_kind="no_credits")
@@ -226,7 +225,7 @@ async def test_direct_enrich_with_the_work_api_failing_is_502(
 
 
 async def test_customer_lookup_by_every_identifier(
-    client: AsyncTestClient[Litestar], sandbox: Sandbox, key: str
+    client: AsyncTestClient[Litestar], sandbox: SandboxAdmin, key: str
 ) -> None:
     person = PEOPLE.person(16)
     by_cpf = await client.get(
@@ -266,7 +265,7 @@ async def test_customer_lookup_needs_an_identifier(
 
 
 async def test_enrich_by_unknown_email_reports_the_match(
-    client: AsyncTestClient[Litestar], sandbox: Sandbox, key: str
+    client: AsyncTestClient[Litestar], sandbox: SandboxAdmin, key: str
 ) -> None:
     lead = await new_lead(sandbox, person_index=17)  # registers the person's contacts
     response = await client.post(
@@ -331,7 +330,7 @@ async def test_basic_lead_processing(client: AsyncTestClient[Litestar], key: str
 
 
 async def test_work_all_serves_the_dossier_verbatim_from_cache(
-    client: AsyncTestClient[Litestar], sandbox: Sandbox, key: str
+    client: AsyncTestClient[Litestar], sandbox: SandboxAdmin, key: str
 ) -> None:
     cpf = PEOPLE.cpf_for(20)
     first = await client.get(
@@ -368,7 +367,7 @@ async def test_work_all_rejects_an_invalid_cpf(client: AsyncTestClient[Litestar]
 
 
 async def test_idempotency_key_replays_the_first_answer(
-    client: AsyncTestClient[Litestar], sandbox: Sandbox, key: str
+    client: AsyncTestClient[Litestar], sandbox: SandboxAdmin, key: str
 ) -> None:
     lead = await new_lead(sandbox, person_index=21)
     headers = {**auth(key), "Idempotency-Key": f"enrich-{lead['lead_id']}"}
@@ -393,7 +392,7 @@ async def test_idempotency_key_with_another_body_is_422(
 
 
 async def test_idempotency_key_in_flight_is_409(
-    live_url: str, http: aiohttp.ClientSession, sandbox: Sandbox, key: str
+    live_url: str, http: aiohttp.ClientSession, sandbox: SandboxAdmin, key: str
 ) -> None:
     lead = await new_lead(sandbox, person_index=24)
     await sandbox.set_faults("work_api", latency_ms=600)

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.e2e.conftest import WEBHOOK_SECRET, Sandbox, eventually
+from tests.support.polling import wait_until
+from tests.support.sandbox import WEBHOOK_SECRET, SandboxAdmin
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
     from litestar import Litestar
     from litestar.testing import AsyncTestClient
 
-    from tests.e2e.conftest import WorkerProcess
+    from tests.support.processes import ChildProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -53,9 +54,9 @@ async def has_status(db: asyncpg.Pool, lead_id: str, *statuses: str) -> bool:
 
 async def test_100_concurrent_deliveries_give_one_row_one_job_and_one_message(
     client: AsyncTestClient[Litestar],
-    sandbox: Sandbox,
+    sandbox: SandboxAdmin,
     db: asyncpg.Pool,
-    start_worker: Callable[..., WorkerProcess],
+    start_worker: Callable[..., ChildProcess],
 ) -> None:
     lead = await sandbox.create_lead(person_index=11)
     lead_id = lead["lead_id"]
@@ -82,7 +83,7 @@ async def test_100_concurrent_deliveries_give_one_row_one_job_and_one_message(
     assert row["status"] == "queued"  # durable before the answer, nothing processed inline
 
     worker = start_worker(concurrency=2)
-    await eventually(
+    await wait_until(
         lambda: has_status(db, lead_id, "completed", "failed"),
         timeout_s=45,
         what=f"the worker to finish the event\n{worker.output()}",
@@ -102,9 +103,9 @@ async def test_100_concurrent_deliveries_give_one_row_one_job_and_one_message(
 
 async def test_a_worker_killed_mid_job_is_replaced_and_the_lead_gets_one_message(
     client: AsyncTestClient[Litestar],
-    sandbox: Sandbox,
+    sandbox: SandboxAdmin,
     db: asyncpg.Pool,
-    start_worker: Callable[..., WorkerProcess],
+    start_worker: Callable[..., ChildProcess],
 ) -> None:
     lead = await sandbox.create_lead(person_index=23)
     lead_id = lead["lead_id"]
@@ -124,7 +125,7 @@ async def test_a_worker_killed_mid_job_is_replaced_and_the_lead_gets_one_message
             counters.get("work_api", {}).get("GET /api", 0)
         )
 
-    await eventually(
+    await wait_until(
         first_is_fetching, timeout_s=30, what=f"the first worker's Work API call\n{first.output()}"
     )
     first.kill()
@@ -132,7 +133,7 @@ async def test_a_worker_killed_mid_job_is_replaced_and_the_lead_gets_one_message
     assert await has_status(db, lead_id, "processing")  # the killed run left it claimed
 
     second = start_worker(concurrency=1, lease_timeout_s=3.0)
-    await eventually(
+    await wait_until(
         lambda: has_status(db, lead_id, "completed", "failed"),
         timeout_s=40,
         what=f"the second worker to take the job over\n{second.output()}",
@@ -151,5 +152,5 @@ async def test_a_worker_killed_mid_job_is_replaced_and_the_lead_gets_one_message
         )
         return jobs == 0
 
-    await eventually(job_gone, timeout_s=10, what="the finished job to leave the queue")
+    await wait_until(job_gone, timeout_s=10, what="the finished job to leave the queue")
     assert second.terminate(timeout_s=15) == 0

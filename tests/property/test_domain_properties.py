@@ -42,7 +42,7 @@ from domain.message import (
 )
 from domain.names import levenshtein, match_names, normalize_name, similarity
 from domain.phones import format_br_phone, parse_br_phone, storage_digits
-from tests.strategies import (
+from tests.support.strategies import (
     dossier_payloads,
     dossiers,
     json_objects,

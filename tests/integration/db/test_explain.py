@@ -13,7 +13,7 @@ import pytest
 
 from infra.db import sql
 from infra.db.repository import DEFAULT_NAME_CANDIDATES, contains_pattern, name_search_key
-from tests.integration.db.conftest import SEEDED_PARTIES
+from tests.support.factories import SEEDED_PARTIES
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator

@@ -9,13 +9,7 @@ import msgspec
 import pytest
 
 from domain.dossier import NormalizedPerson, decode_dossier
-from tests.integration.db.conftest import (
-    dossier_payload,
-    encode,
-    new_cpf,
-    new_mobile,
-    new_token,
-)
+from tests.support.factories import dossier_payload, encode, new_cpf, new_mobile, new_token
 
 if TYPE_CHECKING:
     import asyncpg

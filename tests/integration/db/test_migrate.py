@@ -8,7 +8,7 @@ import asyncpg
 import pytest
 
 from infra.db.migrate import MIGRATIONS_DIR, MigrationError, migrate, migrate_status, run_dbmate
-from tests.conftest import create_database
+from tests.support.db import create_database
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,7 @@ from domain.emails import is_valid_email
 from domain.phones import parse_br_phone
 from infra.db.migrate import migrate
 from infra.db.seed import PartyGenerator, cpf_for, seed
-from tests.conftest import create_database
+from tests.support.db import create_database
 
 pytestmark = pytest.mark.integration
 

@@ -14,14 +14,8 @@ from domain.dossier import NormalizedPerson, decode_dossier, normalize_dossier
 from domain.errors import DependencyUnavailable, InvalidInput
 from infra.db import sql
 from infra.db.repository import PgPartyRepository, address_hash
-from tests.integration.db.conftest import (
-    POOL_MAX,
-    dossier_payload,
-    encode,
-    new_cpf,
-    new_mobile,
-    new_token,
-)
+from tests.support.db import POOL_MAX
+from tests.support.factories import dossier_payload, encode, new_cpf, new_mobile, new_token
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator

@@ -14,7 +14,7 @@ from domain.errors import DependencyUnavailable
 from infra.db import sql
 from infra.db.pool import create_pool
 from infra.db.repository import PgPartyRepository
-from tests.integration.db.conftest import dossier_payload, encode, new_cpf
+from tests.support.factories import dossier_payload, encode, new_cpf
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable

@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
-from pathlib import Path
 
 import pytest
-
-PROMETHEUS_DIR = Path(__file__).resolve().parents[3] / "observability" / "prometheus"
 
 
 @pytest.fixture(scope="session")
@@ -23,14 +19,3 @@ def promtool() -> str:
             pytrace=False,
         )
     return path
-
-
-def run_promtool(promtool: str, *args: str, stdin: bytes | None = None) -> str:
-    """Run promtool; fail the test with its output when it exits non-zero."""
-    result = subprocess.run(
-        [promtool, *args], input=stdin, capture_output=True, check=False, timeout=120
-    )
-    output = (result.stdout + result.stderr).decode("utf-8", "replace")
-    if result.returncode != 0:
-        pytest.fail(f"promtool {' '.join(args)} failed ({result.returncode}):\n{output}")
-    return output

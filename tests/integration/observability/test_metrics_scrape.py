@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from app.main import create_app
 from observability.pii import scrub_text
-from tests.integration.observability.conftest import run_promtool
+from tests.support.promtool import run_promtool
 
 if TYPE_CHECKING:
     from app.config import Settings

@@ -16,7 +16,7 @@ import yaml
 
 from observability.grafana import build
 from observability.metrics import REGISTRY, metric_names
-from tests.integration.observability.conftest import PROMETHEUS_DIR, run_promtool
+from tests.support.promtool import PROMETHEUS_DIR, run_promtool
 
 if TYPE_CHECKING:
     from pathlib import Path

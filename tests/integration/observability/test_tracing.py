@@ -9,10 +9,7 @@ reaches the upstream.
 
 from __future__ import annotations
 
-import gzip
-import http.server
 import socket
-import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -22,15 +19,13 @@ from litestar import Request, get
 from litestar.params import FromPath
 from litestar.testing import AsyncTestClient
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
-    ExportTraceServiceResponse,
-)
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as PbSpan
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from app.main import create_app
 from observability.tracing import configure_tracing, shutdown_tracing
+from tests.support.http_servers import Receiver, Upstream, serving
+from tests.support.polling import wait_until_sync
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -47,96 +42,15 @@ CPF = "52998224725"
 ROUTE = "/api/v1/observability-trace/{lead_id:str}"
 
 
-class Receiver(http.server.ThreadingHTTPServer):
-    """An OTLP/HTTP trace receiver keeping every span it is sent."""
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _OtlpHandler)
-        self.spans: list[PbSpan] = []
-        self.lock = threading.Lock()
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/v1/traces"
-
-
-class _OtlpHandler(http.server.BaseHTTPRequestHandler):
-    server: Receiver
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers.get("content-length", "0")))
-        if self.headers.get("content-encoding") == "gzip":
-            body = gzip.decompress(body)
-        request = ExportTraceServiceRequest()
-        request.ParseFromString(body)
-        with self.server.lock:
-            for resource_spans in request.resource_spans:
-                for scope_spans in resource_spans.scope_spans:
-                    self.server.spans.extend(scope_spans.spans)
-        reply = ExportTraceServiceResponse().SerializeToString()
-        self.send_response(200 if self.path == "/v1/traces" else 404)
-        self.send_header("content-type", "application/x-protobuf")
-        self.send_header("content-length", str(len(reply)))
-        self.end_headers()
-        self.wfile.write(reply)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Quiet."""
-
-
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
-    server = Receiver()
-    for _ in _serve(server):
+    with serving(Receiver()) as server:
         yield server
-
-
-class Upstream(http.server.ThreadingHTTPServer):
-    """A local HTTP server standing in for an upstream API, keeping the headers it gets.
-
-    In a thread of its own: Litestar's test client runs the app on another thread's event loop
-    and blocks the test's loop while a request is in flight.
-    """
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _UpstreamHandler)
-        self.headers_seen: list[dict[str, str]] = []
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-
-class _UpstreamHandler(http.server.BaseHTTPRequestHandler):
-    server: Upstream
-
-    def do_GET(self) -> None:
-        self.server.headers_seen.append({k.lower(): v for k, v in self.headers.items()})
-        body = b'{"ok": true}'
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Quiet."""
-
-
-def _serve(server: http.server.ThreadingHTTPServer) -> Iterator[None]:
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @pytest.fixture
 def upstream() -> Iterator[Upstream]:
-    server = Upstream()
-    for _ in _serve(server):
+    with serving(Upstream()) as server:
         yield server
 
 
@@ -179,14 +93,14 @@ def _attributes(span: PbSpan) -> dict[str, Any]:
 
 
 def _wait_for(receiver: Receiver, predicate: Any, timeout: float = 10.0) -> list[PbSpan]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def arrived() -> tuple[list[PbSpan]] | None:
         with receiver.lock:
             spans = list(receiver.spans)
-        if predicate(spans):
-            return spans
-        time.sleep(0.05)
-    pytest.fail(f"spans did not arrive: {[s.name for s in spans]}")
+        return (spans,) if predicate(spans) else None
+
+    found = wait_until_sync(arrived, timeout, what="the spans")
+    assert found is not None
+    return found[0]
 
 
 async def test_one_trace_spans_server_redis_postgres_and_upstream(

@@ -19,7 +19,7 @@ from app.cli import main
 from app.http.routes.admin import AdminController
 from app.main import create_app
 from infra.flags import flags_command
-from tests.integration.security.factories import issue_key
+from tests.support.factories import issue_key
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator

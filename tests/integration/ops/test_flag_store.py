@@ -6,7 +6,6 @@ Each test uses a key prefix of its own, so overrides never leak into other tests
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import TYPE_CHECKING
 
 import pytest
@@ -17,7 +16,9 @@ from domain.errors import DependencyUnavailable
 from domain.flags import DEFAULTS, Flag
 from infra.flags import FlagStore, UnknownFlag, defaults_from_settings
 from observability.metrics import REGISTRY
-from tests.conftest import REDIS_BASE_URL
+from tests.support.clocks import FakeClock, VirtualClock
+from tests.support.db import REDIS_BASE_URL
+from tests.support.polling import wait_until
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -53,14 +54,6 @@ def prefix(ops_settings: Settings) -> str:
     return ops_settings.redis_key_prefix
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
-
-
 def _gauge(name: str, **labels: str) -> float | None:
     return REGISTRY.get_sample_value(name, labels)
 
@@ -87,13 +80,14 @@ def test_settings_change_the_defaults() -> None:
 async def test_an_override_wins_and_unset_returns_to_the_default(
     redis: aioredis.Redis, prefix: str
 ) -> None:
-    store = FlagStore(redis, prefix=prefix, defaults={"enable_batch": True})
+    wall = FakeClock()
+    store = FlagStore(redis, prefix=prefix, defaults={"enable_batch": True}, wall_clock=wall.now)
     state = await store.set("enable_batch", False, actor="cli")
     assert not state.enabled
     assert state.default
     assert state.override is not None
     assert state.override.changed_by == "cli"
-    assert abs(state.override.changed_at - time.time()) < 60
+    assert state.override.changed_at == wall.now()
     assert not store.enabled("enable_batch")  # applied in the writing process at once
     state = await store.unset("enable_batch", actor="cli")
     assert state.enabled
@@ -106,41 +100,44 @@ async def test_another_worker_applies_a_change_within_the_ttl(
 ) -> None:
     """Two stores on one prefix are two workers. The reader keeps its cached value until the
     TTL passes (no Redis round trip per read), then the next read brings the change in."""
-    clock = Clock()
+    clock = VirtualClock()
     writer = FlagStore(redis, prefix=prefix)
     reader = FlagStore(redis, prefix=prefix, ttl_s=2.0, clock=clock)
     assert await reader.refresh()
     assert reader.enabled("send_c2s_messages")
     await writer.set("send_c2s_messages", False, actor="cli")
-    clock.t += 1.9
+    clock.advance(1.9)
     assert reader.enabled("send_c2s_messages")  # cached: still the old value
-    await asyncio.sleep(0.05)
+    await redis.ping()  # a refresh, had one been started, would have had its round trip
     assert reader.enabled("send_c2s_messages")  # and no refresh was started
-    clock.t += 0.1  # the TTL has passed: this read starts a refresh in the background
+    clock.advance(0.1)  # the TTL has passed: this read starts a refresh in the background
     assert reader.enabled("send_c2s_messages")
-    for _ in range(100):
-        await asyncio.sleep(0.01)
-        if not reader.enabled("send_c2s_messages"):
-            break
-    assert not reader.enabled("send_c2s_messages")
+    await wait_until(
+        lambda: not reader.enabled("send_c2s_messages"), 5, what="the background refresh"
+    )
 
 
 async def test_the_background_refresh_brings_changes_in_within_the_ttl(
     redis: aioredis.Redis, prefix: str
 ) -> None:
     ttl = 0.3
+    clock = VirtualClock()
     writer = FlagStore(redis, prefix=prefix)
-    async with FlagStore(redis, prefix=prefix, ttl_s=ttl).running() as reader:
+    reader = FlagStore(redis, prefix=prefix, ttl_s=ttl, clock=clock, sleep=clock.sleep)
+    async with reader.running():
         assert reader.enabled("use_dossier_cache")
         await writer.set("use_dossier_cache", False, actor="cli")
-        changed = time.monotonic()
-        while reader.enabled("use_dossier_cache"):
-            assert time.monotonic() - changed < ttl + 2.0, "not applied within the TTL"
-            await asyncio.sleep(0.02)
+        await clock.until_sleeping()
+        assert clock.requested == [ttl]  # the poller waits one TTL between reads
+        assert reader.enabled("use_dossier_cache")  # not yet re-read
+        clock.advance(ttl)
+        await wait_until(lambda: not reader.enabled("use_dossier_cache"), 5, what="the poll")
         await writer.unset("use_dossier_cache", actor="cli")
-        while not reader.enabled("use_dossier_cache"):
-            assert time.monotonic() - changed < 2 * ttl + 4.0
-            await asyncio.sleep(0.02)
+        await clock.until_sleeping()
+        assert not reader.enabled("use_dossier_cache")
+        clock.advance(ttl)
+        await wait_until(lambda: reader.enabled("use_dossier_cache"), 5, what="the next poll")
+        assert clock.requested[:2] == [ttl, ttl]
 
 
 async def test_values_are_exported_as_a_gauge(redis: aioredis.Redis, prefix: str) -> None:
@@ -158,9 +155,8 @@ async def test_redis_down_means_defaults_never_an_error(
     dead_redis: aioredis.Redis, prefix: str
 ) -> None:
     store = FlagStore(dead_redis, prefix=prefix, defaults={"enable_batch": False})
-    started = time.monotonic()
-    assert not await store.refresh()
-    assert time.monotonic() - started < 2.0  # bounded by the client's timeouts
+    # Bounded by the client's timeouts (0.2 s): the guard only catches a refresh that hangs.
+    assert not await asyncio.wait_for(store.refresh(), 5)
     assert store.degraded
     assert _gauge("feature_flag_storage_degraded") == 1.0
     assert store.enabled("send_c2s_messages")

@@ -15,7 +15,7 @@ from domain.errors import DependencyUnavailable
 from domain.flags import DEFAULTS, FeatureDisabled, Flag, StaticFlags, require_enabled
 from domain.models import CpfCandidate, Lead, LeadCustomer
 from domain.pipeline import Enricher
-from tests.fakes import World
+from tests.support.fakes import World
 
 GOLDEN = Path(__file__).resolve().parents[2] / "golden"
 HELENA_CPF = "39053344705"

@@ -39,8 +39,8 @@ from infra.backup import (
 )
 from infra.db.migrate import migrate, migrate_status
 from infra.db.seed import seed
-from tests.conftest import PG_ADMIN_URL, RUN_ID, create_database, drop_database
-from tests.integration.security.factories import issue_key
+from tests.support.db import PG_ADMIN_URL, RUN_ID, create_database, drop_database
+from tests.support.factories import issue_key
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator

@@ -7,11 +7,10 @@ from typing import TYPE_CHECKING
 import asyncpg
 import pytest
 
+from tests.support.queue import APPLICATION_NAME
+
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
-
-# Lets a test terminate this pool's connections and nobody else's.
-APPLICATION_NAME = "c2s-queue-tests"
 
 
 @pytest.fixture(scope="session")

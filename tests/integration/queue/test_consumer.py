@@ -11,71 +11,35 @@ import itertools
 import time
 import uuid
 from datetime import timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-import msgspec
 import pytest
 from pgqueuer import AsyncpgDriver
 from pgqueuer.ports.repository import EntrypointExecutionParameter
 
 from domain.errors import DependencyUnavailable
-from domain.models import CpfCandidate
-from domain.webhooks import QueueStats, RetryPolicy, is_provably_unsent, parse_webhook_body
+from domain.webhooks import QueueStats, RetryPolicy, is_provably_unsent
 from infra.breaker import BreakerConfig, BreakerOpen, BreakerRegistry
 from infra.db.events import PgEventStore
 from infra.queue import ENTRYPOINT, EventConsumer, provably_unsent, queue_queries
 from infra.upstream import C2SClient, C2SConfig, create_session
-from tests.fakes import FakeDiretrix, World
-from tests.integration.queue.conftest import APPLICATION_NAME
+from tests.support.fakes import World
+from tests.support.polling import wait_until
+from tests.support.queue import (
+    APPLICATION_NAME,
+    LEAD_ID,
+    BlockingDiretrix,
+    accept_one,
+    helena_world,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable
+    from collections.abc import AsyncIterator
 
     import asyncpg
     from pgqueuer.domain.types import QueueEntrypoint, QueueManagerId
 
 pytestmark = pytest.mark.integration
-
-GOLDEN = Path(__file__).resolve().parents[2] / "golden"
-HELENA_CPF = "39053344705"
-HELENA = (GOLDEN / "dossier_helena.json").read_bytes()
-LEAD_ID = "358f62821dc6cfa7cfbda19e670d6392"
-EMAIL = "helena@example.com"
-
-
-def helena_world() -> World:
-    world = World()
-    world.work_api.dossiers = {HELENA_CPF: HELENA}
-    world.diretrix.by_phone["11987654321"] = [CpfCandidate(name="HELENA M DUARTE", cpf=HELENA_CPF)]
-    world.diretrix.by_email[EMAIL] = [CpfCandidate(name="HELENA MARQUES DUARTE", cpf=HELENA_CPF)]
-    return world
-
-
-async def accept_one(store: PgEventStore, lead_id: str = LEAD_ID) -> uuid.UUID:
-    document = {
-        "id": lead_id,
-        "attributes": {
-            "updated_at": "2025-11-26T10:00:00Z",
-            "customer": {
-                "name": "Helena Marques Duarte",
-                "phone": "+5511987654321",
-                "email": EMAIL,
-            },
-        },
-    }
-    [event_id] = (await store.accept(parse_webhook_body(msgspec.json.encode(document)).events)).ids
-    return event_id
-
-
-async def eventually(
-    check: Callable[[], Awaitable[bool]], timeout_s: float = 15.0, what: str = "condition"
-) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not await check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s}s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 async def status_of(store: PgEventStore, event_id: uuid.UUID) -> str | None:
@@ -150,8 +114,8 @@ async def test_consumer_completes_a_job_and_sends_one_message(pool: asyncpg.Pool
     world, store, recorder = helena_world(), PgEventStore(pool), Recorder()
     event_id = await accept_one(store)
     async with running(consumer_for(pool, world, listener=recorder)):
-        await eventually(lambda: _is(store, event_id, "completed"), what="the event to complete")
-        await eventually(lambda: _no_jobs(pool), what="the job to leave the queue")
+        await wait_until(lambda: _is(store, event_id, "completed"), what="the event to complete")
+        await wait_until(lambda: _no_jobs(pool), what="the job to leave the queue")
     assert len(world.c2s.messages[LEAD_ID]) == 1
     assert recorder.finished == ["completed"]
     assert recorder.started[0] is not None
@@ -168,7 +132,7 @@ async def test_transient_failure_is_retried_with_backoff_then_dead_lettered(
     policy = RetryPolicy(max_attempts=3, base_delay_s=0.4, max_delay_s=5.0)  # waits 0.2, 0.4 s
     event_id = await accept_one(store)
     async with running(consumer_for(pool, world, policy=policy, listener=recorder)):
-        await eventually(lambda: _is(store, event_id, "failed"), what="the dead letter")
+        await wait_until(lambda: _is(store, event_id, "failed"), what="the dead letter")
     row = await store.load(event_id)
     assert row is not None
     assert row.attempts == 3
@@ -210,26 +174,12 @@ async def test_a_job_whose_worker_crashed_is_taken_over_after_its_lease(
     await store.mark_processing(event_id)
     crashed_at = time.monotonic()
     async with running(consumer_for(pool, world, lease_timeout_s=1.0)):
-        await eventually(lambda: _is(store, event_id, "completed"), what="the take-over")
+        await wait_until(lambda: _is(store, event_id, "completed"), what="the take-over")
     assert time.monotonic() - crashed_at >= 1.0  # not before the lease expired
     row = await store.load(event_id)
     assert row is not None
     assert row.attempts == 2  # the crashed run counted too
     assert len(world.c2s.messages[LEAD_ID]) == 1
-
-
-class BlockingDiretrix(FakeDiretrix):
-    """Diretrix that never answers until released (a job stuck in flight)."""
-
-    def __init__(self, inner: FakeDiretrix) -> None:
-        super().__init__(by_phone=inner.by_phone, by_email=inner.by_email)
-        self.entered = asyncio.Event()
-        self.release = asyncio.Event()
-
-    async def search_by_phone(self, national_phone: str) -> list[CpfCandidate]:
-        self.entered.set()
-        await self.release.wait()
-        return await super().search_by_phone(national_phone)
 
 
 async def test_shutdown_releases_in_flight_jobs_at_once_for_another_worker(
@@ -252,7 +202,7 @@ async def test_shutdown_releases_in_flight_jobs_at_once_for_another_worker(
     blocking.release.set()
     started = time.monotonic()
     async with running(consumer_for(pool, world, lease_timeout_s=60.0)):
-        await eventually(lambda: _is(store, event_id, "completed"), what="the second worker")
+        await wait_until(lambda: _is(store, event_id, "completed"), what="the second worker")
     assert time.monotonic() - started < 10  # no lease expiry was waited for
     assert len(world.c2s.messages[LEAD_ID]) == 1
 
@@ -266,7 +216,7 @@ async def test_many_events_are_each_completed_exactly_once_by_two_consumers(
         running(consumer_for(pool, world, concurrency=4)),
         running(consumer_for(pool, world, concurrency=4)),
     ):
-        await eventually(lambda: _all_completed(pool, len(ids)), timeout_s=30, what="all 30 events")
+        await wait_until(lambda: _all_completed(pool, len(ids)), timeout_s=30, what="all 30 events")
     assert sorted(world.c2s.messages) == sorted(f"lead{i:03d}" for i in range(30))
     assert all(len(messages) == 1 for messages in world.c2s.messages.values())
 
@@ -305,7 +255,7 @@ async def test_the_consumer_survives_its_database_connections_being_killed(
     world, store = helena_world(), PgEventStore(pool)
     first = await accept_one(store, lead_id="before")
     async with running(consumer_for(pool, world)) as task:
-        await eventually(lambda: _is(store, first, "completed"), what="the first event")
+        await wait_until(lambda: _is(store, first, "completed"), what="the first event")
         killed = await pool.fetchval(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
             "WHERE application_name = $1 AND pid <> pg_backend_pid()",
@@ -313,7 +263,7 @@ async def test_the_consumer_survives_its_database_connections_being_killed(
         )
         assert killed >= 1
         second = await accept_one(store, lead_id="after")
-        await eventually(
+        await wait_until(
             lambda: _is(store, second, "completed"), timeout_s=20, what="the event after"
         )
         assert not task.done()

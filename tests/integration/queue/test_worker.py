@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 
 import asyncpg
@@ -11,14 +10,10 @@ import pytest
 
 from app.cli.worker import consume_until
 from infra.db.events import PgEventStore
-from tests.conftest import create_database, drop_database
-from tests.integration.queue.test_consumer import (
-    LEAD_ID,
-    BlockingDiretrix,
-    accept_one,
-    eventually,
-    helena_world,
-)
+from tests.support.clocks import VirtualClock
+from tests.support.db import create_database, drop_database
+from tests.support.polling import wait_until
+from tests.support.queue import LEAD_ID, BlockingDiretrix, accept_one, helena_world
 
 pytestmark = pytest.mark.integration
 
@@ -28,16 +23,26 @@ async def test_stop_drains_then_releases_a_stuck_job_within_the_grace(pool: asyn
     blocking = BlockingDiretrix(world.diretrix)
     world.diretrix = blocking
     event_id = await accept_one(store)
-    stop = asyncio.Event()
+    stop, clock = asyncio.Event(), VirtualClock()
     worker = asyncio.create_task(
-        consume_until(stop, pool=pool, enricher=world.enricher(), concurrency=1, grace_s=2.0)
+        consume_until(
+            stop,
+            pool=pool,
+            enricher=world.enricher(),
+            concurrency=1,
+            grace_s=2.0,
+            sleep=clock.sleep,
+        )
     )
     await asyncio.wait_for(blocking.entered.wait(), 15)
-    stopped_at = time.monotonic()
     stop.set()
-    assert await asyncio.wait_for(worker, 10) == 0
-    elapsed = time.monotonic() - stopped_at
-    assert 1.4 <= elapsed < 4.0  # drained for 75 % of the grace, then released
+    await clock.until_sleeping()
+    assert clock.requested == [1.5]  # drained for 75 % of the grace...
+    clock.advance(1.4)
+    assert await _held(pool)  # ...holding the job until the drain is over...
+    assert not worker.done()
+    clock.advance(0.2)
+    assert await asyncio.wait_for(worker, 10) == 0  # ...then released it
     job = await pool.fetchrow("SELECT status::text, queue_manager_id FROM queue.pgqueuer")
     assert job is not None
     assert (job["status"], job["queue_manager_id"]) == ("queued", None)
@@ -53,13 +58,20 @@ async def test_stop_waits_for_a_job_that_finishes_within_the_drain(pool: asyncpg
     blocking = BlockingDiretrix(world.diretrix)
     world.diretrix = blocking
     event_id = await accept_one(store)
-    stop = asyncio.Event()
+    stop, clock = asyncio.Event(), VirtualClock()
     worker = asyncio.create_task(
-        consume_until(stop, pool=pool, enricher=world.enricher(), concurrency=1, grace_s=10.0)
+        consume_until(
+            stop,
+            pool=pool,
+            enricher=world.enricher(),
+            concurrency=1,
+            grace_s=10.0,
+            sleep=clock.sleep,
+        )
     )
     await asyncio.wait_for(blocking.entered.wait(), 15)
     stop.set()
-    await asyncio.sleep(0.2)
+    await clock.until_sleeping()  # the drain has begun; its time never runs out here
     blocking.release.set()  # the job ends during the drain
     assert await asyncio.wait_for(worker, 10) == 0
     row = await store.load(event_id)
@@ -73,17 +85,23 @@ async def test_a_second_signal_skips_the_drain(pool: asyncpg.Pool) -> None:
     blocking = BlockingDiretrix(world.diretrix)
     world.diretrix = blocking
     await accept_one(store)
-    stop, urgent = asyncio.Event(), asyncio.Event()
+    stop, urgent, clock = asyncio.Event(), asyncio.Event(), VirtualClock()
     worker = asyncio.create_task(
-        consume_until(stop, pool=pool, enricher=world.enricher(), grace_s=20.0, urgent=urgent)
+        consume_until(
+            stop,
+            pool=pool,
+            enricher=world.enricher(),
+            grace_s=20.0,
+            urgent=urgent,
+            sleep=clock.sleep,
+        )
     )
     await asyncio.wait_for(blocking.entered.wait(), 15)
-    started = time.monotonic()
     stop.set()
     urgent.set()
+    # The drain's clock never moves: only the second signal can end the drain.
     assert await asyncio.wait_for(worker, 10) == 0
-    assert time.monotonic() - started < 3.0
-    await eventually(lambda: _queued(pool), what="the job to be re-queued")
+    await wait_until(lambda: _queued(pool), what="the job to be re-queued")
     blocking.release.set()
 
 
@@ -102,6 +120,11 @@ async def test_a_database_without_the_queue_schema_fails_the_worker() -> None:
         assert code == 1
     finally:
         await drop_database(name)
+
+
+async def _held(pool: asyncpg.Pool) -> bool:
+    manager = await pool.fetchval("SELECT queue_manager_id FROM queue.pgqueuer")
+    return manager is not None
 
 
 async def _queued(pool: asyncpg.Pool) -> bool:

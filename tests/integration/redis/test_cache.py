@@ -19,7 +19,7 @@ from infra.cache import (
     RedisRecentCpfs,
 )
 from infra.sealing import AeadEnvelope
-from tests.conftest import REDIS_BASE_URL
+from tests.support.db import REDIS_BASE_URL
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator

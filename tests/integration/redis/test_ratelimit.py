@@ -9,7 +9,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from infra.ratelimit import RateLimiter, parse_policy
-from tests.conftest import REDIS_BASE_URL
+from tests.support.db import REDIS_BASE_URL
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator

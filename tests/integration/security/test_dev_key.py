@@ -13,7 +13,7 @@ import pytest
 from app.http.middleware.auth import ensure_dev_key
 from domain.keys import digest_key
 from infra.db.keys import PgApiKeyStore
-from tests.conftest import RUN_ID, create_database, drop_database
+from tests.support.db import RUN_ID, create_database, drop_database
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator

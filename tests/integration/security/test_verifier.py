@@ -18,7 +18,7 @@ from app.http.middleware.auth import MAX_CACHE_TTL_S, KeyVerifier
 from domain.errors import DependencyUnavailable
 from domain.keys import NewApiKey, digest_key, generate_key
 from infra.db.keys import PgApiKeyStore
-from tests.integration.security.factories import issue_key
+from tests.support.factories import issue_key
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -198,7 +198,7 @@ async def test_failing_last_use_write_is_swallowed(database_url: str) -> None:
 async def test_unexpected_store_failure_fails_closed_as_unavailable() -> None:
     # The admin database has no core.api_keys: a programming/deployment error, not an outage,
     # and still no request may pass nor crash with a 500.
-    from tests.conftest import PG_ADMIN_URL
+    from tests.support.db import PG_ADMIN_URL
 
     pool = await asyncpg.create_pool(PG_ADMIN_URL, min_size=0, max_size=1)
     try:

@@ -23,10 +23,14 @@ from infra.breaker import (
     LocalBreakerCore,
     NullListener,
 )
-from tests.integration.upstream.conftest import PEOPLE, REDIS_URL, ROOT, TcpProxy
+from tests.support.db import REDIS_BASE_URL
+from tests.support.processes import ROOT
+from tests.support.sandbox import PEOPLE
+from tests.support.tcp_proxy import TcpProxy
 
 if TYPE_CHECKING:
-    from tests.integration.upstream.conftest import MakeClients, SandboxAdmin
+    from tests.support.sandbox import SandboxAdmin
+    from tests.support.upstream import MakeClients
 
 pytestmark = pytest.mark.integration
 
@@ -82,14 +86,14 @@ async def _fail(breaker: CircuitBreaker, times: int) -> None:
 
 async def test_breaker_opens_rejects_fast_probes_after_its_wait_and_closes(
     make_clients: MakeClients,
-    sandbox_admin: SandboxAdmin,
+    sandbox: SandboxAdmin,
     redis_client: aioredis.Redis,
     breaker_prefix: str,
 ) -> None:
     clients = make_clients(breaker_config=FAST, redis=redis_client, key_prefix=breaker_prefix)
     breaker = clients.diretrix.breaker
     phone = PEOPLE.person(61).mobile
-    await sandbox_admin.set_faults("diretrix", error_rate=1)
+    await sandbox.set_faults("diretrix", error_rate=1)
     for _ in range(2):  # 2 lookups x 3 attempts > 4 outcomes in the window
         with pytest.raises((UpstreamError, DependencyUnavailable)):
             await clients.diretrix.search_by_phone(phone)
@@ -97,7 +101,7 @@ async def test_breaker_opens_rejects_fast_probes_after_its_wait_and_closes(
     assert _state(breaker) is BreakerState.OPEN
     assert not _degraded(breaker)
     route = "GET /Consultas/Pessoa/Telefone/{phone}"
-    calls = await sandbox_admin.count("diretrix", route)
+    calls = await sandbox.count("diretrix", route)
 
     start = time.perf_counter()
     with pytest.raises(BreakerOpen) as caught:
@@ -106,10 +110,10 @@ async def test_breaker_opens_rejects_fast_probes_after_its_wait_and_closes(
     assert elapsed < REJECTION_BUDGET_S
     assert caught.value.dependency == "diretrix"
     assert 0 < caught.value.retry_after <= FAST.wait_in_open_s
-    assert await sandbox_admin.count("diretrix", route) == calls  # nothing reached Diretrix
+    assert await sandbox.count("diretrix", route) == calls  # nothing reached Diretrix
 
     await asyncio.sleep(FAST.wait_in_open_s + 0.05)
-    await sandbox_admin.clear_faults()
+    await sandbox.clear_faults()
     assert await clients.diretrix.search_by_phone(phone) != []  # the half-open probe
     assert _state(breaker) is BreakerState.CLOSED
     fresh = CircuitBreaker("diretrix", FAST, redis=redis_client, key_prefix=breaker_prefix)
@@ -247,7 +251,7 @@ async def test_another_process_sees_the_open_state_and_its_reset_is_seen_here(
             sys.executable,
             "-c",
             SUBPROCESS_PROBE,
-            REDIS_URL,
+            REDIS_BASE_URL,
             breaker_prefix,
             cwd=ROOT,
             stdout=asyncio.subprocess.PIPE,
@@ -356,7 +360,9 @@ async def test_breaker_protects_locally_when_redis_is_unreachable() -> None:
 async def test_breaker_recovers_shared_state_when_redis_returns(
     redis_client: aioredis.Redis, breaker_prefix: str
 ) -> None:
-    proxy = TcpProxy(aioredis.Redis.from_url(REDIS_URL).connection_pool.connection_kwargs["port"])
+    proxy = TcpProxy(
+        aioredis.Redis.from_url(REDIS_BASE_URL).connection_pool.connection_kwargs["port"]
+    )
     await proxy.start()
     via_proxy = aioredis.Redis(
         host="127.0.0.1", port=proxy.port, socket_connect_timeout=0.2, socket_timeout=0.2

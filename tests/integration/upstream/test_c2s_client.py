@@ -10,12 +10,14 @@ import pytest
 from domain.errors import NotFound, UpstreamError
 from domain.models import NewLead
 from infra.upstream import RetryableUpstreamError
-from tests.integration.upstream.conftest import PEOPLE, RETRY_ATTEMPTS
+from tests.support.sandbox import PEOPLE
+from tests.support.upstream import RETRY_ATTEMPTS
 
 if TYPE_CHECKING:
     from domain.ports import C2SPort, DiretrixPort, WorkApiPort
     from infra.upstream import UpstreamClients
-    from tests.integration.upstream.conftest import MakeClients, SandboxAdmin
+    from tests.support.sandbox import SandboxAdmin
+    from tests.support.upstream import MakeClients
 
 pytestmark = pytest.mark.integration
 
@@ -48,9 +50,9 @@ async def test_fetches_a_lead_with_its_customer(clients: UpstreamClients) -> Non
 
 
 async def test_a_lead_with_null_email_and_phone_parses(
-    clients: UpstreamClients, sandbox_admin: SandboxAdmin
+    clients: UpstreamClients, sandbox: SandboxAdmin
 ) -> None:
-    created = await sandbox_admin.create_lead(
+    created = await sandbox.create_lead(
         person_index=22, customer={"email": None, "phone": None, "phone2": None}
     )
     lead = await clients.c2s.fetch_lead(created["lead_id"])
@@ -60,10 +62,10 @@ async def test_a_lead_with_null_email_and_phone_parses(
 
 
 async def test_a_lead_with_missing_or_blank_customer_fields_parses(
-    clients: UpstreamClients, sandbox_admin: SandboxAdmin
+    clients: UpstreamClients, sandbox: SandboxAdmin
 ) -> None:
-    bare = await sandbox_admin.create_lead(customer={"name": "Cliente Sem Contato"})
-    blank = await sandbox_admin.create_lead(customer={"name": " ", "email": "", "phone": "  "})
+    bare = await sandbox.create_lead(customer={"name": "Cliente Sem Contato"})
+    blank = await sandbox.create_lead(customer={"name": " ", "email": "", "phone": "  "})
     lead = await clients.c2s.fetch_lead(bare["lead_id"])
     assert lead.customer.name == "Cliente Sem Contato"
     assert (lead.customer.email, lead.customer.phone, lead.customer.id) == (None, None, None)
@@ -85,20 +87,20 @@ async def test_a_wrong_token_is_an_upstream_error(make_clients: MakeClients) -> 
 
 
 async def test_rejected_valid_credentials_are_an_upstream_error(
-    clients: UpstreamClients, sandbox_admin: SandboxAdmin
+    clients: UpstreamClients, sandbox: SandboxAdmin
 ) -> None:
-    await sandbox_admin.set_faults("c2s", wrong_auth=True)
+    await sandbox.set_faults("c2s", wrong_auth=True)
     with pytest.raises(UpstreamError) as caught:
         await clients.c2s.send_message(PEOPLE.lead_id(1), "x")
     assert caught.value.status == 401
 
 
 async def test_send_message_posts_the_body_to_the_lead(
-    clients: UpstreamClients, sandbox_admin: SandboxAdmin
+    clients: UpstreamClients, sandbox: SandboxAdmin
 ) -> None:
     lead_id = PEOPLE.lead_id(23)
     await clients.c2s.send_message(lead_id, "✅ DADOS PESSOAIS\nNome: X\n")
-    messages = await sandbox_admin.messages(lead_id)
+    messages = await sandbox.messages(lead_id)
     assert [m["body"] for m in messages] == ["✅ DADOS PESSOAIS\nNome: X\n"]
 
 
@@ -122,28 +124,28 @@ async def test_create_lead_returns_an_id_that_can_be_fetched(clients: UpstreamCl
 
 
 async def test_fetch_lead_is_retried_on_5xx(
-    clients: UpstreamClients, sandbox_admin: SandboxAdmin
+    clients: UpstreamClients, sandbox: SandboxAdmin
 ) -> None:
-    await sandbox_admin.set_faults("c2s", error_rate=1)
+    await sandbox.set_faults("c2s", error_rate=1)
     with pytest.raises(RetryableUpstreamError) as caught:
         await clients.c2s.fetch_lead(PEOPLE.lead_id(1))
     assert caught.value.status == 500
-    assert await sandbox_admin.count("c2s", GET_LEAD) == RETRY_ATTEMPTS
+    assert await sandbox.count("c2s", GET_LEAD) == RETRY_ATTEMPTS
 
 
 async def test_send_message_is_never_retried(
-    clients: UpstreamClients, sandbox_admin: SandboxAdmin
+    clients: UpstreamClients, sandbox: SandboxAdmin
 ) -> None:
-    await sandbox_admin.set_faults("c2s", error_rate=1, error_status=503)
+    await sandbox.set_faults("c2s", error_rate=1, error_status=503)
     with pytest.raises(UpstreamError):
         await clients.c2s.send_message(PEOPLE.lead_id(1), "only once")
-    assert await sandbox_admin.count("c2s", CREATE_MESSAGE) == 1
+    assert await sandbox.count("c2s", CREATE_MESSAGE) == 1
 
 
 async def test_create_lead_is_never_retried(
-    clients: UpstreamClients, sandbox_admin: SandboxAdmin
+    clients: UpstreamClients, sandbox: SandboxAdmin
 ) -> None:
-    await sandbox_admin.set_faults("c2s", error_rate=1)
+    await sandbox.set_faults("c2s", error_rate=1)
     with pytest.raises(UpstreamError):
         await clients.c2s.create_lead(NewLead(name="Once", description="d"))
-    assert await sandbox_admin.count("c2s", CREATE_LEAD) == 1
+    assert await sandbox.count("c2s", CREATE_LEAD) == 1

@@ -9,11 +9,13 @@ import pytest
 from domain.errors import DependencyUnavailable, NotFound, UpstreamError
 from domain.models import CpfCandidate
 from infra.upstream import RetryableUpstreamError
-from tests.integration.upstream.conftest import PEOPLE, RETRY_ATTEMPTS
+from tests.support.sandbox import PEOPLE
+from tests.support.upstream import RETRY_ATTEMPTS
 
 if TYPE_CHECKING:
     from infra.upstream import UpstreamClients
-    from tests.integration.upstream.conftest import MakeClients, SandboxAdmin
+    from tests.support.sandbox import SandboxAdmin
+    from tests.support.upstream import MakeClients
 
 pytestmark = pytest.mark.integration
 
@@ -34,12 +36,12 @@ async def test_unknown_contacts_give_no_candidates(clients: UpstreamClients) -> 
 
 
 async def test_people_handed_out_later_become_findable(
-    clients: UpstreamClients, sandbox_admin: SandboxAdmin
+    clients: UpstreamClients, sandbox: SandboxAdmin
 ) -> None:
     # Index beyond the pre-built registry: unknown until a lead is created for them.
     person = PEOPLE.person(50_000)
     assert await clients.diretrix.search_by_phone(person.mobile) == []
-    await sandbox_admin.create_lead(person_index=50_000)
+    await sandbox.create_lead(person_index=50_000)
     assert await clients.diretrix.search_by_phone(person.mobile) == [
         CpfCandidate(name=person.name, cpf=person.cpf)
     ]
@@ -63,40 +65,36 @@ async def test_wrong_credentials_are_an_upstream_error(make_clients: MakeClients
     assert "wrong-pass" not in str(caught.value)
 
 
-async def test_lookups_are_retried_on_5xx(
-    clients: UpstreamClients, sandbox_admin: SandboxAdmin
-) -> None:
-    await sandbox_admin.set_faults("diretrix", error_rate=1)
+async def test_lookups_are_retried_on_5xx(clients: UpstreamClients, sandbox: SandboxAdmin) -> None:
+    await sandbox.set_faults("diretrix", error_rate=1)
     with pytest.raises(RetryableUpstreamError):
         await clients.diretrix.search_by_phone("11987654321")
     with pytest.raises(RetryableUpstreamError):
         await clients.diretrix.search_by_email("a@example.com")
-    counters = await sandbox_admin.counters()
+    counters = await sandbox.counters()
     assert counters["diretrix"] == {BY_PHONE: RETRY_ATTEMPTS, BY_EMAIL: RETRY_ATTEMPTS}
 
 
 async def test_429_is_retried_but_a_long_retry_after_is_not_waited_for(
-    clients: UpstreamClients, sandbox_admin: SandboxAdmin
+    clients: UpstreamClients, sandbox: SandboxAdmin
 ) -> None:
-    await sandbox_admin.set_faults("diretrix", error_rate=1, error_status=429, retry_after_s=1)
+    await sandbox.set_faults("diretrix", error_rate=1, error_status=429, retry_after_s=1)
     with pytest.raises(RetryableUpstreamError) as caught:
         await clients.diretrix.search_by_phone("11987654321")
     assert caught.value.retry_after == 1.0
-    assert await sandbox_admin.count("diretrix", BY_PHONE) == RETRY_ATTEMPTS
-    await sandbox_admin.set_faults("diretrix", error_rate=1, error_status=429, retry_after_s=60)
+    assert await sandbox.count("diretrix", BY_PHONE) == RETRY_ATTEMPTS
+    await sandbox.set_faults("diretrix", error_rate=1, error_status=429, retry_after_s=60)
     with pytest.raises(RetryableUpstreamError):
         await clients.diretrix.search_by_email("a@example.com")
-    assert await sandbox_admin.count("diretrix", BY_EMAIL) == 1
+    assert await sandbox.count("diretrix", BY_EMAIL) == 1
 
 
-async def test_4xx_answers_are_not_retried(
-    clients: UpstreamClients, sandbox_admin: SandboxAdmin
-) -> None:
-    await sandbox_admin.set_faults("diretrix", error_rate=1, error_status=400)
+async def test_4xx_answers_are_not_retried(clients: UpstreamClients, sandbox: SandboxAdmin) -> None:
+    await sandbox.set_faults("diretrix", error_rate=1, error_status=400)
     with pytest.raises(UpstreamError) as caught:
         await clients.diretrix.search_by_phone("11987654321")
     assert caught.value.status == 400
-    assert await sandbox_admin.count("diretrix", BY_PHONE) == 1
+    assert await sandbox.count("diretrix", BY_PHONE) == 1
 
 
 async def test_an_unreachable_upstream_is_unavailable(make_clients: MakeClients) -> None:

@@ -9,16 +9,10 @@ import aiohttp
 import pytest
 
 from domain.documents import is_valid_cpf
-from tests.integration.upstream.conftest import (
-    C2S_TOKEN,
-    DIRETRIX_PASS,
-    DIRETRIX_USER,
-    PEOPLE,
-    WORK_API_TOKEN,
-)
+from tests.support.sandbox import C2S_TOKEN, DIRETRIX_PASS, DIRETRIX_USER, PEOPLE, WORK_API_TOKEN
 
 if TYPE_CHECKING:
-    from tests.integration.upstream.conftest import SandboxAdmin
+    from tests.support.sandbox import SandboxAdmin
 
 pytestmark = pytest.mark.integration
 
@@ -53,11 +47,11 @@ async def _json(admin: SandboxAdmin, method: str, path: str, **kwargs: Any) -> t
 
 
 async def test_c2s_lead_is_json_api_with_every_documented_field(
-    sandbox_admin: SandboxAdmin,
+    sandbox: SandboxAdmin,
 ) -> None:
     person = PEOPLE.person(3)
     status, body = await _json(
-        sandbox_admin, "GET", f"/integration/leads/{PEOPLE.lead_id(3)}", headers=BEARER
+        sandbox, "GET", f"/integration/leads/{PEOPLE.lead_id(3)}", headers=BEARER
     )
     assert status == 200
     data = body["data"]
@@ -77,26 +71,26 @@ async def test_c2s_lead_is_json_api_with_every_documented_field(
     assert set(attrs["lead_status"]) == {"id", "alias", "name"}
 
 
-async def test_c2s_rejects_a_missing_or_wrong_bearer_token(sandbox_admin: SandboxAdmin) -> None:
+async def test_c2s_rejects_a_missing_or_wrong_bearer_token(sandbox: SandboxAdmin) -> None:
     path = f"/integration/leads/{PEOPLE.lead_id(1)}"
-    assert (await _get(sandbox_admin, path))[0] == 401
-    assert (await _get(sandbox_admin, path, headers={"Authorization": "Bearer nope"}))[0] == 401
+    assert (await _get(sandbox, path))[0] == 401
+    assert (await _get(sandbox, path, headers={"Authorization": "Bearer nope"}))[0] == 401
 
 
-async def test_c2s_unknown_lead_is_a_404_with_a_text_body(sandbox_admin: SandboxAdmin) -> None:
+async def test_c2s_unknown_lead_is_a_404_with_a_text_body(sandbox: SandboxAdmin) -> None:
     status, content_type, body, _ = await _get(
-        sandbox_admin, "/integration/leads/" + "0" * 32, headers=BEARER
+        sandbox, "/integration/leads/" + "0" * 32, headers=BEARER
     )
     assert (status, content_type) == (404, "text/plain")
     assert body == b"Lead not found"
 
 
 async def test_c2s_create_message_answers_201_and_is_recorded(
-    sandbox_admin: SandboxAdmin,
+    sandbox: SandboxAdmin,
 ) -> None:
     lead_id = PEOPLE.lead_id(2)
     status, body = await _json(
-        sandbox_admin,
+        sandbox,
         "POST",
         f"/integration/leads/{lead_id}/create_message",
         headers=BEARER,
@@ -104,11 +98,11 @@ async def test_c2s_create_message_answers_201_and_is_recorded(
     )
     assert status == 201
     assert body["success"] is True
-    assert [m["body"] for m in await sandbox_admin.messages(lead_id)] == ["olá\nmundo"]
+    assert [m["body"] for m in await sandbox.messages(lead_id)] == ["olá\nmundo"]
 
 
 async def test_c2s_create_lead_answers_a_32_hex_id_that_can_be_fetched(
-    sandbox_admin: SandboxAdmin,
+    sandbox: SandboxAdmin,
 ) -> None:
     payload = {
         "data": {
@@ -122,24 +116,20 @@ async def test_c2s_create_lead_answers_a_32_hex_id_that_can_be_fetched(
             },
         }
     }
-    status, body = await _json(
-        sandbox_admin, "POST", "/integration/leads", headers=BEARER, json=payload
-    )
+    status, body = await _json(sandbox, "POST", "/integration/leads", headers=BEARER, json=payload)
     assert status == 201
     lead_id = body["data"]["id"]
     assert re.fullmatch(r"[0-9a-f]{32}", lead_id)
-    status, fetched = await _json(
-        sandbox_admin, "GET", f"/integration/leads/{lead_id}", headers=BEARER
-    )
+    status, fetched = await _json(sandbox, "GET", f"/integration/leads/{lead_id}", headers=BEARER)
     assert status == 200
     customer = fetched["data"]["attributes"]["customer"]
     assert customer["name"] == "Fulana de Tal"
     assert customer["email"] is None
 
 
-async def test_c2s_create_lead_without_a_name_is_422(sandbox_admin: SandboxAdmin) -> None:
+async def test_c2s_create_lead_without_a_name_is_422(sandbox: SandboxAdmin) -> None:
     status, body = await _json(
-        sandbox_admin,
+        sandbox,
         "POST",
         "/integration/leads",
         headers=BEARER,
@@ -150,34 +140,30 @@ async def test_c2s_create_lead_without_a_name_is_422(sandbox_admin: SandboxAdmin
 
 
 async def test_sandbox_lead_can_have_null_or_missing_customer_fields(
-    sandbox_admin: SandboxAdmin,
+    sandbox: SandboxAdmin,
 ) -> None:
-    nulls = await sandbox_admin.create_lead(person_index=5, customer={"email": None, "phone": ""})
-    bare = await sandbox_admin.create_lead(customer={"name": "Só Nome"})
-    _, body = await _json(
-        sandbox_admin, "GET", f"/integration/leads/{nulls['lead_id']}", headers=BEARER
-    )
+    nulls = await sandbox.create_lead(person_index=5, customer={"email": None, "phone": ""})
+    bare = await sandbox.create_lead(customer={"name": "Só Nome"})
+    _, body = await _json(sandbox, "GET", f"/integration/leads/{nulls['lead_id']}", headers=BEARER)
     customer = body["data"]["attributes"]["customer"]
     assert customer["email"] is None
     assert customer["phone"] == ""
     assert customer["name"] == PEOPLE.person(5).name.title()
-    _, body = await _json(
-        sandbox_admin, "GET", f"/integration/leads/{bare['lead_id']}", headers=BEARER
-    )
+    _, body = await _json(sandbox, "GET", f"/integration/leads/{bare['lead_id']}", headers=BEARER)
     assert body["data"]["attributes"]["customer"] == {"name": "Só Nome"}
 
 
 # ---- Diretrix ----------------------------------------------------------------------------
 
 
-async def test_diretrix_requires_basic_auth(sandbox_admin: SandboxAdmin) -> None:
+async def test_diretrix_requires_basic_auth(sandbox: SandboxAdmin) -> None:
     path = "/Consultas/Pessoa/Telefone/11987654321"
-    assert (await _get(sandbox_admin, path))[0] == 401
+    assert (await _get(sandbox, path))[0] == 401
     wrong = {"Authorization": aiohttp.encode_basic_auth(DIRETRIX_USER, "wrong")}
-    assert (await _get(sandbox_admin, path, headers=wrong))[0] == 401
+    assert (await _get(sandbox, path, headers=wrong))[0] == 401
 
 
-async def test_diretrix_finds_people_by_phone_and_email(sandbox_admin: SandboxAdmin) -> None:
+async def test_diretrix_finds_people_by_phone_and_email(sandbox: SandboxAdmin) -> None:
     person = PEOPLE.person(7)
     expected = [{"nome": person.name, "cpf": person.cpf}]
     for path in (
@@ -185,25 +171,23 @@ async def test_diretrix_finds_people_by_phone_and_email(sandbox_admin: SandboxAd
         f"/Consultas/Pessoa/Telefone/{person.phones[-1].number}",
         f"/Consultas/Pessoa/Email/{person.email}",
     ):
-        status, body = await _json(sandbox_admin, "GET", path, headers=BASIC)
+        status, body = await _json(sandbox, "GET", path, headers=BASIC)
         assert (status, body) == (200, expected), path
 
 
 async def test_diretrix_answers_an_empty_array_for_unknown_contacts(
-    sandbox_admin: SandboxAdmin,
+    sandbox: SandboxAdmin,
 ) -> None:
     for path in (
         "/Consultas/Pessoa/Telefone/11900000001",
         "/Consultas/Pessoa/Email/ninguem@example.com",
     ):
-        assert await _json(sandbox_admin, "GET", path, headers=BASIC) == (200, [])
+        assert await _json(sandbox, "GET", path, headers=BASIC) == (200, [])
 
 
-async def test_diretrix_person_by_cpf_has_the_provider_shape(sandbox_admin: SandboxAdmin) -> None:
+async def test_diretrix_person_by_cpf_has_the_provider_shape(sandbox: SandboxAdmin) -> None:
     person = PEOPLE.person(4)
-    status, body = await _json(
-        sandbox_admin, "GET", f"/Consultas/Pessoa/{person.cpf}", headers=BASIC
-    )
+    status, body = await _json(sandbox, "GET", f"/Consultas/Pessoa/{person.cpf}", headers=BASIC)
     assert status == 200
     assert set(body) == {
         "nome", "cpf", "rg", "rgOrgaoEmissor", "dataNascimento", "idade", "signo", "sexo",
@@ -212,7 +196,7 @@ async def test_diretrix_person_by_cpf_has_the_provider_shape(sandbox_admin: Sand
     assert body["nome"] == person.name
     assert set(body["telefones"][0]) == {"numero", "ddd", "operadora", "tipo", "ranking"}
     assert "logadouro" in body["enderecos"][0]
-    status, _ = await _json(sandbox_admin, "GET", "/Consultas/Pessoa/12345678900", headers=BASIC)
+    status, _ = await _json(sandbox, "GET", "/Consultas/Pessoa/12345678900", headers=BASIC)
     assert status == 404
 
 
@@ -224,10 +208,10 @@ def _work(module: str, query: str, token: str = WORK_API_TOKEN) -> dict[str, str
 
 
 async def test_work_api_cpf_is_the_full_25_key_dossier_in_upstream_formats(
-    sandbox_admin: SandboxAdmin,
+    sandbox: SandboxAdmin,
 ) -> None:
     person = PEOPLE.person(11)
-    status, body = await _json(sandbox_admin, "GET", "/api", params=_work("cpf", person.cpf))
+    status, body = await _json(sandbox, "GET", "/api", params=_work("cpf", person.cpf))
     assert status == 200
     assert list(body) == DOSSIER_KEYS
     basic = body["DadosBasicos"]
@@ -250,14 +234,14 @@ async def test_work_api_cpf_is_the_full_25_key_dossier_in_upstream_formats(
         assert is_valid_cpf(relative["cpfParente"])
 
 
-async def test_work_api_accepts_the_14_digit_cpf_form(sandbox_admin: SandboxAdmin) -> None:
+async def test_work_api_accepts_the_14_digit_cpf_form(sandbox: SandboxAdmin) -> None:
     cpf = PEOPLE.cpf_for(12)
-    _, body = await _json(sandbox_admin, "GET", "/api", params=_work("cpf", "000" + cpf))
+    _, body = await _json(sandbox, "GET", "/api", params=_work("cpf", "000" + cpf))
     assert body["DadosBasicos"]["cpf"] == cpf
 
 
-async def test_work_api_cep_lists_residents(sandbox_admin: SandboxAdmin) -> None:
-    status, body = await _json(sandbox_admin, "GET", "/api", params=_work("cep", "01310-100"))
+async def test_work_api_cep_lists_residents(sandbox: SandboxAdmin) -> None:
+    status, body = await _json(sandbox, "GET", "/api", params=_work("cep", "01310-100"))
     assert status == 200
     assert isinstance(body, list)
     assert body
@@ -279,72 +263,70 @@ async def test_work_api_cep_lists_residents(sandbox_admin: SandboxAdmin) -> None
     ids=["wrong-token", "no-credits", "unknown-module", "unknown-cpf", "bad-cep"],
 )
 async def test_work_api_soft_errors_come_inside_http_200(
-    sandbox_admin: SandboxAdmin, params: dict[str, str], expected: dict[str, Any]
+    sandbox: SandboxAdmin, params: dict[str, str], expected: dict[str, Any]
 ) -> None:
-    status, body = await _json(sandbox_admin, "GET", "/api", params=params)
+    status, body = await _json(sandbox, "GET", "/api", params=params)
     assert status == 200
     assert body.items() >= expected.items()
 
 
 async def test_work_api_unknown_module_message_names_the_module(
-    sandbox_admin: SandboxAdmin,
+    sandbox: SandboxAdmin,
 ) -> None:
-    _, body = await _json(sandbox_admin, "GET", "/api", params=_work("titulo", "1"))
+    _, body = await _json(sandbox, "GET", "/api", params=_work("titulo", "1"))
     assert body["statusMsg"] == "Módulo titulo inexistente para a rota"
 
 
 # ---- faults and counters -------------------------------------------------------------------
 
 
-async def test_faults_are_read_set_and_reset(sandbox_admin: SandboxAdmin) -> None:
-    config = await sandbox_admin.set_faults("work_api", latency_ms=5, soft_error_rate=1)
+async def test_faults_are_read_set_and_reset(sandbox: SandboxAdmin) -> None:
+    config = await sandbox.set_faults("work_api", latency_ms=5, soft_error_rate=1)
     assert config["latency_ms"] == 5
-    _, all_faults = await _json(sandbox_admin, "GET", "/_sandbox/faults")
+    _, all_faults = await _json(sandbox, "GET", "/_sandbox/faults")
     assert all_faults["work_api"]["soft_error_rate"] == 1
     assert all_faults["c2s"]["soft_error_rate"] == 0
-    _, body = await _json(sandbox_admin, "GET", "/api", params=_work("cpf", PEOPLE.cpf_for(0)))
+    _, body = await _json(sandbox, "GET", "/api", params=_work("cpf", PEOPLE.cpf_for(0)))
     assert body["status"] == 403  # the default soft error kind: expired token
-    await sandbox_admin.clear_faults()
-    _, one = await _json(sandbox_admin, "GET", "/_sandbox/faults/work_api")
+    await sandbox.clear_faults()
+    _, one = await _json(sandbox, "GET", "/_sandbox/faults/work_api")
     assert one["soft_error_rate"] == 0
 
 
-async def test_faults_reject_unknown_upstreams_and_knobs(sandbox_admin: SandboxAdmin) -> None:
-    status, _ = await _json(sandbox_admin, "POST", "/_sandbox/faults/nope", json={})
+async def test_faults_reject_unknown_upstreams_and_knobs(sandbox: SandboxAdmin) -> None:
+    status, _ = await _json(sandbox, "POST", "/_sandbox/faults/nope", json={})
     assert status == 404
-    status, _ = await _json(sandbox_admin, "POST", "/_sandbox/faults/c2s", json={"bogus": 1})
+    status, _ = await _json(sandbox, "POST", "/_sandbox/faults/c2s", json={"bogus": 1})
     assert status == 400
-    status, _ = await _json(sandbox_admin, "POST", "/_sandbox/faults/c2s", json={"error_rate": 2})
+    status, _ = await _json(sandbox, "POST", "/_sandbox/faults/c2s", json={"error_rate": 2})
     assert status == 400
 
 
 async def test_error_faults_answer_the_configured_status_with_retry_after(
-    sandbox_admin: SandboxAdmin,
+    sandbox: SandboxAdmin,
 ) -> None:
-    await sandbox_admin.set_faults("diretrix", error_rate=1, error_status=429, retry_after_s=7)
+    await sandbox.set_faults("diretrix", error_rate=1, error_status=429, retry_after_s=7)
     status, _, _, headers = await _get(
-        sandbox_admin, "/Consultas/Pessoa/Email/a@example.com", headers=BASIC
+        sandbox, "/Consultas/Pessoa/Email/a@example.com", headers=BASIC
     )
     assert status == 429
     assert headers["Retry-After"] == "7"
 
 
-async def test_wrong_auth_fault_rejects_valid_credentials(sandbox_admin: SandboxAdmin) -> None:
-    await sandbox_admin.set_faults("c2s", wrong_auth=True)
-    status, *_ = await _get(
-        sandbox_admin, f"/integration/leads/{PEOPLE.lead_id(1)}", headers=BEARER
-    )
+async def test_wrong_auth_fault_rejects_valid_credentials(sandbox: SandboxAdmin) -> None:
+    await sandbox.set_faults("c2s", wrong_auth=True)
+    status, *_ = await _get(sandbox, f"/integration/leads/{PEOPLE.lead_id(1)}", headers=BEARER)
     assert status == 401
 
 
-async def test_counters_count_calls_per_route_and_reset(sandbox_admin: SandboxAdmin) -> None:
-    await _get(sandbox_admin, f"/integration/leads/{PEOPLE.lead_id(1)}", headers=BEARER)
-    await _get(sandbox_admin, f"/integration/leads/{PEOPLE.lead_id(2)}")
-    await _get(sandbox_admin, "/api", params=_work("cpf", PEOPLE.cpf_for(1)))
-    counters = await sandbox_admin.counters()
+async def test_counters_count_calls_per_route_and_reset(sandbox: SandboxAdmin) -> None:
+    await _get(sandbox, f"/integration/leads/{PEOPLE.lead_id(1)}", headers=BEARER)
+    await _get(sandbox, f"/integration/leads/{PEOPLE.lead_id(2)}")
+    await _get(sandbox, "/api", params=_work("cpf", PEOPLE.cpf_for(1)))
+    counters = await sandbox.counters()
     assert counters["c2s"] == {"GET /integration/leads/{id}": 2}
     assert counters["work_api"] == {"GET /api": 1}
     assert counters["diretrix"] == {}
-    async with sandbox_admin.session.delete(sandbox_admin.base_url + "/_sandbox/counters"):
+    async with sandbox.session.delete(sandbox.base_url + "/_sandbox/counters"):
         pass
-    assert await sandbox_admin.counters() == {"c2s": {}, "diretrix": {}, "work_api": {}}
+    assert await sandbox.counters() == {"c2s": {}, "diretrix": {}, "work_api": {}}

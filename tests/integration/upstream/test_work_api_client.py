@@ -10,11 +10,13 @@ import pytest
 from domain.errors import UpstreamError, UpstreamSoftError
 from infra.upstream import WorkApiConfig, detect_soft_error, redact_url
 from infra.upstream.http import mask
-from tests.integration.upstream.conftest import PEOPLE, RETRY_ATTEMPTS, WORK_API_TOKEN
+from tests.support.sandbox import PEOPLE, WORK_API_TOKEN
+from tests.support.upstream import RETRY_ATTEMPTS
 
 if TYPE_CHECKING:
     from infra.upstream import UpstreamClients
-    from tests.integration.upstream.conftest import MakeClients, SandboxAdmin
+    from tests.support.sandbox import SandboxAdmin
+    from tests.support.upstream import MakeClients
 
 pytestmark = pytest.mark.integration
 
@@ -66,29 +68,27 @@ async def test_an_expired_token_is_a_soft_error(make_clients: MakeClients) -> No
 
 @pytest.mark.parametrize("kind", ["expired_token", "no_credits", "not_found", "other"])
 async def test_injected_soft_errors_are_classified_and_not_retried(
-    clients: UpstreamClients, sandbox_admin: SandboxAdmin, kind: str
+    clients: UpstreamClients, sandbox: SandboxAdmin, kind: str
 ) -> None:
-    await sandbox_admin.set_faults("work_api", soft_error_rate=1, soft_error_kind=kind)
+    await sandbox.set_faults("work_api", soft_error_rate=1, soft_error_kind=kind)
     with pytest.raises(UpstreamSoftError) as caught:
         await clients.work_api.fetch_dossier(PEOPLE.cpf_for(2))
     assert caught.value.kind == kind
-    assert await sandbox_admin.count("work_api", WORK_ROUTE) == 1
+    assert await sandbox.count("work_api", WORK_ROUTE) == 1
 
 
-async def test_server_errors_are_retried(
-    clients: UpstreamClients, sandbox_admin: SandboxAdmin
-) -> None:
-    await sandbox_admin.set_faults("work_api", error_rate=1, error_status=502)
+async def test_server_errors_are_retried(clients: UpstreamClients, sandbox: SandboxAdmin) -> None:
+    await sandbox.set_faults("work_api", error_rate=1, error_status=502)
     with pytest.raises(UpstreamError) as caught:
         await clients.work_api.fetch_dossier(PEOPLE.cpf_for(3))
     assert caught.value.status == 502
-    assert await sandbox_admin.count("work_api", WORK_ROUTE) == RETRY_ATTEMPTS
+    assert await sandbox.count("work_api", WORK_ROUTE) == RETRY_ATTEMPTS
 
 
 async def test_the_token_never_reaches_logs_or_errors(
-    clients: UpstreamClients, sandbox_admin: SandboxAdmin, capfd: pytest.CaptureFixture[str]
+    clients: UpstreamClients, sandbox: SandboxAdmin, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    await sandbox_admin.set_faults("work_api", error_rate=1)
+    await sandbox.set_faults("work_api", error_rate=1)
     capfd.readouterr()
     # Read what reached the process's output (structlog may be configured by an earlier test
     # with cached loggers, which capture_logs() cannot intercept).

@@ -12,7 +12,7 @@ from domain.customers import CustomerQuery, lookup_customer
 from domain.errors import DependencyUnavailable, InvalidInput, NotFound, UpstreamError
 from domain.models import CpfCandidate, Lead, LeadCustomer
 from domain.pipeline import ProcessResult
-from tests.fakes import World
+from tests.support.fakes import World
 
 GOLDEN = Path(__file__).resolve().parents[2] / "golden"
 HELENA_CPF = "39053344705"

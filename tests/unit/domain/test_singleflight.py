@@ -8,7 +8,7 @@ import pytest
 
 from domain.errors import UpstreamError
 from domain.pipeline import PipelineSettings
-from tests.fakes import FakeFillLocks, World
+from tests.support.fakes import FakeFillLocks, World
 from tests.unit.domain.test_pipeline import HELENA, HELENA_CPF, OTAVIO, OTAVIO_CPF
 
 KEY = f"cpf:{HELENA_CPF}"

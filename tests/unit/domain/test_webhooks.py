@@ -38,7 +38,7 @@ from domain.webhooks import (
     run_event_job,
     truncate_text,
 )
-from tests.fakes import FakeC2S, World
+from tests.support.fakes import FakeC2S, World
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence

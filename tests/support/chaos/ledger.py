@@ -28,8 +28,8 @@ from domain.webhooks import SEND_OUTCOME_UNKNOWN
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
 
-    from tests.chaos.load import Sample
-    from tests.e2e.conftest import Sandbox
+    from tests.support.chaos.load import Sample
+    from tests.support.sandbox import SandboxAdmin
 
 __all__ = ["Ledger", "check_ledger", "event_tag", "parse_tag"]
 
@@ -137,7 +137,7 @@ async def _wait_drained(conn: asyncpg.Connection, leads: list[str], timeout_s: f
         await asyncio.sleep(_POLL_S)
 
 
-async def _message_counts(sandbox: Sandbox, leads: Iterable[str]) -> dict[str, int]:
+async def _message_counts(sandbox: SandboxAdmin, leads: Iterable[str]) -> dict[str, int]:
     gate = asyncio.Semaphore(8)
 
     async def count(lead_id: str) -> tuple[str, int]:
@@ -149,7 +149,7 @@ async def _message_counts(sandbox: Sandbox, leads: Iterable[str]) -> dict[str, i
 
 async def check_ledger(
     database_url: str,
-    sandbox: Sandbox,
+    sandbox: SandboxAdmin,
     samples: Sequence[Sample],
     *,
     leads: Iterable[str] = (),

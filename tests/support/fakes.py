@@ -30,19 +30,12 @@ from domain.models import (
 )
 from domain.pipeline import Enricher, PipelineSettings
 from domain.tenancy import current_tenant
+from tests.support.clocks import FakeClock
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
 
     from domain.dossier import Dossier
-
-
-class FakeClock:
-    def __init__(self, start: float = 1_800_000_000.0) -> None:
-        self.t = start
-
-    def now(self) -> float:
-        return self.t
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""Chaos helpers: open-loop load, fault proxies, the ledger check, scenario processes."""

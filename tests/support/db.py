@@ -1,0 +1,69 @@
+"""The session's PostgreSQL and Redis: addresses, throwaway databases, key-space cleanup.
+
+Each test session creates its own PostgreSQL database and uses its own Redis key prefix (both
+named after :data:`RUN_ID`), so concurrent runs never collide.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import asyncpg
+import redis.asyncio as aioredis
+
+__all__ = [
+    "PG_ADMIN_URL",
+    "POOL_MAX",
+    "REDIS_BASE_URL",
+    "RUN_ID",
+    "create_database",
+    "database_url_for",
+    "delete_redis_keys",
+    "drop_database",
+]
+
+PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_BASE_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+RUN_ID = uuid.uuid4().hex[:10]
+# The PostgreSQL adapter tests' pool: ten concurrent stores plus a spare connection for the
+# assertions.
+POOL_MAX = 12
+
+
+def database_url_for(name: str) -> str:
+    """The URL of database ``name`` on the test server (whether it exists or not)."""
+    base = PG_ADMIN_URL.rsplit("/", 1)[0]
+    return f"{base}/{name}"
+
+
+async def create_database(name: str) -> str:
+    """Create an empty database named ``name`` and return its URL."""
+    conn = await asyncpg.connect(PG_ADMIN_URL)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return database_url_for(name)
+
+
+async def drop_database(name: str) -> None:
+    """Drop ``name``, terminating leftover connections first."""
+    conn = await asyncpg.connect(PG_ADMIN_URL)
+    try:
+        await conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name
+        )
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+    finally:
+        await conn.close()
+
+
+async def delete_redis_keys(prefix: str, url: str = REDIS_BASE_URL) -> None:
+    """Delete every key starting with ``prefix``; nothing else in Redis is touched."""
+    client = aioredis.Redis.from_url(url)
+    try:
+        async for key in client.scan_iter(match=prefix + "*", count=1000):
+            await client.delete(key)
+    finally:
+        await client.aclose()
