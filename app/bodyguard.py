@@ -14,8 +14,10 @@ authentication work. For a request that declares a body (``Content-Length`` > 0 
   answered 401 without reading it) and freed as soon as the body is complete, the client left,
   the deadline passed or the request ended. With the cap reached, ``receive`` raises
   :class:`PendingBodiesFull`: 503 problem+json with ``Retry-After`` at once, instead of holding
-  one more worker slot. Webhooks (token-based, no API key) are therefore capped; requests with a
-  verified key are bounded by the deadline and their rate limits only.
+  one more worker slot. While the cap is reached, a request with a body and no credentials
+  header at all gets that 503 here already, before routing (the cheap path under attack).
+  Webhooks (token-based, no API key) are therefore capped; requests with a verified key are
+  bounded by the deadline and their rate limits only.
 * **Client gone.** An ``http.disconnect`` while the body is received raises
   :class:`ClientClosedRequest`, answered as status 499 (nginx's "client closed request"), which
   nobody receives: the metrics and the access log record the outcome as 499 at info level, not
@@ -55,6 +57,11 @@ _CONNECTION: Final = b"connection"
 _CLOSE: Final = (_CONNECTION, b"close")
 # Set in the scope's state by app.auth.AuthMiddleware once an API key is verified.
 _AUTHENTICATED_KEY: Final = "api_key_id"
+_CREDENTIAL_HEADERS: Final = frozenset({b"authorization", b"x-api-key"})
+
+
+def _presents_credentials(headers: Any) -> bool:  # Any: ASGI header pairs
+    return any(name in _CREDENTIAL_HEADERS for name, _ in headers)
 
 
 class BodyRejected(HTTPException):
@@ -105,20 +112,27 @@ class BodyGuardMiddleware:
             await self.app(scope, receive, send)
             return
         body = _BodyPhase(self, scope, receive, send)
+        if self.pending >= self.max_pending and not _presents_credentials(scope["headers"]):
+            await _shed(scope, body.send)
+            return
         try:
             await self.app(scope, body.receive, body.send)
         except BodyRejected as exc:
             if body.started:
                 raise
-            await send_problem(
-                scope,
-                body.send,
-                exc.status_code,
-                str(exc.detail),
-                retry_after=SHED_RETRY_AFTER_S if isinstance(exc, PendingBodiesFull) else None,
-            )
+            if isinstance(exc, PendingBodiesFull):
+                await _shed(scope, body.send)
+            else:
+                await send_problem(scope, body.send, exc.status_code, str(exc.detail))
         finally:
             body.release()
+
+
+_SHED_DETAIL: Final = f"Too many request bodies in progress; retry in {SHED_RETRY_AFTER_S} s"
+
+
+async def _shed(scope: Scope, send: Send) -> None:
+    await send_problem(scope, send, 503, _SHED_DETAIL, retry_after=SHED_RETRY_AFTER_S)
 
 
 class _BodyPhase:
@@ -172,11 +186,7 @@ class _BodyPhase:
         guard = self._guard
         if not self.holding and not self._authenticated():
             if guard.pending >= guard.max_pending:
-                raise self._reject(
-                    PendingBodiesFull(
-                        f"Too many request bodies in progress; retry in {SHED_RETRY_AFTER_S} s"
-                    )
-                )
+                raise self._reject(PendingBodiesFull(_SHED_DETAIL))
             guard.pending += 1
             self.holding = True
         remaining = self._deadline - asyncio.get_running_loop().time()
