@@ -36,13 +36,13 @@ async def test_a_client_that_hangs_up_mid_body_is_499_and_not_logged_as_an_error
     client: AsyncTestClient[Litestar],  # runs the lifespan
     capfd: pytest.CaptureFixture[str],
 ) -> None:
-    inbox: list[Message] = [
+    inbox: list[Any] = [  # Any: ASGI receive events
         {"type": "http.request", "body": b"[", "more_body": True},
         {"type": "http.disconnect"},
     ]
     sent: list[Message] = []
 
-    async def receive() -> Message:
+    async def receive() -> Any:  # Any: an ASGI receive event
         return inbox.pop(0)
 
     async def send(message: Message) -> None:

@@ -165,7 +165,8 @@ class ChaosProcess:
 
 class AppProcess(ChaosProcess):
     """The app under Granian on a free port, with the Dockerfile's flags (one worker, uvloop,
-    HTTP/1, backpressure 256) and a chosen ``--workers-kill-timeout``."""
+    HTTP/1, backpressure 256, backlog 2048, 5 s head timeout) and a chosen
+    ``--workers-kill-timeout``."""
 
     def __init__(self, env: Mapping[str, str], *, kill_timeout_s: int = 5) -> None:
         self.port = free_port()
@@ -191,6 +192,10 @@ class AppProcess(ChaosProcess):
                 "--no-ws",
                 "--backpressure",
                 "256",
+                "--backlog",
+                "2048",
+                "--http1-header-read-timeout",
+                "5000",
                 "--workers-kill-timeout",
                 str(kill_timeout_s),
             ],

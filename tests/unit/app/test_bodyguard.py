@@ -81,13 +81,13 @@ def _scope(method: str = "POST", path: str = "/echo", length: int | None = 1000)
 class Channel:
     """In-memory ASGI channels: ``receive`` hands out queued messages, then waits."""
 
-    def __init__(self, *messages: Message) -> None:
-        self.inbox: asyncio.Queue[Message] = asyncio.Queue()
+    def __init__(self, *messages: Any) -> None:  # Any: ASGI receive events
+        self.inbox: asyncio.Queue[Any] = asyncio.Queue()
         for message in messages:
             self.inbox.put_nowait(message)
         self.sent: list[Message] = []
 
-    async def receive(self) -> Message:
+    async def receive(self) -> Any:  # Any: an ASGI receive event
         return await self.inbox.get()
 
     async def send(self, message: Message) -> None:
@@ -107,7 +107,7 @@ class Channel:
         return msgspec.json.decode(body)
 
 
-def _chunk(body: bytes, more: bool) -> Message:
+def _chunk(body: bytes, more: bool) -> Any:  # Any: an ASGI receive event
     return {"type": "http.request", "body": body, "more_body": more}
 
 
