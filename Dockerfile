@@ -38,11 +38,14 @@ ENV PATH="/app/.venv/bin:${PATH}" \
     GRANIAN_WORKERS=1 \
     GRANIAN_WORKERS_KILL_TIMEOUT=20 \
     GRANIAN_BACKPRESSURE=256 \
+    GRANIAN_BACKLOG=2048 \
+    GRANIAN_HTTP1_HEADER_READ_TIMEOUT=5000 \
     GRANIAN_RESPAWN_FAILED_WORKERS=true
 # Granian's own process logs JSON too (the same formatter as the app's structlog lines).
 RUN /app/.venv/bin/python -m observability.logging INFO json > /app/granian-log.json
 USER 10001:10001
 EXPOSE 8080
 # Granian runs the app factory directly (one worker per VM; scale by adding machines).
-# --workers-kill-timeout bounds shutdown; fly.toml's kill_timeout is larger.
-CMD ["granian", "--interface", "asgi", "--factory", "--loop", "uvloop", "--http", "1", "--no-ws", "--host", "0.0.0.0", "--port", "8080", "--workers", "1", "--backpressure", "256", "--workers-kill-timeout", "20", "--respawn-failed-workers", "--log-config", "/app/granian-log.json", "app.main:create_app"]
+# --workers-kill-timeout bounds shutdown; fly.toml's kill_timeout is larger. --backpressure,
+# --backlog and --http1-header-read-timeout are app/cli/serve.py's GRANIAN_* limits (slow clients).
+CMD ["granian", "--interface", "asgi", "--factory", "--loop", "uvloop", "--http", "1", "--no-ws", "--host", "0.0.0.0", "--port", "8080", "--workers", "1", "--backpressure", "256", "--backlog", "2048", "--http1-header-read-timeout", "5000", "--workers-kill-timeout", "20", "--respawn-failed-workers", "--log-config", "/app/granian-log.json", "app.main:create_app"]

@@ -189,6 +189,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     # --- HTTP edge --------------------------------------------------------------------------
     max_body_bytes: PositiveInt = 5 * 1024 * 1024
+    # Total time a request may take to deliver its body (408 and the connection closed after).
+    body_read_timeout_s: PositiveFloat = 10.0
+    # Per process: request bodies being received before any API key authenticated them. Above
+    # it such requests get 503 at once. Keep it below Granian's --backpressure (256), so that
+    # stalled bodies can never hold every request slot of a worker.
+    max_pending_bodies: PositiveInt = 128
     cors_allow_origins: tuple[str, ...] = ()
 
     # --- feature flags ----------------------------------------------------------------------

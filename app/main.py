@@ -21,6 +21,7 @@ from litestar.openapi.spec import Components, Schema, SecurityScheme, Server
 from app.config import settings_or_exit
 from app.http.errors import exception_handlers
 from app.http.middleware.auth import AuthMiddleware
+from app.http.middleware.bodyguard import BodyGuardMiddleware
 from app.http.middleware.deprecation import DeprecationMiddleware, DeprecationPlugin
 from app.http.middleware.headers import SecurityHeadersMiddleware, StrictContentTypeMiddleware
 from app.http.middleware.idempotency import IdempotencyMiddleware
@@ -194,6 +195,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
     )
     app.state.settings = settings
     _closed_input_schemas(app)
+    # Slow bodies: a receive deadline and a cap on unauthenticated ones, before any routing or
+    # authentication work (innermost wrapper, so its answers carry the request id and headers).
+    app.asgi_handler = BodyGuardMiddleware(
+        app.asgi_handler,
+        timeout_s=settings.body_read_timeout_s,
+        max_pending=settings.max_pending_bodies,
+    )
     # Wrap the whole ASGI handler, not the route middleware stack, so that responses Litestar
     # produces before routing (unknown path, wrong method) also carry the request id.
     app.asgi_handler = RequestIdMiddleware(app.asgi_handler)

@@ -1,4 +1,4 @@
-"""``c2s-api serve``: Granian with the app factory, per the deployment flags in DESIGN.md.
+"""``c2s-api serve``: Granian with the app factory and the Dockerfile's deployment flags.
 
 On the embedded default (no upstream URL configured) it also starts the upstream sandbox on
 ``SANDBOX_PORT`` and says so; with ``ENVIRONMENT=development`` it applies the migrations first,
@@ -26,7 +26,22 @@ if TYPE_CHECKING:
 
     from app.config import Settings
 
-__all__ = ["embedded_sandbox", "serve"]
+__all__ = [
+    "GRANIAN_BACKLOG",
+    "GRANIAN_BACKPRESSURE",
+    "GRANIAN_HTTP1_HEADER_READ_TIMEOUT_MS",
+    "embedded_sandbox",
+    "serve",
+]
+
+# Granian's own limits, the same in the Dockerfile's command (a deploy test compares them).
+# Requests processed at once per worker: a request holds its slot while its body arrives, so
+# MAX_PENDING_BODIES stays below this (idle keep-alive connections hold none).
+GRANIAN_BACKPRESSURE = 256
+# Accepted connections waiting for a slot (the kernel caps it at net.core.somaxconn).
+GRANIAN_BACKLOG = 2048
+# A client must send its whole request head within this, else the connection is closed.
+GRANIAN_HTTP1_HEADER_READ_TIMEOUT_MS = 5000
 
 log = structlog.get_logger("app.cli.serve")
 
@@ -95,6 +110,7 @@ def serve(
     """Run the API in the foreground until SIGINT/SIGTERM; return the exit status."""
     from granian import Granian
     from granian.constants import HTTPModes, Interfaces, Loops
+    from granian.http import HTTP1Settings
 
     configure_logging(settings.log_level, settings.log_format)
     if settings.environment == "development":
@@ -115,6 +131,11 @@ def serve(
             loop=Loops.uvloop,
             http=HTTPModes.http1,
             websockets=False,
+            backlog=GRANIAN_BACKLOG,
+            backpressure=GRANIAN_BACKPRESSURE,
+            http1_settings=HTTP1Settings(
+                header_read_timeout=GRANIAN_HTTP1_HEADER_READ_TIMEOUT_MS, keep_alive=True
+            ),
             address=bind_host,
             port=bind_port,
             workers=workers or settings.web_workers,

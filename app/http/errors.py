@@ -19,6 +19,7 @@ from litestar.exceptions import (
     ValidationException,
 )
 
+from app.http.middleware.bodyguard import BodyRejected, PendingBodiesFull
 from app.http.middleware.request_id import request_id_of
 from app.http.problems import (
     PROBLEM_MEDIA_TYPE,
@@ -170,6 +171,18 @@ def _on_http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Pr
     )
 
 
+def _on_body_rejected(request: Request[Any, Any, Any], exc: BodyRejected) -> Response[Problem]:
+    # 408 and 499 are the client's; a 503 here is load shedding, counted by the access log and
+    # the request metrics. None is a server fault: nothing is logged at error level.
+    retry = (exc.headers or {}).get("Retry-After") if isinstance(exc, PendingBodiesFull) else None
+    return problem_response(
+        request,
+        exc.status_code,
+        str(exc.detail),
+        retry_after=float(retry) if retry is not None else None,
+    )
+
+
 def _on_not_found(request: Request[Any, Any, Any], exc: NotFoundException) -> Response[Problem]:
     return problem_response(request, 404, str(exc.detail) or "Not found")
 
@@ -212,6 +225,7 @@ def exception_handlers() -> ExceptionHandlersMap:
     table: dict[type[Exception] | int, Callable[..., Response[Any]]] = {
         ValidationException: _on_validation,
         NotFoundException: _on_not_found,
+        BodyRejected: _on_body_rejected,
         HTTPException: _on_http,
         DomainError: _on_domain,
         Exception: _on_unhandled,

@@ -11,10 +11,14 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from litestar.openapi import ResponseSpec
 
+from app.http.middleware.request_id import request_id_of
 from observability.pii import scrub_text
+from observability.tracing import current_trace_id
 
 if TYPE_CHECKING:
-    from litestar.types import Scope
+    from collections.abc import Sequence
+
+    from litestar.types import Scope, Send
 
 __all__ = [
     "PROBLEM_MEDIA_TYPE",
@@ -22,6 +26,7 @@ __all__ = [
     "Problem",
     "problem_instance",
     "problem_responses",
+    "send_problem",
 ]
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -58,11 +63,13 @@ _TITLES: dict[int, tuple[str, str]] = {
     403: ("forbidden", "Forbidden"),
     404: ("not-found", "Not Found"),
     405: ("method-not-allowed", "Method Not Allowed"),
+    408: ("request-timeout", "Request Timeout"),
     409: ("conflict", "Conflict"),
     413: ("payload-too-large", "Payload Too Large"),
     415: ("unsupported-media-type", "Unsupported Media Type"),
     422: ("unprocessable-content", "Unprocessable Content"),
     429: ("rate-limited", "Too Many Requests"),
+    499: ("client-closed-request", "Client Closed Request"),
     500: ("internal", "Internal Server Error"),
     502: ("upstream-error", "Bad Gateway"),
     503: ("unavailable", "Service Unavailable"),
@@ -81,6 +88,7 @@ _DESCRIPTIONS: dict[int, str] = {
     401: "Missing, unknown, expired or revoked credentials.",
     403: "Credentials lack the required scope.",
     404: "Not found.",
+    408: "The request body did not arrive within BODY_READ_TIMEOUT_S.",
     409: "Conflicts with a request in flight.",
     413: "Request body larger than the configured limit.",
     415: "Unsupported Content-Type.",
@@ -121,3 +129,42 @@ def encode_problem(problem: Problem) -> bytes:
 def as_dict(problem: Problem) -> dict[str, Any]:  # Any: JSON document
     """Return the problem as a plain JSON-able dict."""
     return msgspec.to_builtins(problem)  # type: ignore[no-any-return]
+
+
+async def send_problem(
+    scope: Scope,
+    send: Send,
+    status: int,
+    detail: str,
+    *,
+    retry_after: int | None = None,
+    headers: Sequence[tuple[bytes, bytes]] = (),
+) -> None:
+    """Answer a problem+json from raw ASGI middleware (outside Litestar's exception table).
+
+    5xx answers carry the reference's generic ``error`` text, like the table's.
+    """
+    type_uri, title = problem_type(status)
+    body = encode_problem(
+        Problem(
+            type=type_uri,
+            title=title,
+            status=status,
+            detail=detail,
+            error="Service unavailable" if status == 503 else detail,
+            # The path may carry a CPF or an e-mail (a mistyped URL): never echo it raw.
+            instance=problem_instance(scope),
+            request_id=request_id_of(scope),
+            trace_id=current_trace_id(),
+            retry_after=retry_after,
+        )
+    )
+    out = [
+        (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
+        (b"content-length", str(len(body)).encode()),
+        *headers,
+    ]
+    if retry_after is not None:
+        out.append((b"retry-after", str(retry_after).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": out})
+    await send({"type": "http.response.body", "body": body, "more_body": False})

@@ -46,6 +46,7 @@ __all__ = [
     "SecurityHeadersMiddleware",
     "StrictContentTypeMiddleware",
     "is_json_content_type",
+    "request_has_body",
 ]
 
 API_CSP: Final = "default-src 'none'; frame-ancestors 'none'"
@@ -174,6 +175,11 @@ def _has_body(headers: Any) -> tuple[bool, bytes | None]:  # Any: ASGI header pa
         return False, content_type
     stripped = length.strip()
     return (not stripped.isdigit() or int(stripped) > 0), content_type
+
+
+def request_has_body(headers: Any) -> bool:  # Any: ASGI header pairs
+    """Whether the request declares a body (``Content-Length`` > 0 or chunked)."""
+    return _has_body(headers)[0]
 
 
 class StrictContentTypeMiddleware:

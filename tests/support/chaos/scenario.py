@@ -100,7 +100,8 @@ class Profile:
 
 class AppProcess(ChildProcess):
     """The app under Granian on a free port, with the Dockerfile's flags (one worker, uvloop,
-    HTTP/1, backpressure 256) and a chosen ``--workers-kill-timeout``."""
+    HTTP/1, backpressure 256, backlog 2048, 5 s head timeout) and a chosen
+    ``--workers-kill-timeout``."""
 
     def __init__(self, env: Mapping[str, str], *, kill_timeout_s: int = 5) -> None:
         self.port = free_port()
@@ -109,7 +110,14 @@ class AppProcess(ChildProcess):
             APP_FACTORY,
             self.port,
             kill_timeout_s=kill_timeout_s,
-            extra_args=("--backpressure", "256"),
+            extra_args=(
+                "--backpressure",
+                "256",
+                "--backlog",
+                "2048",
+                "--http1-header-read-timeout",
+                "5000",
+            ),
         )
         super().__init__("app", argv, env)
 

@@ -65,6 +65,25 @@ def test_dockerfile_is_multi_stage_frozen_non_root_exec_form() -> None:
     assert argv[-1] == "app.main:create_app"
 
 
+def test_dockerfile_granian_limits_match_serve_and_stay_above_the_body_cap() -> None:
+    """The container and ``c2s-api serve`` run Granian with the same slow-client limits, and
+    stalled bodies (at most MAX_PENDING_BODIES) can never take every request slot."""
+    from app.cli.serve import (
+        GRANIAN_BACKLOG,
+        GRANIAN_BACKPRESSURE,
+        GRANIAN_HTTP1_HEADER_READ_TIMEOUT_MS,
+    )
+    from app.config import Settings
+
+    argv = json.loads([rest for word, rest in _instructions() if word == "CMD"][-1])
+    assert int(argv[argv.index("--backpressure") + 1]) == GRANIAN_BACKPRESSURE
+    assert int(argv[argv.index("--backlog") + 1]) == GRANIAN_BACKLOG
+    header_ms = int(argv[argv.index("--http1-header-read-timeout") + 1])
+    assert header_ms == GRANIAN_HTTP1_HEADER_READ_TIMEOUT_MS
+    assert header_ms < 30_000  # Granian's default lets a slow head hold a connection 30 s
+    assert Settings().max_pending_bodies <= GRANIAN_BACKPRESSURE // 2
+
+
 def _granian_kill_timeout() -> int:
     argv = json.loads([rest for word, rest in _instructions() if word == "CMD"][-1])
     return int(argv[argv.index("--workers-kill-timeout") + 1])
