@@ -1,4 +1,4 @@
-"""``c2s-api serve``: Granian with the app factory, per the deployment flags in DESIGN.md.
+"""``c2s-api serve``: Granian with the app factory (``--interface asgi --loop uvloop``).
 
 On the embedded default (no upstream URL configured) it also starts the upstream sandbox on
 ``SANDBOX_PORT`` and says so; with ``ENVIRONMENT=development`` it applies the migrations first,

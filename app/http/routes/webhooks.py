@@ -5,7 +5,8 @@ handling (deliveries are idempotent by themselves, and nothing may be stored for
 before it is authenticated): each has its own secret, checked in constant time by a guard that
 runs before the handler. Their bodies are bounded by ``WEBHOOK_MAX_BODY_BYTES`` (413 above it).
 
-C2S webhook contract (ADR 0004, docs/security.md "Webhook authentication"):
+C2S webhook contract (``docs/contract.md`` §1.9, docs/adr/0004-durable-webhook-jobs.md,
+docs/security.md "Webhook authentication"):
 
 * Authentication, whenever ``WEBHOOK_SECRET`` is set (one secret, or ``current,previous`` during
   a rotation; every listed secret is accepted):

@@ -57,7 +57,7 @@ def event_json(
     phone: object = PHONE,
     email: object = EMAIL,
 ) -> dict[str, object]:
-    """A C2S webhook event in the reference's (Rust) shape."""
+    """A C2S webhook event in the single-event shape (``docs/contract.md`` §1.9)."""
     return {
         "id": lead_id,
         "hook_action": hook_action,
