@@ -1,31 +1,48 @@
 """Customer lookup: the unified view of a person from the database and the Work API.
 
-``GET /api/v1/contributor/customer`` and ``POST /api/v1/enrich`` (``docs/contract.md`` §1.5).
-The view is built from :class:`domain.dossier.NormalizedPerson`, which decodes the real nested
-payload, so every field is read at the level the Work API puts it (§7).
+The use cases of ``GET /api/v1/contributor/customer`` and ``POST /api/v1/enrich``
+(:func:`lookup_customer`, ``docs/contract.md`` §1.5), ``POST /api/v1/enrich/batch``
+(:func:`lookup_batch`), ``GET /api/v1/customers/{id}`` (:func:`get_customer`, §1.6) and
+``POST /api/v1/leads`` (:func:`process_basic_lead`, §1.7). The view is built from
+:class:`domain.dossier.NormalizedPerson`, which decodes the nested Work API payload.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Final
+from uuid import UUID
 
 import msgspec
 
 from domain.documents import normalize_cpf
 from domain.dossier import NormalizedPerson, normalize_dossier
 from domain.emails import is_valid_email, normalize_email
-from domain.errors import DependencyUnavailable, InvalidInput, NotFound, UpstreamError
-from domain.models import LeadCustomer
+from domain.errors import (
+    DependencyUnavailable,
+    DomainError,
+    ErrorOutcome,
+    InvalidInput,
+    NotFound,
+    UpstreamError,
+    error_outcome,
+)
+from domain.flags import Flag, require_enabled
+from domain.models import LeadCustomer, PartyWithContacts
 from domain.phones import parse_br_phone
 from domain.pipeline import MatchInfo  # runtime: a field type of UnifiedCustomer
 
 if TYPE_CHECKING:
-    from domain.models import PartyWithContacts
     from domain.pipeline import Enricher
 
 __all__ = [
+    "BATCH_CONCURRENCY",
     "AddressView",
+    "BasicLead",
+    "BasicLeadResult",
+    "BatchItemOutcome",
     "ContactInfo",
     "CustomerQuery",
     "EmailView",
@@ -34,8 +51,14 @@ __all__ = [
     "PersonalInfo",
     "PhoneView",
     "UnifiedCustomer",
+    "get_customer",
+    "lookup_batch",
     "lookup_customer",
+    "process_basic_lead",
 ]
+
+# Lookups of one batch in flight at once (each may cost paid upstream calls).
+BATCH_CONCURRENCY: Final = 8
 
 
 class CustomerQuery(msgspec.Struct, frozen=True, kw_only=True):
@@ -109,7 +132,8 @@ class Metadata(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class UnifiedCustomer(msgspec.Struct, frozen=True, kw_only=True):
-    """The contract's unified customer (docs/contract.md §1.5), from the dossier, plus ``match``."""
+    """The customer view of ``docs/contract.md`` §1.5, filled from the nested dossier, plus
+    ``match``."""
 
     source: str
     type: str
@@ -162,7 +186,7 @@ async def lookup_customer(
 
     A party found but never enriched is enriched on the way (cached dossier, stored). A customer
     not in the database is looked up by CPF, or by a CPF resolved from the e-mail/phone through
-    Diretrix (reported in ``match``); an e-mail or phone is never sent where a CPF is expected.
+    Diretrix (reported in ``match``); an e-mail or a phone is never sent as a CPF.
 
     Raises:
         InvalidInput: no usable identifier, or an invalid one.
@@ -334,3 +358,121 @@ def _view(
         wealth_assessment=None,
         match=match,
     )
+
+
+# --- batch ---------------------------------------------------------------------------------------
+
+
+class BatchItemOutcome(msgspec.Struct, frozen=True, kw_only=True):
+    """One item of a batch: its customer, or how its lookup failed (:func:`error_outcome`)."""
+
+    customer: UnifiedCustomer | None = None
+    error: ErrorOutcome | None = None
+
+
+async def lookup_batch(
+    enricher: Enricher,
+    queries: Sequence[CustomerQuery],
+    *,
+    now: dt.datetime,
+    concurrency: int = BATCH_CONCURRENCY,
+) -> list[BatchItemOutcome]:
+    """Look up each query on its own (:func:`lookup_customer`); one failing does not sink the rest.
+
+    Args:
+        enricher: The pipeline.
+        queries: The items, in request order.
+        now: The timestamp of every view.
+        concurrency: Lookups in flight at once.
+
+    Returns:
+        One outcome per query, in order; a failed item carries the status and text of its error.
+
+    Raises:
+        FeatureDisabled: The ``enable_batch`` flag is off (nothing was looked up).
+    """
+    require_enabled(enricher.flags, Flag.ENABLE_BATCH)
+    gate = asyncio.Semaphore(max(1, concurrency))
+
+    async def one(query: CustomerQuery) -> BatchItemOutcome:
+        async with gate:
+            try:
+                customer = await lookup_customer(enricher, query, now=now)
+            except DomainError as exc:
+                return BatchItemOutcome(error=error_outcome(exc))
+        return BatchItemOutcome(customer=customer)
+
+    return list(await asyncio.gather(*(one(query) for query in queries)))
+
+
+# --- stored customer and basic lead --------------------------------------------------------------
+
+
+async def get_customer(enricher: Enricher, customer_id: UUID) -> PartyWithContacts:
+    """A stored person (party) by id, with its contacts and current enrichment.
+
+    Raises:
+        NotFound: No such party, or it is not a person.
+    """
+    found = await enricher.repository.get_party(customer_id)
+    if found is None or found.party.party_type != "person":
+        raise NotFound(f"Customer with id {customer_id} not found")
+    return found
+
+
+class BasicLead(msgspec.Struct, frozen=True, kw_only=True):
+    """A lead of ``POST /api/v1/leads``: its person's identifiers, phones in the sent order."""
+
+    name: str | None = None
+    email: str | None = None
+    cpf: str | None = None
+    phones: list[str] = msgspec.field(default_factory=list)
+
+
+class BasicLeadResult(msgspec.Struct, frozen=True, kw_only=True):
+    """The outcome of a basic lead (``docs/contract.md`` §1.7): ``success`` tells.
+
+    Attributes:
+        success: The lead's person was found (or enriched) and has contacts.
+        message: The answer's text.
+        customer: The stored person when ``success``.
+    """
+
+    success: bool
+    message: str
+    customer: PartyWithContacts | None = None
+
+
+LEAD_ENRICHED: Final = "Lead processed and enriched successfully"
+LEAD_WITHOUT_CONTACTS: Final = "No contact data found for lead"
+_LEAD_FAILED: Final = "Failed to enrich lead: {reason}"
+_LEAD_DEPENDENCY_FAILED: Final = "dependency failure"
+
+
+async def process_basic_lead(
+    enricher: Enricher, lead: BasicLead, *, now: dt.datetime
+) -> BasicLeadResult:
+    """Look the lead's person up by cpf > email > first phone > name (:func:`lookup_customer`).
+
+    A failed lookup is an outcome, not an error: invalid or unknown identifiers are named in the
+    message, any other failure is reported as a dependency failure.
+
+    Raises:
+        DependencyUnavailable: The database cannot load the person found.
+    """
+    query = CustomerQuery(
+        cpf=lead.cpf,
+        email=lead.email,
+        phone=lead.phones[0] if lead.phones else None,
+        name=lead.name,
+    )
+    try:
+        view = await lookup_customer(enricher, query, now=now)
+    except DomainError as exc:
+        reason = exc.detail if isinstance(exc, InvalidInput | NotFound) else _LEAD_DEPENDENCY_FAILED
+        return BasicLeadResult(success=False, message=_LEAD_FAILED.format(reason=reason))
+    party_id = view.metadata.party_id
+    found = await enricher.repository.get_party(UUID(party_id)) if party_id else None
+    if found is None or not found.contacts:
+        return BasicLeadResult(success=False, message=LEAD_WITHOUT_CONTACTS)
+    return BasicLeadResult(success=True, message=LEAD_ENRICHED, customer=found)

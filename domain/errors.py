@@ -1,27 +1,56 @@
-"""Domain errors.
+"""Domain errors, and the one table of how each is answered.
 
-Every failure the domain can report is an exception here; ``app/http/errors.py`` maps each class to
-one problem+json response in a single table. Messages never carry raw personal data (CPF, phone,
-email, names, keys): callers pass field names and generic descriptions only.
+Every failure the domain can report is an exception here. Each class carries the HTTP status it
+is answered with (``http_status``); :func:`error_outcome` gives the status and the text a client may
+see, and is the single source for both ``app/http/errors.py`` (problem+json answers) and the
+per-item results of a batch. Server-side failures (5xx) are shown with the fixed texts of
+:data:`SERVER_ERROR_TEXTS` only (``docs/contract.md`` §1.1): an error's own text may name
+internals. Messages never carry raw personal data (CPF, phone, email, names, keys): callers pass
+field names and generic descriptions only.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import ClassVar, Final
+
 __all__ = [
+    "SERVER_ERROR_TEXTS",
     "Conflict",
     "DependencyUnavailable",
     "DomainError",
+    "ErrorOutcome",
     "Forbidden",
     "InvalidInput",
     "NotFound",
     "Unauthorized",
     "UpstreamError",
     "UpstreamSoftError",
+    "error_outcome",
 ]
+
+# The fixed texts of server-side failures (``docs/contract.md`` §1.1).
+SERVER_ERROR_TEXTS: Final[Mapping[int, str]] = MappingProxyType(
+    {
+        500: "Internal server error",
+        502: "External service error",
+        503: "Service unavailable",
+        504: "External service timeout",
+    }
+)
 
 
 class DomainError(Exception):
-    """Base of every error the domain raises on purpose."""
+    """Base of every error the domain raises on purpose.
+
+    Attributes:
+        http_status: The HTTP status the error is answered with; a class without its own is a
+            bug, answered 500.
+    """
+
+    http_status: ClassVar[int] = 500
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
@@ -35,6 +64,8 @@ class InvalidInput(DomainError):
         field: The name of the offending field, as the client sent it.
     """
 
+    http_status: ClassVar[int] = 400
+
     def __init__(self, field: str, detail: str) -> None:
         super().__init__(detail)
         self.field = field
@@ -43,17 +74,25 @@ class InvalidInput(DomainError):
 class NotFound(DomainError):
     """The requested entity does not exist (HTTP 404)."""
 
+    http_status: ClassVar[int] = 404
+
 
 class Unauthorized(DomainError):
     """Missing, unknown, expired or revoked credentials (HTTP 401)."""
+
+    http_status: ClassVar[int] = 401
 
 
 class Forbidden(DomainError):
     """Valid credentials without the right scope or tenant (HTTP 403)."""
 
+    http_status: ClassVar[int] = 403
+
 
 class Conflict(DomainError):
     """The request collides with one in flight or with a stored state (HTTP 409)."""
+
+    http_status: ClassVar[int] = 409
 
 
 class DependencyUnavailable(DomainError):
@@ -63,6 +102,8 @@ class DependencyUnavailable(DomainError):
         dependency: Bounded dependency name (``postgres``, ``redis``, ``work_api``...).
         retry_after: Seconds after which a retry is sensible.
     """
+
+    http_status: ClassVar[int] = 503
 
     def __init__(self, dependency: str, detail: str, retry_after: float = 1.0) -> None:
         super().__init__(detail)
@@ -77,6 +118,8 @@ class UpstreamError(DomainError):
         upstream: Bounded upstream name (``c2s``, ``diretrix``, ``work_api``).
         status: The upstream's HTTP status when there was one.
     """
+
+    http_status: ClassVar[int] = 502
 
     def __init__(self, upstream: str, detail: str, status: int | None = None) -> None:
         super().__init__(detail)
@@ -97,3 +140,36 @@ class UpstreamSoftError(UpstreamError):
         super().__init__(upstream, detail, status=200)
         self.code = code
         self.kind = kind
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorOutcome:
+    """How a domain error is shown to a client.
+
+    Attributes:
+        status: The HTTP status (the error class's ``http_status``).
+        detail: The error's own text for client errors (4xx), the fixed text of
+            :data:`SERVER_ERROR_TEXTS` for server-side failures (5xx).
+        field: The offending field of an :class:`InvalidInput`, else ``None``.
+    """
+
+    status: int
+    detail: str
+    field: str | None = None
+
+
+def error_outcome(exc: DomainError) -> ErrorOutcome:
+    """The status and the client-visible text of a domain error.
+
+    Args:
+        exc: The error.
+
+    Returns:
+        Its outcome; an error of a class without its own ``http_status`` is a 500.
+    """
+    status = exc.http_status
+    if status >= 500:
+        text = SERVER_ERROR_TEXTS.get(status, SERVER_ERROR_TEXTS[500])
+        return ErrorOutcome(status=status, detail=text)
+    field = exc.field if isinstance(exc, InvalidInput) else None
+    return ErrorOutcome(status=status, detail=exc.detail, field=field)

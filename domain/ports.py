@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
     from contextlib import AbstractAsyncContextManager
     from uuid import UUID
 
@@ -25,6 +25,9 @@ if TYPE_CHECKING:
         StoredDossier,
         StoredEnrichment,
     )
+    from domain.webhooks.events import AcceptResult, QueueStats, StoredEvent
+    from domain.webhooks.google_ads import GoogleLeadClaim
+    from domain.webhooks.parsing import WebhookEvent
 
 __all__ = [
     "C2SPort",
@@ -32,8 +35,10 @@ __all__ = [
     "ContactCpfCache",
     "DiretrixPort",
     "DossierCache",
+    "EventStore",
     "FillLocks",
     "Flags",
+    "GoogleLeadClaims",
     "LeadLocks",
     "PartyRepository",
     "RecentCpfs",
@@ -220,4 +225,74 @@ class Flags(Protocol):
 
     def enabled(self, name: str) -> bool:
         """Whether flag ``name`` is on now (its default when no override is known)."""
+        ...
+
+
+class EventStore(Protocol):
+    """The durable inbox of webhook events (PostgreSQL) and its job queue.
+
+    Every state change is committed before the method returns; methods may raise
+    :class:`domain.errors.DependencyUnavailable` (``postgres``).
+    """
+
+    async def accept(
+        self, events: Sequence[WebhookEvent], trace_context: Mapping[str, str] | None = None
+    ) -> AcceptResult:
+        """Store each event idempotently and enqueue a job for each new one, atomically."""
+        ...
+
+    async def load(self, event_id: UUID) -> StoredEvent | None:
+        """The event, or ``None`` if it does not exist."""
+        ...
+
+    async def mark_processing(self, event_id: UUID) -> StoredEvent | None:
+        """Claim an open event for one attempt: status ``processing``, ``attempts + 1``.
+
+        Returns:
+            The event after the update, or ``None`` when it is missing or already terminal.
+        """
+        ...
+
+    async def mark_send_intent(self, event_id: UUID) -> bool:
+        """Record that the message is about to be sent; ``False`` if an intent already exists."""
+        ...
+
+    async def clear_send_intent(self, event_id: UUID) -> None:
+        """Forget the intent of a send that provably did not reach C2S."""
+        ...
+
+    async def mark_sent_completed(self, event_id: UUID) -> None:
+        """Record the message as sent (``message_sent_at``) and the event ``completed``."""
+        ...
+
+    async def mark_failed(self, event_id: UUID, reason: str) -> None:
+        """Dead-letter the event: status ``failed`` with ``reason`` (never over ``completed``)."""
+        ...
+
+    async def record_attempt(self, event_id: UUID, reason: str) -> None:
+        """Record a transient failure: back to ``queued`` with ``reason``, awaiting a retry."""
+        ...
+
+    async def queue_stats(self) -> QueueStats:
+        """Counts by status and the oldest open event's age."""
+        ...
+
+
+class GoogleLeadClaims(Protocol):
+    """Durable dedup of Google Ads leads by Google's lead id."""
+
+    async def claim(self, google_lead_id: str, payload: bytes) -> GoogleLeadClaim:
+        """Claim the id (one winner among concurrent deliveries), storing the payload."""
+        ...
+
+    async def complete(self, google_lead_id: str, c2s_lead_id: str) -> None:
+        """Record the C2S lead created for the id."""
+        ...
+
+    async def release(self, google_lead_id: str) -> None:
+        """Drop the claim: nothing was created, a redelivery may try again."""
+        ...
+
+    async def fail(self, google_lead_id: str, reason: str) -> None:
+        """Keep the claim as failed with ``reason`` (redeliveries are answered as duplicates)."""
         ...

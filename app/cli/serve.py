@@ -83,7 +83,7 @@ def embedded_sandbox(settings: Settings) -> Iterator[str | None]:
 
 async def _prepare_development(settings: Settings) -> None:
     """Embedded default: apply migrations and make sure a development API key exists."""
-    from app.http.middleware.auth import ensure_dev_key
+    from app.cli.dev_key import ensure_dev_key
     from infra.db.migrate import migrate
     from infra.db.pool import create_pool
 

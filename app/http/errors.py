@@ -1,7 +1,9 @@
-"""The one exception-to-response table.
+"""Exceptions to responses.
 
-Every error leaving the API is ``application/problem+json`` (RFC 9457) built here. 5xx bodies
-carry generic texts only (never exception messages), so no personal data can leak through them.
+Every error leaving the API is ``application/problem+json`` (RFC 9457) built here. A domain error's
+status and client-visible text come from :func:`domain.errors.error_outcome` (the same table the
+batch results use). 5xx bodies carry the fixed texts of :data:`domain.errors.SERVER_ERROR_TEXTS`
+only (never exception messages), so no personal data can leak through them.
 """
 
 from __future__ import annotations
@@ -29,14 +31,12 @@ from app.http.problems import (
     problem_type,
 )
 from domain.errors import (
-    Conflict,
+    SERVER_ERROR_TEXTS,
     DependencyUnavailable,
     DomainError,
-    Forbidden,
     InvalidInput,
-    NotFound,
-    Unauthorized,
     UpstreamError,
+    error_outcome,
 )
 from observability.tracing import current_trace_id
 
@@ -47,25 +47,8 @@ __all__ = ["exception_handlers", "problem_response"]
 
 log = structlog.get_logger("app.http.errors")
 
-# domain error class -> (status, detail shown to the client or None to use the error's own text)
-# 5xx details are fixed strings: the error's text may name internals.
-_DOMAIN_TABLE: tuple[tuple[type[DomainError], int, str | None], ...] = (
-    (InvalidInput, 400, None),
-    (Unauthorized, 401, None),
-    (Forbidden, 403, None),
-    (NotFound, 404, None),
-    (Conflict, 409, None),
-    (DependencyUnavailable, 503, None),
-    (UpstreamError, 502, "External service error"),
-)
-
-# The legacy `error` member: the reference's generic texts for 5xx.
-_LEGACY_5XX = {
-    500: "Internal server error",
-    502: "External service error",
-    503: "Service unavailable",
-    504: "External service timeout",
-}
+# The legacy `error` member of 5xx answers (``docs/contract.md`` §1.1).
+_LEGACY_5XX = SERVER_ERROR_TEXTS
 
 
 def problem_response(
@@ -114,7 +97,7 @@ def _field_errors(exc: ValidationException) -> list[FieldError]:
     out: list[FieldError] = []
     missing = _MISSING.match(str(exc.detail))
     if missing:
-        # The reference's wording: "Missing 'id' parameter".
+        # The contract's wording (docs/contract.md §1.8): "Missing 'id' parameter".
         return [
             FieldError(
                 field=missing[2], message=f"Missing '{missing[2]}' parameter", source=missing[1]
@@ -188,30 +171,29 @@ def _on_not_found(request: Request[Any, Any, Any], exc: NotFoundException) -> Re
 
 
 def _on_domain(request: Request[Any, Any, Any], exc: DomainError) -> Response[Problem]:
-    entry = next((row for row in _DOMAIN_TABLE if isinstance(exc, row[0])), None)
-    if entry is None:  # an unmapped DomainError is a bug, answered as 500 without its text
+    outcome = error_outcome(exc)
+    if outcome.status == 500:  # a DomainError without its own status is a bug
         log.error("unmapped_domain_error", error_type=type(exc).__name__)
-        return problem_response(request, 500, _LEGACY_5XX[500])
-    _cls, status, fixed = entry
+        return problem_response(request, 500, outcome.detail)
     if isinstance(exc, InvalidInput):
         return problem_response(
             request,
-            status,
-            exc.detail,
+            outcome.status,
+            outcome.detail,
             errors=[FieldError(field=exc.field, message=exc.detail)],
         )
     if isinstance(exc, DependencyUnavailable):
         log.warning("dependency_unavailable", dependency=exc.dependency)
         return problem_response(
             request,
-            status,
+            outcome.status,
             f"Dependency unavailable: {exc.dependency}",
             dependency=exc.dependency,
             retry_after=exc.retry_after,
         )
     if isinstance(exc, UpstreamError):
         log.warning("upstream_error", upstream=exc.upstream, upstream_status=exc.status)
-    return problem_response(request, status, fixed if fixed is not None else exc.detail)
+    return problem_response(request, outcome.status, outcome.detail)
 
 
 def _on_unhandled(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:

@@ -30,12 +30,14 @@ from domain.models import (
 )
 from domain.pipeline import Enricher, PipelineSettings
 from domain.tenancy import current_tenant
+from domain.webhooks import AcceptResult, GoogleLeadClaim, QueueStats, StoredEvent
 from tests.support.clocks import FakeClock
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Sequence
+    from collections.abc import AsyncIterator, Mapping, Sequence
 
     from domain.dossier import Dossier
+    from domain.webhooks import EventStatus, WebhookEvent
 
 
 @dataclass
@@ -380,3 +382,154 @@ class World:
             flags=flags,
             fill_locks=self.fill_locks,
         )
+
+
+@dataclass
+class _EventRow:
+    id: uuid.UUID
+    lead_id: str
+    updated_at: dt.datetime
+    hook_action: str | None
+    payload: bytes
+    received_at: dt.datetime
+    status: EventStatus = "queued"
+    attempts: int = 0
+    send_intent_at: dt.datetime | None = None
+    message_sent_at: dt.datetime | None = None
+    error_message: str | None = None
+
+    def view(self) -> StoredEvent:
+        return StoredEvent(
+            id=self.id,
+            source="c2s",
+            lead_id=self.lead_id,
+            updated_at=self.updated_at,
+            hook_action=self.hook_action,
+            payload=self.payload,
+            status=self.status,
+            attempts=self.attempts,
+            received_at=self.received_at,
+            send_intent_at=self.send_intent_at,
+            message_sent_at=self.message_sent_at,
+            error_message=self.error_message,
+        )
+
+
+@dataclass
+class FakeEventStore:
+    """The event store's semantics (guarded status writes) over a dict, with a job list."""
+
+    rows: dict[uuid.UUID, _EventRow] = field(default_factory=dict)
+    jobs: list[uuid.UUID] = field(default_factory=list)
+    down: bool = False
+
+    def _check(self) -> None:
+        if self.down:
+            raise DependencyUnavailable("postgres", "connection refused")
+
+    @staticmethod
+    def _now() -> dt.datetime:
+        return dt.datetime.now(dt.UTC)
+
+    async def accept(
+        self, events: Sequence[WebhookEvent], trace_context: Mapping[str, str] | None = None
+    ) -> AcceptResult:
+        self._check()
+        keys = {(r.lead_id, r.updated_at) for r in self.rows.values()}
+        ids: list[uuid.UUID] = []
+        for event in events:
+            if (event.lead_id, event.updated_at) in keys:
+                continue
+            row = _EventRow(
+                id=uuid.uuid4(),
+                lead_id=event.lead_id,
+                updated_at=event.updated_at,
+                hook_action=event.hook_action,
+                payload=event.raw,
+                received_at=self._now(),
+            )
+            self.rows[row.id] = row
+            keys.add((event.lead_id, event.updated_at))
+            self.jobs.append(row.id)
+            ids.append(row.id)
+        return AcceptResult(
+            received=len(events), processed=len(ids), duplicates=len(events) - len(ids), ids=ids
+        )
+
+    async def load(self, event_id: uuid.UUID) -> StoredEvent | None:
+        self._check()
+        row = self.rows.get(event_id)
+        return row.view() if row is not None else None
+
+    async def mark_processing(self, event_id: uuid.UUID) -> StoredEvent | None:
+        self._check()
+        row = self.rows.get(event_id)
+        if row is None or row.status in ("completed", "failed"):
+            return None
+        row.status = "processing"
+        row.attempts += 1
+        return row.view()
+
+    async def mark_send_intent(self, event_id: uuid.UUID) -> bool:
+        self._check()
+        row = self.rows[event_id]
+        if row.status != "processing" or row.send_intent_at or row.message_sent_at:
+            return False
+        row.send_intent_at = self._now()
+        return True
+
+    async def clear_send_intent(self, event_id: uuid.UUID) -> None:
+        self._check()
+        row = self.rows[event_id]
+        if row.message_sent_at is None:
+            row.send_intent_at = None
+
+    async def mark_sent_completed(self, event_id: uuid.UUID) -> None:
+        self._check()
+        row = self.rows[event_id]
+        row.message_sent_at = row.message_sent_at or self._now()
+        row.status = "completed"
+        row.error_message = None
+
+    async def mark_failed(self, event_id: uuid.UUID, reason: str) -> None:
+        self._check()
+        row = self.rows[event_id]
+        if row.status != "completed":
+            row.status = "failed"
+            row.error_message = reason
+
+    async def record_attempt(self, event_id: uuid.UUID, reason: str) -> None:
+        self._check()
+        row = self.rows[event_id]
+        if row.status not in ("completed", "failed"):
+            row.status = "queued"
+            row.error_message = reason
+
+    async def queue_stats(self) -> QueueStats:
+        counts = {"received": 0, "queued": 0, "processing": 0}
+        for row in self.rows.values():
+            if row.status in counts:
+                counts[row.status] += 1
+        return QueueStats(counts=counts)
+
+
+@dataclass
+class FakeClaims:
+    """Google Ads lead claims by Google lead id: (status, C2S lead id, failure reason)."""
+
+    rows: dict[str, tuple[str, str | None, str | None]] = field(default_factory=dict)
+
+    async def claim(self, google_lead_id: str, payload: bytes) -> GoogleLeadClaim:
+        if google_lead_id in self.rows:
+            return GoogleLeadClaim(acquired=False, c2s_lead_id=self.rows[google_lead_id][1])
+        self.rows[google_lead_id] = ("processing", None, None)
+        return GoogleLeadClaim(acquired=True)
+
+    async def complete(self, google_lead_id: str, c2s_lead_id: str) -> None:
+        self.rows[google_lead_id] = ("completed", c2s_lead_id, None)
+
+    async def release(self, google_lead_id: str) -> None:
+        self.rows.pop(google_lead_id, None)
+
+    async def fail(self, google_lead_id: str, reason: str) -> None:
+        self.rows[google_lead_id] = ("failed", None, reason)

@@ -3,7 +3,6 @@ and the basic lead processing of ``POST /leads``."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 from typing import TYPE_CHECKING, Annotated
 from uuid import UUID
@@ -25,17 +24,21 @@ from app.http.schemas import (
     LeadResponse,
     PhoneRow,
 )
-from domain.customers import CustomerQuery, UnifiedCustomer, lookup_customer
+from domain.customers import (
+    BasicLead,
+    CustomerQuery,
+    UnifiedCustomer,
+    get_customer,
+    lookup_batch,
+    lookup_customer,
+    process_basic_lead,
+)
 from domain.dossier import NormalizedPerson
-from domain.errors import DependencyUnavailable, DomainError, InvalidInput, NotFound
-from domain.flags import Flag, require_enabled
 
 if TYPE_CHECKING:
     from domain.models import PartyWithContacts
 
 __all__ = ["CustomerController", "batch_cost", "customer_detail"]
-
-_BATCH_CONCURRENCY = 8
 
 
 class _BatchShape(msgspec.Struct):
@@ -61,7 +64,7 @@ def _now() -> dt.datetime:
 
 
 def customer_detail(found: PartyWithContacts) -> CustomerDetail:
-    """The reference's customer document, with the stored enrichment filled in."""
+    """The customer document of ``docs/contract.md`` §1.6, with the stored enrichment."""
 
     def stamp(value: dt.datetime | None) -> str | None:
         return value.isoformat() if value is not None else None
@@ -134,36 +137,26 @@ class CustomerController(Controller):
     async def enrich_batch(
         self, enricher: EnricherDep, data: JSONBody[BatchRequest]
     ) -> BatchResult:
-        require_enabled(enricher.flags, Flag.ENABLE_BATCH)  # off: 503 + Retry-After (ADR 0007)
-        gate = asyncio.Semaphore(_BATCH_CONCURRENCY)
-        now = _now()
-
-        async def one(index: int, item: EnrichRequest) -> BatchItemResult:
-            query = CustomerQuery(cpf=item.cpf, email=item.email, phone=item.phone, name=item.name)
-            async with gate:
-                try:
-                    customer = await lookup_customer(enricher, query, now=now)
-                except InvalidInput as exc:
-                    return BatchItemResult(
-                        index=index,
-                        status=400,
-                        error=exc.detail,
-                        detail=exc.detail,
-                        field=exc.field,
-                    )
-                except NotFound as exc:
-                    return BatchItemResult(
-                        index=index, status=404, error=exc.detail, detail=exc.detail
-                    )
-                except DomainError as exc:
-                    status = 503 if isinstance(exc, DependencyUnavailable) else 502
-                    text = "Service unavailable" if status == 503 else "External service error"
-                    return BatchItemResult(index=index, status=status, error=text, detail=text)
-            return BatchItemResult(index=index, status=200, customer=customer)
-
-        results = await asyncio.gather(*(one(i, item) for i, item in enumerate(data.items)))
+        queries = [
+            CustomerQuery(cpf=item.cpf, email=item.email, phone=item.phone, name=item.name)
+            for item in data.items
+        ]
+        # The enable_batch flag off: 503 + Retry-After (docs/adr/0007-feature-flags.md).
+        outcomes = await lookup_batch(enricher, queries, now=_now())
+        results = [
+            BatchItemResult(index=index, status=200, customer=outcome.customer)
+            if outcome.error is None
+            else BatchItemResult(
+                index=index,
+                status=outcome.error.status,
+                error=outcome.error.detail,
+                detail=outcome.error.detail,
+                field=outcome.error.field,
+            )
+            for index, outcome in enumerate(outcomes)
+        ]
         ok = sum(1 for r in results if r.status == 200)
-        return BatchResult(results=list(results), succeeded=ok, failed=len(results) - ok)
+        return BatchResult(results=results, succeeded=ok, failed=len(results) - ok)
 
     @get(
         "/customers/{customer_id:uuid}",
@@ -172,10 +165,7 @@ class CustomerController(Controller):
         responses=problem_responses(400, 401, 403, 404, 429, 503),
     )
     async def customer(self, enricher: EnricherDep, customer_id: FromPath[UUID]) -> CustomerDetail:
-        found = await enricher.repository.get_party(customer_id)
-        if found is None or found.party.party_type != "person":
-            raise NotFound(f"Customer with id {customer_id} not found")
-        return customer_detail(found)
+        return customer_detail(await get_customer(enricher, customer_id))
 
     @post(
         "/leads",
@@ -185,24 +175,15 @@ class CustomerController(Controller):
         responses=problem_responses(400, 401, 403, 413, 415, 429, 503),
     )
     async def basic_lead(self, enricher: EnricherDep, data: JSONBody[LeadRequest]) -> LeadResponse:
-        phones = data.contact_info.phones
-        query = CustomerQuery(
-            cpf=data.personal_info.cpf,
-            email=data.personal_info.email,
-            phone=phones[0].phone if phones else None,
+        lead = BasicLead(
             name=data.personal_info.name,
+            email=data.personal_info.email,
+            cpf=data.personal_info.cpf,
+            phones=[phone.phone for phone in data.contact_info.phones],
         )
-        try:
-            view = await lookup_customer(enricher, query, now=_now())
-        except DomainError as exc:
-            text = exc.detail if isinstance(exc, InvalidInput | NotFound) else "dependency failure"
-            return LeadResponse(success=False, message=f"Failed to enrich lead: {text}", data=None)
-        party_id = view.metadata.party_id
-        found = await enricher.repository.get_party(UUID(party_id)) if party_id else None
-        if found is None or not found.contacts:
-            return LeadResponse(success=False, message="No contact data found for lead", data=None)
+        result = await process_basic_lead(enricher, lead, now=_now())
         return LeadResponse(
-            success=True,
-            message="Lead processed and enriched successfully",
-            data=customer_detail(found),
+            success=result.success,
+            message=result.message,
+            data=customer_detail(result.customer) if result.customer is not None else None,
         )

@@ -5,7 +5,8 @@ handling (deliveries are idempotent by themselves, and nothing may be stored for
 before it is authenticated): each has its own secret, checked in constant time by a guard that
 runs before the handler. Their bodies are bounded by ``WEBHOOK_MAX_BODY_BYTES`` (413 above it).
 
-C2S webhook contract (ADR 0004, docs/security.md "Webhook authentication"):
+C2S webhook contract (``docs/contract.md`` §1.9, docs/adr/0004-durable-webhook-jobs.md,
+docs/security.md "Webhook authentication"):
 
 * Authentication, whenever ``WEBHOOK_SECRET`` is set (one secret, or ``current,previous`` during
   a rotation; every listed secret is accepted):
@@ -59,15 +60,14 @@ from domain.webhooks import (
     GoogleAdsLead,
     GoogleAdsResult,
     GoogleAdsSettings,
-    count_webhook_events,
+    WebhookIntake,
     intake_google_lead,
-    parse_webhook_document,
 )
 from infra.db.events import PgEventStore, PgGoogleLeadClaims
 from infra.queue import provably_unsent
 
-# Litestar reads handler and provider annotations at runtime: Request, State, Enricher and the
-# stores are imported for real, not under TYPE_CHECKING.
+# Litestar reads handler and provider annotations at runtime: Request, State, Enricher, the
+# intake and the stores are imported for real, not under TYPE_CHECKING.
 
 if TYPE_CHECKING:
     import asyncpg
@@ -100,7 +100,7 @@ _UNAUTHORIZED: Final = "Missing or invalid webhook signature or token"
 
 
 class C2SWebhookAnswer(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
-    """The C2S webhook answer (the reference's fields; ``rejected`` only when non-zero)."""
+    """The C2S webhook answer (``docs/contract.md`` §1.9; ``rejected`` only when non-zero)."""
 
     status: str
     received: int
@@ -184,10 +184,11 @@ def google_ads_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRout
         raise NotAuthorizedException("Unauthorized")
 
 
-async def provide_event_store(state: State) -> PgEventStore:
-    """The C2S event store on the process's pool."""
+async def provide_webhook_intake(state: State) -> WebhookIntake:
+    """The C2S webhook intake over the event store on the process's pool."""
     settings = _settings(state)
-    return PgEventStore(_pool(state), acquire_timeout=settings.db_connect_timeout_s)
+    events = PgEventStore(_pool(state), acquire_timeout=settings.db_connect_timeout_s)
+    return WebhookIntake(events, max_events=settings.webhook_max_events)
 
 
 async def provide_google_claims(state: State) -> PgGoogleLeadClaims:
@@ -208,7 +209,7 @@ class WebhookController(Controller):
     path = "/api/v1/webhooks"
     tags = ["webhooks"]  # noqa: RUF012 - Litestar reads class attributes
     dependencies = {  # noqa: RUF012 - Litestar reads class attributes
-        "events": Provide(provide_event_store),
+        "intake": Provide(provide_webhook_intake),
         "claims": Provide(provide_google_claims),
     }
 
@@ -235,8 +236,7 @@ class WebhookController(Controller):
     )
     async def c2s(
         self,
-        state: State,
-        events: NamedDependency[PgEventStore],
+        intake: NamedDependency[WebhookIntake],
         # Any: the body is validated event by event in the domain, so that one bad event does
         # not sink the others; Litestar only decodes the JSON.
         data: Annotated[
@@ -276,37 +276,34 @@ class WebhookController(Controller):
             ),
         ] = None,
     ) -> C2SWebhookAnswer:
-        settings = _settings(state)
-        count = count_webhook_events(data)
-        if count > settings.webhook_max_events:
-            log.info("c2s_webhook_too_many_events", received=count)
+        result = await intake.accept(data, _trace_context())
+        if result.outcome == "too_many_events":
+            log.info("c2s_webhook_too_many_events", received=result.received)
             raise HTTPException(
                 status_code=413,
-                detail=f"Too many events: at most {settings.webhook_max_events} per webhook body",
+                detail=f"Too many events: at most {intake.max_events} per webhook body",
             )
-        parsed = parse_webhook_document(data)
-        if parsed.rejected and not parsed.events:
+        if result.outcome == "nothing_valid":
             errors = [
                 {"key": r.field, "message": r.reason, "source": "body"}
-                for r in parsed.rejected[:_MAX_REPORTED_ERRORS]
+                for r in result.rejected[:_MAX_REPORTED_ERRORS]
             ]
-            log.info("c2s_webhook_rejected", rejected=len(parsed.rejected))
+            log.info("c2s_webhook_rejected", rejected=len(result.rejected))
             raise ValidationException(detail="No valid event in the body", extra=errors)
-        result = await events.accept(parsed.events, _trace_context())
         log.info(
             "c2s_webhook_received",
-            received=parsed.total,
+            received=result.received,
             processed=result.processed,
             duplicates=result.duplicates,
-            rejected=len(parsed.rejected),
-            rejected_fields=sorted({r.field for r in parsed.rejected}) or None,
+            rejected=len(result.rejected),
+            rejected_fields=sorted({r.field for r in result.rejected}) or None,
         )
         return C2SWebhookAnswer(
             status="received",
-            received=parsed.total,
+            received=result.received,
             processed=result.processed,
             duplicates=result.duplicates,
-            rejected=len(parsed.rejected),
+            rejected=len(result.rejected),
         )
 
     @post(

@@ -17,8 +17,8 @@ from litestar.params import PathParameter, QueryParameter
 from app.http.problems import problem_responses
 from app.http.routes import API_KEY_SECURITY, EnricherDep
 from domain.documents import normalize_cpf
-from domain.errors import InvalidInput, NotFound, UpstreamSoftError
-from domain.flags import Flag
+from domain.errors import InvalidInput
+from domain.work_modules import fetch_work_module, work_module_key
 
 if TYPE_CHECKING:
     from litestar.types import Scope
@@ -75,39 +75,6 @@ def _from_prefetch(request: Request[Any, Any, Any], key: str) -> bytes | None:
     return cache.verify(name, sealed)
 
 
-async def _cached_module(
-    enricher: EnricherDep,
-    key: str,
-    module: str,
-    query: str,
-    request: Request[Any, Any, Any] | None = None,
-) -> bytes:
-    use_cache = enricher.flags.enabled(Flag.USE_DOSSIER_CACHE)  # off: Work API only (ADR 0007)
-    cached = _from_prefetch(request, key) if request is not None and use_cache else None
-    if (
-        use_cache
-        and cached is None
-        and (request is None or "prefetched" not in request.scope.get("state", {}))
-    ):
-        cached = await enricher.dossier_cache.get(key)
-    if cached is not None:
-        return cached
-
-    async def fetch() -> bytes:
-        return await enricher.work_api.fetch_module(module, query)
-
-    try:
-        # A miss: concurrent misses of one key share one Work API call (and fill the cache).
-        raw = await enricher.single_flight.load(key, fetch) if use_cache else await fetch()
-    except UpstreamSoftError as exc:
-        if exc.kind == "not_found":
-            raise NotFound("No data for this document") from None
-        if exc.kind == "unknown_module":
-            raise InvalidInput("module", "The Work API has no such module") from None
-        raise
-    return raw
-
-
 class WorkController(Controller):
     """Proxy to the Work API data broker, with the shared integrity-checked cache."""
 
@@ -127,7 +94,13 @@ class WorkController(Controller):
         self, enricher: EnricherDep, request: Request[Any, Any, Any], documento: Documento
     ) -> Response[bytes]:
         cpf = normalize_cpf(_documento(documento))
-        raw = await _cached_module(enricher, f"cpf:{cpf}", "cpf", cpf, request)
+        raw = await fetch_work_module(
+            enricher,
+            "cpf",
+            cpf,
+            prefetched=_from_prefetch(request, work_module_key("cpf", cpf)),
+            cache_read="prefetched" in request.scope.get("state", {}),
+        )
         return Response(raw, media_type="application/json")
 
     @get(
@@ -144,8 +117,5 @@ class WorkController(Controller):
         query = _documento(documento)
         if module == "cpf":
             query = normalize_cpf(query)
-            key = f"cpf:{query}"
-        else:
-            key = f"module:{module}:{query}"
-        raw = await _cached_module(enricher, key, module, query)
+        raw = await fetch_work_module(enricher, module, query)
         return Response(raw, media_type="application/json")

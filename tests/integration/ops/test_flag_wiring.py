@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from app.http.routes.work import _cached_module
 from domain.errors import DependencyUnavailable
 from domain.flags import DEFAULTS, FeatureDisabled, Flag, StaticFlags, require_enabled
 from domain.models import CpfCandidate, Lead, LeadCustomer
 from domain.pipeline import Enricher
+from domain.work_modules import fetch_work_module
 from tests.support.fakes import World
 
 GOLDEN = Path(__file__).resolve().parents[2] / "golden"
@@ -102,10 +102,10 @@ async def test_work_proxy_honours_the_cache_flag() -> None:
     world = _world()
     world.dossier_cache.entries[f"cpf:{HELENA_CPF}"] = HELENA
     off = _enricher(world, use_dossier_cache=False)
-    assert await _cached_module(off, f"cpf:{HELENA_CPF}", "cpf", HELENA_CPF) == HELENA
+    assert await fetch_work_module(off, "cpf", HELENA_CPF) == HELENA
     assert world.work_api.calls == [HELENA_CPF]
     on = world.enricher()
-    assert await _cached_module(on, f"cpf:{HELENA_CPF}", "cpf", HELENA_CPF) == HELENA
+    assert await fetch_work_module(on, "cpf", HELENA_CPF) == HELENA
     assert world.work_api.calls == [HELENA_CPF]  # served from the cache
 
 

@@ -1,4 +1,4 @@
-"""The development key created at start-up by ``ensure_dev_key`` (app/http/middleware/auth.py)."""
+"""The development key created at start-up by ``ensure_dev_key`` (app/cli/dev_key.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import asyncpg
 import pytest
 
-from app.http.middleware.auth import ensure_dev_key
+from app.cli.dev_key import ensure_dev_key
 from domain.keys import digest_key
 from infra.db.keys import PgApiKeyStore
 from tests.support.db import RUN_ID, create_database, drop_database

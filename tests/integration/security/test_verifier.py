@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, cast
 import asyncpg
 import pytest
 
-from app.http.middleware.auth import MAX_CACHE_TTL_S, KeyVerifier
+from app.http.auth_verifier import MAX_CACHE_TTL_S, KeyVerifier
 from domain.errors import DependencyUnavailable
 from domain.keys import NewApiKey, digest_key, generate_key
 from infra.db.keys import PgApiKeyStore

@@ -6,7 +6,6 @@ import asyncio
 import datetime as dt
 import re
 import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,14 +20,10 @@ from domain.models import CpfCandidate, NewLead
 from domain.webhooks import (
     MESSAGES_DISABLED,
     SEND_OUTCOME_UNKNOWN,
-    AcceptResult,
     GoogleAdsColumn,
     GoogleAdsLead,
     GoogleAdsSettings,
-    GoogleLeadClaim,
-    QueueStats,
     RetryPolicy,
-    StoredEvent,
     count_webhook_events,
     decode_stored_event,
     intake_google_lead,
@@ -38,12 +33,11 @@ from domain.webhooks import (
     run_event_job,
     truncate_text,
 )
-from tests.support.fakes import FakeC2S, World
+from tests.support.fakes import FakeC2S, FakeClaims, FakeEventStore, World
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, Sequence
+    from collections.abc import Callable
 
-    from domain.webhooks import EventStatus, WebhookEvent
 
 GOLDEN = Path(__file__).resolve().parents[2] / "golden"
 HELENA_CPF = "39053344705"
@@ -63,7 +57,7 @@ def event_json(
     phone: object = PHONE,
     email: object = EMAIL,
 ) -> dict[str, object]:
-    """A C2S webhook event in the shape C2S sends (docs/contract.md §1.9)."""
+    """A C2S webhook event in the single-event shape (``docs/contract.md`` §1.9)."""
     return {
         "id": lead_id,
         "hook_action": hook_action,
@@ -79,138 +73,6 @@ def event_json(
 
 def body(document: object) -> bytes:
     return msgspec.json.encode(document)
-
-
-# --- in-memory event store ----------------------------------------------------------------------
-
-
-@dataclass
-class _Row:
-    id: uuid.UUID
-    lead_id: str
-    updated_at: dt.datetime
-    hook_action: str | None
-    payload: bytes
-    received_at: dt.datetime
-    status: EventStatus = "queued"
-    attempts: int = 0
-    send_intent_at: dt.datetime | None = None
-    message_sent_at: dt.datetime | None = None
-    error_message: str | None = None
-
-    def view(self) -> StoredEvent:
-        return StoredEvent(
-            id=self.id,
-            source="c2s",
-            lead_id=self.lead_id,
-            updated_at=self.updated_at,
-            hook_action=self.hook_action,
-            payload=self.payload,
-            status=self.status,
-            attempts=self.attempts,
-            received_at=self.received_at,
-            send_intent_at=self.send_intent_at,
-            message_sent_at=self.message_sent_at,
-            error_message=self.error_message,
-        )
-
-
-@dataclass
-class FakeEventStore:
-    """The event store's semantics (guarded status writes) over a dict, with a job list."""
-
-    rows: dict[uuid.UUID, _Row] = field(default_factory=dict)
-    jobs: list[uuid.UUID] = field(default_factory=list)
-    down: bool = False
-
-    def _check(self) -> None:
-        if self.down:
-            raise DependencyUnavailable("postgres", "connection refused")
-
-    @staticmethod
-    def _now() -> dt.datetime:
-        return dt.datetime.now(dt.UTC)
-
-    async def accept(
-        self, events: Sequence[WebhookEvent], trace_context: Mapping[str, str] | None = None
-    ) -> AcceptResult:
-        self._check()
-        keys = {(r.lead_id, r.updated_at) for r in self.rows.values()}
-        ids: list[uuid.UUID] = []
-        for event in events:
-            if (event.lead_id, event.updated_at) in keys:
-                continue
-            row = _Row(
-                id=uuid.uuid4(),
-                lead_id=event.lead_id,
-                updated_at=event.updated_at,
-                hook_action=event.hook_action,
-                payload=event.raw,
-                received_at=self._now(),
-            )
-            self.rows[row.id] = row
-            keys.add((event.lead_id, event.updated_at))
-            self.jobs.append(row.id)
-            ids.append(row.id)
-        return AcceptResult(
-            received=len(events), processed=len(ids), duplicates=len(events) - len(ids), ids=ids
-        )
-
-    async def load(self, event_id: uuid.UUID) -> StoredEvent | None:
-        self._check()
-        row = self.rows.get(event_id)
-        return row.view() if row is not None else None
-
-    async def mark_processing(self, event_id: uuid.UUID) -> StoredEvent | None:
-        self._check()
-        row = self.rows.get(event_id)
-        if row is None or row.status in ("completed", "failed"):
-            return None
-        row.status = "processing"
-        row.attempts += 1
-        return row.view()
-
-    async def mark_send_intent(self, event_id: uuid.UUID) -> bool:
-        self._check()
-        row = self.rows[event_id]
-        if row.status != "processing" or row.send_intent_at or row.message_sent_at:
-            return False
-        row.send_intent_at = self._now()
-        return True
-
-    async def clear_send_intent(self, event_id: uuid.UUID) -> None:
-        self._check()
-        row = self.rows[event_id]
-        if row.message_sent_at is None:
-            row.send_intent_at = None
-
-    async def mark_sent_completed(self, event_id: uuid.UUID) -> None:
-        self._check()
-        row = self.rows[event_id]
-        row.message_sent_at = row.message_sent_at or self._now()
-        row.status = "completed"
-        row.error_message = None
-
-    async def mark_failed(self, event_id: uuid.UUID, reason: str) -> None:
-        self._check()
-        row = self.rows[event_id]
-        if row.status != "completed":
-            row.status = "failed"
-            row.error_message = reason
-
-    async def record_attempt(self, event_id: uuid.UUID, reason: str) -> None:
-        self._check()
-        row = self.rows[event_id]
-        if row.status not in ("completed", "failed"):
-            row.status = "queued"
-            row.error_message = reason
-
-    async def queue_stats(self) -> QueueStats:
-        counts = {"received": 0, "queued": 0, "processing": 0}
-        for row in self.rows.values():
-            if row.status in counts:
-                counts[row.status] += 1
-        return QueueStats(counts=counts)
 
 
 def helena_world() -> World:
@@ -794,26 +656,6 @@ def test_only_http_error_answers_prove_a_send_did_not_happen() -> None:
 
 
 # --- Google Ads -----------------------------------------------------------------------------------
-
-
-@dataclass
-class FakeClaims:
-    rows: dict[str, tuple[str, str | None, str | None]] = field(default_factory=dict)
-
-    async def claim(self, google_lead_id: str, payload: bytes) -> GoogleLeadClaim:
-        if google_lead_id in self.rows:
-            return GoogleLeadClaim(acquired=False, c2s_lead_id=self.rows[google_lead_id][1])
-        self.rows[google_lead_id] = ("processing", None, None)
-        return GoogleLeadClaim(acquired=True)
-
-    async def complete(self, google_lead_id: str, c2s_lead_id: str) -> None:
-        self.rows[google_lead_id] = ("completed", c2s_lead_id, None)
-
-    async def release(self, google_lead_id: str) -> None:
-        self.rows.pop(google_lead_id, None)
-
-    async def fail(self, google_lead_id: str, reason: str) -> None:
-        self.rows[google_lead_id] = ("failed", None, reason)
 
 
 class FailingCreate(FakeC2S):
