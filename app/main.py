@@ -18,6 +18,7 @@ from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Components, Schema, SecurityScheme, Server
 
 from app.auth import AuthMiddleware
+from app.body import JsonRequest
 from app.config import settings_or_exit
 from app.docs import DocsController, swagger_static_router
 from app.errors import exception_handlers
@@ -158,6 +159,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         if settings.cors_allow_origins
         else None,
         request_max_body_size=settings.max_body_bytes,
+        # Bodies are decoded strictly into the handler's type; malformed ones are 400.
+        request_class=JsonRequest,
         # Route level, outermost first: API keys (unauthenticated requests learn nothing more),
         # then Content-Type; a rate limiter goes after AuthMiddleware (it reads the key id).
         middleware=[
