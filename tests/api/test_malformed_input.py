@@ -122,7 +122,16 @@ ROUTES = _route_ids()
 async def edge(settings: Settings, database_url: str) -> AsyncIterator[tuple[Any, str]]:
     """The real app (Google Ads key set) and a key with every scope."""
     key = (await issue_key(database_url, tenant="malformed", scopes="read,enrich,admin"))[0]
-    app = create_app(msgspec.structs.replace(settings, google_ads_webhook_key=Secret(GOOGLE_KEY)))
+    app = create_app(
+        msgspec.structs.replace(
+            settings,
+            google_ads_webhook_key=Secret(GOOGLE_KEY),
+            # Nothing listens on port 9: no request here may reach a real upstream.
+            c2s_base_url="http://127.0.0.1:9",
+            diretrix_base_url="http://127.0.0.1:9",
+            work_api_base_url="http://127.0.0.1:9",
+        )
+    )
     async with AsyncTestClient(app=app) as client:
         yield client, key
 
