@@ -19,6 +19,7 @@ from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Components, Schema, SecurityScheme, Server
 
 from app.config import settings_or_exit
+from app.http.body import JsonRequest
 from app.http.errors import exception_handlers
 from app.http.middleware.auth import AuthMiddleware
 from app.http.middleware.bodyguard import BodyGuardMiddleware
@@ -175,6 +176,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         if settings.cors_allow_origins
         else None,
         request_max_body_size=settings.max_body_bytes,
+        # Bodies are decoded strictly into the handler's type; malformed ones are 400.
+        request_class=JsonRequest,
         # Route level, outermost first: API keys (unauthenticated requests learn nothing more),
         # then Content-Type; a rate limiter goes after AuthMiddleware (it reads the key id).
         middleware=[

@@ -6,13 +6,14 @@ The legacy ``error`` member keeps clients of the reference service (which answer
 
 from __future__ import annotations
 
+import functools
+import re
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 from litestar.openapi import ResponseSpec
 
 from app.http.middleware.request_id import request_id_of
-from observability.pii import scrub_text
 from observability.tracing import current_trace_id
 
 if TYPE_CHECKING:
@@ -112,13 +113,52 @@ def problem_responses(*codes: int) -> dict[int, ResponseSpec]:
     }
 
 
-def problem_instance(scope: Scope) -> str:
-    """The ``instance`` member: the request path with anything PII-shaped masked.
+UNKNOWN_SEGMENT = "{unknown}"
+_PARAM_TYPE = re.compile(r"\{(\w+):[^}]*\}")
+_VOCABULARY_KEY = "problem_route_vocabulary"
 
-    Paths can carry a CPF, phone or e-mail typed by a client (``/customers/52998224725``); the
-    problem body must not echo it, as it ends up in client logs and tickets.
+
+def problem_instance(scope: Scope) -> str:
+    """The ``instance`` member: where the problem occurred, without any client-typed value.
+
+    Paths can carry a CPF, phone, e-mail or name typed by a client (``/customers/52998224725``,
+    a mistyped ``/api/v1/x/MARIA DA SILVA``); the problem body must not echo them, as it ends up
+    in client logs and tickets. A routed request is named by its route template
+    (``/api/v1/customers/{customer_id}``); any other path keeps only the segments that are
+    literal segments of the application's routes, each other one becoming ``{unknown}``.
     """
-    return scrub_text(scope.get("path", ""))
+    template = scope.get("path_template")
+    if template:
+        return _route_template(template)
+    path: str = scope.get("path", "")
+    app = scope.get("app")
+    vocabulary = _vocabulary(app) if app is not None else frozenset()
+    return "/".join(
+        segment if not segment or segment in vocabulary else UNKNOWN_SEGMENT
+        for segment in path.split("/")
+    )
+
+
+@functools.lru_cache(maxsize=256)
+def _route_template(template: str) -> str:
+    """``/customers/{customer_id:uuid}`` -> ``/customers/{customer_id}``."""
+    return _PARAM_TYPE.sub(r"{\1}", template)
+
+
+def _vocabulary(app: Any) -> frozenset[str]:  # Any: the Litestar application
+    """The literal path segments of ``app``'s routes (never a parameter)."""
+    state = getattr(app, "state", None)
+    known: frozenset[str] | None = state.get(_VOCABULARY_KEY) if state is not None else None
+    if known is None:
+        known = frozenset(
+            segment
+            for route in getattr(app, "routes", ())
+            for segment in route.path.split("/")
+            if segment and not segment.startswith("{")
+        )
+        if state is not None:
+            state[_VOCABULARY_KEY] = known
+    return known
 
 
 def encode_problem(problem: Problem) -> bytes:

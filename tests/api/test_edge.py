@@ -163,7 +163,8 @@ async def test_unknown_path_is_a_problem_with_request_id(
 ) -> None:
     body = assert_problem(await client.get("/no/such/path"), 404)
     assert body["error"] == body["detail"]
-    assert body["instance"] == "/no/such/path"
+    # Unknown segments are not echoed (they may be a name typed by the client).
+    assert body["instance"] == "/{unknown}/{unknown}/{unknown}"
 
 
 async def test_wrong_method_is_a_problem(client: AsyncTestClient[Litestar]) -> None:

@@ -1,7 +1,8 @@
 """Contract fuzzing: schemathesis 4.x against the app's own OpenAPI document, in-process.
 
 Every operation of ``/schema/openapi.json`` is exercised with positive and negative data (both
-generation modes) through schemathesis's phases (explicit examples, coverage, fuzzing) and every
+generation modes) through schemathesis's phases (explicit examples, coverage, fuzzing, and the
+stateful phase along the document's links in its own test) and every
 built-in check (documented status codes, content types and headers, response schemas, negative
 data rejected, positive data accepted, unsupported methods, ``ignored_auth``...), with a valid API
 key. One rule is narrowed to what the service promises: upstreams point at a closed port here, so
@@ -12,7 +13,9 @@ A second run sends every operation without a key and with an unknown key: everyt
 public operations must answer 401 problem+json with ``WWW-Authenticate``.
 
 Operations whose inputs follow domain rules no JSON Schema can state (CPF check digits) are
-listed in ``SEMANTIC_RULES``: for them only ``positive_data_acceptance`` is skipped.
+listed in ``SEMANTIC_RULES``: for them only ``positive_data_acceptance`` is skipped. The CLI
+run (``schemathesis.toml`` at the repository root) relaxes the same operations, checked by
+``test_cli_config_matches_semantic_rules``.
 Bounded: 25 examples per operation, no deadline (real PostgreSQL and Redis behind it).
 """
 
@@ -20,6 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import tomllib
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -42,6 +47,8 @@ if TYPE_CHECKING:
     from app.config import Settings
 
 pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
 
 # Nothing listens on port 9 of the loopback: upstream calls fail fast with "connection refused".
 UNREACHABLE = "http://127.0.0.1:9"
@@ -75,6 +82,10 @@ SEMANTIC_RULES: dict[str, tuple[str, str]] = {
     "GET /api/v1/work/modules/all": (
         "positive_data_acceptance",
         "documento must be a CPF with valid check digits",
+    ),
+    "GET /api/v1/work/modules/{module}": (
+        "positive_data_acceptance",
+        "the Work API decides which modules exist (400 'no such module')",
     ),
 }
 
@@ -146,19 +157,74 @@ def unavailable_is_a_problem_with_retry_after(
     return None
 
 
-def _call_and_validate(case: Any, key: str, *, known: bool = True) -> None:  # Any: Case
-    skipped = SEMANTIC_RULES.get(case.operation.label) if known else None
+def _excluded_checks(case: Any) -> list[Any] | None:  # Any: schemathesis Case and checks
+    skipped = SEMANTIC_RULES.get(case.operation.label)
+    return CHECKS.get_by_names([skipped[0]]) if skipped else None
+
+
+def _call_and_validate(case: Any, key: str) -> None:  # Any: Case
     case.call_and_validate(
         headers={"Authorization": f"Bearer {key}"},
         additional_checks=[unavailable_is_a_problem_with_retry_after],
-        excluded_checks=CHECKS.get_by_names([skipped[0]]) if skipped else None,
+        excluded_checks=_excluded_checks(case),
     )
 
 
 @schema.parametrize()
 @FUZZ_SETTINGS
 def test_api_honours_its_contract(case: Any, fuzz_key: str) -> None:  # Any: schemathesis Case
+    """The examples, coverage and fuzzing phases (all enabled by default), every check."""
     _call_and_validate(case, fuzz_key)
+
+
+def test_stateful_sequences_honour_the_contract(fuzz_schema: Any, fuzz_key: str) -> None:
+    """The stateful phase: chains of calls along the document's (inferred) links."""
+    base = fuzz_schema.as_state_machine()
+
+    class Scenarios(base):  # type: ignore[valid-type,misc]
+        def get_call_kwargs(self, case: Any) -> dict[str, Any]:
+            return {"headers": {"Authorization": f"Bearer {fuzz_key}"}}
+
+        def validate_response(
+            self,
+            response: Any,
+            case: Any,
+            additional_checks: list[Any] | None = None,
+            **kwargs: Any,
+        ) -> None:
+            case.validate_response(
+                response,
+                additional_checks=[unavailable_is_a_problem_with_retry_after],
+                excluded_checks=_excluded_checks(case),
+                transport_kwargs=kwargs or None,
+                recorder=self.recorder,
+            )
+
+    Scenarios.run(
+        settings=settings(
+            max_examples=15,
+            stateful_step_count=4,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+        )
+    )
+
+
+def test_cli_config_matches_semantic_rules(fuzz_app: Litestar) -> None:
+    """``schemathesis.toml`` (the CLI run) relaxes exactly the operations listed here."""
+    document = fuzz_app.openapi_schema.to_schema()
+    ids = {
+        f"{method.upper()} {path}": operation["operationId"]
+        for path, item in document["paths"].items()
+        for method, operation in item.items()
+    }
+    config = tomllib.loads((ROOT / "schemathesis.toml").read_text())
+    relaxed = {
+        entry["include-operation-id"]
+        for entry in config.get("operations", [])
+        if entry.get("checks", {}).get("positive_data_acceptance", {}).get("enabled") is False
+    }
+    assert relaxed == {ids[label] for label in SEMANTIC_RULES}
 
 
 def _public_paths(app: Litestar) -> set[str]:
