@@ -48,11 +48,11 @@ class _BatchShape(msgspec.Struct):
 
 
 def batch_cost(body: bytes) -> int:
-    """Units of the per-key limits a batch takes: one per item (1 for a body that is not one;
-    the handler answers it 400)."""
+    """Units of the per-key limits a batch takes: one per item (1 for a body that is not one,
+    malformed or too deeply nested included: the handler answers it 400)."""
     try:
         return max(1, len(msgspec.json.decode(body, type=_BatchShape).items))
-    except msgspec.MsgspecError:
+    except (msgspec.MsgspecError, UnicodeDecodeError, RecursionError):
         return 1
 
 
