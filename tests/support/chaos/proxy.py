@@ -82,6 +82,15 @@ class _Link:
         self.tasks: set[asyncio.Task[None]] = set()
 
 
+def _abort_if_connected(
+    connecting: asyncio.Future[tuple[asyncio.StreamReader, asyncio.StreamWriter]],
+) -> None:
+    """Close the connection a discarded connect attempt made after all."""
+    if connecting.cancelled() or connecting.exception() is not None:
+        return
+    _abort(connecting.result()[1])
+
+
 def _abort(writer: asyncio.StreamWriter | None) -> None:
     """Close ``writer``'s socket with an RST (SO_LINGER 0), not a FIN."""
     if writer is None or writer.transport.is_closing():
@@ -284,11 +293,19 @@ class FaultProxy:
         await self._flowing.wait()  # a blackholed SYN waits for the partition to heal
         if link not in self._links:
             return
+        # The connect runs as its own task, shielded: a timeout or a cancellation that races its
+        # completion must still close the connection it made, or the transport leaks (and its
+        # ResourceWarning fails the run).
+        connecting = asyncio.ensure_future(asyncio.open_connection(*self.target))
         try:
             up_reader, up_writer = await asyncio.wait_for(
-                asyncio.open_connection(*self.target), self._connect_timeout_s
+                asyncio.shield(connecting), self._connect_timeout_s
             )
-        except (OSError, TimeoutError):
+        except (OSError, TimeoutError, asyncio.CancelledError) as exc:
+            connecting.cancel()
+            connecting.add_done_callback(_abort_if_connected)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
             self.stats.connect_failures += 1
             self._drop(link, rst=True)  # the target is down: the client sees its reset
             return
