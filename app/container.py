@@ -28,6 +28,7 @@ from infra.cache import (
     RedisLeadLocks,
     RedisRecentCpfs,
 )
+from infra.db.lead_messages import PgLeadMessages
 from infra.db.pool import create_pool
 from infra.db.repository import PgPartyRepository
 from infra.flags import FlagStore, defaults_from_settings
@@ -186,6 +187,7 @@ async def open_container(settings: Settings) -> AsyncIterator[Container]:
             ),
             flags=flags,
             fill_locks=RedisFillLocks(redis, keys, settings.fill_lock_ttl_s, listener),
+            lead_messages=PgLeadMessages(pool, salt=settings.cache_key_salt.get().encode()),
         )
         await _warm_up(pool)
         log.info(

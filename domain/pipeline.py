@@ -20,7 +20,7 @@ import asyncio
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
 import msgspec
 
@@ -35,6 +35,7 @@ from domain.errors import (
     UpstreamError,
 )
 from domain.flags import Flag, StaticFlags
+from domain.lead_messages import UnrecordedLeadMessages, contact_fingerprint
 from domain.message import PersonSource, format_lead_message
 from domain.names import match_names
 from domain.phones import diretrix_form, parse_br_phone
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
         FillLocks,
         Flags,
         LeadLocks,
+        LeadMessages,
         PartyRepository,
         RecentCpfs,
         StepObserver,
@@ -58,6 +60,8 @@ if TYPE_CHECKING:
     )
 
 __all__ = [
+    "CPF_LOOKUP_UNAVAILABLE",
+    "REASON_UPSTREAM_UNAVAILABLE",
     "ContactLookup",
     "DirectResult",
     "Enricher",
@@ -70,6 +74,12 @@ __all__ = [
 
 Via = Literal["phone", "email", "both", "direct"]
 LookupStatus = Literal["found", "not_found", "invalid", "absent", "unavailable"]
+
+# An outage is not "not found" (docs/contract.md §1.3, §1.4, §2).
+CPF_LOOKUP_UNAVAILABLE: Final = "Could not look up the CPF: Diretrix unavailable, try again later"
+REASON_UPSTREAM_UNAVAILABLE: Final = "upstream_unavailable"
+# Retry-After of a Diretrix failure that gave none (an error status rather than an open breaker).
+_DIRETRIX_RETRY_AFTER_S: Final = 5.0
 
 
 class MatchInfo(msgspec.Struct, frozen=True, kw_only=True):
@@ -103,6 +113,8 @@ class ContactLookup(msgspec.Struct, frozen=True, kw_only=True):
 
     status: LookupStatus
     person: ResolvedPerson | None = None
+    # When ``unavailable``: seconds after which Diretrix may answer again.
+    retry_after: float | None = None
 
 
 class Resolution(msgspec.Struct, frozen=True, kw_only=True):
@@ -117,6 +129,17 @@ class Resolution(msgspec.Struct, frozen=True, kw_only=True):
         """Phone and e-mail led to the same CPF."""
         return len(self.people) == 1 and self.people[0].via == "both"
 
+    @property
+    def unavailable(self) -> bool:
+        """No CPF, and a lookup failed: nobody can say the person is unknown (an outage)."""
+        return not self.people and "unavailable" in (self.phone.status, self.email.status)
+
+    @property
+    def retry_after(self) -> float:
+        """Seconds after which the failed lookups are worth another try."""
+        waits = [c.retry_after for c in (self.phone, self.email) if c.retry_after is not None]
+        return max(waits, default=_DIRETRIX_RETRY_AFTER_S)
+
 
 class ProcessResult(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """The answer of ``/leads/process`` (docs/contract.md §1.3 fields, plus ``matches``)."""
@@ -124,6 +147,9 @@ class ProcessResult(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tru
     success: bool
     message: str
     lead_id: str
+    # Why an answer is unsuccessful, when a client should act on it: ``upstream_unavailable``
+    # (try again later; docs/contract.md §1.3).
+    reason: str | None = None
     duplicate_request: bool | None = None
     cpfs_processed: list[str] | None = None
     entities_stored: int | None = None
@@ -196,6 +222,7 @@ class Enricher:
         settings: PipelineSettings | None = None,
         flags: Flags | None = None,
         fill_locks: FillLocks | None = None,
+        lead_messages: LeadMessages | None = None,
     ) -> None:
         self.c2s = c2s
         self.diretrix = diretrix
@@ -210,6 +237,10 @@ class Enricher:
         self.settings = settings or PipelineSettings()
         # Without a flag store every flag has its documented default (domain/flags.py).
         self.flags: Flags = flags if flags is not None else StaticFlags()
+        # One message per lead and contacts (docs/contract.md §2); without a store, no record.
+        self.lead_messages: LeadMessages = (
+            lead_messages if lead_messages is not None else UnrecordedLeadMessages()
+        )
         # Cache misses of one key share one Work API call (in this process and, with fill
         # locks, across processes).
         self.single_flight = SingleFlight(
@@ -277,7 +308,10 @@ class Enricher:
                     candidates = await self.diretrix.search_by_phone(value)
                 else:
                     candidates = await self.diretrix.search_by_email(value)
-            except (DependencyUnavailable, UpstreamError):
+            except DependencyUnavailable as exc:
+                # Never cached, never "not found": the caller answers an outage.
+                return ContactLookup(status="unavailable", retry_after=exc.retry_after)
+            except UpstreamError:
                 return ContactLookup(status="unavailable")
             await self.contact_cache.put(kind, value, candidates)
         chosen = self._choose(candidates, lead_name)
@@ -358,6 +392,26 @@ class Enricher:
             await self.dossier_cache.put(key, raw)
         return dossier, raw
 
+    async def reuse_dossiers(self, cpfs: Sequence[str]) -> dict[str, tuple[Dossier, bytes]]:
+        """The dossiers of ``cpfs`` already at hand, without a Work API call.
+
+        The shared cache first, then the stored enrichment (its raw payload); a CPF with
+        neither is absent, and a failing cache or database counts as "not at hand".
+        """
+        out: dict[str, tuple[Dossier, bytes]] = {}
+        cache_on = self.flags.enabled(Flag.USE_DOSSIER_CACHE)
+        for cpf in cpfs:
+            raw = await self.dossier_cache.get(_dossier_key(cpf)) if cache_on else None
+            if raw is None:
+                try:
+                    stored = await self.repository.find_enrichment(cpf)
+                except DependencyUnavailable:
+                    stored = None
+                raw = stored.raw_payload if stored is not None else None
+            if raw is not None:
+                out[cpf] = (decode_dossier(raw), raw)
+        return out
+
     async def store(
         self, dossiers: dict[str, tuple[Dossier, bytes]], lead_id: str | None
     ) -> list[str]:
@@ -429,7 +483,12 @@ class Enricher:
         except BaseException:
             await self.lead_locks.abandon(lead_id)
             raise
-        await self.lead_locks.finish(lead_id, msgspec.json.encode(result))
+        if result.success:
+            await self.lead_locks.finish(lead_id, msgspec.json.encode(result))
+        else:
+            # Only a success is replayed: a failure (an outage above all) is never answered
+            # again as a duplicate; the next request tries again (docs/contract.md §1.3).
+            await self.lead_locks.abandon(lead_id)
         return result
 
     async def _process(self, lead_id: str) -> ProcessResult:
@@ -443,12 +502,24 @@ class Enricher:
         except (UpstreamError, DependencyUnavailable) as exc:
             return fail(f"Failed to fetch lead from C2S: {exc.detail}")
         resolution = await self.resolve(lead.customer)
+        if resolution.unavailable:
+            return ProcessResult(
+                success=False,
+                message=CPF_LOOKUP_UNAVAILABLE,
+                lead_id=lead_id,
+                reason=REASON_UPSTREAM_UNAVAILABLE,
+            )
         if not resolution.people:
             return fail("Could not find CPF from phone or email")
         cpfs = [p.cpf for p in resolution.people]
+        # CPFs enriched within the window are not paid for again: their dossier is reused from
+        # the cache or the database (a second lead of the same person still gets its message).
         recent = await self.recent_cpfs.recent(cpfs)
-        todo = [p.cpf for p in resolution.people if p.cpf not in recent]
-        if not todo:
+        reused = await self.reuse_dossiers([c for c in cpfs if c in recent])
+        todo = [c for c in cpfs if c not in reused]
+        contact = contact_fingerprint(lead.customer)
+        if not todo and await self._messaged(lead_id, contact):
+            # This very lead already got this message (a repeat after the replay window).
             return ProcessResult(
                 success=True,
                 message="CPFs already recently processed (deduplication)",
@@ -457,24 +528,35 @@ class Enricher:
                 entities_stored=0,
                 matches=resolution.people,
             )
-        dossiers = await self.fetch_dossiers(todo, use_cache=True)
-        if not dossiers:
+        fresh = await self.fetch_dossiers(todo, use_cache=True) if todo else {}
+        if not fresh and not reused:
             return fail("Failed to enrich any CPFs")
-        await self.recent_cpfs.mark(list(dossiers))
-        stored = await self.store(dossiers, lead_id)
+        if fresh:
+            await self.recent_cpfs.mark(list(fresh))
+        stored = await self.store(fresh, lead_id) if fresh else []
+        dossiers = {
+            cpf: (reused.get(cpf) or fresh[cpf]) for cpf in cpfs if cpf in reused or cpf in fresh
+        }
         async with self.observer.step("format"):
             message = self.format(resolution, dossiers, "process")
         try:
             sent = await self.send(lead_id, message)
         except (UpstreamError, DependencyUnavailable, NotFound) as exc:
             return fail(f"Enriched data but failed to send to C2S: {exc.detail}")
+        if sent:
+            await self._record(lead_id, contact, list(dossiers))
         held = "" if sent else f" Message not sent to C2S ({Flag.SEND_C2S_MESSAGES} is off)."
+        text = (
+            "CPFs already recently processed (deduplication)"
+            if not fresh
+            else (
+                f"Successfully processed and enriched lead. Stored {len(stored)} entities in "
+                "database."
+            )
+        )
         return ProcessResult(
             success=True,
-            message=(
-                f"Successfully processed and enriched lead. Stored {len(stored)} entities in "
-                f"database.{held}"
-            ),
+            message=f"{text}{held}",
             lead_id=lead_id,
             cpfs_processed=cpfs,
             entities_stored=len(stored),
@@ -482,16 +564,35 @@ class Enricher:
             message_sent=None if sent else False,
         )
 
+    async def _messaged(self, lead_id: str, contact: str) -> bool:
+        """Whether the lead's record says it was messaged for ``contact`` (unknown: no)."""
+        try:
+            return await self.lead_messages.messaged(lead_id, contact)
+        except DependencyUnavailable:
+            return False
+
+    async def _record(self, lead_id: str, contact: str, cpfs: list[str]) -> None:
+        """Record a message sent by ``/leads/process`` (best effort: the message is out)."""
+        try:
+            await self.lead_messages.claim(lead_id, contact, cpfs)
+        except DependencyUnavailable:
+            return
+
     async def enrich_lead(self, lead_id: str) -> DirectResult:
         """``/c2s/enrich/{lead_id}``: the full flow with fresh data; failures raise.
 
         Raises:
             NotFound: the lead does not exist in C2S, or no CPF was found for it.
             UpstreamError: C2S failed, or every Work API call failed, or the send failed.
-            DependencyUnavailable: an upstream is down (breaker open, timeout).
+            DependencyUnavailable: an upstream is down (breaker open, timeout), including a
+                Diretrix failure that left no CPF: an outage is never "not found" (503).
         """
         lead = await self.fetch_lead(lead_id)
         resolution = await self.resolve(lead.customer)
+        if resolution.unavailable:
+            raise DependencyUnavailable(
+                "diretrix", CPF_LOOKUP_UNAVAILABLE, retry_after=resolution.retry_after
+            )
         if not resolution.people:
             raise NotFound("Could not find CPF via Diretrix")
         cpfs = [p.cpf for p in resolution.people]
@@ -524,9 +625,15 @@ class Enricher:
 
         Raises:
             NotFound: no CPF for the lead's contacts.
+            DependencyUnavailable: no CPF, and a Diretrix lookup failed (retried by the job).
             UpstreamError: no dossier could be fetched.
         """
         resolution = await self.resolve(lead.customer)
+        if resolution.unavailable:
+            # A retry, never "no CPF" (docs/contract.md §2).
+            raise DependencyUnavailable(
+                "diretrix", CPF_LOOKUP_UNAVAILABLE, retry_after=resolution.retry_after
+            )
         if not resolution.people:
             raise NotFound("Could not find CPF from phone or email")
         cpfs = [p.cpf for p in resolution.people]

@@ -40,6 +40,7 @@ __all__ = [
     "Flags",
     "GoogleLeadClaims",
     "LeadLocks",
+    "LeadMessages",
     "PartyRepository",
     "RecentCpfs",
     "StepObserver",
@@ -185,6 +186,27 @@ class LeadLocks(Protocol):
         ...
 
 
+class LeadMessages(Protocol):
+    """The durable record of each lead's last message (``docs/contract.md`` §2, one message
+    per lead): per tenant (:data:`domain.tenancy.current_tenant`) and lead id, the contact
+    fingerprint it was messaged for (:func:`domain.lead_messages.contact_fingerprint`; stored as
+    a keyed digest) and the CPFs of that message. Shared by every process, kept across restarts.
+    """
+
+    async def messaged(self, lead_id: str, contact: str) -> bool:
+        """Whether the lead's recorded message is for this contact fingerprint."""
+        ...
+
+    async def claim(self, lead_id: str, contact: str, cpfs: Sequence[str]) -> bool:
+        """Record the message about to be sent; ``False`` (nothing changed) when the lead is
+        already recorded for this contact fingerprint. One winner among concurrent claims."""
+        ...
+
+    async def release(self, lead_id: str, contact: str) -> None:
+        """Drop this fingerprint's record: its message provably did not reach C2S."""
+        ...
+
+
 class RecentCpfs(Protocol):
     """CPFs enriched in the last minute, skipped by ``/leads/process``.
 
@@ -263,6 +285,11 @@ class EventStore(Protocol):
 
     async def mark_sent_completed(self, event_id: UUID) -> None:
         """Record the message as sent (``message_sent_at``) and the event ``completed``."""
+        ...
+
+    async def mark_completed_unsent(self, event_id: UUID, note: str) -> None:
+        """Complete a ``processing`` event that needs no message (``note`` says why); no send
+        intent or sent mark is left behind."""
         ...
 
     async def mark_failed(self, event_id: UUID, reason: str) -> None:

@@ -32,7 +32,13 @@ from domain.webhooks.google_ads import (
     truncate_text,
 )
 from domain.webhooks.intake import IntakeOutcome, IntakeResult, WebhookIntake
-from domain.webhooks.job import MESSAGES_DISABLED, SEND_OUTCOME_UNKNOWN, JobOutcome, run_event_job
+from domain.webhooks.job import (
+    ALREADY_MESSAGED,
+    MESSAGES_DISABLED,
+    SEND_OUTCOME_UNKNOWN,
+    JobOutcome,
+    run_event_job,
+)
 from domain.webhooks.parsing import (
     HOOK_ACTIONS,
     ParsedWebhook,
@@ -47,6 +53,7 @@ from domain.webhooks.parsing import (
 from domain.webhooks.retry import DEFAULT_RETRY_POLICY, RetryPolicy, is_provably_unsent
 
 __all__ = [
+    "ALREADY_MESSAGED",
     "CREATE_OUTCOME_UNKNOWN",
     "DEFAULT_RETRY_POLICY",
     "HOOK_ACTIONS",

@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Final, Literal
 from uuid import UUID
 
 import msgspec
 
 from domain.errors import InvalidInput
+from domain.lead_messages import ALREADY_MESSAGED, contact_fingerprint
 from domain.webhooks.parsing import decode_stored_event
 from domain.webhooks.retry import (
     DEFAULT_RETRY_POLICY,
@@ -35,7 +36,13 @@ if TYPE_CHECKING:
     from domain.ports import EventStore
     from domain.webhooks.events import StoredEvent
 
-__all__ = ["MESSAGES_DISABLED", "SEND_OUTCOME_UNKNOWN", "JobOutcome", "run_event_job"]
+__all__ = [
+    "ALREADY_MESSAGED",
+    "MESSAGES_DISABLED",
+    "SEND_OUTCOME_UNKNOWN",
+    "JobOutcome",
+    "run_event_job",
+]
 
 MESSAGES_DISABLED: Final = "message not sent: the send_c2s_messages flag is off"
 SEND_OUTCOME_UNKNOWN: Final = "send outcome unknown: not resent to avoid a duplicate message"
@@ -48,7 +55,8 @@ class JobOutcome(msgspec.Struct, frozen=True, kw_only=True):
     """What one run of the job did.
 
     Attributes:
-        kind: ``completed`` (message sent now or before), ``retry`` (transient failure, retry in
+        kind: ``completed`` (message sent now or before, or none needed: ``reason``
+            :data:`ALREADY_MESSAGED`), ``retry`` (transient failure, retry in
             ``retry_in_s``), ``failed`` (terminal, ``reason`` recorded) or ``skipped`` (nothing
             to do: the event is missing, already terminal, or another attempt owns the send).
         attempts: The event's attempt count after this run (0 when not claimed).
@@ -106,6 +114,18 @@ async def _settle(
     )
 
 
+async def _complete_unsent(events: EventStore, event: StoredEvent) -> JobOutcome:
+    """Complete an event whose lead already has its message for these contacts."""
+    await events.mark_completed_unsent(event.id, ALREADY_MESSAGED)
+    return JobOutcome(
+        kind="completed",
+        event_id=event.id,
+        attempts=event.attempts,
+        reason=ALREADY_MESSAGED,
+        received_at=event.received_at,
+    )
+
+
 async def _record_sent(events: EventStore, event_id: UUID) -> None:
     """Record the sent message, retrying briefly: losing this write means a dead letter later."""
     last: Exception | None = None
@@ -132,12 +152,17 @@ async def _deliver(
     policy: RetryPolicy,
     rand: Callable[[], float],
     provably_unsent: Callable[[BaseException], bool],
+    release: Callable[[], Awaitable[None]],
 ) -> JobOutcome:
-    """Send the message (the intent is already committed) and record the outcome."""
+    """Send the message (the intent and the lead's claim are committed) and record the outcome.
+
+    ``release`` drops the lead's message claim when nothing reached C2S.
+    """
     try:
         sent = await enricher.send(lead_id, message)
     except Exception as exc:
         if provably_unsent(exc):
+            await release()
             await events.clear_send_intent(event.id)
             return await _settle(events, event, classify_send_error(exc), policy, rand)
         await events.mark_failed(event.id, SEND_OUTCOME_UNKNOWN)
@@ -151,6 +176,7 @@ async def _deliver(
     if not sent:
         # The send_c2s_messages flag is off: nothing reached C2S. The event is not "completed"
         # (that promises exactly one message); it is parked with a reason, to be re-run later.
+        await release()
         await events.clear_send_intent(event.id)
         await events.mark_failed(event.id, MESSAGES_DISABLED)
         return JobOutcome(
@@ -183,11 +209,13 @@ async def run_event_job(
 
     Steps: claim the event (``processing``, one more attempt); if its message was already sent,
     complete it; if an earlier attempt recorded a send intent but no sent mark, fail it without
-    resending (the message may or may not have reached C2S); otherwise resolve, fetch, store and
-    format (:meth:`Enricher.prepare_event`), commit the send intent, send, and record the message
-    as sent. Transient failures are recorded and returned as ``retry`` with a backoff delay until
-    ``policy.max_attempts``, then the event is failed (the dead letter); permanent ones fail it
-    at once.
+    resending (the message may or may not have reached C2S); if the lead was already messaged for
+    the event's contacts, complete it without a message; otherwise resolve, fetch, store and
+    format (:meth:`Enricher.prepare_event`), commit the send intent, claim the lead's message
+    (another event of the lead may have won it: complete without a message), send, and record
+    the message as sent. Transient failures are recorded and returned as ``retry`` with a
+    backoff delay until ``policy.max_attempts``, then the event is failed (the dead letter);
+    permanent ones fail it at once.
 
     Args:
         event_id: The ``core.webhook_events`` id (the job's payload).
@@ -246,6 +274,11 @@ async def run_event_job(
         return await _settle(
             events, event, Verdict(False, f"stored payload is invalid: {exc.field}"), policy, rand
         )
+    # One message per lead and contacts (docs/contract.md §2): an event for contacts the lead was
+    # already messaged for (a status change, or C2S echoing our own message) needs nothing.
+    contact = contact_fingerprint(lead.customer)
+    if await enricher.lead_messages.messaged(lead.id, contact):
+        return await _complete_unsent(events, event)
     log = FailureLog()
     try:
         result, _resolution = await watched(enricher, log).prepare_event(lead)
@@ -260,6 +293,14 @@ async def run_event_job(
             reason="another attempt owns the send",
             received_at=event.received_at,
         )
+    if not await enricher.lead_messages.claim(lead.id, contact, result.cpfs):
+        # Another event of this lead (another run, maybe another worker) messaged it meanwhile.
+        await events.clear_send_intent(event_id)
+        return await _complete_unsent(events, event)
+
+    async def release() -> None:
+        await enricher.lead_messages.release(lead.id, contact)
+
     delivery = asyncio.ensure_future(
         _deliver(
             event,
@@ -270,6 +311,7 @@ async def run_event_job(
             policy=policy,
             rand=rand,
             provably_unsent=provably_unsent,
+            release=release,
         )
     )
     try:

@@ -115,8 +115,9 @@ class FailureLog:
 class _WatchedDiretrix:
     """Diretrix as the pipeline sees it, noting whether any lookup failed.
 
-    The pipeline treats a failed lookup as "no CPF" (so one failing contact does not sink the
-    other); the job must still tell "nobody found" (permanent) from "Diretrix down" (retry).
+    The pipeline ignores one failed lookup when the other contact resolves (and reports an
+    outage when none does); the note keeps the job's "nobody found" (permanent) apart from
+    "Diretrix down" (retry) whatever path the failure took.
     """
 
     def __init__(self, inner: DiretrixPort, log: FailureLog) -> None:

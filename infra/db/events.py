@@ -43,6 +43,7 @@ __all__ = [
     "FAIL_GOOGLE_LEAD",
     "FIND_ORPHANS",
     "INSERT_EVENTS",
+    "MARK_COMPLETED_UNSENT",
     "MARK_FAILED",
     "MARK_PROCESSING",
     "MARK_SEND_INTENT",
@@ -116,6 +117,14 @@ UPDATE core.webhook_events
        status = 'completed',
        error_message = NULL
  WHERE id = $1
+"""
+
+# Completed without a message: the lead already has its message for these contacts
+# (docs/contract.md §2). $1 uuid; $2 text: note without personal data.
+MARK_COMPLETED_UNSENT: Final = """
+UPDATE core.webhook_events
+   SET status = 'completed', error_message = $2, processed_at = now(), send_intent_at = NULL
+ WHERE id = $1 AND status = 'processing' AND message_sent_at IS NULL
 """
 
 # Dead letter (never over a completed event). $1 uuid; $2 text: reason without personal data.
@@ -314,6 +323,10 @@ class PgEventStore(_PgBase):
     async def mark_sent_completed(self, event_id: UUID) -> None:
         """Record the message as sent and the event completed."""
         await self._execute(MARK_SENT_COMPLETED, event_id)
+
+    async def mark_completed_unsent(self, event_id: UUID, note: str) -> None:
+        """Complete a processing event that needs no message, with ``note``."""
+        await self._execute(MARK_COMPLETED_UNSENT, event_id, note)
 
     async def mark_failed(self, event_id: UUID, reason: str) -> None:
         """Dead-letter the event with ``reason``."""

@@ -11,7 +11,8 @@ Upstream routes: ``GET /integration/leads/{id}``, ``POST /integration/leads/{id}
 ``GET /api?token=&modulo=&consulta=`` (Work API; errors inside HTTP 200 like the real one:
 :mod:`infra.sandbox.routes.work_api`).
 
-Test helpers under ``/_sandbox``: ``GET health``, ``POST reset``, ``POST leads`` (a lead for a
+Test helpers under ``/_sandbox``: ``GET health``, ``POST reset``, ``GET|POST config`` (the
+simulated C2S firing ``on_update_lead`` after each message), ``POST leads`` (a lead for a
 synthetic person and/or explicit customer fields), ``GET leads/{id}/messages``,
 ``GET people/{index}`` (:mod:`infra.sandbox.routes.control`); ``GET|POST faults/{upstream}``,
 ``GET|DELETE faults``, ``GET|DELETE counters`` (:mod:`infra.sandbox.routes.faults`).

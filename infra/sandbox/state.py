@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
+import secrets
 import threading
 from collections import OrderedDict
 from typing import TYPE_CHECKING
@@ -22,7 +23,13 @@ if TYPE_CHECKING:
     from infra.sandbox.people import Person
     from infra.sandbox.settings import SandboxSettings
 
-__all__ = ["SandboxState", "encode_lead", "lead_internal_id", "person_customer"]
+__all__ = [
+    "SandboxConfig",
+    "SandboxState",
+    "encode_lead",
+    "lead_internal_id",
+    "person_customer",
+]
 
 _MAX_STORED_LEADS = 100_000
 _MAX_LEADS_WITH_MESSAGES = 100_000
@@ -41,6 +48,20 @@ class _Lead:
         self.body = body
 
 
+class SandboxConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Behaviour knobs of the simulated C2S (``POST /_sandbox/config``; reset clears them).
+
+    Attributes:
+        update_webhook_url: When set, every message C2S receives makes it fire an
+            ``on_update_lead`` webhook for that lead at this URL (as the real C2S can: a new
+            message updates the lead), with the lead's customer and a fresh ``updated_at``.
+        update_webhook_token: Sent as ``X-Webhook-Token`` with those webhooks.
+    """
+
+    update_webhook_url: str | None = None
+    update_webhook_token: str | None = None
+
+
 class SandboxState:
     """Everything the sandbox remembers (process memory, bounded)."""
 
@@ -53,6 +74,10 @@ class SandboxState:
         self.virtual_leads = LruBytes(4096)
         self.messages: OrderedDict[str, list[dict[str, str | None]]] = OrderedDict()
         self._created = 0
+        # Part of every created lead id: ids stay unique across sandbox restarts (a database
+        # that outlived the sandbox already holds the ids of the previous run).
+        self._run = secrets.token_hex(8)
+        self.config = SandboxConfig()
         self._lock = threading.Lock()
         self.c2s_auth = f"Bearer {settings.c2s_token}"
         basic = f"{settings.diretrix_user}:{settings.diretrix_pass}".encode()
@@ -67,14 +92,15 @@ class SandboxState:
         self.faults.reset()
         self.counters.reset()
         self.people.clear_registered()
+        self.config = SandboxConfig()
 
     def new_lead_id(self) -> str:
-        """A fresh 32-hex lead id (deterministic per seed and creation order)."""
+        """A fresh 32-hex lead id, unique per sandbox process and creation order."""
         with self._lock:
             self._created += 1
             n = self._created
         return hashlib.blake2b(
-            f"created:{self.settings.seed}:{n}".encode(), digest_size=16
+            f"created:{self.settings.seed}:{self._run}:{n}".encode(), digest_size=16
         ).hexdigest()
 
     def store_lead(self, lead_id: str, body: bytes) -> None:

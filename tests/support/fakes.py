@@ -307,6 +307,38 @@ class FakeRecentCpfs:
 
 
 @dataclass
+class FakeLeadMessages:
+    """The per-(tenant, lead) message record, like the PostgreSQL adapter (the fingerprint kept
+    as given: a test may look at it)."""
+
+    records: dict[tuple[str, str], tuple[str, list[str]]] = field(default_factory=dict)
+    down: bool = False
+
+    def _key(self, lead_id: str) -> tuple[str, str]:
+        if self.down:
+            raise DependencyUnavailable("postgres", "connection refused")
+        return (current_tenant.get() or "", lead_id)
+
+    async def messaged(self, lead_id: str, contact: str) -> bool:
+        found = self.records.get(self._key(lead_id))
+        return found is not None and found[0] == contact
+
+    async def claim(self, lead_id: str, contact: str, cpfs: Sequence[str]) -> bool:
+        key = self._key(lead_id)
+        found = self.records.get(key)
+        if found is not None and found[0] == contact:
+            return False
+        self.records[key] = (contact, list(cpfs))
+        return True
+
+    async def release(self, lead_id: str, contact: str) -> None:
+        key = self._key(lead_id)
+        found = self.records.get(key)
+        if found is not None and found[0] == contact:
+            del self.records[key]
+
+
+@dataclass
 class FakeFillLocks:
     """Fill locks shared by "processes": ``holders`` maps a key to whoever holds it.
 
@@ -361,6 +393,7 @@ class World:
     lead_locks: FakeLeadLocks | None = None
     recent_cpfs: FakeRecentCpfs | None = None
     fill_locks: FakeFillLocks | None = None
+    lead_messages: FakeLeadMessages = field(default_factory=FakeLeadMessages)
 
     def enricher(
         self, settings: PipelineSettings | None = None, flags: StaticFlags | None = None
@@ -381,6 +414,7 @@ class World:
             settings=settings,
             flags=flags,
             fill_locks=self.fill_locks,
+            lead_messages=self.lead_messages,
         )
 
 
@@ -490,6 +524,14 @@ class FakeEventStore:
         row.message_sent_at = row.message_sent_at or self._now()
         row.status = "completed"
         row.error_message = None
+
+    async def mark_completed_unsent(self, event_id: uuid.UUID, note: str) -> None:
+        self._check()
+        row = self.rows[event_id]
+        if row.status == "processing" and row.message_sent_at is None:
+            row.status = "completed"
+            row.send_intent_at = None
+            row.error_message = note
 
     async def mark_failed(self, event_id: uuid.UUID, reason: str) -> None:
         self._check()

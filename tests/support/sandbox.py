@@ -87,6 +87,11 @@ class SandboxAdmin:
         """No faults anywhere."""
         await self._json("DELETE", "/_sandbox/faults")
 
+    async def configure(self, **knobs: Any) -> dict[str, Any]:
+        """``POST /_sandbox/config``: the simulated C2S's knobs (e.g. ``update_webhook_url``)."""
+        result: dict[str, Any] = await self._json("POST", "/_sandbox/config", knobs)
+        return result
+
     async def counters(self) -> dict[str, dict[str, int]]:
         """Calls received per upstream and route."""
         result: dict[str, dict[str, int]] = await self._json("GET", "/_sandbox/counters")

@@ -1,13 +1,19 @@
 """The simulated C2S API: read a lead, post a message to it, create a lead (bearer token).
 
+With ``update_webhook_url`` configured (``POST /_sandbox/config``), every message received makes
+C2S fire an ``on_update_lead`` webhook for that lead, in the background, as the real C2S can.
+
 Every lead of the form :func:`infra.sandbox.people.lead_id_for` ("virtual lead") exists without
 being stored, so benchmarks can address a million leads at no memory cost.
 """
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 import msgspec
 from litestar import Request, Response, get, post
 
@@ -56,11 +62,48 @@ def _c2s_error(status: int, title: str, detail: str) -> Response[bytes]:
     return json_response(body, status)
 
 
+class _StoredLead(msgspec.Struct, frozen=True):
+    data: _StoredLeadData
+
+
+class _StoredLeadData(msgspec.Struct, frozen=True):
+    attributes: _StoredAttributes
+
+
+class _StoredAttributes(msgspec.Struct, frozen=True):
+    customer: dict[str, str | None] | None = None
+
+
 class C2SRoutes:
     """``/integration/leads`` routes over one sandbox state."""
 
     def __init__(self, state: SandboxState) -> None:
         self._state = state
+        self._firing: set[asyncio.Task[None]] = set()
+
+    def _fire_update(self, lead_id: str) -> None:
+        """Fire ``on_update_lead`` for the lead when configured (background, best effort)."""
+        config = self._state.config
+        body = self._state.lead_body(lead_id)
+        if config.update_webhook_url is None or body is None:
+            return
+        customer = msgspec.json.decode(body, type=_StoredLead).data.attributes.customer
+        event = {
+            "id": lead_id,
+            "hook_action": "on_update_lead",
+            "attributes": {
+                "updated_at": dt.datetime.now(dt.UTC).isoformat(timespec="microseconds"),
+                "customer": customer or {},
+            },
+        }
+        headers = {"Content-Type": "application/json"}
+        if config.update_webhook_token:
+            headers["X-Webhook-Token"] = config.update_webhook_token
+        task = asyncio.ensure_future(
+            _post_webhook(config.update_webhook_url, msgspec.json.encode(event), headers)
+        )
+        self._firing.add(task)
+        task.add_done_callback(self._firing.discard)
 
     def route_handlers(self) -> list[HTTPRouteHandler]:
         """The C2S route handlers, bound to this state."""
@@ -111,6 +154,7 @@ class C2SRoutes:
         if message.lead_id is not None and message.lead_id != lead_id:
             return _c2s_error(422, "Unprocessable Entity", "leadId does not match the path")
         message_id = state.add_message(lead_id, message.body, message.type)
+        self._fire_update(lead_id)
         return json_response(
             msgspec.json.encode({"success": True, "data": {"id": message_id, "type": "message"}}),
             201,
@@ -159,3 +203,15 @@ class C2SRoutes:
             ),
             201,
         )
+
+
+async def _post_webhook(url: str, body: bytes, headers: dict[str, str]) -> None:
+    """POST one webhook; a failure is the receiver's problem (C2S does not retry here either)."""
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session,
+            session.post(url, data=body, headers=headers) as response,
+        ):
+            await response.read()
+    except (aiohttp.ClientError, TimeoutError, OSError):
+        return

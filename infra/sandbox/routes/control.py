@@ -1,4 +1,5 @@
-"""The sandbox's own test helpers under ``/_sandbox``: health, reset, leads, messages, people."""
+"""The sandbox's own test helpers under ``/_sandbox``: health, reset, config, leads, messages,
+people."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from litestar import Response, get, post
 
 from domain.errors import InvalidInput
 from infra.sandbox.routes.common import json_response
-from infra.sandbox.state import encode_lead, lead_internal_id, person_customer
+from infra.sandbox.state import SandboxConfig, encode_lead, lead_internal_id, person_customer
 
 if TYPE_CHECKING:
     from litestar.handlers import HTTPRouteHandler
@@ -52,6 +53,8 @@ class ControlRoutes:
         return [
             get("/_sandbox/health", include_in_schema=False)(self.health),
             post("/_sandbox/reset", status_code=200, include_in_schema=False)(self.reset),
+            get("/_sandbox/config", include_in_schema=False)(self.get_config),
+            post("/_sandbox/config", status_code=200, include_in_schema=False)(self.set_config),
             post("/_sandbox/leads", include_in_schema=False)(self.create_lead),
             get("/_sandbox/leads/{lead_id:str}/messages", include_in_schema=False)(
                 self.lead_messages
@@ -67,6 +70,15 @@ class ControlRoutes:
         """``POST /_sandbox/reset``: forget leads, messages, faults and counters."""
         self._state.reset()
         return {"reset": True}
+
+    async def get_config(self) -> Response[Any]:
+        """``GET /_sandbox/config``: the simulated C2S's behaviour knobs."""
+        return json_response(msgspec.json.encode(self._state.config))
+
+    async def set_config(self, data: SandboxConfig) -> Response[Any]:
+        """``POST /_sandbox/config``: replace the knobs (omitted ones take their defaults)."""
+        self._state.config = data
+        return json_response(msgspec.json.encode(data))
 
     async def create_lead(self, data: CreateSandboxLead) -> Response[Any]:
         """``POST /_sandbox/leads``: store a lead; 201 with its id, CPF and customer."""

@@ -135,12 +135,13 @@ async def test_a_crash_releases_the_lead_lock() -> None:
     assert LEAD_ID not in world.lead_locks.held
 
 
-async def test_recently_processed_cpfs_are_skipped() -> None:
+async def test_recently_processed_cpfs_are_not_paid_for_again() -> None:
     world = world_with_lead()
     same_person(world)
     enricher = world.enricher()
     assert world.recent_cpfs is not None
     await world.recent_cpfs.mark([HELENA_CPF])
+    world.dossier_cache.entries["cpf:" + HELENA_CPF] = HELENA  # enriched moments ago
     result = await enricher.process_lead(LEAD_ID)
     assert result == ProcessResult(
         success=True,
@@ -151,6 +152,7 @@ async def test_recently_processed_cpfs_are_skipped() -> None:
         matches=result.matches,
     )
     assert world.work_api.calls == []
+    assert len(world.c2s.messages[LEAD_ID]) == 1  # the lead still gets its message
 
 
 async def test_no_cpf_found_is_an_unsuccessful_answer() -> None:
