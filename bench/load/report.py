@@ -307,80 +307,105 @@ def markdown(result: Result) -> str:
 
 
 def _extras(result: Result) -> list[str]:
-    lines: list[str] = []
-    batch = result.get("leads_400ms", {})
-    if batch:
-        lines += ["", "## /leads/process with 400 ms Work API latency", ""]
-        if batch.get("status") == "ok":
-            lines.append(
-                f"{batch['batch']} distinct leads fired at once, {len(batch['walls_ms'])} batches: "
-                f"wall {', '.join(f'{w:,.0f}' for w in batch['walls_ms'])} ms (median "
-                f"{batch['wall_ms']:,.0f} ms = x{batch['wall_ms'] / batch['latency_ms']:.2f} of "
-                f"the {batch['latency_ms']} ms round trip; serialised would be "
-                f"{batch['batch'] * batch['latency_ms'] / 1000:.1f} s). Per lead: p50 "
-                f"{batch['per_lead_p50_ms']:,.0f} ms, max {batch['per_lead_max_ms']:,.0f} ms; "
-                f"{batch['succeeded']}/{batch['batch']} succeeded."
-            )
-        else:
-            lines.append(str(batch.get("status")))
-    worker = result.get("worker", {})
-    if worker:
-        lines += ["", "## Worker throughput (zero-latency upstreams)", ""]
-        if worker.get("status") == "ok":
-            lines += [
-                f"Events enqueued via {worker['enqueued_via']}; then one worker process drains "
-                "them (time from the first job picked to the last one finished).",
-                "",
-                "| concurrency | jobs | completed | failed | seconds | jobs/s |",
-                "|---:|---:|---:|---:|---:|---:|",
-            ]
-            for run in worker["runs"]:
-                lines.append(
-                    f"| {run['concurrency']} | {run['jobs']} | {run['completed']} | "
-                    f"{run['failed']} | {run['seconds']:.2f} | {run['jobs_per_s']:,.0f} |"
-                )
-        else:
-            lines.append(str(worker.get("status")))
-    memory = result.get("memory", {})
-    if memory:
-        lines += ["", "## Memory (RSS of the Granian worker)", ""]
-        lines.append(
-            ", ".join(f"{k}: {v:.0f} MB" for k, v in memory.get("per_scenario_mb", {}).items())
-        )
-    two = result.get("two_workers", {})
-    if two:
-        lines += ["", "## Two Granian workers (unpinned, informative)", ""]
-        if two.get("status") == "ok":
-            lines += ["| scenario | c | req/s | p50 ms | p99 ms |", "|---|---:|---:|---:|---:|"]
-            for name, points in two["points"].items():
-                for concurrency, point in points.items():
-                    lines.append(
-                        f"| {name} | {concurrency} | {point['rps']:,.0f} | "
-                        f"{point['p50_ms']:.2f} | {point['p99_ms']:.2f} |"
-                    )
-        else:
-            lines.append(str(two.get("status")))
-    micro = result.get("micro", {})
-    if micro:
-        lines += ["", "## Micro benchmarks (pytest-benchmark)", ""]
-        if micro.get("status") == "ok":
-            lines += [
-                "| benchmark | median us | ops/s | ratio to calibration |",
-                "|---|---:|---:|---:|",
-            ]
-            for name, bench in micro["benchmarks"].items():
-                lines.append(
-                    f"| {name} | {bench['median_us']:.2f} | {bench['ops']:,.0f} | "
-                    f"{bench['ratio']:.3f} |"
-                )
-        else:
-            lines.append(str(micro.get("status")))
-    trips = result.get("setup", {}).get("redis_round_trips")
-    if trips:
-        lines += [
-            "",
-            "## Redis round trips per request (counted in-process on the real code path)",
-            "",
-            ", ".join(f"{k}: {v:g}" for k, v in trips.items()),
-        ]
+    return [
+        *_leads_400_section(result.get("leads_400ms", {})),
+        *_worker_section(result.get("worker", {})),
+        *_memory_section(result.get("memory", {})),
+        *_two_workers_section(result.get("two_workers", {})),
+        *_micro_section(result.get("micro", {})),
+        *_round_trips_section(result.get("setup", {}).get("redis_round_trips")),
+    ]
+
+
+def _leads_400_section(batch: dict[str, Any]) -> list[str]:
+    if not batch:
+        return []
+    lines = ["", "## /leads/process with 400 ms Work API latency", ""]
+    if batch.get("status") != "ok":
+        return [*lines, str(batch.get("status"))]
+    lines.append(
+        f"{batch['batch']} distinct leads fired at once, {len(batch['walls_ms'])} batches: "
+        f"wall {', '.join(f'{w:,.0f}' for w in batch['walls_ms'])} ms (median "
+        f"{batch['wall_ms']:,.0f} ms = x{batch['wall_ms'] / batch['latency_ms']:.2f} of "
+        f"the {batch['latency_ms']} ms round trip; serialised would be "
+        f"{batch['batch'] * batch['latency_ms'] / 1000:.1f} s). Per lead: p50 "
+        f"{batch['per_lead_p50_ms']:,.0f} ms, max {batch['per_lead_max_ms']:,.0f} ms; "
+        f"{batch['succeeded']}/{batch['batch']} succeeded."
+    )
     return lines
+
+
+def _worker_section(worker: dict[str, Any]) -> list[str]:
+    if not worker:
+        return []
+    lines = ["", "## Worker throughput (zero-latency upstreams)", ""]
+    if worker.get("status") != "ok":
+        return [*lines, str(worker.get("status"))]
+    lines += [
+        f"Events enqueued via {worker['enqueued_via']}; then one worker process drains "
+        "them (time from the first job picked to the last one finished).",
+        "",
+        "| concurrency | jobs | completed | failed | seconds | jobs/s |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for run in worker["runs"]:
+        lines.append(
+            f"| {run['concurrency']} | {run['jobs']} | {run['completed']} | "
+            f"{run['failed']} | {run['seconds']:.2f} | {run['jobs_per_s']:,.0f} |"
+        )
+    return lines
+
+
+def _memory_section(memory: dict[str, Any]) -> list[str]:
+    if not memory:
+        return []
+    return [
+        "",
+        "## Memory (RSS of the Granian worker)",
+        "",
+        ", ".join(f"{k}: {v:.0f} MB" for k, v in memory.get("per_scenario_mb", {}).items()),
+    ]
+
+
+def _two_workers_section(two: dict[str, Any]) -> list[str]:
+    if not two:
+        return []
+    lines = ["", "## Two Granian workers (unpinned, informative)", ""]
+    if two.get("status") != "ok":
+        return [*lines, str(two.get("status"))]
+    lines += ["| scenario | c | req/s | p50 ms | p99 ms |", "|---|---:|---:|---:|---:|"]
+    for name, points in two["points"].items():
+        for concurrency, point in points.items():
+            lines.append(
+                f"| {name} | {concurrency} | {point['rps']:,.0f} | "
+                f"{point['p50_ms']:.2f} | {point['p99_ms']:.2f} |"
+            )
+    return lines
+
+
+def _micro_section(micro: dict[str, Any]) -> list[str]:
+    if not micro:
+        return []
+    lines = ["", "## Micro benchmarks (pytest-benchmark)", ""]
+    if micro.get("status") != "ok":
+        return [*lines, str(micro.get("status"))]
+    lines += [
+        "| benchmark | median us | ops/s | ratio to calibration |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, bench in micro["benchmarks"].items():
+        lines.append(
+            f"| {name} | {bench['median_us']:.2f} | {bench['ops']:,.0f} | {bench['ratio']:.3f} |"
+        )
+    return lines
+
+
+def _round_trips_section(trips: dict[str, float] | None) -> list[str]:
+    if not trips:
+        return []
+    return [
+        "",
+        "## Redis round trips per request (counted in-process on the real code path)",
+        "",
+        ", ".join(f"{k}: {v:g}" for k, v in trips.items()),
+    ]
