@@ -10,10 +10,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
     from contextlib import AbstractAsyncContextManager
     from uuid import UUID
 
+    from domain.admission import Admission, Tier
     from domain.dossier import Dossier
     from domain.models import (
         CpfCandidate,
@@ -33,6 +34,7 @@ __all__ = [
     "DossierCache",
     "FillLocks",
     "Flags",
+    "HotRead",
     "LeadLocks",
     "PartyRepository",
     "RecentCpfs",
@@ -219,4 +221,32 @@ class Flags(Protocol):
 
     def enabled(self, name: str) -> bool:
         """Whether flag ``name`` is on now (its default when no override is known)."""
+        ...
+
+
+class HotRead(Protocol):
+    """Admission and the hot path's cache read in ONE round trip to the shared store (ADR 0005).
+
+    The rate-limit decision for a request and, when the route names one, the dossier-cache entry
+    it is about to serve are fetched together: on the hot path (``/work/modules/all``) every
+    round trip costs more than the rest of the request.
+    """
+
+    async def admit(
+        self,
+        identities: Mapping[Tier, str],
+        *,
+        read_ahead: str | None = None,
+        costs: Mapping[Tier, int] | None = None,
+    ) -> Admission:
+        """Count the request in every tier of ``identities``; read ``read_ahead`` with it.
+
+        Args:
+            identities: The tiers that apply, each with its (hashed) identity.
+            read_ahead: A dossier-cache key (``cpf:<cpf>``) to read in the same round trip.
+            costs: Units the request takes per tier (default 1).
+
+        Never raises for a storage failure: the decision falls back to per-process limits and
+        nothing is prefetched.
+        """
         ...
