@@ -61,7 +61,7 @@ def _now() -> dt.datetime:
 
 
 def customer_detail(found: PartyWithContacts) -> CustomerDetail:
-    """The reference's customer document, with the stored enrichment filled in."""
+    """The customer document (docs/contract.md §1.6), with the stored enrichment filled in."""
 
     def stamp(value: dt.datetime | None) -> str | None:
         return value.isoformat() if value is not None else None
