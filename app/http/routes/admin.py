@@ -139,7 +139,7 @@ class AdminController(Controller):
         return flag_view(state)
 
     # Its own path: Litestar 2.25 answers OPTIONS on a path with PUT and DELETE handlers with
-    # an `Allow` header that lists only one of them (found by schemathesis); the override is a
+    # an `Allow` header that lists only one of them (tests/api/test_fuzz.py); the override is a
     # sub-resource of the flag anyway.
     @delete(
         "/flags/{name:str}/override",
