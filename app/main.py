@@ -1,24 +1,29 @@
-"""The composition root: ``create_app()`` builds the Litestar application.
+"""``create_app()`` builds the Litestar application on the composition root (``app.bootstrap``).
 
 Granian calls :func:`create_app` inside each worker (``--factory``), so everything per-process
-(pools, clients, telemetry) is built here or in the lifespan, never at import time.
+(pools, clients, telemetry) is built here or in the lifespan, never at import time. The
+lifespan opens the process's :class:`~app.bootstrap.Services` and binds them to the
+:class:`~app.bootstrap.ServicesHandle` the middleware and the dependency providers were built
+with (ADR 0008); ``app.state`` holds one attribute, ``services``, while they run.
 """
 
 from __future__ import annotations
 
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING
 
 import msgspec
 import structlog
 from litestar import Litestar, Router
 from litestar.config.cors import CORSConfig
-from litestar.datastructures import State
 from litestar.di import Provide
+from litestar.middleware.base import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Components, Schema, SecurityScheme, Server
 
-from app.config import settings_or_exit
+from app.bootstrap import Services, ServicesHandle, open_services
+from app.config import Settings, settings_or_exit
 from app.http.body import JsonRequest
 from app.http.errors import exception_handlers
 from app.http.middleware.auth import AuthMiddleware
@@ -26,24 +31,32 @@ from app.http.middleware.bodyguard import BodyGuardMiddleware
 from app.http.middleware.deprecation import DeprecationMiddleware, DeprecationPlugin
 from app.http.middleware.headers import SecurityHeadersMiddleware, StrictContentTypeMiddleware
 from app.http.middleware.idempotency import IdempotencyMiddleware
-from app.http.middleware.ratelimit import RateLimitMiddleware
+from app.http.middleware.ratelimit import RateLimitMiddleware, prefetched_of
 from app.http.middleware.request_id import RequestIdMiddleware
 from app.http.routes.admin import AdminController
 from app.http.routes.customers import CustomerController
 from app.http.routes.docs import DocsController, swagger_static_router
 from app.http.routes.health import HealthController
 from app.http.routes.leads import LeadController
-from app.http.routes.webhooks import WebhookController
+from app.http.routes.webhooks import WebhookController, webhook_guard
 from app.http.routes.work import WorkController
-from app.state import lifespan
 from app.version import SERVICE_VERSION
+from domain.admission import Prefetched
 from domain.pipeline import Enricher
+from domain.webhooks import WebhookIntake
+from domain.work_modules import WorkModules
+from infra.db.events import PgGoogleLeadClaims
+from infra.flags import FlagStore
 from observability.logging import configure_logging
+from observability.metrics import track_pool
 from observability.middleware import install_observability
-from observability.tracing import tracing_plugins
+from observability.tracing import flush_tracing, freeze_gc_after_startup, tracing_plugins
 
 if TYPE_CHECKING:
-    from app.config import Settings
+    from collections.abc import AsyncIterator, Callable
+    from contextlib import AbstractAsyncContextManager
+
+    from litestar.types import Scope
 
 __all__ = ["create_app"]
 
@@ -80,10 +93,70 @@ def openapi_config() -> OpenAPIConfig:
     )
 
 
-def provide_enricher(state: State) -> Enricher:
-    """The worker's :class:`~domain.pipeline.Enricher` (built by the lifespan)."""
-    enricher: Enricher = state.enricher
-    return enricher
+def _dependencies(handle: ServicesHandle) -> dict[str, Provide]:
+    """What handlers may declare, each taken from the running services (no per-request
+    construction)."""
+
+    def services() -> Services:
+        return handle.services
+
+    def settings() -> Settings:
+        return handle.services.settings
+
+    def enricher() -> Enricher:
+        return handle.services.enricher
+
+    def work_modules() -> WorkModules:
+        return handle.services.work_modules
+
+    def flag_store() -> FlagStore:
+        return handle.services.flags
+
+    def intake() -> WebhookIntake:
+        return handle.services.webhook_intake
+
+    def claims() -> PgGoogleLeadClaims:
+        return handle.services.google_claims
+
+    def prefetched(scope: Scope) -> Prefetched | None:
+        return prefetched_of(scope)
+
+    providers: list[Callable[..., object]] = [
+        services,
+        settings,
+        enricher,
+        work_modules,
+        flag_store,
+        intake,
+        claims,
+        prefetched,
+    ]
+    return {p.__name__: Provide(p, sync_to_thread=False) for p in providers}
+
+
+def _lifespan(
+    settings: Settings, handle: ServicesHandle
+) -> Callable[[Litestar], AbstractAsyncContextManager[None]]:
+    """Open the services on start-up and bind them; close them on shutdown, then flush spans."""
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            services = await stack.enter_async_context(open_services(settings))
+            handle.bind(services)
+            stack.callback(handle.unbind)
+            app.state.services = services
+            stack.callback(app.state.pop, "services", None)
+            stack.callback(track_pool(services.pool))  # pool gauges read at scrape time
+            stack.callback(freeze_gc_after_startup())  # start-up objects out of later GC scans
+            try:
+                yield
+            finally:
+                log.info("shutting_down")
+        flush_tracing()  # export the spans still queued
+        log.info("resources_closed")
+
+    return lifespan
 
 
 def _closed_input_schemas(app: Litestar) -> None:
@@ -118,6 +191,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         settings: Configuration; read from the environment when omitted (the Granian path).
     """
     settings = settings or settings_or_exit()
+    handle = ServicesHandle()
     configure_logging(settings.log_level, settings.log_format)
     if not settings.webhook_secret.get().strip():
         # Production refuses to start without it (app.config); elsewhere say it loudly.
@@ -139,13 +213,21 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 path="/",
                 route_handlers=[WebhookController],
                 request_max_body_size=settings.webhook_max_body_bytes,
+                guards=[webhook_guard(settings)],
             ),
             AdminController,
         ],
-        dependencies={"enricher": Provide(provide_enricher, sync_to_thread=False)},
+        dependencies=_dependencies(handle),
         # Handlers annotate with these under TYPE_CHECKING; Litestar resolves them here.
-        signature_namespace={"Enricher": Enricher, "State": State},
-        lifespan=[lifespan],
+        signature_namespace={
+            "Enricher": Enricher,
+            "FlagStore": FlagStore,
+            "Prefetched": Prefetched,
+            "Services": Services,
+            "Settings": Settings,
+            "WorkModules": WorkModules,
+        },
+        lifespan=[_lifespan(settings, handle)],
         exception_handlers=exception_handlers(),
         openapi_config=openapi_config(),
         cors_config=CORSConfig(
@@ -182,10 +264,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
         # then Content-Type; a rate limiter goes after AuthMiddleware (it reads the key id).
         middleware=[
             DeprecationMiddleware,
-            AuthMiddleware,
-            RateLimitMiddleware,
+            DefineMiddleware(AuthMiddleware, services=handle),
+            DefineMiddleware(RateLimitMiddleware, services=handle),
             StrictContentTypeMiddleware,
-            IdempotencyMiddleware,
+            DefineMiddleware(IdempotencyMiddleware, services=handle),
         ],
         debug=False,
         # observability: OTel server spans when OTEL_EXPORTER_OTLP_*ENDPOINT is set (else none);
@@ -196,7 +278,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ],
         logging_config=None,
     )
-    app.state.settings = settings
     _closed_input_schemas(app)
     # Slow bodies: a receive deadline and a cap on unauthenticated ones, before any routing or
     # authentication work (innermost wrapper, so its answers carry the request id and headers).

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from contextlib import AbstractAsyncContextManager
     from uuid import UUID
 
+    from domain.admission import Admission, Tier
     from domain.dossier import Dossier
     from domain.models import (
         CpfCandidate,
@@ -39,6 +40,7 @@ __all__ = [
     "FillLocks",
     "Flags",
     "GoogleLeadClaims",
+    "HotRead",
     "LeadLocks",
     "LeadMessages",
     "PartyRepository",
@@ -322,4 +324,32 @@ class GoogleLeadClaims(Protocol):
 
     async def fail(self, google_lead_id: str, reason: str) -> None:
         """Keep the claim as failed with ``reason`` (redeliveries are answered as duplicates)."""
+        ...
+
+
+class HotRead(Protocol):
+    """Admission and the hot path's cache read in ONE round trip to the shared store (ADR 0005).
+
+    The rate-limit decision for a request and, when the route names one, the dossier-cache entry
+    it is about to serve are fetched together: on the hot path (``/work/modules/all``) every
+    round trip costs more than the rest of the request.
+    """
+
+    async def admit(
+        self,
+        identities: Mapping[Tier, str],
+        *,
+        read_ahead: str | None = None,
+        costs: Mapping[Tier, int] | None = None,
+    ) -> Admission:
+        """Count the request in every tier of ``identities``; read ``read_ahead`` with it.
+
+        Args:
+            identities: The tiers that apply, each with its (hashed) identity.
+            read_ahead: A dossier-cache key (``cpf:<cpf>``) to read in the same round trip.
+            costs: Units the request takes per tier (default 1).
+
+        Never raises for a storage failure: the decision falls back to per-process limits and
+        nothing is prefetched.
+        """
         ...

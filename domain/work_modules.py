@@ -1,72 +1,122 @@
-"""The Work API proxy use case (``docs/contract.md`` §1.8): a module's body, verbatim, cached.
+"""The Work API proxy's use case: read-through of Work API bodies, verbatim.
 
-Soft errors are never answered as data nor cached: a "not found" is :class:`NotFound`, an unknown
-module :class:`InvalidInput`, anything else (an exhausted or expired account) propagates as the
-:class:`~domain.errors.UpstreamSoftError` it is.
+``/work/modules/all`` (the full dossier of a CPF, the hot path) and ``/work/modules/{module}``:
+the shared, integrity-checked cache first (unless the ``use_dossier_cache`` flag is off, ADR
+0007), else one Work API call shared by concurrent misses, which fills the cache. Soft errors are
+never answered as data nor cached: "not found" is :class:`~domain.errors.NotFound`, an unknown
+module :class:`~domain.errors.InvalidInput`, anything else propagates (502).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from domain.documents import normalize_cpf
 from domain.errors import InvalidInput, NotFound, UpstreamSoftError
 from domain.flags import Flag
 
 if TYPE_CHECKING:
-    from domain.pipeline import Enricher
+    from domain.admission import Prefetched
+    from domain.ports import DossierCache, Flags, WorkApiPort
+    from domain.singleflight import SingleFlight
 
-__all__ = ["fetch_work_module", "work_module_key"]
-
-
-def work_module_key(module: str, query: str) -> str:
-    """The cache key of a module's body: ``cpf:<cpf>`` for dossiers, ``module:<m>:<q>`` else."""
-    return f"cpf:{query}" if module == "cpf" else f"module:{module}:{query}"
+__all__ = ["WorkModules"]
 
 
-async def fetch_work_module(
-    enricher: Enricher,
-    module: str,
-    query: str,
-    *,
-    prefetched: bytes | None = None,
-    cache_read: bool = False,
-) -> bytes:
-    """The Work API body of ``modulo=module&consulta=query``, from the shared cache when it may.
+def _documento(raw: str) -> str:
+    text = raw.strip()
+    if not text:
+        raise InvalidInput("documento", "Missing 'documento' parameter")
+    return text
 
-    With the ``use_dossier_cache`` flag on, a cached body is answered without any upstream call,
-    and concurrent misses of one key share one Work API call (which fills the cache); with it off,
-    the Work API is asked every time.
+
+class WorkModules:
+    """Work API bodies through the shared cache.
 
     Args:
-        enricher: The pipeline (its cache, Work API port and single-flight).
-        module: The Work API module (``cpf``, ``cep``...).
-        query: The document, normalised by the caller.
-        prefetched: The verified cached body, when the caller already read the cache.
-        cache_read: The caller already read the cache (``prefetched`` ``None`` then is a miss).
-
-    Raises:
-        NotFound: The Work API has no data for the document.
-        InvalidInput: ``field="module"``: the Work API has no such module.
-        UpstreamError: Any other upstream failure, soft errors included.
-        DependencyUnavailable: The Work API is down.
+        work_api: The Work API.
+        cache: The shared dossier cache.
+        flags: Runtime flags (``use_dossier_cache``).
+        single_flight: Shared with the pipeline, so that a proxy miss and a pipeline miss of one
+            CPF cost one Work API call.
     """
-    key = work_module_key(module, query)
-    use_cache = enricher.flags.enabled(Flag.USE_DOSSIER_CACHE)
-    if use_cache:
-        cached = prefetched
-        if cached is None and not cache_read:
-            cached = await enricher.dossier_cache.get(key)
-        if cached is not None:
-            return cached
 
-    async def fetch() -> bytes:
-        return await enricher.work_api.fetch_module(module, query)
+    __slots__ = ("_cache", "_flags", "_single_flight", "_work_api")
 
-    try:
-        return await enricher.single_flight.load(key, fetch) if use_cache else await fetch()
-    except UpstreamSoftError as exc:
-        if exc.kind == "not_found":
-            raise NotFound("No data for this document") from None
-        if exc.kind == "unknown_module":
-            raise InvalidInput("module", "The Work API has no such module") from None
-        raise
+    def __init__(
+        self,
+        *,
+        work_api: WorkApiPort,
+        cache: DossierCache,
+        flags: Flags,
+        single_flight: SingleFlight,
+    ) -> None:
+        self._work_api = work_api
+        self._cache = cache
+        self._flags = flags
+        self._single_flight = single_flight
+
+    def read_ahead(self, documento: str) -> str | None:
+        """The cache key ``all_modules(documento)`` will read, to prefetch during admission
+        (:class:`domain.ports.HotRead`); ``None`` when nothing should be read (no valid CPF: the
+        call answers the error itself; cache flag off)."""
+        if not self._flags.enabled(Flag.USE_DOSSIER_CACHE):
+            return None
+        try:
+            return f"cpf:{normalize_cpf(documento)}"
+        except InvalidInput:
+            return None
+
+    async def all_modules(self, documento: str, prefetched: Prefetched | None = None) -> bytes:
+        """The full Work API dossier (``modulo=cpf``) of a CPF, as the Work API answered it.
+
+        Args:
+            documento: The CPF, as the client sent it.
+            prefetched: The cache entry read during admission, if any.
+
+        Raises:
+            InvalidInput: Not a CPF.
+            NotFound: The Work API has no data for it.
+        """
+        cpf = normalize_cpf(_documento(documento))
+        return await self._read_through(f"cpf:{cpf}", "cpf", cpf, prefetched)
+
+    async def module(self, module: str, documento: str) -> bytes:
+        """One Work API module (``cep``, ``cnpj``...) for a document, verbatim.
+
+        Raises:
+            InvalidInput: Empty document, an invalid CPF for ``cpf``, or an unknown module.
+            NotFound: The Work API has no data for it.
+        """
+        query = _documento(documento)
+        if module == "cpf":
+            query = normalize_cpf(query)
+            key = f"cpf:{query}"
+        else:
+            key = f"module:{module}:{query}"
+        return await self._read_through(key, module, query, None)
+
+    async def _read_through(
+        self, key: str, module: str, query: str, prefetched: Prefetched | None
+    ) -> bytes:
+        use_cache = self._flags.enabled(Flag.USE_DOSSIER_CACHE)
+        if use_cache:
+            if prefetched is not None and prefetched.key == key:
+                cached = prefetched.body  # already read: a miss is not read twice
+            else:
+                cached = await self._cache.get(key)
+            if cached is not None:
+                return cached
+
+        async def fetch() -> bytes:
+            return await self._work_api.fetch_module(module, query)
+
+        try:
+            # A miss: concurrent misses of one key share one Work API call (and fill the cache).
+            return await self._single_flight.load(key, fetch) if use_cache else await fetch()
+        except UpstreamSoftError as exc:
+            if exc.kind == "not_found":
+                raise NotFound("No data for this document") from None
+            if exc.kind == "unknown_module":
+                raise InvalidInput("module", "The Work API has no such module") from None
+            raise

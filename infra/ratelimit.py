@@ -23,15 +23,15 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import limits
-import msgspec
 import structlog
 from limits.aio.storage import MemoryStorage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from redis.exceptions import RedisError
 
+from domain.admission import Decision, LimitState, Tier
 from observability.metrics import RATE_LIMIT_STORAGE_ERRORS
 
 if TYPE_CHECKING:
@@ -47,8 +47,6 @@ __all__ = [
 ]
 
 log = structlog.get_logger(__name__)
-
-Tier = Literal["ip", "key", "global", "auth"]
 
 # ARGV: n, then per limit (base key, limit, window ms, cost), then the extra key to read ("" for
 # none). Checks every limit first and counts the request (``cost`` units) in all of them only if
@@ -94,37 +92,6 @@ if extra ~= '' then
 end
 return out
 """
-
-
-class LimitState(msgspec.Struct, frozen=True, kw_only=True):
-    """One limit's state after a request."""
-
-    tier: Tier
-    quota: int
-    window_s: float
-    remaining: int
-    reset_s: float
-    refused: bool = False
-
-
-class Decision(msgspec.Struct, frozen=True, kw_only=True):
-    """The answer for one request.
-
-    Attributes:
-        allowed: Serve it.
-        states: Every limit that applied, in policy order.
-        tightest: The limit with the least room left (drives the response headers).
-        retry_after_s: When refused, seconds before a retry can succeed.
-        degraded: Decided by the per-process fallback (Redis unavailable).
-        extra: The value of the extra key read in the same round trip, if requested.
-    """
-
-    allowed: bool
-    states: list[LimitState]
-    tightest: LimitState | None
-    retry_after_s: int = 0
-    degraded: bool = False
-    extra: bytes | None = None
 
 
 class RateLimitListener(Protocol):

@@ -29,9 +29,11 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
+    from app.cli.serve import embedded_upstreams
     from app.cli.worker import run_worker
 
-    return run_worker(settings_or_exit(), concurrency=args.concurrency)
+    # Upstreams without a URL are the sandbox `c2s-api serve` runs (the embedded default).
+    return run_worker(embedded_upstreams(settings_or_exit()), concurrency=args.concurrency)
 
 
 def _sandbox(args: argparse.Namespace) -> int:

@@ -22,10 +22,10 @@ from uuid import UUID
 
 import asyncpg
 
+from app.bootstrap import open_pool
 from domain.errors import DependencyUnavailable, InvalidInput
 from domain.keys import DEFAULT_SCOPES, key_status, new_api_key
 from infra.db.keys import PgApiKeyStore
-from infra.db.pool import create_pool
 
 if TYPE_CHECKING:
     import argparse
@@ -223,11 +223,8 @@ def _invalid(detail: str) -> int:
 
 def _run(settings: Settings, action: Callable[[PgApiKeyStore], Awaitable[int]]) -> int:
     async def main() -> int:
-        pool = await create_pool(settings, min_size=0)
-        try:
+        async with open_pool(settings) as pool:
             return await action(PgApiKeyStore(pool, acquire_timeout=settings.db_connect_timeout_s))
-        finally:
-            await pool.close()
 
     try:
         return asyncio.run(main())

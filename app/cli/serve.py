@@ -1,8 +1,10 @@
 """``c2s-api serve``: Granian with the app factory and the Dockerfile's deployment flags.
 
-On the embedded default (no upstream URL configured) it also starts the upstream sandbox on
-``SANDBOX_PORT`` and says so; with ``ENVIRONMENT=development`` it applies the migrations first,
-so a fresh clone runs the whole pipeline with one command.
+The embedded default is decided here, not in the composition root: an upstream without a
+configured ``*_BASE_URL`` is the local sandbox (started on ``SANDBOX_PORT``) with the sandbox's
+credentials, passed to the app as explicit settings (:func:`embedded_upstreams`; the Granian
+workers read them from the environment). With ``ENVIRONMENT=development`` it applies the
+migrations first, so a fresh clone runs the whole pipeline with one command.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ import time
 import urllib.request
 from typing import TYPE_CHECKING
 
+import msgspec
 import structlog
 
-from app.upstreams import uses_sandbox
+from app.config import Secret
 from observability.logging import configure_logging, granian_log_dictconfig
 
 if TYPE_CHECKING:
@@ -30,7 +33,9 @@ __all__ = [
     "GRANIAN_BACKLOG",
     "GRANIAN_BACKPRESSURE",
     "GRANIAN_HTTP1_HEADER_READ_TIMEOUT_MS",
+    "embedded_environment",
     "embedded_sandbox",
+    "embedded_upstreams",
     "serve",
 ]
 
@@ -46,10 +51,52 @@ GRANIAN_HTTP1_HEADER_READ_TIMEOUT_MS = 5000
 log = structlog.get_logger("app.cli.serve")
 
 
+def embedded_environment(settings: Settings) -> dict[str, str]:
+    """The variables that point each upstream without a configured URL at the local sandbox,
+    with the sandbox's credentials (empty: every upstream is configured)."""
+    from infra.sandbox.settings import SandboxSettings
+
+    sandbox = SandboxSettings(port=settings.sandbox_port)
+    local = f"http://127.0.0.1:{settings.sandbox_port}"
+    env: dict[str, str] = {}
+    if not settings.c2s_base_url:
+        env |= {"C2S_BASE_URL": local, "C2S_TOKEN": sandbox.c2s_token}
+    if not settings.diretrix_base_url:
+        env |= {
+            "DIRETRIX_BASE_URL": local,
+            "DIRETRIX_USER": sandbox.diretrix_user,
+            "DIRETRIX_PASS": sandbox.diretrix_pass,
+        }
+    if not settings.work_api_base_url:
+        env |= {"WORK_API_BASE_URL": local, "WORK_API_TOKEN": sandbox.work_api_token}
+    return env
+
+
+def embedded_upstreams(settings: Settings) -> Settings:
+    """``settings`` with the embedded default applied (:func:`embedded_environment`)."""
+    env = embedded_environment(settings)
+    if not env:
+        return settings
+    return msgspec.structs.replace(
+        settings,
+        c2s_base_url=env.get("C2S_BASE_URL", settings.c2s_base_url),
+        c2s_token=Secret(env["C2S_TOKEN"]) if "C2S_TOKEN" in env else settings.c2s_token,
+        diretrix_base_url=env.get("DIRETRIX_BASE_URL", settings.diretrix_base_url),
+        diretrix_user=env.get("DIRETRIX_USER", settings.diretrix_user),
+        diretrix_pass=Secret(env["DIRETRIX_PASS"])
+        if "DIRETRIX_PASS" in env
+        else settings.diretrix_pass,
+        work_api_base_url=env.get("WORK_API_BASE_URL", settings.work_api_base_url),
+        work_api_token=Secret(env["WORK_API_TOKEN"])
+        if "WORK_API_TOKEN" in env
+        else settings.work_api_token,
+    )
+
+
 @contextlib.contextmanager
 def embedded_sandbox(settings: Settings) -> Iterator[str | None]:
     """Run the sandbox in a child process while the block runs, when the settings call for it."""
-    if not uses_sandbox(settings):
+    if not embedded_environment(settings):
         yield None
         return
     url = f"http://127.0.0.1:{settings.sandbox_port}"
@@ -83,21 +130,18 @@ def embedded_sandbox(settings: Settings) -> Iterator[str | None]:
 
 async def _prepare_development(settings: Settings) -> None:
     """Embedded default: apply migrations and make sure a development API key exists."""
+    from app.bootstrap import open_pool
     from app.cli.dev_key import ensure_dev_key
     from infra.db.migrate import migrate
-    from infra.db.pool import create_pool
 
     await migrate(settings.database_url)
     log.info("migrations_applied")
-    pool = await create_pool(settings, min_size=1)
-    try:
+    async with open_pool(settings, min_size=1) as pool:
         if await ensure_dev_key(pool, environment=settings.environment) is None:
             log.info(
                 "development_key_exists",
                 hint="create another with: c2s-api keys create --name me --tenant dev",
             )
-    finally:
-        await pool.close()
 
 
 def serve(
@@ -118,6 +162,8 @@ def serve(
     bind_port = port or settings.port
     bind_host = host or settings.host
     with embedded_sandbox(settings):
+        # The Granian workers build their settings from the environment (app.main:create_app).
+        os.environ.update(embedded_environment(settings))
         log.info(
             "serving",
             url=f"http://{bind_host}:{bind_port}",

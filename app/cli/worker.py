@@ -1,7 +1,7 @@
 """``c2s-api worker``: process the durable webhook jobs until told to stop.
 
-:func:`run_worker` builds the process's dependencies with :func:`app.container.open_container`
-(the same adapters as the HTTP app), runs an :class:`infra.queue.EventConsumer` and handles
+:func:`run_worker` builds the process's services with :func:`app.bootstrap.open_services`
+(the same composition root as the HTTP app), runs an :class:`infra.queue.EventConsumer` and handles
 SIGTERM/SIGINT:
 
 1. stop dequeuing; jobs already running go on (drain), for ``0.75 * grace_s``;
@@ -78,6 +78,7 @@ async def consume_until(
     listener: QueueListener | None = None,
     policy: RetryPolicy | None = None,
     sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    store: PgEventStore | None = None,
 ) -> int:
     """Run a consumer until ``stop`` is set, then shut it down within ``grace_s``.
 
@@ -92,6 +93,7 @@ async def consume_until(
         listener: Queue metrics hooks.
         policy: Retry policy (default: the domain's).
         sleep: Times the drain (``asyncio.sleep``; injectable so tests control time).
+        store: The event store (default: one on ``pool``).
 
     Returns:
         0 after a clean shutdown, 1 when the consumer failed on its own (e.g. the queue schema
@@ -99,7 +101,7 @@ async def consume_until(
     """
     consumer = EventConsumer(
         pool=pool,
-        store=PgEventStore(pool),
+        store=store if store is not None else PgEventStore(pool),
         enricher=enricher,
         concurrency=concurrency,
         lease_timeout_s=lease_timeout_s,
@@ -148,7 +150,7 @@ async def _serve(
     grace_s: float,
     metrics_port: int,
 ) -> int:
-    from app.container import open_container
+    from app.bootstrap import open_services
 
     stop = asyncio.Event()
     urgent = asyncio.Event()
@@ -173,7 +175,7 @@ async def _serve(
         environment=settings.environment,
         version=SERVICE_VERSION,
     )
-    async with open_container(settings) as container:
+    async with open_services(settings) as services:
         log.info(
             "worker_started",
             concurrency=concurrency,
@@ -182,8 +184,9 @@ async def _serve(
         )
         code = await consume_until(
             stop,
-            pool=container.pool,
-            enricher=container.enricher,
+            pool=services.pool,
+            enricher=services.enricher,
+            store=services.event_store,
             concurrency=concurrency,
             lease_timeout_s=lease_timeout_s,
             grace_s=grace_s,

@@ -1,7 +1,7 @@
 """RFC 9457 problem details: the one error body every endpoint returns.
 
-The legacy ``error`` member keeps clients of the reference service (which answered
-``{"error": "..."}``) working; ``request_id`` and ``trace_id`` let an SRE find the request.
+The legacy ``error`` member keeps existing clients, which read ``{"error": "..."}``, working
+(docs/contract.md §1.1); ``request_id`` and ``trace_id`` let an SRE find the request.
 """
 
 from __future__ import annotations

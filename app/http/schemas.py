@@ -1,4 +1,4 @@
-"""Request and response Structs of the v1 HTTP contract (field names are the reference's)."""
+"""Request and response Structs of the v1 HTTP contract (field names: docs/contract.md §1)."""
 
 from __future__ import annotations
 

@@ -22,17 +22,15 @@ On success the middleware stores ``api_key_id`` (the key's id, never the key), `
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import structlog
 from litestar.enums import ScopeType
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 
-from app.cli.dev_key import ensure_dev_key
 from app.http.auth_verifier import (
     DEFAULT_CACHE_TTL_S,
     MAX_CACHE_TTL_S,
-    RETRY_AFTER_S,
     KeyLookup,
     KeyVerifier,
     LookupDeclined,
@@ -50,11 +48,9 @@ from app.http.problems import (
 from domain.errors import DependencyUnavailable
 from domain.keys import digest_key, grants, key_prefix_of, required_scope
 from domain.tenancy import current_tenant
-from infra.db.keys import PgApiKeyStore
 from observability.tracing import current_trace_id
 
 if TYPE_CHECKING:
-    import asyncpg
     from litestar.connection import ASGIConnection
     from litestar.handlers.base import BaseRouteHandler
     from litestar.types import ASGIApp, Guard, Receive, Scope, Send
@@ -65,12 +61,12 @@ __all__ = [
     "DEFAULT_CACHE_TTL_S",
     "MAX_CACHE_TTL_S",
     "AuthMiddleware",
+    "AuthServices",
+    "AuthServicesHandle",
     "KeyLookup",
     "KeyVerifier",
     "LookupDeclined",
     "Principal",
-    "ensure_dev_key",
-    "install_key_verifier",
     "require_scope",
 ]
 
@@ -82,53 +78,6 @@ _MISSING_DETAIL: Final = "Missing API key: send 'Authorization: Bearer <key>' or
 _INVALID_DETAIL: Final = "Invalid API key"
 _WWW_AUTHENTICATE_MISSING: Final = b'Bearer realm="c2s-api"'
 _WWW_AUTHENTICATE_INVALID: Final = b'Bearer realm="c2s-api", error="invalid_token"'
-
-# --- wiring -----------------------------------------------------------------------------------
-
-
-def install_key_verifier(
-    state: Any, pool: asyncpg.Pool, ttl_s: float | None = None
-) -> KeyVerifier:  # Any: Litestar's State
-    """Create the process's verifier on ``pool`` and keep it on ``state.api_key_verifier``.
-
-    Call from the lifespan after the pool is open. Without this call the middleware builds the
-    same verifier on first use from the pool it finds at ``state.resources.pool``,
-    ``state.container.pool`` or ``state.pool``.
-
-    Args:
-        state: ``app.state``.
-        pool: The process's asyncpg pool.
-        ttl_s: Cache TTL; ``state.settings.api_key_cache_ttl_s`` (else 2 s) when omitted.
-
-    Returns:
-        The verifier.
-    """
-    if ttl_s is None:
-        settings = getattr(state, "settings", None)
-        ttl_s = float(getattr(settings, "api_key_cache_ttl_s", DEFAULT_CACHE_TTL_S))
-    verifier = KeyVerifier(PgApiKeyStore(pool), ttl_s=ttl_s)
-    state.api_key_verifier = verifier
-    state.api_key_pool = pool
-    return verifier
-
-
-def _pool_of(state: Any) -> asyncpg.Pool | None:  # Any: Litestar's State
-    for holder in ("resources", "container"):
-        pool = getattr(getattr(state, holder, None), "pool", None)
-        if pool is not None:
-            return pool  # type: ignore[no-any-return]
-    return getattr(state, "pool", None)
-
-
-def _verifier_of(state: Any) -> KeyVerifier:  # Any: Litestar's State
-    verifier: KeyVerifier | None = getattr(state, "api_key_verifier", None)
-    pool = _pool_of(state)
-    if verifier is not None and (pool is None or getattr(state, "api_key_pool", None) is pool):
-        return verifier
-    if pool is None:
-        raise DependencyUnavailable("postgres", "no database pool", retry_after=RETRY_AFTER_S)
-    # First request, or the lifespan ran again with a new pool (test clients re-entering).
-    return install_key_verifier(state, pool)
 
 
 # --- the middleware ---------------------------------------------------------------------------
@@ -173,13 +122,41 @@ def _is_openapi_document(scope: Scope) -> bool:
     return path == base or path.startswith(base + "/")
 
 
+class AuthServices(Protocol):
+    """What the middleware needs of the process's services (:class:`app.bootstrap.Services`)."""
+
+    @property
+    def key_verifier(self) -> KeyVerifier:
+        """The process's key verifier."""
+        ...
+
+    @property
+    def auth_failures(self) -> AuthFailureGuard | None:
+        """The failed-authentication limit (``None``: none configured)."""
+        ...
+
+
+class AuthServicesHandle(Protocol):
+    """Where the running services are found (:class:`app.bootstrap.ServicesHandle`)."""
+
+    @property
+    def services(self) -> AuthServices:
+        """The services, once the lifespan opened them."""
+        ...
+
+
 class AuthMiddleware:
-    """Route-level ASGI middleware enforcing API keys and scopes (see the module docstring)."""
+    """Route-level ASGI middleware enforcing API keys and scopes (see the module docstring).
 
-    __slots__ = ("app",)
+    Built with ``DefineMiddleware(AuthMiddleware, services=handle)``: the verifier and the
+    failure guard are read from the handle the lifespan binds (ADR 0008).
+    """
 
-    def __init__(self, app: ASGIApp) -> None:
+    __slots__ = ("_handle", "app")
+
+    def __init__(self, app: ASGIApp, *, services: AuthServicesHandle) -> None:
         self.app = app
+        self._handle = services
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         handler = scope.get("route_handler")
@@ -194,31 +171,30 @@ class AuthMiddleware:
             await self.app(scope, receive, send)
             return
         presented = presented_key(scope["headers"])
-        state = scope["app"].state
+        services = self._handle.services
+        guard = services.auth_failures
         if presented is None:
-            await _refuse(scope, send, state, _MISSING_DETAIL, _WWW_AUTHENTICATE_MISSING)
+            await _refuse(scope, send, guard, _MISSING_DETAIL, _WWW_AUTHENTICATE_MISSING)
             return
         if isinstance(presented, _Malformed) or key_prefix_of(presented) is None:
-            await _refuse(scope, send, state, _INVALID_DETAIL, _WWW_AUTHENTICATE_INVALID)
+            await _refuse(scope, send, guard, _INVALID_DETAIL, _WWW_AUTHENTICATE_INVALID)
             return
+        verifier = services.key_verifier
         try:
-            verifier = _verifier_of(state)
             digest = digest_key(presented)
             principal = verifier.cached(digest)
             if principal is None:
                 # Not a cached valid key: a client past its failed-authentication quota is
                 # refused here, before the key costs a database look-up.
-                guard: AuthFailureGuard | None = getattr(state, "auth_failures", None)
                 if guard is None:
                     principal = await verifier.verify(digest)
                 else:
                     identity = guard.identity(scope)
                     retry = guard.blocked_for(identity)
                     if not retry:
+                        blocked = guard.blocked
                         try:
-                            principal = await verifier.verify(
-                                digest, lambda: not guard.blocked(identity)
-                            )
+                            principal = await verifier.verify(digest, lambda: not blocked(identity))
                         except LookupDeclined:
                             retry = max(1, guard.blocked_for(identity))
                     if retry:
@@ -236,7 +212,7 @@ class AuthMiddleware:
             )
             return
         if principal is None:
-            await _refuse(scope, send, state, _INVALID_DETAIL, _WWW_AUTHENTICATE_INVALID)
+            await _refuse(scope, send, guard, _INVALID_DETAIL, _WWW_AUTHENTICATE_INVALID)
             return
         needed = required_scope(scope["method"], opt.get("scope"))
         if not grants(principal.scopes, needed):
@@ -261,10 +237,9 @@ def _auth_flood_detail(retry_after: int) -> str:
 
 
 async def _refuse(
-    scope: Scope, send: Send, state: Any, detail: str, www_authenticate: bytes
-) -> None:  # Any: Litestar's State
+    scope: Scope, send: Send, guard: AuthFailureGuard | None, detail: str, www_authenticate: bytes
+) -> None:
     """Answer 401, or 429 when this failure puts the client past ``AUTH_FAILURE_LIMIT``."""
-    guard: AuthFailureGuard | None = getattr(state, "auth_failures", None)
     if guard is not None:
         identity = guard.identity(scope)
         retry = guard.blocked_for(identity) or await guard.failed(identity)

@@ -38,6 +38,8 @@ if TYPE_CHECKING:
     import redis.asyncio as aioredis
     from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
+    from app.bootstrap import ServicesHandle
+    from app.http.middleware.ratelimit import ClientAddress
     from infra.sealing import AeadEnvelope
 
 __all__ = ["IdempotencyMiddleware", "IdempotencyStore"]
@@ -126,20 +128,14 @@ class IdempotencyStore:
         await self._client.delete(name)
 
 
-def _owner(scope: Scope, store: IdempotencyStore) -> str:
+def _owner(scope: Scope, store: IdempotencyStore, client_address: ClientAddress) -> str:
     """Whose namespace the request's key lives in: its API key, else its client address."""
     state = scope.get("state", {})
     tenant = state.get("tenant")
     key_id = state.get("api_key_id")
     if tenant is not None or key_id is not None:
         return f"key:{tenant or ''}\x00{key_id or ''}"
-    edge = getattr(scope["app"].state, "edge", None)
-    if edge is not None:
-        address: str = edge.client_address.of(scope)
-    else:
-        client = scope.get("client")
-        address = client[0] if client else "unknown"
-    return store.owner_of_ip(address)
+    return store.owner_of_ip(client_address.of(scope))
 
 
 def _problem(scope: Scope, status: int, detail: str, retry_after: int | None = None) -> bytes:
@@ -175,12 +171,16 @@ async def _answer(
 
 
 class IdempotencyMiddleware:
-    """Route-level middleware: applies to POST requests carrying ``Idempotency-Key``."""
+    """Route-level middleware: applies to POST requests carrying ``Idempotency-Key``.
 
-    __slots__ = ("app",)
+    Built with ``DefineMiddleware(IdempotencyMiddleware, services=handle)`` (ADR 0008).
+    """
 
-    def __init__(self, app: ASGIApp) -> None:
+    __slots__ = ("_handle", "app")
+
+    def __init__(self, app: ASGIApp, *, services: ServicesHandle) -> None:
         self.app = app
+        self._handle = services
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP or scope["method"] != "POST":
@@ -189,8 +189,7 @@ class IdempotencyMiddleware:
         key = next((v for n, v in scope["headers"] if n == _HEADER), None)
         handler = scope.get("route_handler")
         opt: dict[str, Any] = handler.opt if handler is not None else {}
-        store: IdempotencyStore | None = getattr(scope["app"].state, "idempotency", None)
-        if key is None or opt.get("exclude_from_idempotency") or store is None:
+        if key is None or opt.get("exclude_from_idempotency"):
             await self.app(scope, receive, send)
             return
         text = key.decode("latin-1").strip()
@@ -198,14 +197,14 @@ class IdempotencyMiddleware:
             body = _problem(scope, 400, "Idempotency-Key must be 1-255 characters")
             await _answer(send, 400, body, PROBLEM_MEDIA_TYPE)
             return
-        await self._handle(scope, receive, send, store, text)
+        await self._idempotent(scope, receive, send, text)
 
-    async def _handle(
-        self, scope: Scope, receive: Receive, send: Send, store: IdempotencyStore, key: str
-    ) -> None:
+    async def _idempotent(self, scope: Scope, receive: Receive, send: Send, key: str) -> None:
+        services = self._handle.services
+        store = services.idempotency
         # Read the body once (Litestar's size limit applies below us, so bound it here too).
         chunks: list[bytes] = []
-        limit = scope["app"].state.settings.max_body_bytes
+        limit = services.settings.max_body_bytes
         size = 0
         while True:
             message = await receive()
@@ -231,7 +230,7 @@ class IdempotencyMiddleware:
                 )
             )
         ).hexdigest()
-        name = store.name(_owner(scope, store), key)
+        name = store.name(_owner(scope, store, services.client_address), key)
         try:
             existing = await store.claim(name, fingerprint)
         except (RedisError, OSError, TimeoutError) as exc:

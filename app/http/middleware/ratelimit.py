@@ -1,11 +1,13 @@
 """Rate-limit middleware: per client IP, per API key and global, with IETF draft headers.
 
 Runs after routing (route ``opt`` decides), in one Redis round trip that can also prefetch the
-route's cached body (route ``opt["cache_prefetch"]``: a function of the scope returning the Redis
-key to read, or ``""``). Responses carry ``RateLimit-Policy`` and ``RateLimit``
-(draft-ietf-httpapi-ratelimit-headers) and ``X-RateLimit-Limit/Remaining/Reset`` (Reset is
-seconds until the window resets, like the draft's ``t``); a 429 is problem+json with
-``Retry-After``.
+route's cached body (:class:`domain.ports.HotRead`; route ``opt["read_ahead"]``: a
+:data:`ReadAheadFn` naming the dossier-cache key to read, or ``None``). The entry read is handed
+to the handler as a typed :class:`domain.admission.Prefetched` under the request-state key
+:data:`PREFETCHED` (read it with :func:`prefetched_of`). Responses carry ``RateLimit-Policy``
+and ``RateLimit`` (draft-ietf-httpapi-ratelimit-headers) and
+``X-RateLimit-Limit/Remaining/Reset`` (Reset is seconds until the window resets, like the
+draft's ``t``); a 429 is problem+json with ``Retry-After``.
 
 A route whose work grows with its body declares ``opt["rate_limit_cost"]``: a function of the
 body returning how many units of the per-key limits the request takes (``POST /enrich/batch``:
@@ -37,24 +39,41 @@ from app.http.problems import (
     problem_instance,
     problem_type,
 )
+from domain.admission import Prefetched
 from observability.metrics import record_rate_limit
 
 if TYPE_CHECKING:
     from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-    from infra.ratelimit import Decision, RateLimiter, Tier
+    from app.bootstrap import Services, ServicesHandle
+    from domain.admission import Decision, Tier
+    from infra.ratelimit import RateLimiter
 
 __all__ = [
     "AUTH_FAILURE_POLICY",
+    "PREFETCHED",
     "AuthFailureGuard",
     "ClientAddress",
     "RateLimitMiddleware",
+    "ReadAheadFn",
     "format_headers",
+    "prefetched_of",
     "send_429",
 ]
 
-PrefetchFn = Callable[["Scope"], str]
+ReadAheadFn = Callable[["Scope", "Services"], "str | None"]
+"""Route ``opt["read_ahead"]``: the dossier-cache key the handler will read, or ``None``."""
 CostFn = Callable[[bytes], int]
+
+PREFETCHED: Final = "prefetched"
+"""Request-state key (``scope["state"]``) of the :class:`Prefetched` entry read during admission."""
+
+
+def prefetched_of(scope: Scope) -> Prefetched | None:
+    """The cache entry the rate limiter read for this request, if it read one."""
+    value = scope.get("state", {}).get(PREFETCHED)
+    return value if isinstance(value, Prefetched) else None
+
 
 AUTH_FAILURE_POLICY: Final = "auth_failure"
 """``policy`` label of the failed-authentication limit in ``rate_limit_decisions_total``."""
@@ -239,24 +258,27 @@ def format_headers(limiter: RateLimiter, decision: Decision) -> list[tuple[bytes
 
 
 class RateLimitMiddleware:
-    """ASGI middleware (route level) enforcing the tiers of :class:`infra.ratelimit.RateLimiter`."""
+    """ASGI middleware (route level) enforcing the tiers of :class:`infra.ratelimit.RateLimiter`
+    through the :class:`domain.ports.HotRead` port.
 
-    __slots__ = ("app",)
+    Built with ``DefineMiddleware(RateLimitMiddleware, services=handle)`` (ADR 0008).
+    """
 
-    def __init__(self, app: ASGIApp) -> None:
+    __slots__ = ("_handle", "app")
+
+    def __init__(self, app: ASGIApp, *, services: ServicesHandle) -> None:
         self.app = app
+        self._handle = services
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         handler = scope.get("route_handler")
         opt: dict[str, Any] = handler.opt if handler is not None else {}
-        state = scope["app"].state
-        limiter: RateLimiter | None = getattr(state, "rate_limiter", None)
-        if scope["type"] != ScopeType.HTTP or opt.get("exclude_from_rate_limit") or limiter is None:
+        if scope["type"] != ScopeType.HTTP or opt.get("exclude_from_rate_limit"):
             await self.app(scope, receive, send)
             return
-        edge = state.edge
+        services = self._handle.services
         identities: dict[Tier, str] = {
-            "ip": _digest(edge.client_address.of(scope), edge.salt),
+            "ip": _digest(services.client_address.of(scope), services.identity_salt),
             "global": "all",
         }
         key_id = scope.get("state", {}).get("api_key_id")
@@ -265,23 +287,24 @@ class RateLimitMiddleware:
         costs: dict[Tier, int] | None = None
         cost_of: CostFn | None = opt.get("rate_limit_cost")
         if cost_of is not None and key_id:
-            body = await _read_body(scope, receive, send)
+            body = await _read_body(scope, receive, send, services.settings.max_body_bytes)
             if body is None:
                 return
             costs = {"key": cost_of(body)}
             receive = _replay(body, receive)
-        prefetch: PrefetchFn | None = opt.get("cache_prefetch")
-        extra_key = prefetch(scope) if prefetch is not None else ""
-        decision = await limiter.check(identities, extra_key=extra_key, costs=costs)
-        headers = format_headers(limiter, decision)
+        read_ahead: ReadAheadFn | None = opt.get("read_ahead")
+        admission = await services.hot_read.admit(
+            identities,
+            read_ahead=read_ahead(scope, services) if read_ahead is not None else None,
+            costs=costs,
+        )
+        decision = admission.decision
+        headers = format_headers(services.rate_limiter, decision)
         if not decision.allowed:
             await send_429(scope, send, decision.retry_after_s, headers)
             return
-        if extra_key and not decision.degraded:
-            # Only a real Redis read counts as the cache lookup: in per-process mode nothing was
-            # read, and the handler must look the cache up itself (else a hit becomes a paid
-            # upstream call).
-            scope.setdefault("state", {})["prefetched"] = (extra_key, decision.extra)
+        if admission.prefetched is not None:
+            scope.setdefault("state", {})[PREFETCHED] = admission.prefetched
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -291,9 +314,8 @@ class RateLimitMiddleware:
         await self.app(scope, receive, send_with_headers)
 
 
-async def _read_body(scope: Scope, receive: Receive, send: Send) -> bytes | None:
+async def _read_body(scope: Scope, receive: Receive, send: Send, limit: int) -> bytes | None:
     """The whole request body, or ``None`` once answered (413) or the client went away."""
-    limit: int = scope["app"].state.settings.max_body_bytes
     chunks: list[bytes] = []
     size = 0
     while True:

@@ -1,7 +1,7 @@
 """Raw ASGI middleware for the request id.
 
 Written against the ASGI interface directly (no per-request objects) because it runs on every
-request of the hot path; see stack-notes "Measured on these machines".
+request of the hot path (its budget: ADR 0005, Context).
 """
 
 from __future__ import annotations

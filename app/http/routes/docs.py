@@ -1,4 +1,4 @@
-"""API documents: Swagger UI at ``/docs`` with no CDN, and the reference's YAML path."""
+"""API documents: Swagger UI at ``/docs`` (no CDN) and the YAML path (docs/contract.md §1.2)."""
 
 from __future__ import annotations
 

@@ -10,18 +10,16 @@ out of the load balancer at once while each could still serve.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 import msgspec
 from litestar import Controller, Request, Response, get
 
 from app.http.errors import problem_response
 from app.http.problems import problem_responses
+from app.http.routes import ServicesDep
 from app.version import SERVICE_VERSION
 from observability.metrics import record_degraded, record_readiness
-
-if TYPE_CHECKING:
-    from app.state import Resources
 
 __all__ = ["SERVICE_VERSION", "HealthController", "HealthView", "ReadyView"]
 
@@ -32,7 +30,7 @@ OPTIONAL: Final = ("redis",)
 
 
 class HealthView(msgspec.Struct, frozen=True, kw_only=True):
-    """The reference service's liveness body."""
+    """The liveness body (docs/contract.md)."""
 
     status: str
     service: str
@@ -78,12 +76,11 @@ class HealthController(Controller):
         summary="Readiness: PostgreSQL answers within a short timeout (Redis down: degraded)",
         responses=problem_responses(503),
     )
-    async def ready(self, request: Request[Any, Any, Any]) -> Response[Any]:
-        resources: Resources = request.app.state.resources
-        timeout = resources.settings.ready_timeout_s
+    async def ready(self, request: Request[Any, Any, Any], services: ServicesDep) -> Response[Any]:
+        timeout = services.settings.ready_timeout_s
         results = await asyncio.gather(
-            _check(resources.check_postgres(), timeout),
-            _check(resources.check_redis(), timeout),
+            _check(services.check_postgres(), timeout),
+            _check(services.check_redis(), timeout),
         )
         checks = dict(zip((*REQUIRED, *OPTIONAL), results, strict=True))
         record_readiness("postgres", checks["postgres"] == "ok")

@@ -2,8 +2,10 @@
 
 Both are excluded from API-key auth (``opt["exclude_from_auth"]``) and from ``Idempotency-Key``
 handling (deliveries are idempotent by themselves, and nothing may be stored for a request
-before it is authenticated): each has its own secret, checked in constant time by a guard that
-runs before the handler. Their bodies are bounded by ``WEBHOOK_MAX_BODY_BYTES`` (413 above it).
+before it is authenticated): each has its own secret, checked in constant time before the
+handler by the guard :func:`webhook_guard` builds from the settings (route ``opt["webhook"]``
+names the check; a route without one is refused). Their bodies are bounded by
+``WEBHOOK_MAX_BODY_BYTES`` (413 above it).
 
 C2S webhook contract (``docs/contract.md`` §1.9, docs/adr/0004-durable-webhook-jobs.md,
 docs/security.md "Webhook authentication"):
@@ -41,14 +43,12 @@ from typing import TYPE_CHECKING, Annotated, Any, Final
 import msgspec
 import structlog
 from litestar import Controller, Request, post
-from litestar.datastructures import State
-from litestar.di import NamedDependency, Provide
 from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
 from litestar.params import Body, HeaderParameter, JSONBody, QueryParameter
 from opentelemetry import propagate
 
 from app.http.problems import problem_responses
-from domain.pipeline import Enricher
+from app.http.routes import ClaimsDep, EnricherDep, SettingsDep, WebhookIntakeDep
 from domain.signatures import (
     MAX_SIGNATURE_HEADER_LENGTH,
     SignatureCheck,
@@ -60,19 +60,17 @@ from domain.webhooks import (
     GoogleAdsLead,
     GoogleAdsResult,
     GoogleAdsSettings,
-    WebhookIntake,
     intake_google_lead,
 )
-from infra.db.events import PgEventStore, PgGoogleLeadClaims
 from infra.queue import provably_unsent
 
-# Litestar reads handler and provider annotations at runtime: Request, State, Enricher, the
-# intake and the stores are imported for real, not under TYPE_CHECKING.
+# Litestar reads handler annotations at runtime: Request and the dependency aliases of
+# app.http.routes are imported for real, not under TYPE_CHECKING.
 
 if TYPE_CHECKING:
-    import asyncpg
     from litestar.connection import ASGIConnection
     from litestar.handlers.base import BaseRouteHandler
+    from litestar.types import Guard
 
     from app.config import Settings
 
@@ -83,6 +81,7 @@ __all__ = [
     "WebhookController",
     "c2s_webhook_guard",
     "google_ads_guard",
+    "webhook_guard",
 ]
 
 log = structlog.get_logger(__name__)
@@ -95,6 +94,8 @@ _OPT: Final[dict[str, Any]] = {
     "exclude_from_idempotency": True,
     "lenient_content_type": True,
 }
+_C2S: Final = "c2s"
+_GOOGLE_ADS: Final = "google_ads"
 _MAX_REPORTED_ERRORS: Final = 20
 _UNAUTHORIZED: Final = "Missing or invalid webhook signature or token"
 
@@ -109,25 +110,8 @@ class C2SWebhookAnswer(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=
     rejected: int = 0
 
 
-def _settings(state: Any) -> Settings:  # Any: Litestar's State
-    settings: Settings = state.settings
-    return settings
-
-
-def _pool(state: Any) -> asyncpg.Pool:  # Any: Litestar's State
-    """The process's pool, wherever the lifespan put it (container or resources)."""
-    for holder in ("container", "resources"):
-        pool = getattr(getattr(state, holder, None), "pool", None)
-        if pool is not None:
-            return pool  # type: ignore[no-any-return]
-    pool = getattr(state, "pool", None)
-    if pool is None:
-        raise RuntimeError("no database pool on app.state (lifespan not run?)")
-    return pool  # type: ignore[no-any-return]
-
-
 async def c2s_webhook_guard(
-    connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler
+    connection: ASGIConnection[Any, Any, Any, Any], settings: Settings
 ) -> None:
     """Authenticate a C2S delivery by body signature or token, when a secret is configured.
 
@@ -136,7 +120,6 @@ async def c2s_webhook_guard(
     Raises:
         NotAuthorizedException: Neither a valid ``X-C2S-Signature`` nor a valid token.
     """
-    settings = _settings(connection.app.state)
     secrets = parse_secrets(settings.webhook_secret.get())
     if not secrets:
         return
@@ -171,30 +154,38 @@ async def c2s_webhook_guard(
     raise NotAuthorizedException(_UNAUTHORIZED)
 
 
-def google_ads_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+def google_ads_guard(connection: ASGIConnection[Any, Any, Any, Any], settings: Settings) -> None:
     """Check ``?google_key=`` against ``GOOGLE_ADS_WEBHOOK_KEY`` (unset key: always 401).
 
     Raises:
         NotAuthorizedException: Missing or wrong key, or no key configured.
     """
-    expected = _settings(connection.app.state).google_ads_webhook_key.get().strip()
+    expected = settings.google_ads_webhook_key.get().strip()
     presented = connection.query_params.get("google_key")
     if not expected or presented is None or not token_matches(presented, (expected,)):
         log.warning("google_ads_unauthorized", key="mismatch" if presented else "absent")
         raise NotAuthorizedException("Unauthorized")
 
 
-async def provide_webhook_intake(state: State) -> WebhookIntake:
-    """The C2S webhook intake over the event store on the process's pool."""
-    settings = _settings(state)
-    events = PgEventStore(_pool(state), acquire_timeout=settings.db_connect_timeout_s)
-    return WebhookIntake(events, max_events=settings.webhook_max_events)
+def webhook_guard(settings: Settings) -> Guard:
+    """The guard of the webhook routes: the check named by the route's ``opt["webhook"]``.
 
+    Raises (from the guard):
+        NotAuthorizedException: The check failed, or the route names none.
+    """
 
-async def provide_google_claims(state: State) -> PgGoogleLeadClaims:
-    """Google Ads lead dedup on the process's pool."""
-    settings = _settings(state)
-    return PgGoogleLeadClaims(_pool(state), acquire_timeout=settings.db_connect_timeout_s)
+    async def guard(
+        connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
+    ) -> None:
+        kind = handler.opt.get("webhook")
+        if kind == _C2S:
+            await c2s_webhook_guard(connection, settings)
+        elif kind == _GOOGLE_ADS:
+            google_ads_guard(connection, settings)
+        else:
+            raise NotAuthorizedException("Unauthorized")
+
+    return guard
 
 
 def _trace_context() -> dict[str, str] | None:
@@ -208,10 +199,6 @@ class WebhookController(Controller):
 
     path = "/api/v1/webhooks"
     tags = ["webhooks"]  # noqa: RUF012 - Litestar reads class attributes
-    dependencies = {  # noqa: RUF012 - Litestar reads class attributes
-        "intake": Provide(provide_webhook_intake),
-        "claims": Provide(provide_google_claims),
-    }
 
     @post(
         "/c2s",
@@ -230,13 +217,12 @@ class WebhookController(Controller):
             "else 401."
         ),
         status_code=200,
-        guards=[c2s_webhook_guard],
-        opt=_OPT,
+        opt={**_OPT, "webhook": _C2S},
         responses=problem_responses(400, 401, 413, 415, 429, 503),
     )
     async def c2s(
         self,
-        intake: NamedDependency[WebhookIntake],
+        intake: WebhookIntakeDep,
         # Any: the body is validated event by event in the domain, so that one bad event does
         # not sink the others; Litestar only decodes the JSON.
         data: Annotated[
@@ -317,16 +303,16 @@ class WebhookController(Controller):
             "`lead_id` answers `Lead already processed (duplicate)`."
         ),
         status_code=200,
-        guards=[google_ads_guard],
-        opt=_OPT,
+        opt={**_OPT, "webhook": _GOOGLE_ADS},
         responses=problem_responses(400, 401, 413, 415, 429, 502, 503),
     )
     async def google_ads(
         self,
         request: Request[Any, Any, Any],
         data: JSONBody[GoogleAdsLead],
-        enricher: NamedDependency[Enricher],
-        claims: NamedDependency[PgGoogleLeadClaims],
+        enricher: EnricherDep,
+        claims: ClaimsDep,
+        settings: SettingsDep,
         google_key: Annotated[
             str | None,
             QueryParameter(
@@ -337,7 +323,6 @@ class WebhookController(Controller):
             ),
         ] = None,
     ) -> GoogleAdsResult:
-        settings = _settings(request.app.state)
         result = await intake_google_lead(
             data,
             await request.body(),

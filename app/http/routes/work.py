@@ -1,29 +1,27 @@
 """Work API proxy: ``/work/modules/all`` (the cached hot path) and ``/work/modules/{module}``.
 
 The upstream body is answered verbatim (stored bytes are served without decoding and
-re-encoding). Soft errors are never answered as data nor cached: a "not found" is a 404, an
-exhausted/expired account a 502.
+re-encoding); the read-through itself is :class:`domain.work_modules.WorkModules`. On ``/all``
+the rate limiter reads the cached dossier in its own round trip (route ``opt["read_ahead"]``,
+ADR 0005) and the handler receives it as ``prefetched``.
 """
 
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 from urllib.parse import parse_qs
 
-from litestar import Controller, Request, Response, get
+from litestar import Controller, Response, get
 from litestar.params import PathParameter, QueryParameter
 
 from app.http.problems import problem_responses
-from app.http.routes import API_KEY_SECURITY, EnricherDep
-from domain.documents import normalize_cpf
-from domain.errors import InvalidInput
-from domain.work_modules import fetch_work_module, work_module_key
+from app.http.routes import API_KEY_SECURITY, PrefetchedDep, WorkModulesDep
 
 if TYPE_CHECKING:
     from litestar.types import Scope
 
-    from infra.cache import RedisDossierCache
+    from app.bootstrap import Services
 
 __all__ = ["WorkController"]
 
@@ -40,39 +38,10 @@ Module = Annotated[
 ]
 
 
-def _documento(raw: str) -> str:
-    if not raw.strip():
-        raise InvalidInput("documento", "Missing 'documento' parameter")
-    return raw.strip()
-
-
-def _prefetch_dossier(scope: Scope) -> str:
-    """The Redis key of ``/all``'s cached dossier, read in the rate limiter's round trip.
-
-    Returns ``""`` (nothing to prefetch) when the query has no valid CPF: the handler then
-    answers the 400 itself.
-    """
+def _read_ahead_dossier(scope: Scope, services: Services) -> str | None:
+    """The dossier-cache key ``/all`` will read, fetched in the rate limiter's round trip."""
     values = parse_qs(scope["query_string"].decode("latin-1")).get("documento")
-    if not values:
-        return ""
-    try:
-        cpf = normalize_cpf(values[0])
-    except InvalidInput:
-        return ""
-    cache: RedisDossierCache = scope["app"].state.dossier_cache
-    return cache.key(f"cpf:{cpf}")
-
-
-def _from_prefetch(request: Request[Any, Any, Any], key: str) -> bytes | None:
-    """The verified cached body if the middleware already read it, else ``None``."""
-    prefetched = request.scope.get("state", {}).get("prefetched")
-    if prefetched is None:
-        return None
-    cache: RedisDossierCache = request.app.state.dossier_cache
-    name, sealed = prefetched
-    if name != cache.key(key):
-        return None
-    return cache.verify(name, sealed)
+    return services.work_modules.read_ahead(values[0]) if values else None
 
 
 class WorkController(Controller):
@@ -87,20 +56,13 @@ class WorkController(Controller):
         operation_id="getWorkModulesAll",
         summary="The full Work API dossier (modulo=cpf) for a CPF, cached for an hour",
         responses=problem_responses(400, 401, 403, 404, 429, 502, 503),
-        opt={"scope": "enrich", "cache_prefetch": _prefetch_dossier},
+        opt={"scope": "enrich", "read_ahead": _read_ahead_dossier},
         response_description="The Work API body, verbatim",
     )
     async def all_modules(
-        self, enricher: EnricherDep, request: Request[Any, Any, Any], documento: Documento
+        self, work_modules: WorkModulesDep, prefetched: PrefetchedDep, documento: Documento
     ) -> Response[bytes]:
-        cpf = normalize_cpf(_documento(documento))
-        raw = await fetch_work_module(
-            enricher,
-            "cpf",
-            cpf,
-            prefetched=_from_prefetch(request, work_module_key("cpf", cpf)),
-            cache_read="prefetched" in request.scope.get("state", {}),
-        )
+        raw = await work_modules.all_modules(documento, prefetched)
         return Response(raw, media_type="application/json")
 
     @get(
@@ -112,10 +74,7 @@ class WorkController(Controller):
         response_description="The Work API body, verbatim",
     )
     async def module(
-        self, enricher: EnricherDep, module: Module, documento: Documento
+        self, work_modules: WorkModulesDep, module: Module, documento: Documento
     ) -> Response[bytes]:
-        query = _documento(documento)
-        if module == "cpf":
-            query = normalize_cpf(query)
-        raw = await fetch_work_module(enricher, module, query)
+        raw = await work_modules.module(module, documento)
         return Response(raw, media_type="application/json")

@@ -22,6 +22,7 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as PbSpan
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
+from app.http.routes import ServicesDep
 from app.main import create_app
 from observability.tracing import configure_tracing, shutdown_tracing
 from tests.support.http_servers import Receiver, Upstream, serving
@@ -71,14 +72,14 @@ def tracing_to(receiver: Receiver, monkeypatch: pytest.MonkeyPatch) -> Iterator[
 
 @get(ROUTE, opt={"exclude_from_auth": True, "exclude_from_rate_limit": True})
 async def touch_everything(
-    request: Request[Any, Any, Any], lead_id: FromPath[str]
+    request: Request[Any, Any, Any], services: ServicesDep, lead_id: FromPath[str]
 ) -> dict[str, str]:
     """Redis, PostgreSQL and an upstream call, like one enrichment step each."""
-    resources = request.app.state.resources
-    await resources.redis.ping()
-    async with resources.pool.acquire() as conn:
+    await services.redis.ping()
+    async with services.pool.acquire() as conn:
         await conn.fetchval("SELECT 1")
-    url = f"{request.app.state.upstream_url}/api?token=s3cr3t&modulo=cpf&consulta={lead_id}"
+    upstream_url = request.route_handler.opt["upstream_url"]
+    url = f"{upstream_url}/api?token=s3cr3t&modulo=cpf&consulta={lead_id}"
     async with aiohttp.ClientSession() as session, session.get(url) as response:
         await response.read()
     return {"lead": "done"}
@@ -107,8 +108,8 @@ async def test_one_trace_spans_server_redis_postgres_and_upstream(
     settings: Settings, tracing_to: Receiver, upstream: Upstream
 ) -> None:
     app = create_app(settings)
+    touch_everything.opt["upstream_url"] = upstream.url
     app.register(touch_everything)
-    app.state.upstream_url = upstream.url
     traceparent = f"00-{TRACE_ID}-{CALLER_SPAN_ID}-01"
     async with AsyncTestClient(app=app) as client:
         response = await client.get(

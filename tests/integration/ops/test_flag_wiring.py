@@ -1,7 +1,8 @@
 """What each flag changes in the pipeline and the Work API proxy (in-memory fakes of the ports).
 
 The checks live where the behaviour is: ``Enricher.send`` and ``Enricher.fetch_dossier``
-(domain/pipeline.py, through the ``Flags`` port), the batch handler and the Work API proxy.
+(domain/pipeline.py, through the ``Flags`` port), the batch handler and the Work API proxy
+(``WorkModules``, domain/work_modules.py).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from domain.errors import DependencyUnavailable
 from domain.flags import DEFAULTS, FeatureDisabled, Flag, StaticFlags, require_enabled
 from domain.models import CpfCandidate, Lead, LeadCustomer
 from domain.pipeline import Enricher
-from domain.work_modules import fetch_work_module
+from domain.work_modules import WorkModules
 from tests.support.fakes import World
 
 GOLDEN = Path(__file__).resolve().parents[2] / "golden"
@@ -98,15 +99,26 @@ async def test_cache_on_serves_the_cached_dossier() -> None:
     assert world.work_api.calls == []
 
 
+def _work_modules(enricher: Enricher) -> WorkModules:
+    return WorkModules(
+        work_api=enricher.work_api,
+        cache=enricher.dossier_cache,
+        flags=enricher.flags,
+        single_flight=enricher.single_flight,
+    )
+
+
 async def test_work_proxy_honours_the_cache_flag() -> None:
     world = _world()
     world.dossier_cache.entries[f"cpf:{HELENA_CPF}"] = HELENA
-    off = _enricher(world, use_dossier_cache=False)
-    assert await fetch_work_module(off, "cpf", HELENA_CPF) == HELENA
+    off = _work_modules(_enricher(world, use_dossier_cache=False))
+    assert await off.module("cpf", HELENA_CPF) == HELENA
     assert world.work_api.calls == [HELENA_CPF]
-    on = world.enricher()
-    assert await fetch_work_module(on, "cpf", HELENA_CPF) == HELENA
+    assert off.read_ahead(HELENA_CPF) is None  # nothing is prefetched with the cache off
+    on = _work_modules(world.enricher())
+    assert await on.module("cpf", HELENA_CPF) == HELENA
     assert world.work_api.calls == [HELENA_CPF]  # served from the cache
+    assert on.read_ahead(HELENA_CPF) == f"cpf:{HELENA_CPF}"
 
 
 def test_a_disabled_feature_is_a_temporary_503() -> None:

@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import uuid
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pytest
 from litestar import Litestar, get
+from litestar.middleware.base import DefineMiddleware
 from litestar.testing import AsyncTestClient
 from redis.exceptions import ConnectionError as RedisConnectionError
 
@@ -64,11 +66,26 @@ def probe() -> dict[str, bool]:
     return {"ok": True}
 
 
+@dataclass(frozen=True, slots=True)
+class AuthServices:
+    """The two collaborators the middleware takes from the process's services."""
+
+    key_verifier: KeyVerifier
+    auth_failures: AuthFailureGuard | None
+
+
+@dataclass(frozen=True, slots=True)
+class Handle:
+    services: AuthServices
+
+
 class Harness:
-    def __init__(self, client: AsyncTestClient[Litestar], store: CountingKeyStore) -> None:
+    def __init__(
+        self, client: AsyncTestClient[Litestar], store: CountingKeyStore, redis: DeadRedis
+    ) -> None:
         self.client = client
         self.store = store
-        self.redis = DeadRedis()
+        self.redis = redis
 
 
 @pytest.fixture
@@ -83,18 +100,24 @@ async def harness() -> AsyncIterator[tuple[Harness, str]]:
         created_at=dt.datetime.now(dt.UTC),
     )
     store = CountingKeyStore({valid.digest: key})
-    app = Litestar(route_handlers=[probe], middleware=[AuthMiddleware])
-    async with AsyncTestClient(app=app) as client:
-        harness = Harness(client, store)
-        app.state.api_key_verifier = KeyVerifier(store, ttl_s=5)
-        limiter = RateLimiter(
-            harness.redis,  # type: ignore[arg-type]
-            prefix="t:",
-            policies={"auth": parse_policy(f"{QUOTA}/minute")},
-            retry_redis_after_s=0.0,
+    redis = DeadRedis()
+    limiter = RateLimiter(
+        redis,  # type: ignore[arg-type]
+        prefix="t:",
+        policies={"auth": parse_policy(f"{QUOTA}/minute")},
+        retry_redis_after_s=0.0,
+    )
+    handle = Handle(
+        AuthServices(
+            key_verifier=KeyVerifier(store, ttl_s=5),
+            auth_failures=AuthFailureGuard(limiter, ClientAddress(()), b"salt"),
         )
-        app.state.auth_failures = AuthFailureGuard(limiter, ClientAddress(()), b"salt")
-        yield harness, valid.plaintext
+    )
+    app = Litestar(
+        route_handlers=[probe], middleware=[DefineMiddleware(AuthMiddleware, services=handle)]
+    )
+    async with AsyncTestClient(app=app) as client:
+        yield Harness(client, store, redis), valid.plaintext
 
 
 async def test_random_key_flood_is_refused_with_429_and_key_lookups_stay_bounded(

@@ -1,0 +1,513 @@
+"""The composition root: settings -> every adapter and service of one process, in one object.
+
+:func:`open_services` opens the process's resources (asyncpg pool, Redis client, upstream HTTP
+session and breakers, feature-flag poller) and builds every adapter and use case on them into
+one frozen :class:`Services`; leaving it closes everything in reverse order (pending key-use
+writes before the pool). The HTTP app (its lifespan, see ``app.main``), ``c2s-api worker`` and
+the CLI commands that need adapters all go through it, so they run the same wiring.
+
+The HTTP edge is built before the event loop runs (Litestar builds middleware at app creation)
+while the resources must be opened inside it: middleware and dependency providers hold a
+:class:`ServicesHandle` whose one ``services`` attribute the lifespan sets once (ADR 0008).
+
+This module never chooses upstream credentials: it uses the configured ones. The embedded
+default (the local sandbox and its credentials) is decided by ``c2s-api serve``
+(``app.cli.serve``), which passes explicit settings.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import asyncpg
+import redis.asyncio as aioredis
+import structlog
+from redis.asyncio.connection import AbstractConnection, Connection, SSLConnection
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from app.config import parse_hmac_keys, redact_url
+from app.http.middleware.auth import KeyVerifier
+from app.http.middleware.idempotency import IdempotencyStore
+from app.http.middleware.ratelimit import AUTH_FAILURE_POLICY, AuthFailureGuard, ClientAddress
+from domain.pipeline import Enricher, PipelineSettings
+from domain.webhooks import WebhookIntake
+from domain.work_modules import WorkModules
+from infra.breaker import BreakerRegistry
+from infra.cache import (
+    HmacEnvelope,
+    KeySpace,
+    RedisContactCpfCache,
+    RedisDossierCache,
+    RedisFillLocks,
+    RedisLeadLocks,
+    RedisRecentCpfs,
+)
+from infra.db.events import PgEventStore, PgGoogleLeadClaims
+from infra.db.keys import PgApiKeyStore
+from infra.db.lead_messages import PgLeadMessages
+from infra.db.pool import create_pool
+from infra.db.repository import PgPartyRepository
+from infra.flags import FlagStore, defaults_from_settings
+from infra.hotread import RedisHotRead
+from infra.ratelimit import RateLimiter, parse_policy
+from infra.sealing import AeadEnvelope
+from infra.upstream import (
+    C2SClient,
+    C2SConfig,
+    DiretrixClient,
+    DiretrixConfig,
+    WorkApiClient,
+    WorkApiConfig,
+    create_session,
+    create_upstream_clients,
+)
+from observability.metrics import (
+    RATE_LIMIT_DEGRADED,
+    BreakerMetrics,
+    PipelineObserver,
+    record_cache,
+    record_rate_limit,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterable
+
+    from app.config import Settings
+    from domain.admission import Tier
+    from domain.ports import HotRead
+
+__all__ = [
+    "Services",
+    "ServicesHandle",
+    "ServicesNotRunning",
+    "SystemClock",
+    "Upstreams",
+    "open_pool",
+    "open_redis",
+    "open_services",
+    "upstream_configs",
+]
+
+log = structlog.get_logger(__name__)
+
+
+# --- metrics listeners ------------------------------------------------------------------------
+
+
+class CacheMetrics:
+    """Feeds cache outcomes to ``cache_requests_total``."""
+
+    def record(self, cache: str, result: str) -> None:
+        record_cache(cache, result)  # type: ignore[arg-type]  # adapters use the bounded names
+
+
+class RateLimitMetrics:
+    """Feeds limiter decisions and the degraded flag to Prometheus."""
+
+    def decided(self, tier: Tier | None, allowed: bool) -> None:
+        record_rate_limit(tier or "all", allowed=allowed)
+
+    def degraded(self, active: bool) -> None:
+        RATE_LIMIT_DEGRADED.set(1 if active else 0)
+
+
+class AuthFailureMetrics:
+    """Feeds failed-authentication decisions to Prometheus (policy ``auth_failure``).
+
+    The degraded flag is left to the request limiter: both share one Redis.
+    """
+
+    def decided(self, tier: Tier | None, allowed: bool) -> None:
+        record_rate_limit(AUTH_FAILURE_POLICY, allowed=allowed)
+
+    def degraded(self, active: bool) -> None:
+        return None
+
+
+class SystemClock:
+    """Wall-clock time."""
+
+    def now(self) -> float:
+        return time.time()
+
+
+# --- Redis ------------------------------------------------------------------------------------
+
+
+class _ClosedWriteIsConnectionError(AbstractConnection):
+    """Report a write to a socket the peer already closed as ``ConnectionError``.
+
+    Under uvloop, writing to a transport that Redis (or the network) reset raises
+    ``RuntimeError: unable to perform operation on <TCPTransport closed=True ...>``, which
+    redis-py lets through after dropping the connection; every adapter's ``except RedisError``
+    would miss it and the request would answer 500 (tests/chaos/test_stateful.py). As a
+    ``ConnectionError`` the client's retry reconnects, or the adapters degrade as designed.
+    """
+
+    async def send_packed_command(
+        self, command: bytes | str | Iterable[bytes], check_health: bool = True
+    ) -> None:
+        try:
+            await super().send_packed_command(command, check_health)
+        except RuntimeError as exc:
+            raise RedisConnectionError(f"Error while writing to socket: {exc}") from exc
+
+
+class _TcpConnection(_ClosedWriteIsConnectionError, Connection):
+    """``redis://``."""
+
+
+class _SslConnection(_ClosedWriteIsConnectionError, SSLConnection):
+    """``rediss://``."""
+
+
+_CONNECTION_CLASSES: dict[type[AbstractConnection], type[AbstractConnection]] = {
+    Connection: _TcpConnection,
+    SSLConnection: _SslConnection,
+}
+
+
+def open_redis(settings: Settings) -> aioredis.Redis:
+    """The process's Redis client; commands are bounded by ``REDIS_TIMEOUT_S``."""
+    client = aioredis.Redis.from_url(
+        settings.redis_url,
+        socket_timeout=settings.redis_timeout_s,
+        socket_connect_timeout=settings.redis_timeout_s,
+        max_connections=settings.redis_max_connections,
+        health_check_interval=30,
+    )
+    # The URL's scheme picked the class (from_url overrides a connection_class argument).
+    pool = client.connection_pool
+    pool.connection_class = _CONNECTION_CLASSES.get(pool.connection_class, pool.connection_class)
+    return client
+
+
+# --- PostgreSQL -------------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def open_pool(settings: Settings, *, min_size: int = 0) -> AsyncIterator[asyncpg.Pool]:
+    """The process's asyncpg pool, closed on exit (``min_size=0``: connects lazily, so a process
+    starts and reports "not ready" while PostgreSQL is down)."""
+    pool = await create_pool(settings, min_size=min_size)
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+async def _warm_up(pool: asyncpg.Pool) -> None:
+    """Open one connection now so the first request does not pay for it (best effort)."""
+    try:
+        async with pool.acquire(timeout=2) as conn:
+            await conn.fetchval("SELECT 1")
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        log.warning("postgres_unavailable_at_start", error_type=type(exc).__name__)
+
+
+# --- upstreams --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Upstreams:
+    """The process's upstream clients and their breaker registry."""
+
+    c2s: C2SClient
+    diretrix: DiretrixClient
+    work_api: WorkApiClient
+    breakers: BreakerRegistry
+
+
+def upstream_configs(settings: Settings) -> tuple[C2SConfig, DiretrixConfig, WorkApiConfig]:
+    """The configured upstream URLs and credentials.
+
+    An unset ``*_BASE_URL`` points at ``http://127.0.0.1:SANDBOX_PORT`` with the configured
+    credentials; ``c2s-api serve`` fills in the local sandbox's credentials when it starts one.
+    """
+    local = f"http://127.0.0.1:{settings.sandbox_port}"
+    c2s = C2SConfig(
+        base_url=settings.c2s_base_url or local,
+        token=settings.c2s_token.get(),
+        timeout_s=settings.c2s_timeout_s,
+        connect_timeout_s=settings.c2s_connect_timeout_s,
+    )
+    diretrix = DiretrixConfig(
+        base_url=settings.diretrix_base_url or local,
+        user=settings.diretrix_user,
+        password=settings.diretrix_pass.get(),
+        timeout_s=settings.diretrix_timeout_s,
+        connect_timeout_s=settings.diretrix_connect_timeout_s,
+    )
+    work_api = WorkApiConfig(
+        base_url=settings.work_api_base_url or local,
+        token=settings.work_api_token.get(),
+        timeout_s=settings.work_api_timeout_s,
+        connect_timeout_s=settings.work_api_connect_timeout_s,
+    )
+    return c2s, diretrix, work_api
+
+
+@asynccontextmanager
+async def _open_upstreams(settings: Settings, redis: aioredis.Redis) -> AsyncIterator[Upstreams]:
+    """Open the HTTP session and breakers; close them (breakers first) on exit."""
+    session = create_session(settings.upstream_max_connections)
+    breakers = BreakerRegistry(
+        redis, key_prefix=f"{settings.redis_key_prefix}cb:", listener=BreakerMetrics()
+    )
+    try:
+        c2s, diretrix, work_api = upstream_configs(settings)
+        clients = create_upstream_clients(
+            session, breakers, c2s=c2s, diretrix=diretrix, work_api=work_api
+        )
+        yield Upstreams(
+            c2s=clients.c2s,
+            diretrix=clients.diretrix,
+            work_api=clients.work_api,
+            breakers=breakers,
+        )
+    finally:
+        await breakers.aclose()
+        await session.close()
+
+
+# --- the graph --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    """Every adapter and service one process shares, built once by :func:`open_services`.
+
+    Attributes:
+        settings: The configuration it was built from.
+        pool: The asyncpg pool.
+        redis: The Redis client.
+        repository: The party model.
+        upstreams: C2S, Diretrix and Work API clients and their breakers.
+        enricher: The enrichment pipeline (lead flows, customer lookups, webhook jobs).
+        work_modules: The Work API proxy's read-through.
+        dossier_cache: The shared, integrity-checked Work API body cache.
+        flags: Runtime feature flags (ADR 0007).
+        rate_limiter: Request quotas per client address, API key and globally.
+        hot_read: Admission plus the hot path's cache read in one round trip (ADR 0005).
+        auth_failures: Failed authentications per client (``None``: ``AUTH_FAILURE_LIMIT`` empty).
+        idempotency: ``Idempotency-Key`` records.
+        key_verifier: API-key verification with its short per-process cache (ADR 0006).
+        event_store: The C2S webhook inbox and its job queue.
+        webhook_intake: The C2S webhook intake (events and their jobs, stored durably).
+        google_claims: Google Ads lead dedup.
+        client_address: The client's address as far as trusted proxies vouch for it.
+        identity_salt: Key of the client-identity digests (no raw IP in Redis).
+    """
+
+    settings: Settings
+    pool: asyncpg.Pool
+    redis: aioredis.Redis
+    repository: PgPartyRepository
+    upstreams: Upstreams
+    enricher: Enricher
+    work_modules: WorkModules
+    dossier_cache: RedisDossierCache
+    flags: FlagStore
+    rate_limiter: RateLimiter
+    hot_read: HotRead
+    auth_failures: AuthFailureGuard | None
+    idempotency: IdempotencyStore
+    key_verifier: KeyVerifier
+    event_store: PgEventStore
+    webhook_intake: WebhookIntake
+    google_claims: PgGoogleLeadClaims
+    client_address: ClientAddress
+    identity_salt: bytes
+
+    async def check_postgres(self) -> None:
+        """Raise unless PostgreSQL answers ``SELECT 1``."""
+        async with self.pool.acquire() as conn:
+            await conn.fetchval("SELECT 1")
+
+    async def check_redis(self) -> None:
+        """Raise unless Redis answers ``PING``."""
+        await self.redis.ping()
+
+
+class ServicesNotRunning(RuntimeError):
+    """The services were asked for outside the lifespan (before start-up or after shutdown)."""
+
+
+class ServicesHandle:
+    """Where the HTTP edge finds the :class:`Services`: bound once by the lifespan.
+
+    Middleware and dependency providers are built with the application, before the event loop
+    runs; they keep this handle and read :attr:`services` per request (an attribute read).
+    """
+
+    __slots__ = ("_services",)
+
+    def __init__(self, services: Services | None = None) -> None:
+        self._services = services
+
+    @property
+    def services(self) -> Services:
+        """The running services.
+
+        Raises:
+            ServicesNotRunning: Outside the lifespan.
+        """
+        services = self._services
+        if services is None:
+            raise ServicesNotRunning("the services are not running (lifespan not entered)")
+        return services
+
+    def bind(self, services: Services) -> None:
+        """Set the services (the lifespan, once they are open)."""
+        if self._services is not None:
+            raise RuntimeError("services already bound")
+        self._services = services
+
+    def unbind(self) -> None:
+        """Forget the services (the lifespan, before they close)."""
+        self._services = None
+
+
+def _rate_limiter(settings: Settings, redis: aioredis.Redis) -> RateLimiter:
+    return RateLimiter(
+        redis,
+        prefix=settings.redis_key_prefix,
+        policies={
+            "ip": parse_policy(settings.rate_limit_ip),
+            "key": parse_policy(settings.rate_limit_key),
+            "global": parse_policy(settings.rate_limit_global),
+        },
+        listener=RateLimitMetrics(),
+    )
+
+
+def _auth_failure_guard(
+    settings: Settings, redis: aioredis.Redis, client_address: ClientAddress, salt: bytes
+) -> AuthFailureGuard | None:
+    policy = parse_policy(settings.auth_failure_limit)
+    if not policy:
+        return None
+    limiter = RateLimiter(
+        redis,
+        prefix=settings.redis_key_prefix,
+        policies={"auth": policy},
+        listener=AuthFailureMetrics(),
+    )
+    return AuthFailureGuard(limiter, client_address, salt)
+
+
+@asynccontextmanager
+async def open_services(settings: Settings) -> AsyncIterator[Services]:
+    """Open every long-lived resource of a process and build the services on them.
+
+    Never fails because PostgreSQL or Redis is down: the pool connects lazily and Redis
+    connects on first use, so the process starts and reports "not ready" instead of
+    crash-looping. On exit, in order: pending API-key use writes, the flag poller, upstream
+    breakers and HTTP session, Redis, the pool.
+    """
+    async with AsyncExitStack() as stack:
+        pool = await stack.enter_async_context(open_pool(settings))
+        redis = open_redis(settings)
+        stack.push_async_callback(redis.aclose)
+        salt = settings.cache_key_salt.get().encode()
+        keys = KeySpace(settings.redis_key_prefix, salt)
+        listener = CacheMetrics()
+        hmac_keys = parse_hmac_keys(settings.cache_hmac_keys.get())
+        acquire_timeout = settings.db_connect_timeout_s
+        repository = PgPartyRepository(pool, acquire_timeout=acquire_timeout)
+        event_store = PgEventStore(pool, acquire_timeout=acquire_timeout)
+        upstreams = await stack.enter_async_context(_open_upstreams(settings, redis))
+        # Feature flags: overrides polled from Redis every FLAG_CACHE_TTL_S (ADR 0007).
+        flags = await stack.enter_async_context(
+            FlagStore(
+                redis,
+                prefix=settings.redis_key_prefix,
+                defaults=defaults_from_settings(settings),
+                ttl_s=settings.flag_cache_ttl_s,
+            ).running()
+        )
+        dossier_cache = RedisDossierCache(
+            redis, keys, HmacEnvelope(hmac_keys), settings.work_api_cache_ttl_s, listener
+        )
+        enricher = Enricher(
+            c2s=upstreams.c2s,
+            diretrix=upstreams.diretrix,
+            work_api=upstreams.work_api,
+            repository=repository,
+            dossier_cache=dossier_cache,
+            contact_cache=RedisContactCpfCache(
+                redis,
+                keys,
+                settings.contact_cache_ttl_s,
+                settings.contact_cache_negative_ttl_s,
+                listener,
+            ),
+            lead_locks=RedisLeadLocks(
+                redis,
+                keys,
+                AeadEnvelope(hmac_keys, purpose="lead_replay"),
+                settings.lead_lock_ttl_s,
+                settings.lead_replay_ttl_s,
+                listener,
+            ),
+            recent_cpfs=RedisRecentCpfs(redis, keys, settings.recent_cpf_ttl_s, listener),
+            observer=PipelineObserver(),
+            clock=SystemClock(),
+            settings=PipelineSettings(
+                income_multiplier=settings.income_multiplier, fill_wait_s=settings.fill_wait_s
+            ),
+            flags=flags,
+            fill_locks=RedisFillLocks(redis, keys, settings.fill_lock_ttl_s, listener),
+            lead_messages=PgLeadMessages(pool, salt=settings.cache_key_salt.get().encode()),
+        )
+        rate_limiter = _rate_limiter(settings, redis)
+        client_address = ClientAddress(settings.trusted_proxies)
+        key_verifier = KeyVerifier(
+            PgApiKeyStore(pool, acquire_timeout=acquire_timeout),
+            ttl_s=settings.api_key_cache_ttl_s,
+        )
+        stack.push_async_callback(key_verifier.drain)  # last_used_at writes, before the pool
+        services = Services(
+            settings=settings,
+            pool=pool,
+            redis=redis,
+            repository=repository,
+            upstreams=upstreams,
+            enricher=enricher,
+            work_modules=WorkModules(
+                work_api=upstreams.work_api,
+                cache=dossier_cache,
+                flags=flags,
+                single_flight=enricher.single_flight,
+            ),
+            dossier_cache=dossier_cache,
+            flags=flags,
+            rate_limiter=rate_limiter,
+            hot_read=RedisHotRead(rate_limiter, dossier_cache),
+            auth_failures=_auth_failure_guard(settings, redis, client_address, salt),
+            idempotency=IdempotencyStore(
+                redis,
+                settings.redis_key_prefix,
+                settings.idempotency_ttl_s,
+                settings.idempotency_lock_ttl_s,
+                envelope=AeadEnvelope(hmac_keys, purpose="idempotency"),
+                salt=salt,
+            ),
+            key_verifier=key_verifier,
+            event_store=event_store,
+            webhook_intake=WebhookIntake(event_store, max_events=settings.webhook_max_events),
+            google_claims=PgGoogleLeadClaims(pool, acquire_timeout=acquire_timeout),
+            client_address=client_address,
+            identity_salt=salt,
+        )
+        await _warm_up(pool)
+        log.info(
+            "services_opened",
+            database=redact_url(settings.database_url),
+            redis=redact_url(settings.redis_url),
+        )
+        yield services
+    log.info("services_closed")
