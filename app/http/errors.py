@@ -38,6 +38,7 @@ from domain.errors import (
     UpstreamError,
     error_outcome,
 )
+from domain.flags import FeatureDisabled, feature_disabled_detail
 from observability.tracing import current_trace_id
 
 if TYPE_CHECKING:
@@ -181,6 +182,15 @@ def _on_domain(request: Request[Any, Any, Any], exc: DomainError) -> Response[Pr
             outcome.status,
             outcome.detail,
             errors=[FieldError(field=exc.field, message=exc.detail)],
+        )
+    if isinstance(exc, FeatureDisabled):
+        # An operator's switch, not a failing dependency: say which feature is off.
+        return problem_response(
+            request,
+            outcome.status,
+            feature_disabled_detail(exc.flag),
+            dependency=exc.dependency,
+            retry_after=exc.retry_after,
         )
     if isinstance(exc, DependencyUnavailable):
         log.warning("dependency_unavailable", dependency=exc.dependency)
