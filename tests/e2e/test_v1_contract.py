@@ -152,6 +152,17 @@ async def test_process_without_id_is_the_reference_400(
     assert body["errors"][0]["field"] == "id"
 
 
+async def test_process_with_blank_id_names_the_wire_parameter(
+    client: AsyncTestClient[Litestar], key: str
+) -> None:
+    response = await client.get("/api/v1/leads/process?id=", headers=auth(key))
+    body = assert_problem(response, 400)
+    assert body["error"] == "Missing 'id' parameter"
+    assert body["errors"] == [
+        {"field": "id", "message": "Missing 'id' parameter", "source": "query"}
+    ]
+
+
 async def test_process_of_unknown_lead_is_success_false(
     client: AsyncTestClient[Litestar], sandbox: SandboxAdmin, key: str
 ) -> None:
