@@ -402,6 +402,22 @@ async def test_idempotency_key_with_another_body_is_422(
     assert_problem(other, 422)
 
 
+async def test_idempotency_key_compares_the_request_not_the_bytes(
+    client: AsyncTestClient[Litestar], key: str
+) -> None:
+    headers = {**auth(key), "Idempotency-Key": "same-key-respaced-body"}
+    headers["Content-Type"] = "application/json"
+    cpf = PEOPLE.person(25).cpf
+    first = await client.post("/api/v1/enrich", content=f'{{"cpf":"{cpf}"}}', headers=headers)
+    assert first.status_code == 200
+    # The same parameters spelled with other whitespace: a retry, not a misuse (422).
+    spaced = f'{{ "cpf" : "{cpf}" }}'
+    retry = await client.post("/api/v1/enrich", content=spaced, headers=headers)
+    assert retry.status_code == 200
+    assert retry.headers["idempotent-replayed"] == "true"
+    assert retry.content == first.content
+
+
 async def test_idempotency_key_in_flight_is_409(
     live_url: str, http: aiohttp.ClientSession, sandbox: SandboxAdmin, key: str
 ) -> None:
