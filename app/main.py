@@ -28,6 +28,7 @@ from app.http.middleware.headers import SecurityHeadersMiddleware, StrictContent
 from app.http.middleware.idempotency import IdempotencyMiddleware
 from app.http.middleware.ratelimit import RateLimitMiddleware
 from app.http.middleware.request_id import RequestIdMiddleware
+from app.http.openapi_scopes import state_operation_scopes
 from app.http.routes.admin import AdminController
 from app.http.routes.customers import CustomerController
 from app.http.routes.docs import DocsController, swagger_static_router
@@ -198,6 +199,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     )
     app.state.settings = settings
     _closed_input_schemas(app)
+    state_operation_scopes(app)
     # Slow bodies: a receive deadline and a cap on unauthenticated ones, before any routing or
     # authentication work (innermost wrapper, so its answers carry the request id and headers).
     app.asgi_handler = BodyGuardMiddleware(

@@ -7,7 +7,7 @@ module :class:`InvalidInput`, anything else (an exhausted or expired account) pr
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from domain.errors import InvalidInput, NotFound, UpstreamSoftError
 from domain.flags import Flag
@@ -15,7 +15,13 @@ from domain.flags import Flag
 if TYPE_CHECKING:
     from domain.pipeline import Enricher
 
-__all__ = ["fetch_work_module", "work_module_key"]
+__all__ = ["NOT_CACHED", "fetch_work_module", "work_module_key"]
+
+# A miss for a key without the ``enrich`` scope (docs/security.md): a cached body is free, a
+# Work API call is not.
+NOT_CACHED: Final = (
+    "Not in the cache; a key with the 'enrich' scope would fetch it from the Work API"
+)
 
 
 def work_module_key(module: str, query: str) -> str:
@@ -30,6 +36,7 @@ async def fetch_work_module(
     *,
     prefetched: bytes | None = None,
     cache_read: bool = False,
+    may_fetch: bool = True,
 ) -> bytes:
     """The Work API body of ``modulo=module&consulta=query``, from the shared cache when it may.
 
@@ -43,6 +50,9 @@ async def fetch_work_module(
         query: The document, normalised by the caller.
         prefetched: The verified cached body, when the caller already read the cache.
         cache_read: The caller already read the cache (``prefetched`` ``None`` then is a miss).
+        may_fetch: Whether a miss may call the Work API (a paid call: the ``enrich`` scope).
+            Without it a cached body is still answered (not paid for), a miss is
+            :class:`NotFound` with :data:`NOT_CACHED`.
 
     Raises:
         NotFound: The Work API has no data for the document.
@@ -58,6 +68,8 @@ async def fetch_work_module(
             cached = await enricher.dossier_cache.get(key)
         if cached is not None:
             return cached
+    if not may_fetch:
+        raise NotFound(NOT_CACHED)
 
     async def fetch() -> bytes:
         return await enricher.work_api.fetch_module(module, query)

@@ -129,6 +129,38 @@ async def test_every_operation_has_an_id_a_summary_and_documented_errors(
                 assert PROBLEM in op["responses"][code]["content"], (path, method, code)
 
 
+# docs/security.md, "Scopes per operation".
+EXPECTED_SCOPES = {
+    ("/api/v1/leads/process", "get"): "enrich",
+    ("/api/v1/c2s/enrich/{lead_id}", "post"): "enrich",
+    ("/api/v1/contributor/customer", "get"): "read",
+    ("/api/v1/enrich", "post"): "enrich",
+    ("/api/v1/enrich/batch", "post"): "enrich",
+    ("/api/v1/customers/{customer_id}", "get"): "read",
+    ("/api/v1/leads", "post"): "enrich",
+    ("/api/v1/work/modules/all", "get"): "read",
+    ("/api/v1/work/modules/{module}", "get"): "read",
+    ("/api/v1/admin/flags", "get"): "admin",
+    ("/api/v1/admin/flags/{name}", "put"): "admin",
+    ("/api/v1/admin/flags/{name}/override", "delete"): "admin",
+}
+
+
+async def test_openapi_states_the_scope_of_every_operation(
+    client: AsyncTestClient[Litestar],
+) -> None:
+    document = (await client.get("/schema/openapi.json")).json()
+    for (path, method), scope in EXPECTED_SCOPES.items():
+        op = document["paths"][path][method]
+        assert op["x-required-scope"] == scope, (path, method)
+        assert op["security"] == [{"ApiKey": [scope]}, {"Bearer": [scope]}], (path, method)
+        assert f"the `{scope}` scope" in op["description"], (path, method)
+    lookup = document["paths"]["/api/v1/contributor/customer"]["get"]["description"]
+    assert "`enrich`" in lookup  # the read/enrich split is stated where it applies
+    for path in ("/api/v1/webhooks/c2s", "/api/v1/webhooks/google-ads"):
+        assert "x-required-scope" not in document["paths"][path]["post"]
+
+
 async def test_yaml_document_is_served_at_the_reference_path(
     client: AsyncTestClient[Litestar],
 ) -> None:

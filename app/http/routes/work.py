@@ -15,7 +15,7 @@ from litestar import Controller, Request, Response, get
 from litestar.params import PathParameter, QueryParameter
 
 from app.http.problems import problem_responses
-from app.http.routes import API_KEY_SECURITY, EnricherDep
+from app.http.routes import API_KEY_SECURITY, READ_OR_ENRICH, EnricherDep, may_spend
 from domain.documents import normalize_cpf
 from domain.errors import InvalidInput
 from domain.work_modules import fetch_work_module, work_module_key
@@ -87,7 +87,9 @@ class WorkController(Controller):
         operation_id="getWorkModulesAll",
         summary="The full Work API dossier (modulo=cpf) for a CPF, cached for an hour",
         responses=problem_responses(400, 401, 403, 404, 429, 502, 503),
-        opt={"scope": "enrich", "cache_prefetch": _prefetch_dossier},
+        # A cached dossier is not paid for: `read` is answered from the cache, a miss needs
+        # `enrich` (docs/security.md, "Scopes per operation").
+        opt={"scope": "read", "scope_note": READ_OR_ENRICH, "cache_prefetch": _prefetch_dossier},
         response_description="The Work API body, verbatim",
     )
     async def all_modules(
@@ -100,6 +102,7 @@ class WorkController(Controller):
             cpf,
             prefetched=_from_prefetch(request, work_module_key("cpf", cpf)),
             cache_read="prefetched" in request.scope.get("state", {}),
+            may_fetch=may_spend(request),
         )
         return Response(raw, media_type="application/json")
 
@@ -108,14 +111,18 @@ class WorkController(Controller):
         operation_id="getWorkModule",
         summary="One Work API module (cep, cnpj, ...) for a document, cached for an hour",
         responses=problem_responses(400, 401, 403, 404, 429, 502, 503),
-        opt={"scope": "enrich"},
+        opt={"scope": "read", "scope_note": READ_OR_ENRICH},
         response_description="The Work API body, verbatim",
     )
     async def module(
-        self, enricher: EnricherDep, module: Module, documento: Documento
+        self,
+        enricher: EnricherDep,
+        request: Request[Any, Any, Any],
+        module: Module,
+        documento: Documento,
     ) -> Response[bytes]:
         query = _documento(documento)
         if module == "cpf":
             query = normalize_cpf(query)
-        raw = await fetch_work_module(enricher, module, query)
+        raw = await fetch_work_module(enricher, module, query, may_fetch=may_spend(request))
         return Response(raw, media_type="application/json")
