@@ -265,8 +265,9 @@ class EventStore(Protocol):
         """Record the message as sent (``message_sent_at``) and the event ``completed``."""
         ...
 
-    async def mark_failed(self, event_id: UUID, reason: str) -> None:
-        """Dead-letter the event: status ``failed`` with ``reason`` (never over ``completed``)."""
+    async def mark_failed(self, event_id: UUID, reason: str, *, dead_letter: bool = False) -> None:
+        """Fail the event with ``reason`` (never over a completed one); ``dead_letter`` marks a
+        transient failure given up on (retry budget spent), which an operator may redrive."""
         ...
 
     async def record_attempt(self, event_id: UUID, reason: str) -> None:
