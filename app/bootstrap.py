@@ -46,6 +46,7 @@ from infra.cache import (
     RedisRecentCpfs,
 )
 from infra.db.events import PgEventStore, PgGoogleLeadClaims
+from infra.db.jobs import PgJobAdmin
 from infra.db.keys import PgApiKeyStore
 from infra.db.lead_messages import PgLeadMessages
 from infra.db.pool import create_pool
@@ -298,6 +299,7 @@ class Services:
         event_store: The C2S webhook inbox and its job queue.
         webhook_intake: The C2S webhook intake (events and their jobs, stored durably).
         google_claims: Google Ads lead dedup.
+        job_admin: Listing and redriving webhook events (dead letters).
         client_address: The client's address as far as trusted proxies vouch for it.
         identity_salt: Key of the client-identity digests (no raw IP in Redis).
     """
@@ -319,6 +321,7 @@ class Services:
     event_store: PgEventStore
     webhook_intake: WebhookIntake
     google_claims: PgGoogleLeadClaims
+    job_admin: PgJobAdmin
     client_address: ClientAddress
     identity_salt: bytes
 
@@ -500,6 +503,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             event_store=event_store,
             webhook_intake=WebhookIntake(event_store, max_events=settings.webhook_max_events),
             google_claims=PgGoogleLeadClaims(pool, acquire_timeout=acquire_timeout),
+            job_admin=PgJobAdmin(pool, acquire_timeout=acquire_timeout),
             client_address=client_address,
             identity_salt=salt,
         )

@@ -167,6 +167,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     worker_grace_s: PositiveFloat = 20.0
     worker_lease_timeout_s: PositiveFloat = 30.0
     worker_metrics_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 9464
+    # How long transient failures of a webhook job are retried (exponential backoff from 5 s,
+    # capped at 30 min, full jitter) before it becomes a dead letter; from arrival or redrive.
+    worker_retry_budget_s: Annotated[float, msgspec.Meta(ge=60)] = 6 * 3600.0
 
     # --- domain -----------------------------------------------------------------------------
     income_multiplier: PositiveFloat = 1.9

@@ -33,6 +33,7 @@ from app.http.middleware.headers import SecurityHeadersMiddleware, StrictContent
 from app.http.middleware.idempotency import IdempotencyMiddleware
 from app.http.middleware.ratelimit import RateLimitMiddleware, prefetched_of
 from app.http.middleware.request_id import RequestIdMiddleware
+from app.http.openapi_scopes import state_operation_scopes
 from app.http.routes.admin import AdminController
 from app.http.routes.customers import CustomerController
 from app.http.routes.docs import DocsController, swagger_static_router
@@ -46,6 +47,7 @@ from domain.pipeline import Enricher
 from domain.webhooks import WebhookIntake
 from domain.work_modules import WorkModules
 from infra.db.events import PgGoogleLeadClaims
+from infra.db.jobs import PgJobAdmin
 from infra.flags import FlagStore
 from observability.logging import configure_logging
 from observability.metrics import track_pool
@@ -118,6 +120,9 @@ def _dependencies(handle: ServicesHandle) -> dict[str, Provide]:
     def claims() -> PgGoogleLeadClaims:
         return handle.services.google_claims
 
+    def job_admin() -> PgJobAdmin:
+        return handle.services.job_admin
+
     def prefetched(scope: Scope) -> Prefetched | None:
         return prefetched_of(scope)
 
@@ -129,6 +134,7 @@ def _dependencies(handle: ServicesHandle) -> dict[str, Provide]:
         flag_store,
         intake,
         claims,
+        job_admin,
         prefetched,
     ]
     return {p.__name__: Provide(p, sync_to_thread=False) for p in providers}
@@ -279,6 +285,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         logging_config=None,
     )
     _closed_input_schemas(app)
+    state_operation_scopes(app)
     # Slow bodies: a receive deadline and a cap on unauthenticated ones, before any routing or
     # authentication work (innermost wrapper, so its answers carry the request id and headers).
     app.asgi_handler = BodyGuardMiddleware(

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BATCH_CONCURRENCY",
+    "NOT_STORED",
     "AddressView",
     "BasicLead",
     "BasicLeadResult",
@@ -59,6 +60,11 @@ __all__ = [
 
 # Lookups of one batch in flight at once (each may cost paid upstream calls).
 BATCH_CONCURRENCY: Final = 8
+# A lookup by a key without the ``enrich`` scope found nothing stored (docs/security.md).
+NOT_STORED: Final = (
+    "Customer not found in the stored data; a key with the 'enrich' scope would fetch it "
+    "from the Work API"
+)
 
 
 class CustomerQuery(msgspec.Struct, frozen=True, kw_only=True):
@@ -180,7 +186,7 @@ async def _find_in_db(enricher: Enricher, query: CustomerQuery) -> PartyWithCont
 
 
 async def lookup_customer(
-    enricher: Enricher, query: CustomerQuery, *, now: dt.datetime
+    enricher: Enricher, query: CustomerQuery, *, now: dt.datetime, may_fetch: bool = True
 ) -> UnifiedCustomer:
     """Find a customer: database first (cpf > email > phone > name), then the Work API.
 
@@ -188,9 +194,19 @@ async def lookup_customer(
     not in the database is looked up by CPF, or by a CPF resolved from the e-mail/phone through
     Diretrix (reported in ``match``); an e-mail or a phone is never sent as a CPF.
 
+    Without ``may_fetch`` (a key without the ``enrich`` scope) the answer comes from the stored
+    data only: no Diretrix or Work API call (paid), no cache read, no database write; a party
+    found but never enriched is answered as stored.
+
+    Args:
+        enricher: The pipeline.
+        query: The identifiers.
+        now: The view's timestamp.
+        may_fetch: Whether upstream calls (and the writes that store their data) are allowed.
+
     Raises:
         InvalidInput: no usable identifier, or an invalid one.
-        NotFound: nowhere to be found.
+        NotFound: nowhere to be found (:data:`NOT_STORED` without ``may_fetch``).
         DependencyUnavailable: the Work API or Diretrix is down and nothing is stored.
     """
     query = _clean(query)
@@ -202,11 +218,13 @@ async def lookup_customer(
         sources.append("local_db")
         if found.normalized_data is not None:
             person = msgspec.json.decode(found.normalized_data, type=NormalizedPerson)
-        elif found.party.cpf_cnpj and found.party.party_type == "person":
+        elif may_fetch and found.party.cpf_cnpj and found.party.party_type == "person":
             person = await _enrich_quietly(enricher, normalize_cpf(found.party.cpf_cnpj))
             if person is not None:
                 sources.append("work_api")
         return _view(found, person, sources, now=now, match=None)
+    if not may_fetch:
+        raise NotFound(NOT_STORED)
     cpf = query.cpf
     if cpf is None and (query.email or query.phone):
         resolution = await enricher.resolve(
@@ -376,6 +394,7 @@ async def lookup_batch(
     *,
     now: dt.datetime,
     concurrency: int = BATCH_CONCURRENCY,
+    may_fetch: bool = True,
 ) -> list[BatchItemOutcome]:
     """Look up each query on its own (:func:`lookup_customer`); one failing does not sink the rest.
 
@@ -384,6 +403,7 @@ async def lookup_batch(
         queries: The items, in request order.
         now: The timestamp of every view.
         concurrency: Lookups in flight at once.
+        may_fetch: Whether the lookups may call the upstreams (:func:`lookup_customer`).
 
     Returns:
         One outcome per query, in order; a failed item carries the status and text of its error.
@@ -397,7 +417,7 @@ async def lookup_batch(
     async def one(query: CustomerQuery) -> BatchItemOutcome:
         async with gate:
             try:
-                customer = await lookup_customer(enricher, query, now=now)
+                customer = await lookup_customer(enricher, query, now=now, may_fetch=may_fetch)
             except DomainError as exc:
                 return BatchItemOutcome(error=error_outcome(exc))
         return BatchItemOutcome(customer=customer)

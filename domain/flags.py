@@ -32,6 +32,7 @@ __all__ = [
     "Flag",
     "FlagSpec",
     "StaticFlags",
+    "feature_disabled_detail",
     "require_enabled",
     "spec_of",
 ]
@@ -147,8 +148,13 @@ class FeatureDisabled(DependencyUnavailable):
     """
 
     def __init__(self, flag: str, retry_after: float = DISABLED_RETRY_AFTER_S) -> None:
-        super().__init__(f"feature:{flag}", f"Disabled by feature flag '{flag}'", retry_after)
+        super().__init__(f"feature:{flag}", feature_disabled_detail(flag), retry_after)
         self.flag = flag
+
+
+def feature_disabled_detail(flag: str) -> str:
+    """The client-visible text of a refusal by a switched-off flag (the 503's ``detail``)."""
+    return f"Feature '{flag}' is switched off"
 
 
 def require_enabled(flags: Flags, flag: Flag) -> None:

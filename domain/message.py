@@ -15,8 +15,9 @@ One **block** per dossier (:func:`format_block`)::
 
 Every line ends with ``\\n``. Line breaks inside upstream values are replaced by spaces so that a
 value can never forge a line of its own. Income and every ``R$ <integer>`` of the income band are
-multiplied (default 1.9: reported income -> estimated real income) and rounded half-up to cents
-with :class:`~decimal.Decimal`.
+multiplied (default 1.9: reported income -> estimated real income) in binary floating point and
+printed with 2 decimals as the earlier service printed them (``f"{float(renda) * m:.2f}"``: the
+exact binary product rounded half-even, so ``1776,35`` -> ``3375.06``; ``docs/contract.md`` §6.6).
 
 **Wrappers** (:func:`format_lead_message`). People are first merged by CPF: one CPF found through
 both the phone and the e-mail is one person "via both".
@@ -53,10 +54,11 @@ An empty list of people gives an empty message; callers must not send it.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation, localcontext
+from decimal import Decimal
 from typing import Literal
 
 import msgspec
@@ -95,10 +97,8 @@ _MAX_EMAILS = 3
 _MAX_PHONES = 3
 _MAX_ADDRESSES = 2
 _MAX_COMPANIES = 3
-_CENTS = Decimal("0.01")
-# Enough digits for a 30-character amount times any float's repr, so the product is exact and
-# only the final quantize rounds (half-up, as money is rounded by people).
-_PRECISION = 80
+# Products at or above this are not amounts worth printing (the raw text is printed instead).
+_MAX_PRODUCT = 1e18
 # "R$ 7018" but not the "7018" of "R$ 7018,50" or "R$ 7.018": only plain integers are amounts.
 _BAND_AMOUNT = re.compile(r"R\$ ([0-9]+)(?![0-9]|[.,][0-9])")
 _LINE_BREAKS = re.compile(r"[\r\n\v\f\x1c\x1d\x1e\x85\u2028\u2029]")
@@ -129,24 +129,28 @@ def _inline(value: str | int | None, default: str = "") -> str:
 def scale_amount(amount: Decimal, multiplier: float) -> str | None:
     """Multiply an amount and format it with 2 decimals, dot separator, no thousands separator.
 
+    The product is computed as the earlier service computed it, in binary floating point
+    (``float(amount) * multiplier``), and formatted as ``f"{x:.2f}"`` does: the exact binary value
+    rounded half-even to cents. So ``1776.35 x 1.9`` prints ``3375.06`` (the double is
+    3375.0649999...), not the decimal ``3375.065`` rounded up (``docs/contract.md`` §6.6).
+
     Args:
-        amount: The amount.
+        amount: The amount (exact, as parsed).
         multiplier: The factor (float, as configured).
 
     Returns:
-        The formatted product rounded half-up to cents (``8500.50 x 1.9`` -> ``16150.95``), or
-        None when the product cannot be represented (non-finite or absurdly large).
+        The formatted product (``8500.50 x 1.9`` -> ``16150.95``), or None when the product
+        cannot be represented (non-finite or absurdly large).
     """
     try:
-        with localcontext() as ctx:
-            ctx.prec = _PRECISION
-            product = (amount * Decimal(repr(multiplier))).quantize(_CENTS, ROUND_HALF_UP)
-    except (InvalidOperation, ValueError):
+        product = float(amount) * multiplier
+    except (OverflowError, ValueError):
         return None
-    if not product.is_finite():
+    if not math.isfinite(product) or abs(product) >= _MAX_PRODUCT:
         return None
-    # Negative zero would print as "-0.00".
-    return format(product.copy_abs() if product.is_zero() else product, "f")
+    text = f"{product:.2f}"
+    # Negative zero (or a negative amount rounding to zero) would print as "-0.00".
+    return "0.00" if text == "-0.00" else text
 
 
 def _income_lines(economic: DadosEconomicos, multiplier: float) -> list[str]:

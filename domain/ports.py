@@ -294,8 +294,9 @@ class EventStore(Protocol):
         intent or sent mark is left behind."""
         ...
 
-    async def mark_failed(self, event_id: UUID, reason: str) -> None:
-        """Dead-letter the event: status ``failed`` with ``reason`` (never over ``completed``)."""
+    async def mark_failed(self, event_id: UUID, reason: str, *, dead_letter: bool = False) -> None:
+        """Fail the event with ``reason`` (never over a completed one); ``dead_letter`` marks a
+        transient failure given up on (retry budget spent), which an operator may redrive."""
         ...
 
     async def record_attempt(self, event_id: UUID, reason: str) -> None:

@@ -9,7 +9,7 @@ module :class:`~domain.errors.InvalidInput`, anything else propagates (502).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from domain.documents import normalize_cpf
 from domain.errors import InvalidInput, NotFound, UpstreamSoftError
@@ -20,7 +20,13 @@ if TYPE_CHECKING:
     from domain.ports import DossierCache, Flags, WorkApiPort
     from domain.singleflight import SingleFlight
 
-__all__ = ["WorkModules"]
+__all__ = ["NOT_CACHED", "WorkModules"]
+
+# A miss for a key without the ``enrich`` scope (docs/security.md): a cached body is free, a
+# Work API call is not.
+NOT_CACHED: Final = (
+    "Not in the cache; a key with the 'enrich' scope would fetch it from the Work API"
+)
 
 
 def _documento(raw: str) -> str:
@@ -67,26 +73,31 @@ class WorkModules:
         except InvalidInput:
             return None
 
-    async def all_modules(self, documento: str, prefetched: Prefetched | None = None) -> bytes:
+    async def all_modules(
+        self, documento: str, prefetched: Prefetched | None = None, *, may_fetch: bool = True
+    ) -> bytes:
         """The full Work API dossier (``modulo=cpf``) of a CPF, as the Work API answered it.
 
         Args:
             documento: The CPF, as the client sent it.
             prefetched: The cache entry read during admission, if any.
+            may_fetch: Whether a miss may call the Work API (a paid call: the ``enrich`` scope).
+                Without it a cached body is still answered (not paid for), a miss is
+                :class:`NotFound` with :data:`NOT_CACHED`.
 
         Raises:
             InvalidInput: Not a CPF.
-            NotFound: The Work API has no data for it.
+            NotFound: The Work API has no data for it (or a miss without ``may_fetch``).
         """
         cpf = normalize_cpf(_documento(documento))
-        return await self._read_through(f"cpf:{cpf}", "cpf", cpf, prefetched)
+        return await self._read_through(f"cpf:{cpf}", "cpf", cpf, prefetched, may_fetch)
 
-    async def module(self, module: str, documento: str) -> bytes:
+    async def module(self, module: str, documento: str, *, may_fetch: bool = True) -> bytes:
         """One Work API module (``cep``, ``cnpj``...) for a document, verbatim.
 
         Raises:
             InvalidInput: Empty document, an invalid CPF for ``cpf``, or an unknown module.
-            NotFound: The Work API has no data for it.
+            NotFound: The Work API has no data for it (or a miss without ``may_fetch``).
         """
         query = _documento(documento)
         if module == "cpf":
@@ -94,10 +105,15 @@ class WorkModules:
             key = f"cpf:{query}"
         else:
             key = f"module:{module}:{query}"
-        return await self._read_through(key, module, query, None)
+        return await self._read_through(key, module, query, None, may_fetch)
 
     async def _read_through(
-        self, key: str, module: str, query: str, prefetched: Prefetched | None
+        self,
+        key: str,
+        module: str,
+        query: str,
+        prefetched: Prefetched | None,
+        may_fetch: bool,
     ) -> bytes:
         use_cache = self._flags.enabled(Flag.USE_DOSSIER_CACHE)
         if use_cache:
@@ -107,6 +123,8 @@ class WorkModules:
                 cached = await self._cache.get(key)
             if cached is not None:
                 return cached
+        if not may_fetch:
+            raise NotFound(NOT_CACHED)
 
         async def fetch() -> bytes:
             return await self._work_api.fetch_module(module, query)

@@ -13,9 +13,11 @@
     to the next dequeue after at most ``lease_timeout`` (30 s by default).
   - *Retries.* Transient failures come back from the use case as ``retry`` outcomes with an
     exponential, jittered delay; the job is re-queued in place with pgqueuer's
-    ``RetryRequested(delay)`` (``execute_after`` bumped). The attempt count that bounds retries is
-    the event row's, so runs that died mid-job count too. After the last attempt the event is
-    ``failed`` with its reason: that row is the dead letter.
+    ``RetryRequested(delay)`` (``execute_after`` bumped). Retries go on until the retry budget
+    (``WORKER_RETRY_BUDGET_S`` from the event's arrival or last redrive) is spent; the attempt
+    count that caps them is the event row's, so runs that died mid-job count too. Then the event
+    is ``failed`` with ``dead_lettered_at`` set: that row is the dead letter, listed and redriven
+    by ``c2s-api jobs`` and ``/api/v1/admin/jobs`` (:mod:`infra.db.jobs`).
   - *Orphans.* A job can still vanish without its event reaching a terminal state (its status
     write failed while PostgreSQL was down and pgqueuer logged it as an exception, which deletes
     it). A periodic sweep re-enqueues open events that have no live job.
@@ -248,7 +250,8 @@ _OUTCOME_LABELS: Final = {
 
 class PrometheusQueueListener:
     """Feeds ``queue_depth``, ``queue_job_age_seconds``, ``queue_oldest_job_age_seconds``,
-    ``queue_jobs_total``, ``queue_dead_letters_total`` and ``worker_active_jobs``."""
+    ``queue_jobs_total``, ``queue_dead_letters_total``, ``queue_dead_letters_pending`` and
+    ``worker_active_jobs``."""
 
     def job_started(self, age_s: float | None) -> None:
         """Count the job as active; observe its age at pick-up."""
@@ -272,6 +275,8 @@ class PrometheusQueueListener:
         for status, count in stats.counts.items():
             metrics.QUEUE_DEPTH.labels(status).set(count)
         metrics.QUEUE_OLDEST_JOB_AGE.set(stats.oldest_open_age_s or 0.0)
+        if stats.dead_letters is not None:
+            metrics.QUEUE_DEAD_LETTERS_PENDING.set(stats.dead_letters)
 
 
 class OrphanSweeper(Protocol):

@@ -65,6 +65,7 @@ __all__ = [
     "HTTP_SERVER_REQUEST_DURATION",
     "PIPELINE_STEP_DURATION",
     "QUEUE_DEAD_LETTERS",
+    "QUEUE_DEAD_LETTERS_PENDING",
     "QUEUE_DEPTH",
     "QUEUE_JOBS",
     "QUEUE_JOB_AGE",
@@ -306,6 +307,12 @@ QUEUE_JOBS: Final = Counter(
 QUEUE_DEAD_LETTERS: Final = Counter(
     "queue_dead_letters",
     "Jobs moved to the dead-letter state after their last retry.",
+    registry=REGISTRY,
+)
+QUEUE_DEAD_LETTERS_PENDING: Final = Gauge(
+    "queue_dead_letters_pending",
+    "Dead letters waiting for an operator (failed after their retry budget, not redriven); "
+    "sampled from PostgreSQL by every worker.",
     registry=REGISTRY,
 )
 WORKER_ACTIVE_JOBS: Final = Gauge(

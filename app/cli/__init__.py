@@ -155,6 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     seed.set_defaults(handler=_seed)
 
     add_keys_parser(sub)
+    from app.cli.jobs import add_jobs_parser
+
+    add_jobs_parser(sub)
 
     # --- operations: backup, restore, flags (docs/dr.md, ADR 0007) ---
     from domain.flags import Flag

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Final
 import structlog
 
 from app.version import SERVICE_VERSION
-from domain.webhooks import DEFAULT_RETRY_POLICY
+from domain.webhooks import DEFAULT_RETRY_POLICY, RetryPolicy
 from infra.db.events import PgEventStore
 from infra.queue import (
     DEFAULT_CONCURRENCY,
@@ -44,7 +44,6 @@ if TYPE_CHECKING:
 
     from app.config import Settings
     from domain.pipeline import Enricher
-    from domain.webhooks import RetryPolicy
 
 __all__ = ["DEFAULT_GRACE_S", "DEFAULT_METRICS_PORT", "consume_until", "run_worker"]
 
@@ -192,6 +191,8 @@ async def _serve(
             grace_s=grace_s,
             urgent=urgent,
             listener=PrometheusQueueListener(),
+            # Retries ride out upstream outages up to the budget, then dead-letter (redrivable).
+            policy=RetryPolicy(budget_s=settings.worker_retry_budget_s),
         )
     for signum in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(ValueError, RuntimeError):

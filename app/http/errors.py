@@ -38,6 +38,7 @@ from domain.errors import (
     UpstreamError,
     error_outcome,
 )
+from domain.flags import FeatureDisabled, feature_disabled_detail
 from observability.tracing import current_trace_id
 
 if TYPE_CHECKING:
@@ -92,17 +93,61 @@ _BACKTICKED_FIELD = re.compile(r"field `([^`]+)`")
 _MISSING = re.compile(r"^Missing required (\w+) parameter '([^']+)'")
 
 
-def _field_errors(exc: ValidationException) -> list[FieldError]:
-    """Translate Litestar's validation `extra` (or its missing-parameter text) into field errors."""
+_SOURCES = frozenset({"query", "path", "header", "cookie", "body"})
+
+
+def _plain_source(source: object) -> str | None:
+    """``ParamType.QUERY`` (Litestar's enum) -> ``query``; ``None`` stays ``None``."""
+    if source is None:
+        return None
+    value = getattr(source, "value", source)
+    text = str(value).lower()
+    return text if text in _SOURCES else None
+
+
+def _wire_name(request: Request[Any, Any, Any], key: str) -> str:
+    """The name a parameter has on the wire (``id`` for ``lead_id``), as Litestar maps it."""
+    handler = request.scope.get("route_handler")
+    parsed = getattr(handler, "parsed_fn_signature", None)
+    parameter = parsed.parameters.get(key) if parsed is not None else None
+    definition = getattr(parameter, "kwarg_definition", None)
+    if definition is None:
+        return key
+    for attribute in ("header", "cookie", "query", "name"):
+        alias = getattr(definition, attribute, None)
+        if isinstance(alias, str) and alias:
+            return alias
+    return key
+
+
+def _sent_blank(request: Request[Any, Any, Any], source: str | None, name: str) -> bool:
+    """Whether the client sent the parameter with a blank value (``?id=``)."""
+    if source == "query":
+        values = request.query_params.getall(name, [])
+    elif source == "header":
+        values = request.headers.getall(name, [])
+    else:
+        return False
+    return bool(values) and all(not value.strip() for value in values)
+
+
+def _missing(name: str, source: str | None) -> FieldError:
+    # The contract's wording (docs/contract.md §1.8): "Missing 'id' parameter".
+    return FieldError(field=name, message=f"Missing '{name}' parameter", source=source)
+
+
+def _field_errors(request: Request[Any, Any, Any], exc: ValidationException) -> list[FieldError]:
+    """Translate Litestar's validation ``extra`` (or its missing-parameter text) into field errors.
+
+    Each error names the parameter as the client sent it (the wire alias: ``id``, not the
+    handler's ``lead_id``) and its plain ``source`` (``query``, ``path``, ``header``, ``cookie``,
+    ``body``). A query or header parameter sent blank is reported as missing, with the inherited
+    text.
+    """
     out: list[FieldError] = []
     missing = _MISSING.match(str(exc.detail))
     if missing:
-        # The contract's wording (docs/contract.md §1.8): "Missing 'id' parameter".
-        return [
-            FieldError(
-                field=missing[2], message=f"Missing '{missing[2]}' parameter", source=missing[1]
-            )
-        ]
+        return [_missing(missing[2], _plain_source(missing[1]))]
     extra = exc.extra
     items = extra if isinstance(extra, list) else [extra] if isinstance(extra, dict) else []
     for item in items:
@@ -110,13 +155,19 @@ def _field_errors(exc: ValidationException) -> list[FieldError]:
             continue
         key = str(item.get("key") or "body")
         message = str(item.get("message") or "invalid value")
-        source = item.get("source")
+        source = _plain_source(item.get("source"))
         if key == "data":  # the whole body: name the field msgspec complained about, if any
             named = _BACKTICKED_FIELD.search(message)
             key = named[1] if named else "body"
+            source = "body"
             if message == "'data'":
                 message = "request body is required"
-        out.append(FieldError(field=key, message=message, source=str(source) if source else None))
+        elif source in {"query", "path", "header", "cookie"}:
+            key = _wire_name(request, key)
+            if _sent_blank(request, source, key):
+                out.append(_missing(key, source))
+                continue
+        out.append(FieldError(field=key, message=message, source=source))
     return out
 
 
@@ -132,7 +183,7 @@ def _validation_detail(exc: ValidationException, errors: list[FieldError]) -> st
 
 
 def _on_validation(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Problem]:
-    errors = _field_errors(exc)
+    errors = _field_errors(request, exc)
     return problem_response(request, 400, _validation_detail(exc, errors), errors=errors or None)
 
 
@@ -181,6 +232,15 @@ def _on_domain(request: Request[Any, Any, Any], exc: DomainError) -> Response[Pr
             outcome.status,
             outcome.detail,
             errors=[FieldError(field=exc.field, message=exc.detail)],
+        )
+    if isinstance(exc, FeatureDisabled):
+        # An operator's switch, not a failing dependency: say which feature is off.
+        return problem_response(
+            request,
+            outcome.status,
+            feature_disabled_detail(exc.flag),
+            dependency=exc.dependency,
+            retry_after=exc.retry_after,
         )
     if isinstance(exc, DependencyUnavailable):
         log.warning("dependency_unavailable", dependency=exc.dependency)

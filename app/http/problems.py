@@ -115,7 +115,6 @@ def problem_responses(*codes: int) -> dict[int, ResponseSpec]:
 
 UNKNOWN_SEGMENT = "{unknown}"
 _PARAM_TYPE = re.compile(r"\{(\w+):[^}]*\}")
-_VOCABULARY_KEY = "problem_route_vocabulary"
 
 
 def problem_instance(scope: Scope) -> str:
@@ -145,20 +144,15 @@ def _route_template(template: str) -> str:
     return _PARAM_TYPE.sub(r"{\1}", template)
 
 
+@functools.lru_cache(maxsize=8)  # one application per process; a few more in tests
 def _vocabulary(app: Any) -> frozenset[str]:  # Any: the Litestar application
-    """The literal path segments of ``app``'s routes (never a parameter)."""
-    state = getattr(app, "state", None)
-    known: frozenset[str] | None = state.get(_VOCABULARY_KEY) if state is not None else None
-    if known is None:
-        known = frozenset(
-            segment
-            for route in getattr(app, "routes", ())
-            for segment in route.path.split("/")
-            if segment and not segment.startswith("{")
-        )
-        if state is not None:
-            state[_VOCABULARY_KEY] = known
-    return known
+    """The literal path segments of ``app``'s routes (never a parameter), computed once per app."""
+    return frozenset(
+        segment
+        for route in app.routes
+        for segment in route.path.split("/")
+        if segment and not segment.startswith("{")
+    )
 
 
 def encode_problem(problem: Problem) -> bytes:

@@ -46,10 +46,18 @@ class StoredEvent(msgspec.Struct, frozen=True, kw_only=True):
     send_intent_at: dt.datetime | None = None
     message_sent_at: dt.datetime | None = None
     error_message: str | None = None
+    redriven_at: dt.datetime | None = None
+
+    @property
+    def retry_window_start(self) -> dt.datetime:
+        """Where the retry budget counts from: the last redrive, else the arrival."""
+        return self.redriven_at or self.received_at
 
 
 class QueueStats(msgspec.Struct, frozen=True, kw_only=True):
-    """Events by status, and the age of the oldest event still open (for the queue metrics)."""
+    """Events by status, the age of the oldest event still open, and the dead letters waiting for
+    an operator (failed with ``dead_lettered_at`` set; ``None`` when not measured)."""
 
     counts: dict[str, int]
     oldest_open_age_s: float | None = None
+    dead_letters: int | None = None

@@ -75,14 +75,20 @@ class JobOutcome(msgspec.Struct, frozen=True, kw_only=True):
     received_at: dt.datetime | None = None
 
 
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
 async def _settle(
     events: EventStore,
     event: StoredEvent,
     verdict: Verdict,
     policy: RetryPolicy,
     rand: Callable[[], float],
+    clock: Callable[[], dt.datetime] = _utcnow,
 ) -> JobOutcome:
-    """Record a failed attempt: schedule a retry, or dead-letter the event."""
+    """Record a failed attempt: schedule a retry, or dead-letter the event once its retry budget
+    (counted from its arrival or last redrive) is spent."""
     if not verdict.transient:
         await events.mark_failed(event.id, verdict.reason)
         return JobOutcome(
@@ -92,9 +98,11 @@ async def _settle(
             reason=verdict.reason,
             received_at=event.received_at,
         )
-    if event.attempts >= policy.max_attempts:
+    delay = policy.delay(event.attempts, rand())
+    elapsed = max(0.0, (clock() - event.retry_window_start).total_seconds())
+    if policy.exhausted(event.attempts, elapsed, delay):
         reason = f"gave up after {event.attempts} attempts: {verdict.reason}"
-        await events.mark_failed(event.id, reason)
+        await events.mark_failed(event.id, reason, dead_letter=True)
         return JobOutcome(
             kind="failed",
             event_id=event.id,
@@ -109,7 +117,7 @@ async def _settle(
         event_id=event.id,
         attempts=event.attempts,
         reason=verdict.reason,
-        retry_in_s=policy.delay(event.attempts, rand()),
+        retry_in_s=delay,
         received_at=event.received_at,
     )
 
@@ -153,6 +161,7 @@ async def _deliver(
     rand: Callable[[], float],
     provably_unsent: Callable[[BaseException], bool],
     release: Callable[[], Awaitable[None]],
+    clock: Callable[[], dt.datetime] = _utcnow,
 ) -> JobOutcome:
     """Send the message (the intent and the lead's claim are committed) and record the outcome.
 
@@ -164,7 +173,7 @@ async def _deliver(
         if provably_unsent(exc):
             await release()
             await events.clear_send_intent(event.id)
-            return await _settle(events, event, classify_send_error(exc), policy, rand)
+            return await _settle(events, event, classify_send_error(exc), policy, rand, clock)
         await events.mark_failed(event.id, SEND_OUTCOME_UNKNOWN)
         return JobOutcome(
             kind="failed",
@@ -204,6 +213,7 @@ async def run_event_job(
     policy: RetryPolicy = DEFAULT_RETRY_POLICY,
     rand: Callable[[], float] = random.random,
     provably_unsent: Callable[[BaseException], bool] = is_provably_unsent,
+    clock: Callable[[], dt.datetime] = _utcnow,
 ) -> JobOutcome:
     """Process one stored webhook event: enrich the lead and post the message, at most once.
 
@@ -214,8 +224,9 @@ async def run_event_job(
     format (:meth:`Enricher.prepare_event`), commit the send intent, claim the lead's message
     (another event of the lead may have won it: complete without a message), send, and record
     the message as sent. Transient failures are recorded and returned as ``retry`` with a
-    backoff delay until ``policy.max_attempts``, then the event is failed (the dead letter);
-    permanent ones fail it at once.
+    backoff delay until the retry budget (``policy.budget_s`` from the event's arrival or last
+    redrive) or ``policy.max_attempts`` is spent, then the event is failed as a dead letter
+    (``dead_lettered_at``, redrivable); permanent ones fail it at once.
 
     Args:
         event_id: The ``core.webhook_events`` id (the job's payload).
@@ -225,6 +236,7 @@ async def run_event_job(
         rand: Source of jitter in [0, 1).
         provably_unsent: Tells whether a send error proves that nothing reached C2S (only then
             is the send retried).
+        clock: The current time (UTC), for the retry budget.
 
     Returns:
         What the run did; the caller re-schedules ``retry`` outcomes after ``retry_in_s``.
@@ -259,7 +271,7 @@ async def run_event_job(
         # Only reachable when runs die mid-job (each claim counts): a poison event that crashes
         # its worker must not crash the next one forever.
         reason = f"gave up after {event.attempts} attempts: the job was interrupted repeatedly"
-        await events.mark_failed(event_id, reason)
+        await events.mark_failed(event_id, reason, dead_letter=True)
         return JobOutcome(
             kind="failed",
             event_id=event_id,
@@ -283,7 +295,7 @@ async def run_event_job(
     try:
         result, _resolution = await watched(enricher, log).prepare_event(lead)
     except Exception as exc:  # every failure is classified and recorded
-        return await _settle(events, event, classify_prepare_error(exc, log), policy, rand)
+        return await _settle(events, event, classify_prepare_error(exc, log), policy, rand, clock)
     if not await events.mark_send_intent(event_id):
         # A concurrent run (this job's lease expired while it was alive) got there first.
         return JobOutcome(
@@ -312,6 +324,7 @@ async def run_event_job(
             rand=rand,
             provably_unsent=provably_unsent,
             release=release,
+            clock=clock,
         )
     )
     try:

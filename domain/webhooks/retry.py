@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from domain.ports import DiretrixPort, WorkApiPort
 
 __all__ = [
+    "DEFAULT_RETRY_BUDGET_S",
     "DEFAULT_RETRY_POLICY",
     "FailureLog",
     "RetryPolicy",
@@ -39,25 +40,34 @@ __all__ = [
 ]
 
 
+# The default retry budget: an upstream outage of up to 6 hours is ridden out without an operator.
+DEFAULT_RETRY_BUDGET_S: Final = 6 * 3600.0
+
+
 class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
-    """Retries of transient failures: exponential backoff with jitter, then the dead letter.
+    """Retries of transient failures: exponential backoff with full jitter until a time budget is
+    spent, then the dead letter.
 
     Attributes:
-        max_attempts: Attempts before an event is failed (dead-lettered) with its last reason.
-        base_delay_s: Delay after the first failed attempt, before jitter.
-        max_delay_s: Cap of the delay, before jitter.
+        budget_s: Time from the event's arrival (or its last redrive) within which transient
+            failures are retried; a retry that would start after it is not scheduled and the
+            event is dead-lettered (``WORKER_RETRY_BUDGET_S``).
+        base_delay_s: Delay cap after the first failed attempt.
+        max_delay_s: Cap of the delay (the exponential stops growing there).
+        max_attempts: Hard cap on attempts whatever the budget (a poison event that kills its
+            worker on every run must not be retried for hours).
     """
 
-    max_attempts: Annotated[int, msgspec.Meta(ge=1)] = 5
-    base_delay_s: Annotated[float, msgspec.Meta(ge=0)] = 2.0
-    max_delay_s: Annotated[float, msgspec.Meta(ge=0)] = 300.0
+    budget_s: Annotated[float, msgspec.Meta(ge=0)] = DEFAULT_RETRY_BUDGET_S
+    base_delay_s: Annotated[float, msgspec.Meta(ge=0)] = 5.0
+    max_delay_s: Annotated[float, msgspec.Meta(ge=0)] = 1800.0
+    max_attempts: Annotated[int, msgspec.Meta(ge=1)] = 100
 
     def delay(self, attempt: int, rand: float) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based).
 
-        "Equal jitter": half the exponential delay is fixed, half is random, so retries of
-        events that failed together (an upstream outage) spread out without any retry coming
-        back immediately.
+        "Full jitter": uniform in [0, min(max_delay_s, base_delay_s x 2^(attempt-1))), so the
+        retries of events that failed together (an upstream outage) spread over the whole window.
 
         Args:
             attempt: The attempt that just failed, from 1.
@@ -65,7 +75,17 @@ class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
         """
         exponent = min(max(attempt - 1, 0), 30)
         capped = min(self.max_delay_s, self.base_delay_s * (2.0**exponent))
-        return capped / 2 + capped / 2 * min(max(rand, 0.0), 1.0)
+        return capped * min(max(rand, 0.0), 1.0)
+
+    def exhausted(self, attempts: int, elapsed_s: float, next_delay_s: float) -> bool:
+        """Whether to give up instead of retrying after ``next_delay_s``.
+
+        Args:
+            attempts: Attempts made so far.
+            elapsed_s: Seconds since the event arrived (or was last redriven).
+            next_delay_s: The backoff before the next attempt.
+        """
+        return attempts >= self.max_attempts or elapsed_s + next_delay_s > self.budget_s
 
 
 DEFAULT_RETRY_POLICY: Final = RetryPolicy()

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CLAIM_GOOGLE_LEAD",
     "COMPLETE_GOOGLE_LEAD",
+    "COUNT_DEAD_LETTERS",
     "FAIL_GOOGLE_LEAD",
     "FIND_ORPHANS",
     "INSERT_EVENTS",
@@ -82,7 +83,7 @@ RETURNING id, lead_id, updated_at
 # One event. $1 uuid: event id.
 SELECT_EVENT: Final = """
 SELECT id, source, lead_id, updated_at, hook_action, payload_raw::text AS payload, status,
-       attempts, received_at, send_intent_at, message_sent_at, error_message
+       attempts, received_at, send_intent_at, message_sent_at, error_message, redriven_at
   FROM core.webhook_events
  WHERE id = $1
 """
@@ -93,7 +94,7 @@ UPDATE core.webhook_events
    SET status = 'processing', attempts = attempts + 1
  WHERE id = $1 AND status IN ('received', 'queued', 'processing')
 RETURNING id, source, lead_id, updated_at, hook_action, payload_raw::text AS payload, status,
-          attempts, received_at, send_intent_at, message_sent_at, error_message
+          attempts, received_at, send_intent_at, message_sent_at, error_message, redriven_at
 """
 
 # Record the intent to send; only one run can win it. $1 uuid. Returns id when won.
@@ -127,11 +128,19 @@ UPDATE core.webhook_events
  WHERE id = $1 AND status = 'processing' AND message_sent_at IS NULL
 """
 
-# Dead letter (never over a completed event). $1 uuid; $2 text: reason without personal data.
+# Fail an event (never over a completed one). $1 uuid; $2 text: reason without personal data;
+# $3 bool: a dead letter (a transient failure given up on: redrivable, counted in the DLQ depth).
 MARK_FAILED: Final = """
 UPDATE core.webhook_events
-   SET status = 'failed', error_message = $2, processed_at = now()
+   SET status = 'failed', error_message = $2, processed_at = now(),
+       dead_lettered_at = CASE WHEN $3::bool THEN now() END
  WHERE id = $1 AND status <> 'completed'
+"""
+
+# Dead letters waiting for an operator (served by idx_webhook_events_dead). $1 text: source.
+COUNT_DEAD_LETTERS: Final = """
+SELECT count(*) FROM core.webhook_events
+ WHERE status = 'failed' AND dead_lettered_at IS NOT NULL AND source = $1
 """
 
 # A transient failure: back to queued (the job is re-queued with a delay). $1 uuid; $2 text.
@@ -224,6 +233,7 @@ def _to_event(row: asyncpg.Record) -> StoredEvent:
         send_intent_at=row["send_intent_at"],
         message_sent_at=row["message_sent_at"],
         error_message=row["error_message"],
+        redriven_at=row["redriven_at"],
     )
 
 
@@ -328,9 +338,9 @@ class PgEventStore(_PgBase):
         """Complete a processing event that needs no message, with ``note``."""
         await self._execute(MARK_COMPLETED_UNSENT, event_id, note)
 
-    async def mark_failed(self, event_id: UUID, reason: str) -> None:
-        """Dead-letter the event with ``reason``."""
-        await self._execute(MARK_FAILED, event_id, reason)
+    async def mark_failed(self, event_id: UUID, reason: str, *, dead_letter: bool = False) -> None:
+        """Fail the event with ``reason``; ``dead_letter`` records it as redrivable."""
+        await self._execute(MARK_FAILED, event_id, reason, dead_letter)
 
     async def record_attempt(self, event_id: UUID, reason: str) -> None:
         """Record a transient failure; the event waits for its retry."""
@@ -340,13 +350,14 @@ class PgEventStore(_PgBase):
         """Open events by status (all three statuses present) and the oldest waiting one's age."""
         async with self._connection() as conn:
             rows = await conn.fetch(OPEN_COUNTS, self._source)
+            dead = await conn.fetchval(COUNT_DEAD_LETTERS, self._source)
         counts = {"received": 0, "queued": 0, "processing": 0}
         oldest: float | None = None
         for row in rows:
             counts[row["status"]] = int(row["n"])
             if row["oldest_age_s"] is not None:
                 oldest = float(row["oldest_age_s"])
-        return QueueStats(counts=counts, oldest_open_age_s=oldest)
+        return QueueStats(counts=counts, oldest_open_age_s=oldest, dead_letters=int(dead))
 
     async def requeue_orphans(self, min_age_s: float, limit: int) -> int:
         """Enqueue a job for each open event older than ``min_age_s`` that has no live job.

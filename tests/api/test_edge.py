@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
 import pytest
 from litestar import Litestar, get
-from litestar.params import FromPath, FromQuery
+from litestar.params import FromPath, FromQuery, HeaderParameter, QueryParameter
 from litestar.testing import AsyncTestClient
 from openapi_spec_validator import validate
 
@@ -129,6 +129,38 @@ async def test_every_operation_has_an_id_a_summary_and_documented_errors(
                 assert PROBLEM in op["responses"][code]["content"], (path, method, code)
 
 
+# docs/security.md, "Scopes per operation".
+EXPECTED_SCOPES = {
+    ("/api/v1/leads/process", "get"): "enrich",
+    ("/api/v1/c2s/enrich/{lead_id}", "post"): "enrich",
+    ("/api/v1/contributor/customer", "get"): "read",
+    ("/api/v1/enrich", "post"): "enrich",
+    ("/api/v1/enrich/batch", "post"): "enrich",
+    ("/api/v1/customers/{customer_id}", "get"): "read",
+    ("/api/v1/leads", "post"): "enrich",
+    ("/api/v1/work/modules/all", "get"): "read",
+    ("/api/v1/work/modules/{module}", "get"): "read",
+    ("/api/v1/admin/flags", "get"): "admin",
+    ("/api/v1/admin/flags/{name}", "put"): "admin",
+    ("/api/v1/admin/flags/{name}/override", "delete"): "admin",
+}
+
+
+async def test_openapi_states_the_scope_of_every_operation(
+    client: AsyncTestClient[Litestar],
+) -> None:
+    document = (await client.get("/schema/openapi.json")).json()
+    for (path, method), scope in EXPECTED_SCOPES.items():
+        op = document["paths"][path][method]
+        assert op["x-required-scope"] == scope, (path, method)
+        assert op["security"] == [{"ApiKey": [scope]}, {"Bearer": [scope]}], (path, method)
+        assert f"the `{scope}` scope" in op["description"], (path, method)
+    lookup = document["paths"]["/api/v1/contributor/customer"]["get"]["description"]
+    assert "`enrich`" in lookup  # the read/enrich split is stated where it applies
+    for path in ("/api/v1/webhooks/c2s", "/api/v1/webhooks/google-ads"):
+        assert "x-required-scope" not in document["paths"][path]["post"]
+
+
 async def test_yaml_document_is_served_at_the_reference_path(
     client: AsyncTestClient[Litestar],
 ) -> None:
@@ -209,10 +241,18 @@ def _typed(count: FromPath[int], limit: FromQuery[int]) -> dict[str, int]:
     return {"count": count, "limit": limit}
 
 
+@get("/boom/aliased", sync_to_thread=False)
+def _aliased(
+    lead_id: Annotated[str, QueryParameter(name="id", pattern=r"^[a-z]{1,8}$")],
+    trace: Annotated[str | None, HeaderParameter(name="X-Trace-Tag", max_length=4)] = None,
+) -> dict[str, str | None]:
+    return {"lead_id": lead_id, "trace": trace}
+
+
 @pytest.fixture
 async def boom_client() -> Any:
     app = Litestar(
-        route_handlers=[_invalid, _down, _upstream, _crash, _typed],
+        route_handlers=[_invalid, _down, _upstream, _crash, _typed, _aliased],
         exception_handlers=exception_handlers(),
     )
     app.asgi_handler = RequestIdMiddleware(app.asgi_handler)
@@ -254,6 +294,33 @@ async def test_validation_error_names_the_query_parameter(boom_client: Any) -> N
 async def test_missing_query_parameter_is_named(boom_client: Any) -> None:
     body = assert_problem(await boom_client.get("/boom/typed/3"), 400)
     assert body["errors"][0]["field"] == "limit"
+
+
+async def test_blank_aliased_query_parameter_is_missing_under_its_wire_name(
+    boom_client: Any,
+) -> None:
+    # Like GET /leads/process?id=: the handler's `lead_id` is `id` on the wire.
+    body = assert_problem(await boom_client.get("/boom/aliased?id="), 400)
+    assert body["detail"] == "Missing 'id' parameter"
+    assert body["errors"] == [
+        {"field": "id", "message": "Missing 'id' parameter", "source": "query"}
+    ]
+
+
+async def test_invalid_parameters_name_the_wire_alias_and_a_plain_source(
+    boom_client: Any,
+) -> None:
+    body = assert_problem(await boom_client.get("/boom/aliased?id=NOT-OK"), 400)
+    assert [(e["field"], e["source"]) for e in body["errors"]] == [("id", "query")]
+    assert body["detail"].startswith("Invalid field 'id' (query): ")
+    header = assert_problem(
+        await boom_client.get("/boom/aliased?id=ok", headers={"X-Trace-Tag": "too-long"}), 400
+    )
+    assert [(e["field"].lower(), e["source"]) for e in header["errors"]] == [
+        ("x-trace-tag", "header")
+    ]
+    typed = assert_problem(await boom_client.get("/boom/typed/3?limit=abc"), 400)
+    assert typed["errors"][0]["source"] == "query"
 
 
 async def test_bad_path_parameter_is_4xx(boom_client: Any) -> None:

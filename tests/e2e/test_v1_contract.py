@@ -152,6 +152,17 @@ async def test_process_without_id_is_the_reference_400(
     assert body["errors"][0]["field"] == "id"
 
 
+async def test_process_with_blank_id_names_the_wire_parameter(
+    client: AsyncTestClient[Litestar], key: str
+) -> None:
+    response = await client.get("/api/v1/leads/process?id=", headers=auth(key))
+    body = assert_problem(response, 400)
+    assert body["error"] == "Missing 'id' parameter"
+    assert body["errors"] == [
+        {"field": "id", "message": "Missing 'id' parameter", "source": "query"}
+    ]
+
+
 async def test_process_of_unknown_lead_is_success_false(
     client: AsyncTestClient[Litestar], sandbox: SandboxAdmin, key: str
 ) -> None:
@@ -389,6 +400,22 @@ async def test_idempotency_key_with_another_body_is_422(
     assert first.status_code == 200
     other = await client.post("/api/v1/enrich", json={"cpf": PEOPLE.cpf_for(23)}, headers=headers)
     assert_problem(other, 422)
+
+
+async def test_idempotency_key_compares_the_request_not_the_bytes(
+    client: AsyncTestClient[Litestar], key: str
+) -> None:
+    headers = {**auth(key), "Idempotency-Key": "same-key-respaced-body"}
+    headers["Content-Type"] = "application/json"
+    cpf = PEOPLE.person(25).cpf
+    first = await client.post("/api/v1/enrich", content=f'{{"cpf":"{cpf}"}}', headers=headers)
+    assert first.status_code == 200
+    # The same parameters spelled with other whitespace: a retry, not a misuse (422).
+    spaced = f'{{ "cpf" : "{cpf}" }}'
+    retry = await client.post("/api/v1/enrich", content=spaced, headers=headers)
+    assert retry.status_code == 200
+    assert retry.headers["idempotent-replayed"] == "true"
+    assert retry.content == first.content
 
 
 async def test_idempotency_key_in_flight_is_409(

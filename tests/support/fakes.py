@@ -431,6 +431,8 @@ class _EventRow:
     send_intent_at: dt.datetime | None = None
     message_sent_at: dt.datetime | None = None
     error_message: str | None = None
+    dead_letter: bool = False
+    redriven_at: dt.datetime | None = None
 
     def view(self) -> StoredEvent:
         return StoredEvent(
@@ -446,6 +448,7 @@ class _EventRow:
             send_intent_at=self.send_intent_at,
             message_sent_at=self.message_sent_at,
             error_message=self.error_message,
+            redriven_at=self.redriven_at,
         )
 
 
@@ -533,12 +536,15 @@ class FakeEventStore:
             row.send_intent_at = None
             row.error_message = note
 
-    async def mark_failed(self, event_id: uuid.UUID, reason: str) -> None:
+    async def mark_failed(
+        self, event_id: uuid.UUID, reason: str, *, dead_letter: bool = False
+    ) -> None:
         self._check()
         row = self.rows[event_id]
         if row.status != "completed":
             row.status = "failed"
             row.error_message = reason
+            row.dead_letter = dead_letter
 
     async def record_attempt(self, event_id: uuid.UUID, reason: str) -> None:
         self._check()

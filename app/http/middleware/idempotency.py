@@ -2,9 +2,11 @@
 
 The first response to a key is stored in Redis (per tenant, 24 h) and replayed to every retry with
 the same key and the same request; a retry while the first is still running gets 409; the same key
-with a different request (method, path, query or body) gets 422. 5xx answers are not stored, so a
-retry after a failure runs again. Without Redis the guarantee cannot be kept, so a request that
-asks for it gets 503 with ``Retry-After`` rather than a silent duplicate side effect.
+with a different request (method, path, query or body) gets 422. Bodies are compared as the
+requests they stand for: JSON is decoded and re-encoded canonically (sorted keys, no whitespace),
+so a retry that spells the same JSON differently is the same request. 5xx answers are not
+stored, so a retry after a failure runs again. Without Redis the guarantee cannot be kept, so a
+request that asks for it gets 503 with ``Retry-After`` rather than a silent duplicate side effect.
 
 Records are scoped per client: the tenant and the API key id of an authenticated request, a
 keyed digest of the client IP (behind a trusted proxy, its first forwarded hop) for anonymous
@@ -42,7 +44,7 @@ if TYPE_CHECKING:
     from app.http.middleware.ratelimit import ClientAddress
     from infra.sealing import AeadEnvelope
 
-__all__ = ["IdempotencyMiddleware", "IdempotencyStore"]
+__all__ = ["IdempotencyMiddleware", "IdempotencyStore", "canonical_body", "request_fingerprint"]
 
 log = structlog.get_logger(__name__)
 
@@ -54,6 +56,39 @@ _CLAIM = """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return false end
 return redis.call('GET', KEYS[1])
 """
+
+
+_CANONICAL = msgspec.json.Encoder(order="sorted")
+
+
+def canonical_body(body: bytes) -> bytes:
+    """The request a body stands for, independent of its JSON spelling.
+
+    A JSON body is decoded and re-encoded with sorted keys and no insignificant whitespace, so
+    ``{ "cpf": "1" }`` and ``{"cpf":"1"}`` are the same request (parameters are compared, not
+    bytes). Anything that is not JSON (or too deep to decode) is compared byte for byte.
+    """
+    if not body.strip():
+        return b""
+    try:
+        return _CANONICAL.encode(msgspec.json.decode(body))
+    except (msgspec.MsgspecError, UnicodeDecodeError, RecursionError, ValueError):
+        return body
+
+
+def request_fingerprint(scope: Scope, body: bytes) -> str:
+    """What makes two requests with one ``Idempotency-Key`` "the same": method, path, query and
+    the canonical body (:func:`canonical_body`)."""
+    return hashlib.sha256(
+        b"\x00".join(
+            (
+                str(scope.get("method", "")).encode(),
+                scope["path"].encode(),
+                scope["query_string"],
+                canonical_body(body),
+            )
+        )
+    ).hexdigest()
 
 
 class _Record(msgspec.Struct, frozen=True, kw_only=True):
@@ -220,16 +255,7 @@ class IdempotencyMiddleware:
             if not message.get("more_body", False):
                 break
         request_body = b"".join(chunks)
-        fingerprint = hashlib.sha256(
-            b"\x00".join(
-                (
-                    str(scope.get("method", "")).encode(),
-                    scope["path"].encode(),
-                    scope["query_string"],
-                    request_body,
-                )
-            )
-        ).hexdigest()
+        fingerprint = request_fingerprint(scope, request_body)
         name = store.name(_owner(scope, store, services.client_address), key)
         try:
             existing = await store.claim(name, fingerprint)

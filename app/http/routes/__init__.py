@@ -11,26 +11,32 @@ from typing import TypeAlias
 
 from litestar.di import NamedDependency
 from litestar.params import SkipValidation
+from litestar.types import Scope
 
 from app.bootstrap import Services
 from app.config import Settings
 from domain.admission import Prefetched
+from domain.keys import grants
 from domain.pipeline import Enricher
 from domain.webhooks import WebhookIntake
 from domain.work_modules import WorkModules
 from infra.db.events import PgGoogleLeadClaims
+from infra.db.jobs import PgJobAdmin
 from infra.flags import FlagStore
 
 __all__ = [
     "API_KEY_SECURITY",
+    "READ_OR_ENRICH",
     "ClaimsDep",
     "EnricherDep",
     "FlagStoreDep",
+    "JobAdminDep",
     "PrefetchedDep",
     "ServicesDep",
     "SettingsDep",
     "WebhookIntakeDep",
     "WorkModulesDep",
+    "may_spend",
 ]
 
 # Handlers declare `enricher: EnricherDep` and so on; the parameter name is the dependency's.
@@ -42,7 +48,23 @@ ServicesDep: TypeAlias = NamedDependency[SkipValidation[Services]]
 SettingsDep: TypeAlias = NamedDependency[SkipValidation[Settings]]
 FlagStoreDep: TypeAlias = NamedDependency[SkipValidation[FlagStore]]
 WebhookIntakeDep: TypeAlias = NamedDependency[SkipValidation[WebhookIntake]]
+JobAdminDep: TypeAlias = NamedDependency[SkipValidation[PgJobAdmin]]
 ClaimsDep: TypeAlias = NamedDependency[SkipValidation[PgGoogleLeadClaims]]
 
 # Either header carries the API key (see the security schemes in app.main.openapi_config).
 API_KEY_SECURITY: list[dict[str, list[str]]] = [{"ApiKey": []}, {"Bearer": []}]
+
+
+# The scope note of reads that are answered from stored data for `read` and may fetch (a paid
+# upstream call) for `enrich` (docs/security.md, "Scopes per operation").
+READ_OR_ENRICH = (
+    "With only the `read` scope the answer comes from stored data (no paid upstream call, no "
+    "write; 404 when nothing is stored, saying the `enrich` scope would fetch it); with `enrich` "
+    "a miss is fetched from the upstream and stored."
+)
+
+
+def may_spend(scope: Scope) -> bool:
+    """Whether the request's API key may make paid upstream calls (the ``enrich`` scope)."""
+    scopes = scope.get("state", {}).get("scopes") or ()
+    return grants(scopes, "enrich")

@@ -1,27 +1,41 @@
-"""Operator endpoints: feature flags (``/api/v1/admin/flags``), admin scope only.
+"""Operator endpoints: feature flags (``/api/v1/admin/flags``) and the webhook queue's jobs
+(``/api/v1/admin/jobs``), admin scope only.
 
-A change is stored in Redis and applied by every worker within ``FLAG_CACHE_TTL_S`` (ADR 0007);
-``c2s-api flags`` does the same from a shell. Flags are global, not per tenant: the ``admin``
-scope is for the operators' keys only.
+A flag change is stored in Redis and applied by every worker within ``FLAG_CACHE_TTL_S`` (ADR
+0007); ``c2s-api flags`` does the same from a shell. Flags are global, not per tenant: the
+``admin`` scope is for the operators' keys only. The same holds for the jobs: webhook events carry
+no tenant (they come from the deployment's C2S account), so an admin key sees and redrives all of
+them, like ``c2s-api jobs`` (docs/security.md).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+from uuid import UUID
 
 import msgspec
-from litestar import Controller, Request, delete, get, put
-from litestar.params import JSONBody, PathParameter
+from litestar import Controller, Request, delete, get, post, put
+from litestar.exceptions import HTTPException, NotFoundException
+from litestar.params import FromPath, JSONBody, PathParameter, QueryParameter
 
 from app.http.problems import problem_responses
-from app.http.routes import API_KEY_SECURITY, FlagStoreDep
+from app.http.routes import API_KEY_SECURITY, FlagStoreDep, JobAdminDep
 from domain.flags import Flag, spec_of
+from infra.db.jobs import JobView, RedriveOutcome
 
 if TYPE_CHECKING:
     from infra.flags import FlagState
 
-__all__ = ["AdminController", "FlagList", "FlagUpdate", "FlagView", "flag_view"]
+__all__ = [
+    "AdminController",
+    "FlagList",
+    "FlagUpdate",
+    "FlagView",
+    "JobList",
+    "RedriveAll",
+    "flag_view",
+]
 
 FlagName = Annotated[Flag, PathParameter(description="The feature flag's name")]
 
@@ -91,6 +105,30 @@ def flag_view(state: FlagState) -> FlagView:
     )
 
 
+class JobList(msgspec.Struct, frozen=True, kw_only=True):
+    """Webhook events in one state, most recently changed first."""
+
+    state: str
+    jobs: list[JobView]
+
+
+class RedriveAll(msgspec.Struct, frozen=True, kw_only=True):
+    """The dead letters put back in the queue."""
+
+    redriven: int
+    ids: list[UUID]
+
+
+JobStateParam = Annotated[
+    Literal["dead", "failed", "open", "completed", "all"],
+    QueryParameter(
+        name="state",
+        description="dead (retry budget spent, redrivable), failed, open, completed or all",
+    ),
+]
+JobLimit = Annotated[int, QueryParameter(ge=1, le=1000, description="At most this many")]
+
+
 def _actor(request: Request[Any, Any, Any]) -> str:
     # The key's id, never the key: it ends up in Redis and in the logs.
     key_id = request.scope.get("state", {}).get("api_key_id")
@@ -156,3 +194,56 @@ class AdminController(Controller):
     ) -> FlagView:
         state = await flag_store.unset(name.value, actor=_actor(request))
         return flag_view(state)
+
+    # --- the webhook queue (docs/runbooks/QueueDeadLetters.md) ------------------------------
+
+    @get(
+        "/jobs",
+        operation_id="listJobs",
+        summary="Webhook events by state (dead letters with ?state=dead), newest first",
+        responses=problem_responses(400, 401, 403, 429, 503),
+    )
+    async def list_jobs(
+        self,
+        job_admin: JobAdminDep,
+        job_state: JobStateParam = "all",
+        limit: JobLimit = 50,
+    ) -> JobList:
+        # `state` on the wire; the handler's name differs because Litestar reserves `state`.
+        return JobList(state=job_state, jobs=await job_admin.list_jobs(job_state, limit))
+
+    @post(
+        "/jobs/{event_id:uuid}/redrive",
+        operation_id="redriveJob",
+        summary="Put one failed webhook event back in the queue (attempts reset)",
+        status_code=200,
+        responses=problem_responses(400, 401, 403, 404, 409, 429, 503),
+    )
+    async def redrive_job(self, job_admin: JobAdminDep, event_id: FromPath[UUID]) -> RedriveOutcome:
+        outcome = await job_admin.redrive(event_id)
+        if outcome.status == "not_found":
+            raise NotFoundException(f"No webhook event with id {event_id}")
+        if outcome.status == "not_failed":
+            raise HTTPException(
+                status_code=409, detail="Only failed webhook events can be redriven"
+            )
+        if outcome.status == "send_unknown":
+            raise HTTPException(
+                status_code=409,
+                detail=(
+                    "The event may already have posted its message (send outcome unknown): "
+                    "not redriven; check the lead in C2S first"
+                ),
+            )
+        return outcome
+
+    @post(
+        "/jobs/redrive-dead",
+        operation_id="redriveDeadJobs",
+        summary="Put every dead letter back in the queue (attempts reset)",
+        status_code=200,
+        responses=problem_responses(401, 403, 429, 503),
+    )
+    async def redrive_dead(self, job_admin: JobAdminDep) -> RedriveAll:
+        ids = await job_admin.redrive_dead()
+        return RedriveAll(redriven=len(ids), ids=ids)

@@ -4,15 +4,15 @@ and the basic lead processing of ``POST /leads``."""
 from __future__ import annotations
 
 import datetime as dt
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 from uuid import UUID
 
 import msgspec
-from litestar import Controller, get, post
+from litestar import Controller, Request, get, post
 from litestar.params import FromPath, JSONBody, QueryParameter
 
 from app.http.problems import problem_responses
-from app.http.routes import API_KEY_SECURITY, EnricherDep
+from app.http.routes import API_KEY_SECURITY, READ_OR_ENRICH, EnricherDep, may_spend
 from app.http.schemas import (
     BatchItemResult,
     BatchRequest,
@@ -101,17 +101,21 @@ class CustomerController(Controller):
         operation_id="getContributorCustomer",
         summary="Find a customer by cpf > email > phone > name (database, then Work API)",
         responses=problem_responses(400, 401, 403, 404, 429, 503),
+        opt={"scope": "read", "scope_note": READ_OR_ENRICH},
     )
     async def contributor_customer(
         self,
         enricher: EnricherDep,
+        request: Request[Any, Any, Any],
         cpf: Identifier = None,
         email: Identifier = None,
         phone: Identifier = None,
         name: Identifier = None,
     ) -> UnifiedCustomer:
         query = CustomerQuery(cpf=cpf, email=email, phone=phone, name=name)
-        return await lookup_customer(enricher, query, now=_now())
+        return await lookup_customer(
+            enricher, query, now=_now(), may_fetch=may_spend(request.scope)
+        )
 
     @post(
         "/enrich",

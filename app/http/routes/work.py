@@ -14,13 +14,18 @@ from urllib.parse import parse_qs
 
 from litestar import Controller, Response, get
 from litestar.params import PathParameter, QueryParameter
+from litestar.types import Scope
 
 from app.http.problems import problem_responses
-from app.http.routes import API_KEY_SECURITY, PrefetchedDep, WorkModulesDep
+from app.http.routes import (
+    API_KEY_SECURITY,
+    READ_OR_ENRICH,
+    PrefetchedDep,
+    WorkModulesDep,
+    may_spend,
+)
 
 if TYPE_CHECKING:
-    from litestar.types import Scope
-
     from app.bootstrap import Services
 
 __all__ = ["WorkController"]
@@ -56,13 +61,19 @@ class WorkController(Controller):
         operation_id="getWorkModulesAll",
         summary="The full Work API dossier (modulo=cpf) for a CPF, cached for an hour",
         responses=problem_responses(400, 401, 403, 404, 429, 502, 503),
-        opt={"scope": "enrich", "read_ahead": _read_ahead_dossier},
+        # A cached dossier is not paid for: `read` is answered from the cache, a miss needs
+        # `enrich` (docs/security.md, "Scopes per operation").
+        opt={"scope": "read", "scope_note": READ_OR_ENRICH, "read_ahead": _read_ahead_dossier},
         response_description="The Work API body, verbatim",
     )
     async def all_modules(
-        self, work_modules: WorkModulesDep, prefetched: PrefetchedDep, documento: Documento
+        self,
+        work_modules: WorkModulesDep,
+        prefetched: PrefetchedDep,
+        scope: Scope,
+        documento: Documento,
     ) -> Response[bytes]:
-        raw = await work_modules.all_modules(documento, prefetched)
+        raw = await work_modules.all_modules(documento, prefetched, may_fetch=may_spend(scope))
         return Response(raw, media_type="application/json")
 
     @get(
@@ -70,11 +81,15 @@ class WorkController(Controller):
         operation_id="getWorkModule",
         summary="One Work API module (cep, cnpj, ...) for a document, cached for an hour",
         responses=problem_responses(400, 401, 403, 404, 429, 502, 503),
-        opt={"scope": "enrich"},
+        opt={"scope": "read", "scope_note": READ_OR_ENRICH},
         response_description="The Work API body, verbatim",
     )
     async def module(
-        self, work_modules: WorkModulesDep, module: Module, documento: Documento
+        self,
+        work_modules: WorkModulesDep,
+        scope: Scope,
+        module: Module,
+        documento: Documento,
     ) -> Response[bytes]:
-        raw = await work_modules.module(module, documento)
+        raw = await work_modules.module(module, documento, may_fetch=may_spend(scope))
         return Response(raw, media_type="application/json")

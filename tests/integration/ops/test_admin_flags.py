@@ -128,6 +128,8 @@ async def test_batch_answers_503_while_its_flag_is_off(
     assert refused.headers["content-type"].startswith(PROBLEM)
     assert refused.headers["retry-after"] == "60"
     assert refused.json()["dependency"] == "feature:enable_batch"
+    # The switch is named as what it is, not as a failing dependency.
+    assert refused.json()["detail"] == "Feature 'enable_batch' is switched off"
     reset = await client.delete(f"{FLAGS}/enable_batch/override", headers=keys.admin)
     assert reset.status_code == 200
     assert reset.json()["overridden"] is False

@@ -104,7 +104,7 @@ def consumer_for(
         lease_timeout_s=lease_timeout_s,
         policy=policy or RetryPolicy(),
         listener=listener,
-        rand=lambda: 0.0,
+        rand=lambda: 0.5,  # full jitter at its midpoint: half of each capped delay
         sample_interval_s=0.2,
         poll_interval_s=0.2,
     )
@@ -129,7 +129,7 @@ async def test_transient_failure_is_retried_with_backoff_then_dead_lettered(
 ) -> None:
     world, store, recorder = helena_world(), PgEventStore(pool), Recorder()
     world.diretrix.down = True
-    policy = RetryPolicy(max_attempts=3, base_delay_s=0.4, max_delay_s=5.0)  # waits 0.2, 0.4 s
+    policy = RetryPolicy(max_attempts=3, base_delay_s=0.4, max_delay_s=5.0)  # 0.2, 0.4 s at 0.5
     event_id = await accept_one(store)
     async with running(consumer_for(pool, world, policy=policy, listener=recorder)):
         await wait_until(lambda: _is(store, event_id, "failed"), what="the dead letter")

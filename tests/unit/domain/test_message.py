@@ -53,6 +53,8 @@ OTAVIO_BY_EMAIL = PersonSource(cpf=OTAVIO_CPF, dossier=OTAVIO, via="email", cont
 CASES: dict[str, Callable[[], str]] = {
     "block_helena": lambda: format_block(HELENA),
     "block_otavio": lambda: format_block(OTAVIO),
+    # docs/contract.md §6.6: 1776,35 x 1.9 is printed from the binary double, 3375.06.
+    "block_income_binary_rounding": lambda: format_block(_load("income_1776")),
     "same_person_process": lambda: format_lead_message(
         [HELENA_BY_PHONE, HELENA_BY_EMAIL], layout="process"
     ),
@@ -85,9 +87,22 @@ def test_block_renders_reference_income_example() -> None:
     assert "Faixa de Renda: De R$ 13334.20 até R$ 28500.00\n" in block
 
 
-def test_block_rounds_cents_half_up() -> None:
-    # 4210.35 x 1.9 = 7999.665 exactly; binary floats would round it down.
-    assert "Renda: R$ 7999.67\n" in format_block(OTAVIO)
+def test_block_rounds_cents_from_the_binary_product_like_the_earlier_service() -> None:
+    # 4210.35 x 1.9 is 7999.665 in decimal but 7999.66499... as a double: the earlier service
+    # printed 7999.66 (docs/contract.md §6.6).
+    assert "Renda: R$ 7999.66\n" in format_block(OTAVIO)
+
+
+def test_income_1776_35_prints_3375_06_as_the_earlier_service_did() -> None:
+    block = format_block(_decode({"DadosEconomicos": {"renda": "1776,35"}}))
+    assert "Renda: R$ 3375.06\n" in block
+
+
+def test_income_band_amounts_are_rounded_from_the_binary_product() -> None:
+    # 1 x 1.005 is 1.00499999... as a double: "1.00", as f"{x:.2f}" prints it.
+    payload = {"DadosEconomicos": {"poderAquisitivo": {"faixaPoderAquisitivo": "De R$ 1 até R$ 3"}}}
+    block = format_block(_decode(payload), income_multiplier=1.005)
+    assert "Faixa de Renda: De R$ 1.00 até R$ 3.01\n" in block
 
 
 def test_income_multiplier_is_configurable() -> None:
@@ -223,11 +238,15 @@ def test_income_multiplier_applies_to_whole_message() -> None:
         (Decimal("7018"), 1.9, "13334.20"),
         (Decimal("0.005"), 1.0, "0.01"),
         (Decimal("-0.001"), 1.0, "0.00"),
+        (Decimal("1776.35"), 1.9, "3375.06"),
+        (Decimal("4210.35"), 1.9, "7999.66"),
+        (Decimal("2.675"), 1.0, "2.67"),
+        (Decimal("1"), 1.005, "1.00"),
         (Decimal("1"), float("nan"), None),
         (Decimal("1"), 1e300, None),
     ],
 )
-def test_scale_amount_rounds_half_up_to_cents(
+def test_scale_amount_formats_the_binary_product_like_python_f_format(
     amount: Decimal, multiplier: float, expected: str | None
 ) -> None:
     assert scale_amount(amount, multiplier) == expected

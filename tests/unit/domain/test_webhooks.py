@@ -7,7 +7,7 @@ import datetime as dt
 import re
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import pytest
@@ -91,8 +91,8 @@ async def stored_event(store: FakeEventStore, **overrides: object) -> uuid.UUID:
     return event_id
 
 
-def no_jitter() -> float:
-    return 0.0
+def mid_jitter() -> float:
+    return 0.5
 
 
 # --- updated_at ---------------------------------------------------------------------------------
@@ -335,11 +335,67 @@ def test_a_corrupt_stored_payload_is_invalid_input() -> None:
 # --- retry policy ---------------------------------------------------------------------------------
 
 
-def test_backoff_doubles_with_equal_jitter_and_is_capped() -> None:
-    policy = RetryPolicy(max_attempts=10, base_delay_s=2.0, max_delay_s=30.0)
-    assert [policy.delay(n, 0.0) for n in range(1, 6)] == [1.0, 2.0, 4.0, 8.0, 15.0]
-    assert [policy.delay(n, 0.999999) for n in range(1, 6)] == pytest.approx([2, 4, 8, 16, 30])
-    assert policy.delay(100, 0.5) == pytest.approx(22.5)
+def test_backoff_doubles_with_full_jitter_and_is_capped() -> None:
+    policy = RetryPolicy(base_delay_s=5.0, max_delay_s=1800.0)
+    assert [policy.delay(n, 0.0) for n in range(1, 6)] == [0.0] * 5
+    assert [policy.delay(n, 0.999999) for n in range(1, 6)] == pytest.approx([5, 10, 20, 40, 80])
+    assert policy.delay(100, 0.5) == pytest.approx(900.0)
+
+
+def test_default_policy_retries_for_hours_not_seconds() -> None:
+    # Today's policy gave up after 5 attempts in ~15-30 s; the budget is now >= 6 h.
+    policy = RetryPolicy()
+    assert policy.budget_s >= 6 * 3600
+    assert (policy.base_delay_s, policy.max_delay_s) == (5.0, 1800.0)
+    # Even with the longest backoff every time, the budget allows more than 5 attempts...
+    elapsed, attempts = 0.0, 0
+    while not policy.exhausted(attempts + 1, elapsed, policy.delay(attempts + 1, 0.999999)):
+        attempts += 1
+        elapsed += policy.delay(attempts, 0.999999)
+    assert attempts > 10
+    assert elapsed <= policy.budget_s
+    # ... and a retry that would start after the budget is not scheduled.
+    assert policy.exhausted(3, 6 * 3600 - 10, 11.0)
+    assert not policy.exhausted(3, 6 * 3600 - 10, 9.0)
+
+
+async def test_retry_budget_is_spent_by_time_then_the_event_is_a_dead_letter() -> None:
+    world, store = helena_world(), FakeEventStore()
+    world.diretrix.down = True
+    event_id = await stored_event(store)
+    received = store.rows[event_id].received_at
+    policy = RetryPolicy(budget_s=3600.0, base_delay_s=5.0, max_delay_s=1800.0)
+
+    async def run_at(offset_s: float) -> Any:
+        return await run_event_job(
+            event_id,
+            events=store,
+            enricher=world.enricher(),
+            policy=policy,
+            rand=mid_jitter,
+            clock=lambda: received + dt.timedelta(seconds=offset_s),
+        )
+
+    assert (await run_at(10)).kind == "retry"
+    assert (await run_at(1800)).kind == "retry"
+    last = await run_at(3599)  # the next retry would start after the budget
+    assert (last.kind, last.dead_letter) == ("failed", True)
+    assert last.reason == "gave up after 3 attempts: diretrix unavailable"
+    assert store.rows[event_id].dead_letter
+    # A redrive restarts the budget from its own time.
+    row = store.rows[event_id]
+    row.status, row.attempts, row.redriven_at = "queued", 0, received + dt.timedelta(hours=5)
+    assert (await run_at(5 * 3600 + 10)).kind == "retry"
+
+
+async def test_permanent_failures_are_not_dead_letters() -> None:
+    world, store = helena_world(), FakeEventStore()
+    world.diretrix.by_phone.clear()
+    world.diretrix.by_email.clear()
+    event_id = await stored_event(store)
+    outcome = await run_event_job(event_id, events=store, enricher=world.enricher())
+    assert (outcome.kind, outcome.dead_letter) == ("failed", False)
+    assert not store.rows[event_id].dead_letter
 
 
 # --- the job --------------------------------------------------------------------------------------
@@ -419,7 +475,7 @@ async def test_transient_failure_is_retried_with_backoff_then_dead_lettered() ->
     event_id = await stored_event(store)
     enricher = world.enricher()
     outcomes = [
-        await run_event_job(event_id, events=store, enricher=enricher, policy=FAST, rand=no_jitter)
+        await run_event_job(event_id, events=store, enricher=enricher, policy=FAST, rand=mid_jitter)
         for _ in range(3)
     ]
     assert [o.kind for o in outcomes] == ["retry", "retry", "failed"]

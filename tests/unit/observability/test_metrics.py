@@ -43,6 +43,7 @@ EXPECTED = {
     "queue_oldest_job_age_seconds",
     "queue_jobs_total",
     "queue_dead_letters_total",
+    "queue_dead_letters_pending",
     "worker_active_jobs",
     "pipeline_step_duration_seconds_bucket",
     "enrichments_total",
