@@ -489,15 +489,18 @@ def _upstream_row(lay: _Layout) -> None:
     )
     lay.add(
         timeseries(
-            "Upstream calls by outcome",
+            "Upstream requests by status and error",
             _targets(
                 (
-                    f"sum by (upstream, outcome) (rate({c}_count{{{SEL}}}[$__rate_interval]))",
-                    "{{upstream}} {{outcome}}",
+                    "sum by (upstream, http_response_status_code, error_type) "
+                    f"(rate({c}_count{{{SEL}}}[$__rate_interval]))",
+                    "{{upstream}} {{http_response_status_code}} {{error_type}}",
                 )
             ),
             unit="reqps",
             stack=True,
+            description="error_type is empty on success; otherwise the status code, timeout, "
+            "a network error class, soft_error (Work API error inside a 200) or invalid_body.",
         ),
         w=8,
     )
@@ -506,9 +509,9 @@ def _upstream_row(lay: _Layout) -> None:
             "Upstream retries",
             _targets(
                 (
-                    "sum by (upstream, operation) "
+                    "sum by (upstream, error_type) "
                     f"(rate(upstream_retries_total{{{SEL}}}[$__rate_interval]))",
-                    "{{upstream}} {{operation}}",
+                    "{{upstream}} after {{error_type}}",
                 )
             ),
             unit="reqps",
