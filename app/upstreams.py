@@ -31,7 +31,10 @@ if TYPE_CHECKING:
 
     from app.config import Settings
 
-__all__ = ["Upstreams", "open_upstreams", "uses_sandbox"]
+__all__ = ["BREAKER_SYNC_INTERVAL_S", "Upstreams", "open_upstreams", "uses_sandbox"]
+
+BREAKER_SYNC_INTERVAL_S = 5.0
+"""How often the breaker state gauges are re-read from Redis (one small script per breaker)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,14 +85,15 @@ def _configs(settings: Settings) -> tuple[C2SConfig, DiretrixConfig, WorkApiConf
 async def open_upstreams(settings: Settings, redis: aioredis.Redis) -> AsyncIterator[Upstreams]:
     """Open the HTTP session and breakers; close them (breakers first) on exit."""
     session = create_session(settings.upstream_max_connections)
-    breakers = BreakerRegistry(
-        redis, key_prefix=f"{settings.redis_key_prefix}cb:", listener=BreakerMetrics()
-    )
+    gauges = BreakerMetrics()
+    breakers = BreakerRegistry(redis, key_prefix=f"{settings.redis_key_prefix}cb:", listener=gauges)
     try:
         c2s, diretrix, work_api = _configs(settings)
         clients = create_upstream_clients(
             session, breakers, c2s=c2s, diretrix=diretrix, work_api=work_api
         )
+        # The state gauges follow the shared state, not this process's last call.
+        breakers.start_sync(BREAKER_SYNC_INTERVAL_S, gauges.publish)
         yield Upstreams(
             c2s=clients.c2s,
             diretrix=clients.diretrix,

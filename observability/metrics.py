@@ -246,8 +246,8 @@ UPSTREAM_RETRIES: Final = Counter(
 
 CIRCUIT_BREAKER_STATE: Final = Gauge(
     "circuit_breaker_state",
-    "Breaker state as this process sees it: 0 closed, 1 half-open, 2 open, 3 forced open, "
-    "4 disabled.",
+    "Breaker state, re-read from the shared (Redis) state every few seconds: 0 closed, "
+    "1 half-open, 2 open, 3 forced open, 4 disabled.",
     ["name"],
     registry=REGISTRY,
 )
@@ -611,6 +611,12 @@ class BreakerMetrics:
 
     def on_storage_degraded(self, name: str, degraded: bool) -> None:
         """Move the storage-degraded gauge."""
+        set_breaker_storage_degraded(name, degraded)
+
+    def publish(self, name: str, state: _HasValue | str, degraded: bool) -> None:
+        """Set both gauges from a state read now (``BreakerRegistry.start_sync``): the shared
+        state, even when this process has not called the dependency since it changed."""
+        set_breaker_state(name, _state_name(state))
         set_breaker_storage_degraded(name, degraded)
 
 

@@ -35,6 +35,7 @@ from infra.queue import (
     QueueListener,
 )
 from observability.logging import configure_logging
+from observability.metrics import track_pool
 from observability.tracing import configure_tracing, flush_tracing
 
 if TYPE_CHECKING:
@@ -174,6 +175,8 @@ async def _serve(
         version=SERVICE_VERSION,
     )
     async with open_container(settings) as container:
+        # db_client_connections_* of this process are its own pool's (read at scrape time).
+        untrack_pool = track_pool(container.pool)
         log.info(
             "worker_started",
             concurrency=concurrency,
@@ -190,6 +193,7 @@ async def _serve(
             urgent=urgent,
             listener=PrometheusQueueListener(),
         )
+        untrack_pool()
     for signum in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(ValueError, RuntimeError):
             loop.remove_signal_handler(signum)
