@@ -30,6 +30,7 @@ CACHED: Final = 'http_route=~"/api/v1/work/modules/.+"'
 CUSTOMERS: Final = 'http_route=~"/api/v1/customers/.+|/api/v1/contributor/customer"'
 AVAILABILITY_SLO: Final = 0.999
 LATENCY_SLO: Final = 0.99
+ENRICHMENT_SLO: Final = 0.99
 
 Json = dict[str, Any]  # Any: Grafana's JSON model
 
@@ -723,6 +724,23 @@ def _queue_row(lay: _Layout) -> None:
             ),
             unit="reqps",
             stack=True,
+        ),
+        w=8,
+    )
+    lay.add(
+        timeseries(
+            "Failed enrichments ratio (SLO: 99 % not failed)",
+            _targets(
+                (
+                    f'sum(rate(enrichments_total{{{SEL},outcome="failed"}}[$__rate_interval]))'
+                    f" / sum(rate(enrichments_total{{{SEL}}}[$__rate_interval]))",
+                    "failed ratio",
+                )
+            ),
+            unit="percentunit",
+            threshold_line=1 - ENRICHMENT_SLO,
+            description="/leads/process answers 200 even when an upstream failed: this ratio, "
+            "not the HTTP status, is the enrichment SLI (alert EnrichmentBudgetBurn).",
         ),
         w=8,
     )
