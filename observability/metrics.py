@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import time
 from contextlib import asynccontextmanager
 from importlib import metadata
@@ -202,7 +203,8 @@ HTTP_SERVER_REQUEST_DURATION: Final = Histogram(
     registry=REGISTRY,
 )
 """Labels: ``http_request_method`` (``GET``..., unknown -> ``_OTHER``), ``http_route`` (the
-route template, e.g. ``/api/v1/customers/{id:uuid}``; ``_unmatched`` without a route),
+route template without parameter types, e.g. ``/api/v1/customers/{customer_id}``;
+``_unmatched`` without a route),
 ``http_response_status_code``. Exemplar ``trace_id`` when the request's span is sampled."""
 
 HTTP_SERVER_ACTIVE_REQUESTS: Final = Gauge(
@@ -757,7 +759,10 @@ def render_metrics(accept: str = "") -> tuple[bytes, str]:
 def metrics_endpoint(request: Request[Any, Any, Any]) -> Response[bytes]:
     """Serve the registry (excluded from auth, rate limits, tracing and request metrics)."""
     body, content_type = render_metrics(request.headers.get("accept", ""))
-    return Response(body, media_type=content_type)
+    # Litestar appends the response charset to text/* media types: pass it without one, or the
+    # header says "charset=utf-8; charset=utf-8".
+    media_type = re.sub(r";\s*charset=[^;]*", "", content_type, flags=re.IGNORECASE)
+    return Response(body, media_type=media_type)
 
 
 def start_metrics_server(port: int, addr: str = "127.0.0.1") -> None:

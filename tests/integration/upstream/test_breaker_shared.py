@@ -429,7 +429,12 @@ async def test_exported_state_follows_the_shared_state_without_calls(run_id: str
         await ours.sync(gauges.publish)
         assert gauge(name) == 1  # half-open, without any call from this process
         await theirs.get(name).reset()  # another process's probes succeeded
-        ours.start_sync(0.05, lambda *state: (seen.append(state), gauges.publish(*state)))
+
+        def publish(name: str, state: BreakerState, degraded: bool) -> None:
+            seen.append((name, state, degraded))
+            gauges.publish(name, state, degraded)
+
+        ours.start_sync(0.05, publish)
         deadline = time.monotonic() + 5
         while gauge(name) != 0:
             assert time.monotonic() < deadline, seen
