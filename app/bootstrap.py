@@ -251,18 +251,23 @@ def upstream_configs(settings: Settings) -> tuple[C2SConfig, DiretrixConfig, Wor
     return c2s, diretrix, work_api
 
 
+BREAKER_SYNC_INTERVAL_S = 5.0
+"""How often the breaker state gauges are re-read from Redis (one small script per breaker)."""
+
+
 @asynccontextmanager
 async def _open_upstreams(settings: Settings, redis: aioredis.Redis) -> AsyncIterator[Upstreams]:
     """Open the HTTP session and breakers; close them (breakers first) on exit."""
     session = create_session(settings.upstream_max_connections)
-    breakers = BreakerRegistry(
-        redis, key_prefix=f"{settings.redis_key_prefix}cb:", listener=BreakerMetrics()
-    )
+    gauges = BreakerMetrics()
+    breakers = BreakerRegistry(redis, key_prefix=f"{settings.redis_key_prefix}cb:", listener=gauges)
     try:
         c2s, diretrix, work_api = upstream_configs(settings)
         clients = create_upstream_clients(
             session, breakers, c2s=c2s, diretrix=diretrix, work_api=work_api
         )
+        # The state gauges follow the shared state, not this process's last call.
+        breakers.start_sync(BREAKER_SYNC_INTERVAL_S, gauges.publish)
         yield Upstreams(
             c2s=clients.c2s,
             diretrix=clients.diretrix,

@@ -73,6 +73,9 @@ __all__ = [
 ]
 
 Via = Literal["phone", "email", "both", "direct"]
+# What an enrichment came to (StepObserver.enrichment_finished): ``failed`` is an upstream or
+# dependency failure, the bad event of the enrichment SLO; the others are correct answers.
+EnrichmentOutcome = Literal["enriched", "duplicate", "not_found", "failed"]
 LookupStatus = Literal["found", "not_found", "invalid", "absent", "unavailable"]
 
 # An outage is not "not found" (docs/contract.md §1.3, §1.4, §2).
@@ -195,6 +198,12 @@ class PipelineSettings:
 
 def _dossier_key(cpf: str) -> str:
     return f"cpf:{cpf}"
+
+
+def _no_cpf_outcome(resolution: Resolution) -> EnrichmentOutcome:
+    """No CPF is a correct answer, unless a lookup could not be made (Diretrix down)."""
+    lookups = (resolution.phone.status, resolution.email.status)
+    return "failed" if "unavailable" in lookups else "not_found"
 
 
 def _valid_cpf(raw: str) -> str | None:
@@ -464,6 +473,7 @@ class Enricher:
         """``/leads/process``: deduplicated, cached, always an answer (``success`` tells)."""
         lock = await self.lead_locks.acquire(lead_id)
         if not lock.acquired:
+            self.observer.enrichment_finished("leads_process", "duplicate")
             if lock.finished is not None:
                 replay = msgspec.json.decode(lock.finished, type=ProcessResult)
                 return msgspec.structs.replace(replay, duplicate_request=True)
@@ -479,10 +489,13 @@ class Enricher:
                 duplicate_request=True,
             )
         try:
-            result = await self._process(lead_id)
-        except BaseException:
+            result, outcome = await self._process(lead_id)
+        except BaseException as exc:
+            if isinstance(exc, Exception):
+                self.observer.enrichment_finished("leads_process", "failed")
             await self.lead_locks.abandon(lead_id)
             raise
+        self.observer.enrichment_finished("leads_process", outcome)
         if result.success:
             await self.lead_locks.finish(lead_id, msgspec.json.encode(result))
         else:
@@ -491,14 +504,16 @@ class Enricher:
             await self.lead_locks.abandon(lead_id)
         return result
 
-    async def _process(self, lead_id: str) -> ProcessResult:
-        def fail(message: str) -> ProcessResult:
-            return ProcessResult(success=False, message=message, lead_id=lead_id)
+    async def _process(self, lead_id: str) -> tuple[ProcessResult, EnrichmentOutcome]:
+        def fail(
+            message: str, outcome: EnrichmentOutcome = "failed"
+        ) -> tuple[ProcessResult, EnrichmentOutcome]:
+            return ProcessResult(success=False, message=message, lead_id=lead_id), outcome
 
         try:
             lead = await self.fetch_lead(lead_id)
         except NotFound:
-            return fail("Failed to fetch lead from C2S: lead not found")
+            return fail("Failed to fetch lead from C2S: lead not found", "not_found")
         except (UpstreamError, DependencyUnavailable) as exc:
             return fail(f"Failed to fetch lead from C2S: {exc.detail}")
         resolution = await self.resolve(lead.customer)
@@ -508,9 +523,9 @@ class Enricher:
                 message=CPF_LOOKUP_UNAVAILABLE,
                 lead_id=lead_id,
                 reason=REASON_UPSTREAM_UNAVAILABLE,
-            )
+            ), "failed"
         if not resolution.people:
-            return fail("Could not find CPF from phone or email")
+            return fail("Could not find CPF from phone or email", _no_cpf_outcome(resolution))
         cpfs = [p.cpf for p in resolution.people]
         # CPFs enriched within the window are not paid for again: their dossier is reused from
         # the cache or the database (a second lead of the same person still gets its message).
@@ -527,7 +542,7 @@ class Enricher:
                 cpfs_processed=cpfs,
                 entities_stored=0,
                 matches=resolution.people,
-            )
+            ), "duplicate"
         fresh = await self.fetch_dossiers(todo, use_cache=True) if todo else {}
         if not fresh and not reused:
             return fail("Failed to enrich any CPFs")
@@ -562,7 +577,7 @@ class Enricher:
             entities_stored=len(stored),
             matches=resolution.people,
             message_sent=None if sent else False,
-        )
+        ), "enriched"
 
     async def _messaged(self, lead_id: str, contact: str) -> bool:
         """Whether the lead's record says it was messaged for ``contact`` (unknown: no)."""
@@ -587,6 +602,18 @@ class Enricher:
             DependencyUnavailable: an upstream is down (breaker open, timeout), including a
                 Diretrix failure that left no CPF: an outage is never "not found" (503).
         """
+        try:
+            result = await self._enrich_lead(lead_id)
+        except NotFound:
+            self.observer.enrichment_finished("c2s_enrich", "not_found")
+            raise
+        except Exception:
+            self.observer.enrichment_finished("c2s_enrich", "failed")
+            raise
+        self.observer.enrichment_finished("c2s_enrich", "enriched")
+        return result
+
+    async def _enrich_lead(self, lead_id: str) -> DirectResult:
         lead = await self.fetch_lead(lead_id)
         resolution = await self.resolve(lead.customer)
         if resolution.unavailable:

@@ -225,10 +225,16 @@ class RecentCpfs(Protocol):
 
 
 class StepObserver(Protocol):
-    """Traces and measures one pipeline step (adapters: an OTel span + a histogram)."""
+    """Traces and measures the pipeline (adapters: an OTel span + a histogram per step, a
+    counter of finished enrichments)."""
 
     def step(self, name: str) -> AbstractAsyncContextManager[None]:
         """Context manager around one step; records its outcome from the exception, if any."""
+        ...
+
+    def enrichment_finished(self, entrypoint: str, outcome: str) -> None:
+        """One enrichment ended: ``entrypoint`` (``leads_process``, ``c2s_enrich``, ``webhook``)
+        and ``outcome`` (``enriched``, ``duplicate``, ``not_found`` or ``failed``)."""
         ...
 
 

@@ -53,6 +53,7 @@ from pgqueuer.domain.types import Channel
 
 from domain.errors import DependencyUnavailable
 from domain.webhooks import DEFAULT_RETRY_POLICY, EventStore, is_provably_unsent, run_event_job
+from domain.webhooks.retry import NO_CPF_REASON
 from infra.breaker.state import BreakerOpen
 from observability import metrics
 from observability.tracing import tracer
@@ -542,6 +543,13 @@ class EventConsumer:
     def _report(self, outcome: JobOutcome, duration_s: float) -> None:
         if outcome.dead_letter:
             self._listener.dead_lettered()
+        if outcome.kind == "completed":
+            self._enricher.observer.enrichment_finished("webhook", "enriched")
+        elif outcome.kind == "failed":
+            found = outcome.reason != NO_CPF_REASON
+            self._enricher.observer.enrichment_finished(
+                "webhook", "failed" if found else "not_found"
+            )
         fields = {
             "event_id": str(outcome.event_id),
             "outcome": outcome.kind,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import time
 from contextlib import asynccontextmanager
 from importlib import metadata
@@ -58,6 +59,8 @@ __all__ = [
     "DEPENDENCY_DEGRADED",
     "DEPENDENCY_READY",
     "ENRICHMENTS",
+    "ENRICHMENT_ENTRYPOINTS",
+    "ENRICHMENT_OUTCOMES",
     "FEATURE_FLAG_ENABLED",
     "FEATURE_FLAG_STORAGE_DEGRADED",
     "HTTP_CLIENT_REQUEST_DURATION",
@@ -91,8 +94,10 @@ __all__ = [
     "record_breaker_transition",
     "record_cache",
     "record_degraded",
+    "record_enrichment",
     "record_rate_limit",
     "record_readiness",
+    "record_upstream_retry",
     "render_metrics",
     "set_breaker_state",
     "set_breaker_storage_degraded",
@@ -139,7 +144,6 @@ UNMATCHED_ROUTE: Final = "_unmatched"
 # --- bounded label vocabularies -------------------------------------------------------------
 
 Upstream = Literal["c2s", "diretrix", "work_api"]
-UpstreamOutcome = Literal["success", "error", "timeout", "rejected", "soft_error"]
 CacheName = Literal[
     "work_api", "contact_cpf", "lead_lock", "recent_cpf", "idempotency", "fill_lock"
 ]
@@ -150,6 +154,19 @@ PipelineStep = Literal[
     "fetch_lead", "resolve_cpf", "fetch_dossier", "store", "format", "send_message"
 ]
 StepOutcome = Literal["success", "error", "cancelled"]
+EnrichmentEntrypoint = Literal["leads_process", "c2s_enrich", "webhook"]
+EnrichmentOutcome = Literal["enriched", "duplicate", "not_found", "failed"]
+ENRICHMENT_ENTRYPOINTS: Final[tuple[EnrichmentEntrypoint, ...]] = (
+    "leads_process",
+    "c2s_enrich",
+    "webhook",
+)
+ENRICHMENT_OUTCOMES: Final[tuple[EnrichmentOutcome, ...]] = (
+    "enriched",
+    "duplicate",
+    "not_found",
+    "failed",
+)
 Dependency = Literal["postgres", "redis"]
 
 CACHE_NAMES: Final[tuple[CacheName, ...]] = (
@@ -187,7 +204,8 @@ HTTP_SERVER_REQUEST_DURATION: Final = Histogram(
     registry=REGISTRY,
 )
 """Labels: ``http_request_method`` (``GET``..., unknown -> ``_OTHER``), ``http_route`` (the
-route template, e.g. ``/api/v1/customers/{id:uuid}``; ``_unmatched`` without a route),
+route template without parameter types, e.g. ``/api/v1/customers/{customer_id}``;
+``_unmatched`` without a route),
 ``http_response_status_code``. Exemplar ``trace_id`` when the request's span is sampled."""
 
 HTTP_SERVER_ACTIVE_REQUESTS: Final = Gauge(
@@ -201,20 +219,29 @@ HTTP_SERVER_ACTIVE_REQUESTS: Final = Gauge(
 
 HTTP_CLIENT_REQUEST_DURATION: Final = Histogram(
     "http_client_request_duration_seconds",
-    "Duration of calls to upstream APIs, by upstream, operation and outcome.",
-    ["upstream", "operation", "outcome"],
+    "Duration of HTTP client requests to the upstream APIs, one sample per attempt "
+    "(semconv http.client.request.duration).",
+    [
+        "upstream",
+        "server_address",
+        "http_request_method",
+        "http_response_status_code",
+        "error_type",
+    ],
     buckets=SEMCONV_DURATION_BUCKETS,
     registry=REGISTRY,
 )
-"""Labels: ``upstream`` in c2s/diretrix/work_api; ``operation`` a fixed name per client method
-(``fetch_lead``, ``send_message``, ``lookup_phone``, ``lookup_email``, ``module_cpf``...);
-``outcome`` in success/error/timeout/rejected (breaker open)/soft_error (a Work API error
-inside an HTTP 200)."""
+"""Labels: ``upstream`` in c2s/diretrix/work_api; ``server_address`` the configured host of that
+upstream; ``http_request_method``; ``http_response_status_code`` (empty when no response came
+back); ``error_type`` empty on success, else the status code (``"503"``), ``timeout``, an
+aiohttp exception class name (network errors), ``soft_error`` (a Work API error inside an HTTP
+200) or ``invalid_body``. Calls rejected by an open breaker are not requests: they are counted
+by ``circuit_breaker_rejections_total``."""
 
 UPSTREAM_RETRIES: Final = Counter(
     "upstream_retries",
-    "Retries of upstream calls (not counting the first attempt).",
-    ["upstream", "operation"],
+    "Retries of upstream calls (not counting the first attempt), by the error that caused them.",
+    ["upstream", "error_type"],
     registry=REGISTRY,
 )
 
@@ -222,8 +249,8 @@ UPSTREAM_RETRIES: Final = Counter(
 
 CIRCUIT_BREAKER_STATE: Final = Gauge(
     "circuit_breaker_state",
-    "Breaker state as this process sees it: 0 closed, 1 half-open, 2 open, 3 forced open, "
-    "4 disabled.",
+    "Breaker state, re-read from the shared (Redis) state every few seconds: 0 closed, "
+    "1 half-open, 2 open, 3 forced open, 4 disabled.",
     ["name"],
     registry=REGISTRY,
 )
@@ -336,9 +363,12 @@ ENRICHMENTS: Final = Counter(
     ["entrypoint", "outcome"],
     registry=REGISTRY,
 )
-"""``entrypoint`` is the route or job kind that started it (``leads_process``, ``c2s_enrich``,
-``webhook_c2s``...); ``outcome`` a fixed result name (``enriched``, ``not_found``,
-``failed``...)."""
+"""``entrypoint`` in :data:`ENRICHMENT_ENTRYPOINTS` (``leads_process``: ``/leads/process``;
+``c2s_enrich``: ``/c2s/enrich/{lead_id}``; ``webhook``: a webhook job's terminal run);
+``outcome`` in :data:`ENRICHMENT_OUTCOMES`: ``enriched`` (data found and the lead handled),
+``duplicate`` (a repeated request answered from the first one), ``not_found`` (no lead, or no
+CPF for its contacts: a correct answer), ``failed`` (an upstream or dependency failure: the
+enrichment SLO's bad events)."""
 
 # --- readiness -----------------------------------------------------------------------------
 
@@ -425,6 +455,9 @@ for _name in BREAKER_NAMES:
         CIRCUIT_BREAKER_TRANSITIONS.labels(_name, _state)
 for _outcome in ("completed", "failed", "retried"):
     QUEUE_JOBS.labels(_outcome)
+for _entrypoint in ENRICHMENT_ENTRYPOINTS:
+    for _enrichment in ENRICHMENT_OUTCOMES:
+        ENRICHMENTS.labels(_entrypoint, _enrichment)
 DEPENDENCY_DEGRADED.labels("redis")
 
 
@@ -470,19 +503,40 @@ def observe_request(
 
 
 def observe_upstream(
-    upstream: Upstream, operation: str, outcome: UpstreamOutcome, seconds: float
+    upstream: Upstream | str,
+    server_address: str,
+    method: str,
+    status: int | None,
+    error_type: str,
+    seconds: float,
 ) -> None:
-    """Record one upstream call (one attempt), with the current trace as exemplar.
+    """Record one upstream HTTP request (one attempt), with the current trace as exemplar.
 
     Args:
         upstream: ``c2s``, ``diretrix`` or ``work_api``.
-        operation: The client method's fixed operation name.
-        outcome: ``success``, ``error``, ``timeout``, ``rejected`` or ``soft_error``.
+        server_address: The upstream's configured host.
+        method: The HTTP method (through :func:`http_method_label`).
+        status: The response status, ``None`` when no response came back.
+        error_type: ``""`` on success, else a bounded error name (see the metric).
         seconds: Duration of the attempt.
     """
-    HTTP_CLIENT_REQUEST_DURATION.labels(upstream, operation, outcome).observe(
-        seconds, current_exemplar()
-    )
+    HTTP_CLIENT_REQUEST_DURATION.labels(
+        upstream,
+        server_address,
+        http_method_label(method),
+        "" if status is None else str(status),
+        error_type,
+    ).observe(seconds, current_exemplar())
+
+
+def record_upstream_retry(upstream: Upstream | str, error_type: str) -> None:
+    """Count one retry of an upstream call, caused by ``error_type``."""
+    UPSTREAM_RETRIES.labels(upstream, error_type).inc()
+
+
+def record_enrichment(entrypoint: EnrichmentEntrypoint | str, outcome: EnrichmentOutcome) -> None:
+    """Count one finished enrichment."""
+    ENRICHMENTS.labels(entrypoint, outcome).inc()
 
 
 def record_cache(cache: CacheName, result: CacheResult) -> None:
@@ -568,14 +622,29 @@ class BreakerMetrics:
         """Move the storage-degraded gauge."""
         set_breaker_storage_degraded(name, degraded)
 
+    def publish(self, name: str, state: _HasValue | str, degraded: bool) -> None:
+        """Set both gauges from a state read now (``BreakerRegistry.start_sync``): the shared
+        state, even when this process has not called the dependency since it changed."""
+        set_breaker_state(name, _state_name(state))
+        set_breaker_storage_degraded(name, degraded)
+
 
 class PipelineObserver:
-    """``domain.ports.StepObserver``: one span and one histogram sample per pipeline step.
+    """``domain.ports.StepObserver``: one span and one histogram sample per pipeline step,
+    one ``enrichments_total`` sample per finished enrichment.
 
-    The outcome is ``error`` when the step raises, ``cancelled`` when it is cancelled.
+    The step outcome is ``error`` when the step raises, ``cancelled`` when it is cancelled.
     """
 
     __slots__ = ()
+
+    def enrichment_finished(self, entrypoint: str, outcome: str) -> None:
+        """Count a finished enrichment (unknown outcomes are counted as ``failed``)."""
+        known: EnrichmentOutcome = "failed"
+        for candidate in ENRICHMENT_OUTCOMES:
+            if candidate == outcome:
+                known = candidate
+        record_enrichment(entrypoint, known)
 
     @asynccontextmanager
     async def step(self, name: str) -> AsyncIterator[None]:
@@ -697,7 +766,10 @@ def render_metrics(accept: str = "") -> tuple[bytes, str]:
 def metrics_endpoint(request: Request[Any, Any, Any]) -> Response[bytes]:
     """Serve the registry (excluded from auth, rate limits, tracing and request metrics)."""
     body, content_type = render_metrics(request.headers.get("accept", ""))
-    return Response(body, media_type=content_type)
+    # Litestar appends the response charset to text/* media types: pass it without one, or the
+    # header says "charset=utf-8; charset=utf-8".
+    media_type = re.sub(r";\s*charset=[^;]*", "", content_type, flags=re.IGNORECASE)
+    return Response(body, media_type=media_type)
 
 
 def start_metrics_server(port: int, addr: str = "127.0.0.1") -> None:

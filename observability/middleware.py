@@ -15,6 +15,7 @@ looked up once per template from ``app.routes``).
 
 from __future__ import annotations
 
+import re
 import time
 from typing import TYPE_CHECKING, Any, Final
 
@@ -46,6 +47,15 @@ _TRACE_HEADER: Final = tracing.TRACE_ID_HEADER.encode()
 access_log = structlog.get_logger("http.access")
 
 
+_TYPED_PARAMETER = re.compile(r"\{(\w+):[^}]*\}")
+
+
+def plain_template(path: str) -> str:
+    """A route template without parameter types: ``/customers/{customer_id:uuid}`` becomes
+    ``/customers/{customer_id}`` (the ``http_route`` label, span names and access logs)."""
+    return _TYPED_PARAMETER.sub(r"{\1}", path)
+
+
 class HttpObservabilityMiddleware:
     """Request histogram + in-flight gauge + one ``http_request`` log line per request.
 
@@ -56,7 +66,7 @@ class HttpObservabilityMiddleware:
     5xx answer of such a handler (a failing readiness probe) is still logged.
     """
 
-    __slots__ = ("_active", "_app", "_logger", "_routes", "_skip_paths", "app")
+    __slots__ = ("_active", "_app", "_logger", "_routes", "_schema_prefix", "_skip_paths", "app")
 
     def __init__(self, app: ASGIApp, litestar_app: Litestar, logger: Any = None) -> None:
         """Wrap ``app``.
@@ -71,6 +81,11 @@ class HttpObservabilityMiddleware:
         self._logger = logger if logger is not None else access_log
         self._routes: dict[str, str] = {}
         self._skip_paths = frozenset(_skipped_static_paths(litestar_app))
+        # Litestar's own OpenAPI handlers (/schema/*) cannot carry the skip_metrics opt: like
+        # /docs they are documents, in no SLI.
+        openapi = litestar_app.openapi_config
+        path = openapi.path if openapi is not None else None
+        self._schema_prefix = path.rstrip("/") if path else ""
         self._active: dict[str, Gauge] = {}
 
     def route_label(self, scope: Scope) -> str:
@@ -82,9 +97,19 @@ class HttpObservabilityMiddleware:
         if label is None:
             # Once per template: routes registered after start-up are picked up here.
             for route in self._app.routes:
-                self._routes.setdefault(route.path_format, route.path)
-            label = self._routes.setdefault(template, template)
+                self._routes.setdefault(route.path_format, plain_template(route.path))
+            label = self._routes.setdefault(template, plain_template(template))
         return label
+
+    def _skipped(self, scope: Scope) -> bool:
+        handler: Any = scope.get("route_handler")  # Any: absent before routing
+        if handler is None:
+            return False
+        if handler.opt.get(SKIP_METRICS_OPT):
+            return True
+        prefix = self._schema_prefix
+        template: str = scope.get("path_template") or ""
+        return bool(prefix) and (template == prefix or template.startswith(f"{prefix}/"))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP:
@@ -126,8 +151,7 @@ class HttpObservabilityMiddleware:
             seconds = time.perf_counter() - start
             if active is not None:
                 active.dec()
-            handler = scope.get("route_handler")
-            skipped = handler is not None and handler.opt.get(SKIP_METRICS_OPT)
+            skipped = self._skipped(scope)
             if not skipped or status >= 500:
                 route = self.route_label(scope)
                 if not skipped:

@@ -133,6 +133,11 @@ def _replace(match: re.Match[str]) -> str:
     if kind == "hexid":
         return text
     if kind == "email":
+        # '/' is legal in a local part, so in a URL the match starts at the port
+        # ("127.0.0.1:8099/Email/ana@x.com"): keep the path, mask what follows its last '/'.
+        path, slash, address = text.rpartition("/")
+        if slash and not address.startswith("@"):
+            return f"{path}{slash}{_mask_email(address)}"
         return _mask_email(text)
     if kind == "cpf":
         return _mask_cpf(text)

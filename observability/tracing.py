@@ -221,8 +221,9 @@ def configure_tracing(
         if not tracing_requested():
             return False
         exporter = _otlp_exporter()
+    resource = _resource(service_name, environment, version)
     provider = SdkTracerProvider(
-        resource=_resource(service_name, environment, version),
+        resource=resource,
         sampler=sampler,
         # Our own atexit hook shuts down whichever provider is current, exactly once.
         shutdown_on_exit=False,
@@ -243,7 +244,9 @@ def configure_tracing(
         _STATE.atexit_registered = True
     if instrument:
         _instrument_libraries()
-    log.info("tracing_configured", service_name=service_name)
+    # The name the spans carry (OTEL_SERVICE_NAME wins over the argument), so logs and traces
+    # of one process agree.
+    log.info("tracing_configured", service_name=str(resource.attributes.get("service.name")))
     return True
 
 

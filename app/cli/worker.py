@@ -35,6 +35,7 @@ from infra.queue import (
     QueueListener,
 )
 from observability.logging import configure_logging
+from observability.metrics import track_pool
 from observability.tracing import configure_tracing, flush_tracing
 
 if TYPE_CHECKING:
@@ -175,6 +176,8 @@ async def _serve(
         version=SERVICE_VERSION,
     )
     async with open_services(settings) as services:
+        # db_client_connections_* of this process are its own pool's (read at scrape time).
+        untrack_pool = track_pool(services.pool)
         log.info(
             "worker_started",
             concurrency=concurrency,
@@ -194,6 +197,7 @@ async def _serve(
             # Retries ride out upstream outages up to the budget, then dead-letter (redrivable).
             policy=RetryPolicy(budget_s=settings.worker_retry_budget_s),
         )
+        untrack_pool()
     for signum in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(ValueError, RuntimeError):
             loop.remove_signal_handler(signum)

@@ -91,6 +91,10 @@ class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
 DEFAULT_RETRY_POLICY: Final = RetryPolicy()
 
 
+NO_CPF_REASON: Final = "no CPF found for the lead's phone or e-mail"
+"""The reason of an event failed because its lead has no CPF: a correct answer, not an outage."""
+
+
 class Verdict(msgspec.Struct, frozen=True):
     """Whether a failed attempt is worth another one, and the reason recorded for operators."""
 
@@ -201,7 +205,7 @@ def classify_prepare_error(exc: Exception, log: FailureLog) -> Verdict:
     if isinstance(exc, NotFound):
         if log.diretrix_failed:
             return Verdict(True, "diretrix unavailable")
-        return Verdict(False, "no CPF found for the lead's phone or e-mail")
+        return Verdict(False, NO_CPF_REASON)
     if isinstance(exc, DependencyUnavailable):
         return Verdict(True, transient_reason(exc))
     if isinstance(exc, UpstreamError) and exc.upstream == "work_api" and log.work_api_errors:

@@ -180,6 +180,18 @@ class CircuitBreaker:
             raise self._reject(BreakerState.HALF_OPEN, view.probes_full_until - now)
         return await self._acquire_shared_probe()
 
+    async def sync(self) -> BreakerState:
+        """Re-read the shared state now and return the state this process sees.
+
+        For the state export: a process that has not called the dependency for a while must
+        still report the fleet's state (half-open, closed again), not the last one it saw.
+        Redis trouble degrades the breaker as any other script would; a per-process breaker
+        just answers its own state.
+        """
+        if self._uses_redis():
+            await self._refresh()
+        return self.state
+
     async def flush(self) -> None:
         """Wait until buffered outcomes reached Redis (tests, shutdown)."""
         while self._uses_redis() and (self._buffer or self._busy(self._flush_task)):

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from typing import TYPE_CHECKING
+
+import structlog
 
 from infra.breaker.circuit import CircuitBreaker
 
@@ -13,9 +17,13 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
 
     from infra.breaker.settings import BreakerConfig
-    from infra.breaker.state import BreakerListener
+    from infra.breaker.state import BreakerListener, BreakerState
+
+    StatePublisher = Callable[[str, BreakerState, bool], None]
 
 __all__ = ["BreakerRegistry"]
+
+log = structlog.get_logger(__name__)
 
 
 class BreakerRegistry:
@@ -47,6 +55,7 @@ class BreakerRegistry:
         self._clock = clock
         self._wall_clock = wall_clock
         self._breakers: dict[str, CircuitBreaker] = {}
+        self._sync_task: asyncio.Task[None] | None = None
 
     def get(
         self, name: str, *, is_failure: Callable[[BaseException], bool] | None = None
@@ -75,7 +84,35 @@ class BreakerRegistry:
     def __iter__(self) -> Iterator[CircuitBreaker]:
         return iter(list(self._breakers.values()))
 
+    async def sync(self, publish: StatePublisher) -> None:
+        """Re-read every breaker's shared state and ``publish(name, state, degraded)`` it."""
+        for breaker in self:
+            state = await breaker.sync()
+            publish(breaker.name, state, breaker.degraded)
+
+    def start_sync(self, interval_s: float, publish: StatePublisher) -> None:
+        """Publish every breaker's state now and then every ``interval_s`` until closed.
+
+        The state gauges then show the shared state even in a process that does not call the
+        dependency (one ``read`` script per breaker and period).
+        """
+        if self._sync_task is None or self._sync_task.done():
+            self._sync_task = asyncio.ensure_future(self._sync_loop(interval_s, publish))
+
+    async def _sync_loop(self, interval_s: float, publish: StatePublisher) -> None:
+        while True:
+            try:
+                await self.sync(publish)
+            except Exception as exc:  # a failed export must not stop the next ones
+                log.warning("circuit_breaker_sync_failed", error_type=type(exc).__name__)
+            await asyncio.sleep(interval_s)
+
     async def aclose(self) -> None:
         """Close every breaker (flush outcomes, stop background tasks)."""
+        task, self._sync_task = self._sync_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         for breaker in list(self._breakers.values()):
             await breaker.aclose()

@@ -31,6 +31,7 @@ from yarl import URL
 
 from domain.errors import DependencyUnavailable, NotFound, UpstreamError, UpstreamSoftError
 from infra.breaker.state import BreakerOpen
+from observability.metrics import observe_upstream, record_upstream_retry
 
 if TYPE_CHECKING:
     from infra.breaker.circuit import CircuitBreaker
@@ -47,6 +48,7 @@ __all__ = [
     "client_timeout",
     "create_session",
     "decode_json",
+    "error_type",
     "is_upstream_failure",
     "mask",
     "parse_retry_after",
@@ -275,6 +277,14 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, when.timestamp() - current)
 
 
+class _Unavailable(DependencyUnavailable):
+    """A network failure or timeout of one attempt; ``error_type`` names it for the metrics."""
+
+    def __init__(self, upstream: str, detail: str, error_type: str) -> None:
+        super().__init__(upstream, detail)
+        self.error_type = error_type
+
+
 class UpstreamResponse(msgspec.Struct, frozen=True):
     """A response the client must interpret (2xx, or a status it declared acceptable)."""
 
@@ -317,6 +327,7 @@ class UpstreamTransport:
         self._timeout = timeout
         self._headers = dict(headers or {})
         self._redacted_base = redact_url(self._base)
+        self._server_address = urlsplit(self._base).hostname or ""
 
     async def request(
         self,
@@ -352,6 +363,7 @@ class UpstreamTransport:
         policy = self.retry
         if not idempotent or policy.attempts <= 1:
             return await self._attempt(method, url, route, params, body, accept, validate)
+        last_error = ""
         async for attempt in stamina.retry_context(
             on=self._should_retry,
             attempts=policy.attempts,
@@ -361,8 +373,14 @@ class UpstreamTransport:
             wait_jitter=policy.wait_jitter_s,
             wait_exp_base=policy.wait_exp_base,
         ):
+            if attempt.num > 1:
+                record_upstream_retry(self.name, last_error)
             with attempt:
-                return await self._attempt(method, url, route, params, body, accept, validate)
+                try:
+                    return await self._attempt(method, url, route, params, body, accept, validate)
+                except Exception as exc:
+                    last_error = error_type(exc)
+                    raise
         raise AssertionError("stamina.retry_context ended without an outcome")  # unreachable
 
     def _should_retry(self, exc: Exception) -> bool | float:
@@ -412,6 +430,8 @@ class UpstreamTransport:
         if body is not None:
             headers = {**headers, "Content-Type": "application/json"}
         start = time.perf_counter()
+        status: int | None = None
+        error = ""
         try:
             async with self._session.request(
                 method,
@@ -425,28 +445,42 @@ class UpstreamTransport:
                 payload = await resp.read()
                 status = resp.status
                 retry_after_header = resp.headers.get("Retry-After")
+            response = UpstreamResponse(status, payload)
+            if _OK_LOW <= status < _OK_HIGH:
+                if validate is not None:
+                    validate(response)
+                return response
+            if status in accept:
+                return response
+            self._log_failure(route, start, status=status)
+            detail = f"{self.name} answered HTTP {status}"
+            if status >= _SERVER_ERROR or status == _TOO_MANY_REQUESTS:
+                raise RetryableUpstreamError(
+                    self.name, detail, status, parse_retry_after(retry_after_header)
+                )
+            raise UpstreamError(self.name, detail, status)
         except TimeoutError:
             # aiohttp's ServerTimeoutError is both a TimeoutError and a ClientError.
-            self._log_failure(route, start, error="timeout")
-            raise DependencyUnavailable(self.name, f"{self.name} did not answer in time") from None
+            error = "timeout"
+            self._log_failure(route, start, error=error)
+            raise _Unavailable(self.name, f"{self.name} did not answer in time", error) from None
         except (aiohttp.ClientError, OSError) as exc:
             # Chained exceptions are dropped on purpose: aiohttp's carry the URL.
-            self._log_failure(route, start, error=type(exc).__name__)
-            raise DependencyUnavailable(self.name, f"{self.name} is unreachable") from None
-        response = UpstreamResponse(status, payload)
-        if _OK_LOW <= status < _OK_HIGH:
-            if validate is not None:
-                validate(response)
-            return response
-        if status in accept:
-            return response
-        self._log_failure(route, start, status=status)
-        detail = f"{self.name} answered HTTP {status}"
-        if status >= _SERVER_ERROR or status == _TOO_MANY_REQUESTS:
-            raise RetryableUpstreamError(
-                self.name, detail, status, parse_retry_after(retry_after_header)
+            error = type(exc).__name__
+            self._log_failure(route, start, error=error)
+            raise _Unavailable(self.name, f"{self.name} is unreachable", error) from None
+        except Exception as exc:
+            error = error_type(exc)
+            raise
+        finally:
+            observe_upstream(
+                self.name,
+                self._server_address,
+                method,
+                status,
+                error,
+                time.perf_counter() - start,
             )
-        raise UpstreamError(self.name, detail, status)
 
     def _log_failure(
         self, route: str, start: float, *, status: int | None = None, error: str | None = None
@@ -460,6 +494,32 @@ class UpstreamTransport:
             error=error,
             duration_ms=round((time.perf_counter() - start) * 1000, 1),
         )
+
+
+def error_type(exc: BaseException) -> str:
+    """The bounded ``error_type`` label of a failed upstream attempt.
+
+    ``""`` for correct answers (``NotFound``, a 404 the client accepts), the status code for an
+    unexpected status, ``soft_error`` for a Work API error inside an HTTP 200, ``invalid_body``
+    for an unusable 2xx body, ``breaker_open``, ``timeout``/``unavailable`` for network
+    failures, else the exception's class name.
+    """
+    if isinstance(exc, NotFound):
+        return ""
+    if isinstance(exc, UpstreamSoftError):
+        return "soft_error"
+    if isinstance(exc, UpstreamError):
+        status = exc.status
+        if status is None:
+            return "unavailable"
+        return "invalid_body" if _OK_LOW <= status < _OK_HIGH else str(status)
+    if isinstance(exc, BreakerOpen):
+        return "breaker_open"
+    if isinstance(exc, _Unavailable):
+        return exc.error_type
+    if isinstance(exc, DependencyUnavailable):
+        return "unavailable"
+    return type(exc).__name__
 
 
 def decode_json(upstream: str, body: bytes, type_: type[T]) -> T:

@@ -30,6 +30,7 @@ CACHED: Final = 'http_route=~"/api/v1/work/modules/.+"'
 CUSTOMERS: Final = 'http_route=~"/api/v1/customers/.+|/api/v1/contributor/customer"'
 AVAILABILITY_SLO: Final = 0.999
 LATENCY_SLO: Final = 0.99
+ENRICHMENT_SLO: Final = 0.99
 
 Json = dict[str, Any]  # Any: Grafana's JSON model
 
@@ -489,15 +490,18 @@ def _upstream_row(lay: _Layout) -> None:
     )
     lay.add(
         timeseries(
-            "Upstream calls by outcome",
+            "Upstream requests by status and error",
             _targets(
                 (
-                    f"sum by (upstream, outcome) (rate({c}_count{{{SEL}}}[$__rate_interval]))",
-                    "{{upstream}} {{outcome}}",
+                    "sum by (upstream, http_response_status_code, error_type) "
+                    f"(rate({c}_count{{{SEL}}}[$__rate_interval]))",
+                    "{{upstream}} {{http_response_status_code}} {{error_type}}",
                 )
             ),
             unit="reqps",
             stack=True,
+            description="error_type is empty on success; otherwise the status code, timeout, "
+            "a network error class, soft_error (Work API error inside a 200) or invalid_body.",
         ),
         w=8,
     )
@@ -506,9 +510,9 @@ def _upstream_row(lay: _Layout) -> None:
             "Upstream retries",
             _targets(
                 (
-                    "sum by (upstream, operation) "
+                    "sum by (upstream, error_type) "
                     f"(rate(upstream_retries_total{{{SEL}}}[$__rate_interval]))",
-                    "{{upstream}} {{operation}}",
+                    "{{upstream}} after {{error_type}}",
                 )
             ),
             unit="reqps",
@@ -720,6 +724,23 @@ def _queue_row(lay: _Layout) -> None:
             ),
             unit="reqps",
             stack=True,
+        ),
+        w=8,
+    )
+    lay.add(
+        timeseries(
+            "Failed enrichments ratio (SLO: 99 % not failed)",
+            _targets(
+                (
+                    f'sum(rate(enrichments_total{{{SEL},outcome="failed"}}[$__rate_interval]))'
+                    f" / sum(rate(enrichments_total{{{SEL}}}[$__rate_interval]))",
+                    "failed ratio",
+                )
+            ),
+            unit="percentunit",
+            threshold_line=1 - ENRICHMENT_SLO,
+            description="/leads/process answers 200 even when an upstream failed: this ratio, "
+            "not the HTTP status, is the enrichment SLI (alert EnrichmentBudgetBurn).",
         ),
         w=8,
     )

@@ -367,6 +367,10 @@ class RecordingObserver:
     """Records each step and its outcome, like the metric the real observer feeds."""
 
     steps: list[tuple[str, str]] = field(default_factory=list)
+    enrichments: list[tuple[str, str]] = field(default_factory=list)
+
+    def enrichment_finished(self, entrypoint: str, outcome: str) -> None:
+        self.enrichments.append((entrypoint, outcome))
 
     @asynccontextmanager
     async def step(self, name: str) -> AsyncIterator[None]:

@@ -402,3 +402,46 @@ async def test_breaker_recovers_shared_state_when_redis_returns(
         await watcher.aclose()
         await via_proxy.aclose()
         await proxy.stop()
+
+
+async def test_exported_state_follows_the_shared_state_without_calls(run_id: str) -> None:
+    # A process that saw the breaker open and then made no call used to report "open" until its
+    # next call (CircuitBreakerOpen paged while the fleet's breaker was half-open, then closed).
+    from infra.breaker import BreakerRegistry
+    from observability.metrics import REGISTRY, BreakerMetrics
+
+    def gauge(name: str) -> float | None:
+        return REGISTRY.get_sample_value("circuit_breaker_state", {"name": name})
+
+    redis = aioredis.Redis.from_url(REDIS_BASE_URL)
+    prefix = f"c2s-test:{run_id}:sync:"
+    name = "sync_probe"
+    gauges = BreakerMetrics()
+    seen: list[tuple[str, BreakerState, bool]] = []
+    ours = BreakerRegistry(redis, key_prefix=prefix, configs={name: FAST}, listener=gauges)
+    theirs = BreakerRegistry(redis, key_prefix=prefix, configs={name: FAST})
+    try:
+        ours.get(name)
+        await theirs.get(name).trip()
+        await ours.sync(gauges.publish)
+        assert gauge(name) == 2  # open, as the fleet sees it
+        await asyncio.sleep(FAST.wait_in_open_s + 0.1)
+        await ours.sync(gauges.publish)
+        assert gauge(name) == 1  # half-open, without any call from this process
+        await theirs.get(name).reset()  # another process's probes succeeded
+
+        def publish(name: str, state: BreakerState, degraded: bool) -> None:
+            seen.append((name, state, degraded))
+            gauges.publish(name, state, degraded)
+
+        ours.start_sync(0.05, publish)
+        deadline = time.monotonic() + 5
+        while gauge(name) != 0:
+            assert time.monotonic() < deadline, seen
+            await asyncio.sleep(0.05)
+        assert seen[-1] == (name, BreakerState.CLOSED, False)
+    finally:
+        await ours.aclose()
+        await theirs.aclose()
+        await redis.delete(*[k async for k in redis.scan_iter(f"{prefix}*")])
+        await redis.aclose()

@@ -343,3 +343,48 @@ async def test_customer_lookup_reports_an_outage_as_unavailable() -> None:
     world.work_api.down = True
     with pytest.raises(DependencyUnavailable):
         await lookup_customer(world.enricher(), CustomerQuery(cpf=HELENA_CPF), now=NOW)
+
+
+async def test_every_enrichment_reports_a_bounded_outcome() -> None:
+    # /leads/process always answers 200: the outcome is what tells a failure from a success.
+    world = world_with_lead()
+    same_person(world)
+    enricher = world.enricher()
+    await enricher.process_lead(LEAD_ID)
+    await enricher.process_lead(LEAD_ID)  # replayed
+    await enricher.process_lead("deadbeef")  # no such lead
+    assert world.observer.enrichments == [
+        ("leads_process", "enriched"),
+        ("leads_process", "duplicate"),
+        ("leads_process", "not_found"),
+    ]
+
+    no_cpf = world_with_lead()
+    await no_cpf.enricher().process_lead(LEAD_ID)
+    assert no_cpf.observer.enrichments == [("leads_process", "not_found")]
+
+    diretrix_down = world_with_lead()
+    diretrix_down.diretrix.down = True
+    await diretrix_down.enricher().process_lead(LEAD_ID)
+    assert diretrix_down.observer.enrichments == [("leads_process", "failed")]
+
+    send_fails = world_with_lead()
+    same_person(send_fails)
+    send_fails.c2s.fail_send = UpstreamError("c2s", "C2S answered 500", status=500)
+    await send_fails.enricher().process_lead(LEAD_ID)
+    assert send_fails.observer.enrichments == [("leads_process", "failed")]
+
+    direct = world_with_lead()
+    same_person(direct)
+    direct.work_api.failing = {HELENA_CPF}
+    with pytest.raises(UpstreamError):
+        await direct.enricher().enrich_lead(LEAD_ID)
+    direct.work_api.failing = set()
+    await direct.enricher().enrich_lead(LEAD_ID)
+    with pytest.raises(NotFound):
+        await direct.enricher().enrich_lead("deadbeef")
+    assert direct.observer.enrichments == [
+        ("c2s_enrich", "failed"),
+        ("c2s_enrich", "enriched"),
+        ("c2s_enrich", "not_found"),
+    ]

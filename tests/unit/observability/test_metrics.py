@@ -177,22 +177,22 @@ def test_small_helpers_move_their_series() -> None:
     limited = _value("rate_limit_decisions_total", policy="ip", outcome="limited")
     metrics.record_rate_limit("ip", allowed=False)
     assert _value("rate_limit_decisions_total", policy="ip", outcome="limited") == limited + 1
-    calls = _value(
-        "http_client_request_duration_seconds_count",
-        upstream="work_api",
-        operation="module_cpf",
-        outcome="soft_error",
-    )
-    metrics.observe_upstream("work_api", "module_cpf", "soft_error", 0.2)
-    assert (
-        _value(
-            "http_client_request_duration_seconds_count",
-            upstream="work_api",
-            operation="module_cpf",
-            outcome="soft_error",
-        )
-        == calls + 1
-    )
+    labels = {
+        "upstream": "work_api",
+        "server_address": "work.example",
+        "http_request_method": "GET",
+        "http_response_status_code": "200",
+        "error_type": "soft_error",
+    }
+    calls = _value("http_client_request_duration_seconds_count", **labels)
+    metrics.observe_upstream("work_api", "work.example", "GET", 200, "soft_error", 0.2)
+    assert _value("http_client_request_duration_seconds_count", **labels) == calls + 1
+    retries = _value("upstream_retries_total", upstream="c2s", error_type="503")
+    metrics.record_upstream_retry("c2s", "503")
+    assert _value("upstream_retries_total", upstream="c2s", error_type="503") == retries + 1
+    failed = _value("enrichments_total", entrypoint="webhook", outcome="failed")
+    metrics.PipelineObserver().enrichment_finished("webhook", "something-unbounded")
+    assert _value("enrichments_total", entrypoint="webhook", outcome="failed") == failed + 1
     metrics.record_readiness("redis", False)
     assert _value("dependency_ready", dependency="redis") == 0
     metrics.record_readiness("redis", True)

@@ -175,3 +175,13 @@ def test_mask_pii_keeps_only_a_hint(value: str | None, kind: str, expected: str)
 def test_masks_are_stable_under_scrubbing(cpf: str, email: str, phone: str) -> None:
     for masked in (mask_pii(cpf, "cpf"), mask_pii(email, "email"), mask_pii(phone, "phone")):
         assert scrub_text(masked) == masked
+
+
+def test_an_email_in_a_url_is_masked_without_losing_host_port_and_path() -> None:
+    # url.full of a Diretrix lookup used to become "http://127.0.0.1:1***@e***.com".
+    url = "http://127.0.0.1:18099/Consultas/Pessoa/Email/ana.souza@exemplo.com"
+    scrubbed = scrub_text(url)
+    assert scrubbed.startswith("http://127.0.0.1:18099/Consultas/Pessoa/Email/"), scrubbed
+    assert "ana.souza@exemplo.com" not in scrubbed
+    assert "@" in scrubbed  # still recognisably an e-mail, masked
+    assert scrub_text("write to ana.souza@exemplo.com") != "write to ana.souza@exemplo.com"

@@ -175,3 +175,30 @@ def test_gc_freeze_after_startup_is_undone_on_shutdown() -> None:
     finally:
         undo()
     assert gc.get_freeze_count() == 0
+
+
+def test_the_logged_service_name_is_the_one_the_spans_carry(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The worker logged service_name=c2s-api while its resource said c2s-api-worker.
+    logged: list[tuple[str, dict[str, Any]]] = []
+
+    class Recorder:
+        def info(self, event: str, **fields: Any) -> None:
+            logged.append((event, fields))
+
+    monkeypatch.setattr(tracing, "log", Recorder())
+    monkeypatch.delenv("OTEL_SDK_DISABLED", raising=False)
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "c2s-api-worker")
+    memory = InMemorySpanExporter()
+    try:
+        assert configure_tracing(service_name="c2s-api", exporter=memory, instrument=False)
+        with tracing.start_span("probe"):
+            pass
+        flush_tracing()
+    finally:
+        shutdown_tracing()
+    [fields] = [fields for event, fields in logged if event == "tracing_configured"]
+    [span] = memory.get_finished_spans()
+    assert span.resource.attributes["service.name"] == "c2s-api-worker"
+    assert fields["service_name"] == "c2s-api-worker"
