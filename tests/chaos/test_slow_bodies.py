@@ -1,7 +1,10 @@
 """Slow bodies under load: stalled unauthenticated connections while legitimate clients work.
 
 Throughout the attack phase, ``STALLED`` connections (more than Granian's 256 request slots) send
-their headers and one byte of a 1,000-byte body to the C2S webhook and stall; each one answered
+their headers and one byte of a 1,000-byte body to the C2S webhook and stall. They present an
+``X-C2S-Signature`` (a forged one): checking a signature needs the body, so the webhook reads it
+before it can refuse, which is what makes a stalled body cost a request slot (a request with no
+credential, or a token, is refused before its body is read); each one answered
 (408 after ``BODY_READ_TIMEOUT_S``, or 503 at once when ``MAX_PENDING_BODIES`` are pending) is
 replaced by a new one. The steady mix runs before, during and after.
 
@@ -41,7 +44,8 @@ BODY_READ_TIMEOUT_S = 3.0
 READ_P99_BOUND_S = 2.0  # a loaded 2-core CI machine; measured 0.9 s there
 _HEAD = (
     b"POST /api/v1/webhooks/c2s HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-    b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n["
+    b"Content-Type: application/json\r\nX-C2S-Signature: t=1700000000,v1=00\r\n"
+    b"Content-Length: 1000\r\n\r\n["
 )
 
 

@@ -4,12 +4,15 @@ After a bounded drain, for the leads a scenario delivered webhooks for:
 
 * every delivery answered 2xx has its event row (``(lead_id, updated_at)``): nothing accepted was
   lost;
-* every event is terminal: ``completed`` with ``message_sent_at``, or ``failed`` with a reason;
-  no live job is left in the queue (no lease left behind);
-* each lead received exactly one C2S message (in the sandbox) per completed event, none for
-  failed ones, no duplicates. The one exception is an event failed as "send outcome unknown"
-  (its send may or may not have reached C2S, so it is not resent): it may account for at most one
-  message; such events are counted and printed.
+* every event is terminal: ``completed`` with ``message_sent_at`` (it posted the message),
+  ``completed`` as "already messaged" (the lead already had its message for these contacts:
+  one message per lead, ``docs/contract.md`` §2), or ``failed`` with a reason; no live job is
+  left in the queue (no lease left behind);
+* each lead received exactly one C2S message (in the sandbox) per event that posted one, and at
+  least one when any of its events completed; none for failed ones, no duplicates. The one
+  exception is an event failed as "send outcome unknown" (its send may or may not have reached
+  C2S, so it is not resent): it may account for at most one message; such events are counted and
+  printed.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import TYPE_CHECKING
 
 import asyncpg
 
-from domain.webhooks import SEND_OUTCOME_UNKNOWN
+from domain.webhooks import ALREADY_MESSAGED, SEND_OUTCOME_UNKNOWN
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -75,6 +78,7 @@ class Ledger:
     by_status: Counter[str] = field(default_factory=Counter)
     failure_reasons: Counter[str] = field(default_factory=Counter)
     messages: int = 0
+    already_messaged: int = 0
     outcome_unknown: int = 0
     drain_s: float = 0.0
     live_jobs: int = 0
@@ -99,10 +103,13 @@ class Ledger:
         if self.failed_without_reason:
             out.append(f"failed without a reason: {self.failed_without_reason[:5]}")
         if self.completed_without_sent_mark:
-            out.append(f"completed without message_sent_at: {self.completed_without_sent_mark[:5]}")
+            out.append(
+                "completed without message_sent_at nor 'already messaged': "
+                f"{self.completed_without_sent_mark[:5]}"
+            )
         if self.message_mismatches:
             out.append(
-                f"{len(self.message_mismatches)} leads whose C2S messages != completed events: "
+                f"{len(self.message_mismatches)} leads whose C2S messages != events that sent one: "
                 f"{self.message_mismatches[:5]}"
             )
         return out
@@ -113,6 +120,7 @@ class Ledger:
         lines = [
             f"ledger: deliveries={self.deliveries} answered_2xx={self.answered_2xx} "
             f"events={self.events} ({statuses}) c2s_messages={self.messages} "
+            f"already_messaged={self.already_messaged} "
             f"drain={self.drain_s:.1f}s live_jobs={self.live_jobs}",
             f"ledger: lost={len(self.lost)} open={len(self.open_events)} "
             f"send_outcome_unknown={self.outcome_unknown} "
@@ -184,6 +192,7 @@ async def check_ledger(
     ledger.lost = sorted({s.tag for s in answered if s.tag and s.tag not in stored})
     ledger.events = len(rows)
     completed: Counter[str] = Counter()
+    sent: Counter[str] = Counter()
     unknown: Counter[str] = Counter()
     for row in rows:
         tag = event_tag(row["lead_id"], row["updated_at"])
@@ -201,14 +210,20 @@ async def check_ledger(
                 ledger.failed_without_reason.append(tag)
         elif status == "completed":
             completed[row["lead_id"]] += 1
-            if row["message_sent_at"] is None:
+            if row["message_sent_at"] is not None:
+                sent[row["lead_id"]] += 1
+            elif (row["error_message"] or "").strip() == ALREADY_MESSAGED:
+                ledger.already_messaged += 1
+            else:
                 ledger.completed_without_sent_mark.append(tag)
     messages = await _message_counts(sandbox, lead_ids)
     ledger.messages = sum(messages.values())
     ledger.outcome_unknown = sum(unknown.values())
     ledger.message_mismatches = [
-        f"{lead} messages={messages[lead]} completed={completed[lead]} unknown={unknown[lead]}"
+        f"{lead} messages={messages[lead]} sent={sent[lead]} completed={completed[lead]} "
+        f"unknown={unknown[lead]}"
         for lead in lead_ids
-        if not completed[lead] <= messages[lead] <= completed[lead] + unknown[lead]
+        if not sent[lead] <= messages[lead] <= sent[lead] + unknown[lead]
+        or (completed[lead] and not messages[lead])
     ]
     return ledger
