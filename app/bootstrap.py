@@ -33,7 +33,7 @@ from app.http.middleware.auth import KeyVerifier
 from app.http.middleware.idempotency import IdempotencyStore
 from app.http.middleware.ratelimit import AUTH_FAILURE_POLICY, AuthFailureGuard, ClientAddress
 from domain.pipeline import Enricher, PipelineSettings
-from domain.webhooks import WebhookIntake
+from domain.webhooks import GoogleAdsIntake, GoogleAdsSettings, WebhookIntake
 from domain.work_modules import WorkModules
 from infra.breaker import BreakerRegistry
 from infra.cache import (
@@ -53,6 +53,7 @@ from infra.db.pool import create_pool
 from infra.db.repository import PgPartyRepository
 from infra.flags import FlagStore, defaults_from_settings
 from infra.hotread import RedisHotRead
+from infra.queue import provably_unsent
 from infra.ratelimit import RateLimiter, parse_policy
 from infra.sealing import AeadEnvelope
 from infra.upstream import (
@@ -303,7 +304,7 @@ class Services:
         key_verifier: API-key verification with its short per-process cache (ADR 0006).
         event_store: The C2S webhook inbox and its job queue.
         webhook_intake: The C2S webhook intake (events and their jobs, stored durably).
-        google_claims: Google Ads lead dedup.
+        google_ads: The Google Ads lead-form intake.
         job_admin: Listing and redriving webhook events (dead letters).
         client_address: The client's address as far as trusted proxies vouch for it.
         identity_salt: Key of the client-identity digests (no raw IP in Redis).
@@ -325,7 +326,7 @@ class Services:
     key_verifier: KeyVerifier
     event_store: PgEventStore
     webhook_intake: WebhookIntake
-    google_claims: PgGoogleLeadClaims
+    google_ads: GoogleAdsIntake
     job_admin: PgJobAdmin
     client_address: ClientAddress
     identity_salt: bytes
@@ -507,7 +508,15 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             key_verifier=key_verifier,
             event_store=event_store,
             webhook_intake=WebhookIntake(event_store, max_events=settings.webhook_max_events),
-            google_claims=PgGoogleLeadClaims(pool, acquire_timeout=acquire_timeout),
+            google_ads=GoogleAdsIntake(
+                claims=PgGoogleLeadClaims(pool, acquire_timeout=acquire_timeout),
+                enricher=enricher,
+                settings=GoogleAdsSettings(
+                    description_max_length=settings.c2s_description_max_length,
+                    default_seller_id=settings.c2s_default_seller_id or None,
+                ),
+                provably_unsent=provably_unsent,
+            ),
             job_admin=PgJobAdmin(pool, acquire_timeout=acquire_timeout),
             client_address=client_address,
             identity_salt=salt,

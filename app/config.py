@@ -11,13 +11,15 @@ from __future__ import annotations
 import ipaddress
 import os
 import sys
-from collections.abc import Mapping
-from typing import Annotated, Any, Literal, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn
 from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
 
 from domain.signatures import parse_secrets
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 __all__ = [
     "ConfigError",

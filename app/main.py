@@ -44,11 +44,9 @@ from app.http.routes.work import WorkController
 from app.version import SERVICE_VERSION
 from domain.admission import Prefetched
 from domain.pipeline import Enricher
-from domain.webhooks import WebhookIntake
+from domain.ports import FlagAdmin, JobAdmin
+from domain.webhooks import GoogleAdsIntake, WebhookIntake
 from domain.work_modules import WorkModules
-from infra.db.events import PgGoogleLeadClaims
-from infra.db.jobs import PgJobAdmin
-from infra.flags import FlagStore
 from observability.logging import configure_logging
 from observability.metrics import track_pool
 from observability.middleware import install_observability
@@ -111,16 +109,16 @@ def _dependencies(handle: ServicesHandle) -> dict[str, Provide]:
     def work_modules() -> WorkModules:
         return handle.services.work_modules
 
-    def flag_store() -> FlagStore:
+    def flag_store() -> FlagAdmin:
         return handle.services.flags
 
     def intake() -> WebhookIntake:
         return handle.services.webhook_intake
 
-    def claims() -> PgGoogleLeadClaims:
-        return handle.services.google_claims
+    def google_ads() -> GoogleAdsIntake:
+        return handle.services.google_ads
 
-    def job_admin() -> PgJobAdmin:
+    def job_admin() -> JobAdmin:
         return handle.services.job_admin
 
     def prefetched(scope: Scope) -> Prefetched | None:
@@ -133,7 +131,7 @@ def _dependencies(handle: ServicesHandle) -> dict[str, Provide]:
         work_modules,
         flag_store,
         intake,
-        claims,
+        google_ads,
         job_admin,
         prefetched,
     ]
@@ -227,10 +225,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
         # Handlers annotate with these under TYPE_CHECKING; Litestar resolves them here.
         signature_namespace={
             "Enricher": Enricher,
-            "FlagStore": FlagStore,
+            "FlagAdmin": FlagAdmin,
+            "GoogleAdsIntake": GoogleAdsIntake,
+            "JobAdmin": JobAdmin,
             "Prefetched": Prefetched,
             "Services": Services,
             "Settings": Settings,
+            "WebhookIntake": WebhookIntake,
             "WorkModules": WorkModules,
         },
         lifespan=[_lifespan(settings, handle)],

@@ -10,8 +10,6 @@ The use cases of ``GET /api/v1/contributor/customer`` and ``POST /api/v1/enrich`
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Final
 from uuid import UUID
 
@@ -35,6 +33,9 @@ from domain.phones import parse_br_phone
 from domain.pipeline import MatchInfo  # runtime: a field type of UnifiedCustomer
 
 if TYPE_CHECKING:
+    import datetime as dt
+    from collections.abc import Sequence
+
     from domain.pipeline import Enricher
 
 __all__ = [

@@ -23,9 +23,8 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
-from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
-from typing import Literal, TypeAlias
+from typing import TYPE_CHECKING, Literal, TypeAlias
 
 import msgspec
 import msgspec.inspect as mi
@@ -35,6 +34,9 @@ from domain.emails import is_valid_email, normalize_email
 from domain.errors import InvalidInput
 from domain.phones import storage_digits
 from domain.text import BrazilianState, fold, parse_cep, parse_uf
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 __all__ = [
     "DEFAULT_QUALITY_SCORE",

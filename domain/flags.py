@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Final
 
+import msgspec
+
 from domain.errors import DependencyUnavailable
 
 if TYPE_CHECKING:
@@ -30,7 +32,9 @@ __all__ = [
     "FLAG_SPECS",
     "FeatureDisabled",
     "Flag",
+    "FlagOverride",
     "FlagSpec",
+    "FlagState",
     "StaticFlags",
     "feature_disabled_detail",
     "require_enabled",
@@ -165,3 +169,34 @@ def require_enabled(flags: Flags, flag: Flag) -> None:
     """
     if not flags.enabled(flag):
         raise FeatureDisabled(flag.value)
+
+
+class FlagOverride(msgspec.Struct, frozen=True, kw_only=True):
+    """A runtime override, as stored in Redis.
+
+    Attributes:
+        enabled: The value it imposes.
+        changed_at: Epoch seconds of the change.
+        changed_by: Who changed it: ``api-key:<key id>`` or ``cli`` (never a key or a person's
+            data).
+    """
+
+    enabled: bool
+    changed_at: float
+    changed_by: str
+
+
+class FlagState(msgspec.Struct, frozen=True, kw_only=True):
+    """A flag as this process applies it.
+
+    Attributes:
+        name: The flag name.
+        enabled: The effective value.
+        default: The value without an override.
+        override: The runtime override, if any.
+    """
+
+    name: str
+    enabled: bool
+    default: bool
+    override: FlagOverride | None = None

@@ -56,16 +56,18 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import msgspec
 
 from domain.documents import normalize_cpf, only_digits
 from domain.dossier import DadosEconomicos, Dossier, parse_amount
 from domain.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 __all__ = [
     "DEFAULT_INCOME_MULTIPLIER",

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Literal
 
@@ -42,6 +41,8 @@ from domain.phones import diretrix_form, parse_br_phone
 from domain.singleflight import SingleFlight
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from domain.models import CpfCandidate, Lead, LeadCustomer
     from domain.ports import (
         C2SPort,

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
     from domain.admission import Admission, Tier
     from domain.dossier import Dossier
+    from domain.flags import FlagState
     from domain.models import (
         CpfCandidate,
         Lead,
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     )
     from domain.webhooks.events import AcceptResult, QueueStats, StoredEvent
     from domain.webhooks.google_ads import GoogleLeadClaim
+    from domain.webhooks.jobs import JobState, JobView, RedriveOutcome
     from domain.webhooks.parsing import WebhookEvent
 
 __all__ = [
@@ -38,9 +40,11 @@ __all__ = [
     "DossierCache",
     "EventStore",
     "FillLocks",
+    "FlagAdmin",
     "Flags",
     "GoogleLeadClaims",
     "HotRead",
+    "JobAdmin",
     "LeadLocks",
     "LeadMessages",
     "PartyRepository",
@@ -359,4 +363,51 @@ class HotRead(Protocol):
         Never raises for a storage failure: the decision falls back to per-process limits and
         nothing is prefetched.
         """
+        ...
+
+
+class FlagAdmin(Protocol):
+    """Runtime overrides of the feature flags, shared by every process (ADR 0007).
+
+    Attributes:
+        ttl_s: How old this process's view of the overrides may get.
+    """
+
+    ttl_s: float
+
+    @property
+    def degraded(self) -> bool:
+        """The shared store could not be read at the last refresh (defaults apply)."""
+        ...
+
+    async def refresh(self) -> bool:
+        """Read the overrides now; whether the store answered."""
+        ...
+
+    def states(self) -> list[FlagState]:
+        """Every flag as this process applies it."""
+        ...
+
+    async def set(self, name: str, enabled: bool, *, actor: str) -> FlagState:
+        """Override ``name``; ``actor`` names who did it (never a key or personal data)."""
+        ...
+
+    async def unset(self, name: str, *, actor: str) -> FlagState:
+        """Drop the override of ``name``: its default applies again."""
+        ...
+
+
+class JobAdmin(Protocol):
+    """The webhook queue as an operator handles it: list events, redrive failed ones."""
+
+    async def list_jobs(self, state: JobState = "all", limit: int = 50) -> list[JobView]:
+        """Events in ``state``, most recently changed first (never their payloads)."""
+        ...
+
+    async def redrive(self, event_id: UUID) -> RedriveOutcome:
+        """Put one failed event back in the queue (attempts reset), or say why not."""
+        ...
+
+    async def redrive_dead(self, limit: int = 1000) -> list[UUID]:
+        """Put every dead letter back in the queue; their ids."""
         ...

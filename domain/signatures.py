@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Sequence
 from enum import Enum
-from typing import Final
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 __all__ = [
     "MAX_SIGNATURE_HEADER_LENGTH",

@@ -25,7 +25,6 @@ from collections import OrderedDict
 from typing import TYPE_CHECKING, Protocol
 
 import msgspec
-import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import RedisError
 
@@ -34,6 +33,8 @@ from domain.tenancy import current_tenant
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+
+    import redis.asyncio as aioredis
 
     from infra.sealing import AeadEnvelope
 

@@ -31,7 +31,7 @@ import structlog
 from redis.exceptions import RedisError
 
 from domain.errors import DependencyUnavailable
-from domain.flags import DEFAULTS, FLAG_SPECS, spec_of
+from domain.flags import DEFAULTS, FLAG_SPECS, FlagOverride, FlagState, spec_of
 from observability.metrics import set_feature_flag, set_feature_flag_storage_degraded
 
 if TYPE_CHECKING:
@@ -63,37 +63,6 @@ class UnknownFlag(LookupError):
     def __init__(self, name: str) -> None:
         super().__init__(f"unknown feature flag '{name}'")
         self.name = name
-
-
-class FlagOverride(msgspec.Struct, frozen=True, kw_only=True):
-    """A runtime override, as stored in Redis.
-
-    Attributes:
-        enabled: The value it imposes.
-        changed_at: Epoch seconds of the change.
-        changed_by: Who changed it: ``api-key:<key id>`` or ``cli`` (never a key or a person's
-            data).
-    """
-
-    enabled: bool
-    changed_at: float
-    changed_by: str
-
-
-class FlagState(msgspec.Struct, frozen=True, kw_only=True):
-    """A flag as this process applies it.
-
-    Attributes:
-        name: The flag name.
-        enabled: The effective value.
-        default: The value without an override.
-        override: The runtime override, if any.
-    """
-
-    name: str
-    enabled: bool
-    default: bool
-    override: FlagOverride | None = None
 
 
 class FlagSettings(Protocol):

@@ -33,7 +33,6 @@ import contextlib
 import functools
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final, Protocol, cast
 from uuid import UUID
@@ -41,7 +40,6 @@ from uuid import UUID
 import structlog
 from aiohttp import ClientConnectorError
 from opentelemetry import propagate, trace
-from opentelemetry.context import Context
 from pgqueuer import AsyncpgDriver, AsyncpgPoolDriver, Queries, QueueManager, RetryRequested
 from pgqueuer.adapters.persistence.qb import (
     QueryBuilderEnvironment,
@@ -59,8 +57,11 @@ from observability import metrics
 from observability.tracing import tracer
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+
     import asyncpg
     from asyncpg.pool import PoolConnectionProxy
+    from opentelemetry.context import Context
     from pgqueuer.models import Job
 
     from domain.pipeline import Enricher

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 import limits
@@ -35,6 +34,8 @@ from domain.admission import Decision, LimitState, Tier
 from observability.metrics import RATE_LIMIT_STORAGE_ERRORS
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
     import redis.asyncio as aioredis
 
 __all__ = [

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -42,6 +41,8 @@ from domain.flags import FeatureDisabled, feature_disabled_detail
 from observability.tracing import current_trace_id
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from litestar.types import ExceptionHandlersMap
 
 __all__ = ["exception_handlers", "problem_response"]

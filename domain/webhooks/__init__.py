@@ -24,6 +24,7 @@ from domain.webhooks.events import (
 from domain.webhooks.google_ads import (
     CREATE_OUTCOME_UNKNOWN,
     GoogleAdsColumn,
+    GoogleAdsIntake,
     GoogleAdsLead,
     GoogleAdsResult,
     GoogleAdsSettings,
@@ -64,6 +65,7 @@ __all__ = [
     "EventStatus",
     "EventStore",
     "GoogleAdsColumn",
+    "GoogleAdsIntake",
     "GoogleAdsLead",
     "GoogleAdsResult",
     "GoogleAdsSettings",

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Final
 
 import msgspec
@@ -17,12 +16,15 @@ from domain.phones import parse_br_phone
 from domain.webhooks.retry import is_provably_unsent
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from domain.pipeline import Enricher
     from domain.ports import GoogleLeadClaims
 
 __all__ = [
     "CREATE_OUTCOME_UNKNOWN",
     "GoogleAdsColumn",
+    "GoogleAdsIntake",
     "GoogleAdsLead",
     "GoogleAdsResult",
     "GoogleAdsSettings",
@@ -268,3 +270,41 @@ async def intake_google_lead(
         lead_id=lead.lead_id,
         c2s_lead_id=c2s_lead_id,
     )
+
+
+class GoogleAdsIntake:
+    """The Google Ads lead-form intake with its collaborators bound once (the webhook route
+    calls :meth:`accept`).
+
+    Args:
+        claims: Dedup by Google lead id.
+        enricher: The pipeline (best-effort enrichment; its C2S port creates the lead).
+        settings: Description length and default seller.
+        provably_unsent: Tells whether a failed creation certainly created nothing.
+    """
+
+    __slots__ = ("_claims", "_enricher", "_provably_unsent", "_settings")
+
+    def __init__(
+        self,
+        *,
+        claims: GoogleLeadClaims,
+        enricher: Enricher,
+        settings: GoogleAdsSettings,
+        provably_unsent: Callable[[BaseException], bool] = is_provably_unsent,
+    ) -> None:
+        self._claims = claims
+        self._enricher = enricher
+        self._settings = settings
+        self._provably_unsent = provably_unsent
+
+    async def accept(self, lead: GoogleAdsLead, payload: bytes) -> GoogleAdsResult:
+        """:func:`intake_google_lead` with the bound collaborators."""
+        return await intake_google_lead(
+            lead,
+            payload,
+            claims=self._claims,
+            enricher=self._enricher,
+            settings=self._settings,
+            provably_unsent=self._provably_unsent,
+        )

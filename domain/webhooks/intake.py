@@ -7,7 +7,6 @@ events, each validated on its own, and the valid ones are stored with their jobs
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Literal
 
 import msgspec
@@ -15,6 +14,8 @@ import msgspec
 from domain.webhooks.parsing import RejectedEvent, count_webhook_events, parse_webhook_document
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from domain.ports import EventStore
 
 __all__ = ["IntakeOutcome", "IntakeResult", "WebhookIntake"]

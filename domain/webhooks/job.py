@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import random
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Final, Literal
 from uuid import UUID
 
@@ -32,6 +31,8 @@ from domain.webhooks.retry import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from domain.pipeline import Enricher
     from domain.ports import EventStore
     from domain.webhooks.events import StoredEvent

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Mapping
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 
 from domain.errors import InvalidInput
 from domain.models import Lead, LeadCustomer
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 __all__ = [
     "HOOK_ACTIONS",

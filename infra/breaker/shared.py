@@ -21,13 +21,12 @@ from typing import TYPE_CHECKING
 
 from redis.exceptions import RedisError
 
-from infra.breaker.state import BreakerState
-
 if TYPE_CHECKING:
     from redis.asyncio import Redis
     from redis.commands.core import AsyncScript
 
     from infra.breaker.settings import BreakerConfig
+    from infra.breaker.state import BreakerState
 
 __all__ = ["REDIS_ERRORS", "SharedState", "SharedView", "breaker_keys"]
 

@@ -18,9 +18,7 @@ Implements :class:`domain.webhooks.EventStore` over ``core.webhook_events`` and 
 from __future__ import annotations
 
 import datetime as dt
-from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Final
-from uuid import UUID
 
 import msgspec
 
@@ -31,6 +29,8 @@ from infra.queue import enqueue_event_jobs
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
+    from contextlib import AbstractAsyncContextManager
+    from uuid import UUID
 
     import asyncpg
     from asyncpg.pool import PoolConnectionProxy

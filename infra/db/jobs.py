@@ -17,18 +17,17 @@ operators' ``admin`` keys (docs/security.md).
 
 from __future__ import annotations
 
-import datetime as dt
-from typing import TYPE_CHECKING, Final, Literal, get_args
-from uuid import UUID
+from typing import TYPE_CHECKING, Final
 
-import msgspec
-
+from domain.webhooks.jobs import JOB_STATES, JobState, JobView, RedriveOutcome
 from infra.db.events import SOURCE_C2S
 from infra.db.pool import pooled_connection
 from infra.db.repository import DEFAULT_ACQUIRE_TIMEOUT_S
 from infra.queue import enqueue_event_jobs
 
 if TYPE_CHECKING:
+    from uuid import UUID
+
     import asyncpg
 
 __all__ = [
@@ -42,8 +41,6 @@ __all__ = [
     "RedriveOutcome",
 ]
 
-JobState = Literal["dead", "failed", "open", "completed", "all"]
-JOB_STATES: Final[tuple[str, ...]] = get_args(JobState)
 
 # The state filter of each listing: `dead` (redrivable dead letters), `failed` (every failed
 # event), `open` (waiting or running), `completed`, `all`.
@@ -97,45 +94,6 @@ UPDATE core.webhook_events
           FOR UPDATE SKIP LOCKED)
 RETURNING id
 """
-
-RedriveStatus = Literal["redriven", "not_found", "not_failed", "send_unknown"]
-
-
-class JobView(msgspec.Struct, frozen=True, kw_only=True):
-    """A webhook event as an operator sees it (no payload: it holds personal data).
-
-    Attributes:
-        id: The event id (what ``redrive`` takes).
-        lead_id: The C2S lead.
-        status: ``received``, ``queued``, ``processing``, ``completed`` or ``failed``.
-        dead_letter: Failed after its retry budget (redrivable with ``--all-dead``).
-        send_unknown: An earlier attempt may have posted the message: never redriven.
-        attempts: Attempts since arrival or the last redrive.
-        error: The last failure's reason (no personal data).
-        received_at: Arrival.
-        processed_at: When it reached its terminal state.
-        dead_lettered_at: When it was dead-lettered.
-        redriven_at: The last redrive.
-    """
-
-    id: UUID
-    lead_id: str
-    status: str
-    dead_letter: bool
-    send_unknown: bool
-    attempts: int
-    error: str | None
-    received_at: dt.datetime
-    processed_at: dt.datetime | None
-    dead_lettered_at: dt.datetime | None
-    redriven_at: dt.datetime | None
-
-
-class RedriveOutcome(msgspec.Struct, frozen=True, kw_only=True):
-    """What a redrive of one event did: ``redriven``, or why not."""
-
-    id: UUID
-    status: RedriveStatus
 
 
 class PgJobAdmin:

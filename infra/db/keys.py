@@ -8,14 +8,14 @@ the adapter can print or log one. Outage-like failures surface as
 
 from __future__ import annotations
 
-import builtins
-from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Final
 
 from domain.keys import ApiKey, digests_equal
 from infra.db.pool import pooled_connection
 
 if TYPE_CHECKING:
+    import builtins
+    from contextlib import AbstractAsyncContextManager
     from uuid import UUID
 
     import asyncpg

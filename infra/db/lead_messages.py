@@ -11,7 +11,6 @@ commit, then see the row unchanged). Outages surface as ``DependencyUnavailable(
 from __future__ import annotations
 
 import hashlib
-from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Final
 
 from domain.tenancy import current_tenant
@@ -20,6 +19,7 @@ from infra.db.repository import DEFAULT_ACQUIRE_TIMEOUT_S
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+    from contextlib import AbstractAsyncContextManager
 
     import asyncpg
     from asyncpg.pool import PoolConnectionProxy

@@ -16,12 +16,10 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Final
 
-import asyncpg
 import msgspec
 
 from domain.documents import normalize_cpf, only_digits
@@ -37,8 +35,10 @@ from infra.db.pool import pooled_connection
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+    from contextlib import AbstractAsyncContextManager
     from uuid import UUID
 
+    import asyncpg
     from asyncpg.pool import PoolConnectionProxy
 
     from domain.dossier import Dossier, NormalizedAddress, NormalizedPerson

@@ -25,7 +25,7 @@ from litestar.testing import AsyncTestClient
 from app.http.middleware.auth import require_scope
 from app.main import create_app
 from domain.dossier import decode_dossier
-from domain.keys import generate_key
+from domain.keys import ApiKey, generate_key
 from domain.tenancy import current_tenant, tenant_scope
 from infra.db.keys import PgApiKeyStore
 from infra.db.repository import PgPartyRepository
@@ -37,7 +37,6 @@ if TYPE_CHECKING:
     from litestar import Litestar
 
     from app.config import Settings
-    from domain.keys import ApiKey
 
 pytestmark = pytest.mark.integration
 

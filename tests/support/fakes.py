@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING
 
 from domain.dossier import decode_dossier, normalize_dossier
 from domain.errors import DependencyUnavailable, NotFound, UpstreamError, UpstreamSoftError
-from domain.flags import StaticFlags
 from domain.models import (
     Contact,
     ContactType,
@@ -37,6 +36,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping, Sequence
 
     from domain.dossier import Dossier
+    from domain.flags import StaticFlags
     from domain.webhooks import EventStatus, WebhookEvent
 
 

@@ -4,7 +4,6 @@ event, and a Diretrix that holds a job in flight until released."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -15,6 +14,8 @@ from tests.support.fakes import FakeDiretrix, World
 from tests.support.processes import ROOT
 
 if TYPE_CHECKING:
+    import uuid
+
     from infra.db.events import PgEventStore
 
 __all__ = [

@@ -7,7 +7,6 @@ sandbox serves, from the same seed and registry size.
 
 from __future__ import annotations
 
-import contextlib
 import os
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +14,8 @@ from infra.sandbox.people import SyntheticPeople
 from tests.support.processes import SANDBOX_FACTORY, granian_server
 
 if TYPE_CHECKING:
+    import contextlib
+
     import aiohttp
 
 __all__ = [

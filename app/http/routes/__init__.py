@@ -7,29 +7,29 @@ the process's own objects, so Litestar does not validate them (``SkipValidation`
 
 from __future__ import annotations
 
-from typing import TypeAlias
+from typing import TYPE_CHECKING, TypeAlias
 
 from litestar.di import NamedDependency
 from litestar.params import SkipValidation
-from litestar.types import Scope
 
 from app.bootstrap import Services
 from app.config import Settings
 from domain.admission import Prefetched
 from domain.keys import grants
 from domain.pipeline import Enricher
-from domain.webhooks import WebhookIntake
+from domain.ports import FlagAdmin, JobAdmin
+from domain.webhooks import GoogleAdsIntake, WebhookIntake
 from domain.work_modules import WorkModules
-from infra.db.events import PgGoogleLeadClaims
-from infra.db.jobs import PgJobAdmin
-from infra.flags import FlagStore
+
+if TYPE_CHECKING:
+    from litestar.types import Scope
 
 __all__ = [
     "API_KEY_SECURITY",
     "READ_OR_ENRICH",
-    "ClaimsDep",
     "EnricherDep",
     "FlagStoreDep",
+    "GoogleAdsDep",
     "JobAdminDep",
     "PrefetchedDep",
     "ServicesDep",
@@ -46,10 +46,10 @@ WorkModulesDep: TypeAlias = NamedDependency[SkipValidation[WorkModules]]
 PrefetchedDep: TypeAlias = NamedDependency[SkipValidation[Prefetched | None]]
 ServicesDep: TypeAlias = NamedDependency[SkipValidation[Services]]
 SettingsDep: TypeAlias = NamedDependency[SkipValidation[Settings]]
-FlagStoreDep: TypeAlias = NamedDependency[SkipValidation[FlagStore]]
+FlagStoreDep: TypeAlias = NamedDependency[SkipValidation[FlagAdmin]]
 WebhookIntakeDep: TypeAlias = NamedDependency[SkipValidation[WebhookIntake]]
-JobAdminDep: TypeAlias = NamedDependency[SkipValidation[PgJobAdmin]]
-ClaimsDep: TypeAlias = NamedDependency[SkipValidation[PgGoogleLeadClaims]]
+JobAdminDep: TypeAlias = NamedDependency[SkipValidation[JobAdmin]]
+GoogleAdsDep: TypeAlias = NamedDependency[SkipValidation[GoogleAdsIntake]]
 
 # Either header carries the API key (see the security schemes in app.main.openapi_config).
 API_KEY_SECURITY: list[dict[str, list[str]]] = [{"ApiKey": []}, {"Bearer": []}]

@@ -22,10 +22,10 @@ from litestar.params import FromPath, JSONBody, PathParameter, QueryParameter
 from app.http.problems import problem_responses
 from app.http.routes import API_KEY_SECURITY, FlagStoreDep, JobAdminDep
 from domain.flags import Flag, spec_of
-from infra.db.jobs import JobView, RedriveOutcome
+from domain.webhooks.jobs import JobView, RedriveOutcome
 
 if TYPE_CHECKING:
-    from infra.flags import FlagState
+    from domain.flags import FlagState
 
 __all__ = [
     "AdminController",

@@ -48,7 +48,7 @@ from litestar.params import Body, HeaderParameter, JSONBody, QueryParameter
 from opentelemetry import propagate
 
 from app.http.problems import problem_responses
-from app.http.routes import ClaimsDep, EnricherDep, SettingsDep, WebhookIntakeDep
+from app.http.routes import GoogleAdsDep, WebhookIntakeDep
 from domain.signatures import (
     MAX_SIGNATURE_HEADER_LENGTH,
     SignatureCheck,
@@ -59,10 +59,7 @@ from domain.signatures import (
 from domain.webhooks import (
     GoogleAdsLead,
     GoogleAdsResult,
-    GoogleAdsSettings,
-    intake_google_lead,
 )
-from infra.queue import provably_unsent
 
 # Litestar reads handler annotations at runtime: Request and the dependency aliases of
 # app.http.routes are imported for real, not under TYPE_CHECKING.
@@ -310,9 +307,7 @@ class WebhookController(Controller):
         self,
         request: Request[Any, Any, Any],
         data: JSONBody[GoogleAdsLead],
-        enricher: EnricherDep,
-        claims: ClaimsDep,
-        settings: SettingsDep,
+        google_ads: GoogleAdsDep,
         google_key: Annotated[
             str | None,
             QueryParameter(
@@ -323,17 +318,7 @@ class WebhookController(Controller):
             ),
         ] = None,
     ) -> GoogleAdsResult:
-        result = await intake_google_lead(
-            data,
-            await request.body(),
-            claims=claims,
-            enricher=enricher,
-            settings=GoogleAdsSettings(
-                description_max_length=settings.c2s_description_max_length,
-                default_seller_id=settings.c2s_default_seller_id or None,
-            ),
-            provably_unsent=provably_unsent,
-        )
+        result = await google_ads.accept(data, await request.body())
         log.info(
             "google_ads_lead",
             duplicate=result.message != "Lead created in C2S",

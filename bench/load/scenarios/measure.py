@@ -12,10 +12,10 @@ import msgspec
 from bench.baseline_app import BARE_PATH
 from bench.load.procs import cpu_seconds, worker_pids
 from bench.load.settings import CONCURRENCIES, MAX_ERROR_RATE, say
-from bench.load.wrk import Mode, Point
 
 if TYPE_CHECKING:
     from bench.load.session import Run
+    from bench.load.wrk import Mode, Point
 
 __all__ = [
     "Check",

@@ -16,7 +16,6 @@ import os
 import re
 import time
 import urllib.request
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -44,6 +43,7 @@ from tests.support.sandbox import (
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from pathlib import Path
 
     from tests.support.sandbox import SandboxAdmin
 

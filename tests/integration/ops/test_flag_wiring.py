@@ -8,15 +8,18 @@ The checks live where the behaviour is: ``Enricher.send`` and ``Enricher.fetch_d
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from domain.errors import DependencyUnavailable
 from domain.flags import DEFAULTS, FeatureDisabled, Flag, StaticFlags, require_enabled
 from domain.models import CpfCandidate, Lead, LeadCustomer
-from domain.pipeline import Enricher
 from domain.work_modules import WorkModules
 from tests.support.fakes import World
+
+if TYPE_CHECKING:
+    from domain.pipeline import Enricher
 
 GOLDEN = Path(__file__).resolve().parents[2] / "golden"
 HELENA_CPF = "39053344705"

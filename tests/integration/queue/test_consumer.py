@@ -23,7 +23,6 @@ from infra.breaker import BreakerConfig, BreakerOpen, BreakerRegistry
 from infra.db.events import PgEventStore
 from infra.queue import ENTRYPOINT, EventConsumer, provably_unsent, queue_queries
 from infra.upstream import C2SClient, C2SConfig, create_session
-from tests.support.fakes import World
 from tests.support.polling import wait_until
 from tests.support.queue import (
     APPLICATION_NAME,
@@ -38,6 +37,8 @@ if TYPE_CHECKING:
 
     import asyncpg
     from pgqueuer.domain.types import QueueEntrypoint, QueueManagerId
+
+    from tests.support.fakes import World
 
 pytestmark = pytest.mark.integration
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import uuid
+from typing import TYPE_CHECKING
 
-import asyncpg
 import msgspec
 import pytest
 from pgqueuer import AsyncpgDriver, QueueManager
@@ -14,6 +14,9 @@ from pgqueuer import AsyncpgDriver, QueueManager
 from domain.webhooks import WebhookEvent, parse_webhook_body
 from infra.db.events import FIND_ORPHANS, PgEventStore, PgGoogleLeadClaims
 from infra.queue import ENTRYPOINT, JOB_DEDUPE_PREFIX, job_dedupe_key, queue_queries, queue_settings
+
+if TYPE_CHECKING:
+    import asyncpg
 
 pytestmark = pytest.mark.integration
 

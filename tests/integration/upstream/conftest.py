@@ -11,7 +11,6 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import aiohttp
 import pytest
 import redis.asyncio as aioredis
 import stamina
@@ -33,6 +32,8 @@ from tests.support.upstream import LENIENT, RETRY_ATTEMPTS, MakeClients
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
+
+    import aiohttp
 
     from tests.support.sandbox import SandboxAdmin
 

@@ -9,10 +9,9 @@ lines without WhatsApp).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import pytest
@@ -26,6 +25,9 @@ from domain.message import (
     format_lead_message,
     scale_amount,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 GOLDEN = Path(__file__).resolve().parents[2] / "golden"
 HELENA_CPF = "39053344705"

@@ -7,8 +7,8 @@ Against the in-memory fakes of the ports (``tests/support/fakes.py``).
 from __future__ import annotations
 
 import asyncio
-import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgspec
 import pytest
@@ -19,6 +19,9 @@ from domain.models import CpfCandidate, Lead, LeadCustomer
 from domain.pipeline import CPF_LOOKUP_UNAVAILABLE, REASON_UPSTREAM_UNAVAILABLE
 from domain.webhooks import RetryPolicy, parse_webhook_body, run_event_job
 from tests.support.fakes import FakeEventStore, World
+
+if TYPE_CHECKING:
+    import uuid
 
 GOLDEN = Path(__file__).resolve().parents[2] / "golden"
 HELENA_CPF = "39053344705"
