@@ -73,6 +73,7 @@ from observability.metrics import (
     record_cache,
     record_rate_limit,
 )
+from observability.tracing import untraced
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterable
@@ -204,8 +205,10 @@ async def open_pool(settings: Settings, *, min_size: int = 0) -> AsyncIterator[a
 async def _warm_up(pool: asyncpg.Pool) -> None:
     """Open one connection now so the first request does not pay for it (best effort)."""
     try:
-        async with pool.acquire(timeout=2) as conn:
-            await conn.fetchval("SELECT 1")
+        # Start-up, part of no request: not traced.
+        with untraced():
+            async with pool.acquire(timeout=2) as conn:
+                await conn.fetchval("SELECT 1")
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
         log.warning("postgres_unavailable_at_start", error_type=type(exc).__name__)
 
@@ -332,13 +335,18 @@ class Services:
     identity_salt: bytes
 
     async def check_postgres(self) -> None:
-        """Raise unless PostgreSQL answers ``SELECT 1``."""
-        async with self.pool.acquire() as conn:
-            await conn.fetchval("SELECT 1")
+        """Raise unless PostgreSQL answers ``SELECT 1``.
+
+        Probes are not traced (no server span): untraced, or each check is a root trace.
+        """
+        with untraced():
+            async with self.pool.acquire() as conn:
+                await conn.fetchval("SELECT 1")
 
     async def check_redis(self) -> None:
-        """Raise unless Redis answers ``PING``."""
-        await self.redis.ping()
+        """Raise unless Redis answers ``PING`` (untraced, as :meth:`check_postgres`)."""
+        with untraced():
+            await self.redis.ping()
 
 
 class ServicesNotRunning(RuntimeError):

@@ -33,6 +33,7 @@ from redis.exceptions import RedisError
 from domain.errors import DependencyUnavailable
 from domain.flags import DEFAULTS, FLAG_SPECS, FlagOverride, FlagState, spec_of
 from observability.metrics import set_feature_flag, set_feature_flag_storage_degraded
+from observability.tracing import untraced
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -223,7 +224,9 @@ class FlagStore:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return  # no loop (a sync caller): the values stay as they are
-        task = loop.create_task(self.refresh())
+        # Cache upkeep, not the caller's work: untraced (the task copies this context).
+        with untraced():
+            task = loop.create_task(self.refresh())
         self._refreshing = task
         task.add_done_callback(self._refreshed)
 
@@ -234,9 +237,13 @@ class FlagStore:
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[FlagStore]:
-        """Read the overrides now, then every ``ttl_s`` in a background task until exit."""
-        await self.refresh()
-        self._poller = asyncio.get_running_loop().create_task(self._poll())
+        """Read the overrides now, then every ``ttl_s`` in a background task until exit.
+
+        Neither read is traced: they belong to no request (one root trace per poll otherwise).
+        """
+        with untraced():
+            await self.refresh()
+            self._poller = asyncio.get_running_loop().create_task(self._poll())
         try:
             yield self
         finally:

@@ -54,7 +54,7 @@ from domain.webhooks import DEFAULT_RETRY_POLICY, EventStore, is_provably_unsent
 from domain.webhooks.retry import NO_CPF_REASON
 from infra.breaker.state import BreakerOpen
 from observability import metrics
-from observability.tracing import tracer
+from observability.tracing import traced_from, tracer, untraced
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
@@ -398,6 +398,13 @@ class EventConsumer:
             Exception: PostgreSQL is unreachable at start. Once started, a failure of the
                 dequeue loop (PostgreSQL restarting) restarts it with backoff instead.
         """
+        # Polls, heartbeats, status writes, samples and sweeps belong to no job: untraced (each
+        # would be a root trace of one span, hundreds a minute). The tasks created inside
+        # inherit this; each job's span starts from its own context instead (see handle).
+        with untraced():
+            await self._consume()
+
+    async def _consume(self) -> None:
         await self._qm.verify_structure()
         background = [
             asyncio.create_task(self._every(self._sample_interval_s, self._sample)),
@@ -467,15 +474,19 @@ class EventConsumer:
             if event_id is None:
                 log.error("queue_job_payload_invalid", job_id=int(job.id))
                 return
-            with tracer.start_as_current_span(
-                f"{ENTRYPOINT} process",
-                kind=trace.SpanKind.CONSUMER,
-                context=_parent(job),
-                attributes={
-                    "messaging.system": "pgqueuer",
-                    "messaging.operation.type": "process",
-                    "messaging.destination.name": ENTRYPOINT,
-                },
+            # The request's trace, or a new one: never the dequeue loop's untraced context,
+            # so the job's queries and calls are traced under this span.
+            with (
+                traced_from(_parent(job)),
+                tracer.start_as_current_span(
+                    f"{ENTRYPOINT} process",
+                    kind=trace.SpanKind.CONSUMER,
+                    attributes={
+                        "messaging.system": "pgqueuer",
+                        "messaging.operation.type": "process",
+                        "messaging.destination.name": ENTRYPOINT,
+                    },
+                ),
             ):
                 await self._run(job, event_id, started)
         finally:

@@ -22,13 +22,16 @@ from __future__ import annotations
 import atexit
 import gc
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 import structlog
+from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
-from opentelemetry.context import Context
+from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, Context
 from opentelemetry.metrics import NoOpMeterProvider
 from opentelemetry.sdk.resources import OTELResourceDetector, Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan
@@ -42,6 +45,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from contextlib import AbstractContextManager
 
+    import aiohttp
     import yarl
     from litestar.plugins.opentelemetry import OpenTelemetryPlugin
     from litestar.types import Scope
@@ -62,11 +66,14 @@ __all__ = [
     "litestar_plugins",
     "shutdown_tracing",
     "start_span",
+    "traced_from",
     "tracer",
     "tracer_provider",
     "tracing_enabled",
     "tracing_plugins",
     "tracing_requested",
+    "untraced",
+    "upstream_call",
 ]
 
 log = structlog.get_logger("observability.tracing")
@@ -277,6 +284,78 @@ def _url_without_query(url: yarl.URL) -> str:
     return str(url.with_query(None).with_fragment(None).with_user(None))
 
 
+# The upstream (``c2s``, ``diretrix``, ``work_api``) whose call is being made in this task: set
+# by :func:`upstream_call`, read by the aiohttp instrumentation's request hook below.
+_UPSTREAM: Final[ContextVar[str | None]] = ContextVar("c2s_upstream", default=None)
+
+
+@contextmanager
+def upstream_call(name: str) -> Iterator[None]:
+    """Name the HTTP client span of the request made inside ``"{method} {name}"``.
+
+    Without it the span is named by the method alone (semconv's default when no route template
+    is known), and ``GET`` says nothing about which upstream answered.
+
+    Args:
+        name: The upstream's logical name, from a bounded set (never a host or a URL).
+    """
+    token = _UPSTREAM.set(name)
+    try:
+        yield
+    finally:
+        _UPSTREAM.reset(token)
+
+
+def _name_client_span(span: Span, params: aiohttp.TraceRequestStartParams) -> None:
+    upstream = _UPSTREAM.get()
+    if upstream is None or not span.is_recording():
+        return
+    span.update_name(f"{params.method} {upstream}")
+    # The logical remote service, next to the host in server.address (the sandbox serves all
+    # three upstreams from one host).
+    span.set_attribute("peer.service", upstream)
+
+
+# The plain-string key is what older instrumentations still read (opentelemetry-instrumentation
+# sets both in its own suppress_instrumentation()).
+_SUPPRESS_PLAIN_KEY: Final = "suppress_instrumentation"
+
+
+@contextmanager
+def untraced() -> Iterator[None]:
+    """Record no asyncpg, redis or aiohttp spans inside (nor in the tasks created inside).
+
+    For background work that belongs to no request and no job: queue polls, heartbeats and
+    samples, the feature-flag poller, the breaker state sync, connection resets, start-up
+    warm-up, probes. Traced, each of these is a one-span root trace (an idle worker made ~340 a
+    minute), noise that costs export and storage and hides the traces that matter. Spans
+    started explicitly with :func:`start_span` or :data:`tracer` are still recorded: a job run
+    from an untraced loop starts from its own context (see ``infra.queue``).
+    """
+    ctx = otel_context.set_value(_SUPPRESS_INSTRUMENTATION_KEY, True)
+    token = otel_context.attach(otel_context.set_value(_SUPPRESS_PLAIN_KEY, True, ctx))
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
+
+
+@contextmanager
+def traced_from(parent: Context | None) -> Iterator[None]:
+    """Run the block in ``parent`` (a new, empty context when ``None``), not the current one.
+
+    Undoes :func:`untraced` for work that does deserve its trace, such as a job run by the
+    untraced dequeue loop: spans started inside continue ``parent``'s trace (or start one), and
+    the instrumentations record again. Passing ``context=`` to a span is not enough for that:
+    the span becomes current in the *current* context, suppression included.
+    """
+    token = otel_context.attach(parent if parent is not None else Context())
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
+
+
 def _instrument_libraries() -> None:
     # Imported lazily: instrumentation modules patch libraries and cost start-up time; a
     # process with tracing off imports none of them.
@@ -292,7 +371,10 @@ def _instrument_libraries() -> None:
     RedisInstrumentor().instrument(tracer_provider=_PROVIDER)
     # Patches ClientSession.__init__: sessions created after this (in the lifespan) get a
     # trace config that starts client spans and injects W3C `traceparent` into the request.
-    AioHttpClientInstrumentor().instrument(tracer_provider=_PROVIDER, url_filter=_url_without_query)
+    # Spans are renamed "{method} {upstream}" by the hook when made through UpstreamTransport.
+    AioHttpClientInstrumentor().instrument(
+        tracer_provider=_PROVIDER, url_filter=_url_without_query, request_hook=_name_client_span
+    )
     _STATE.instrumented = True
 
 

@@ -29,6 +29,7 @@ from infra.breaker.state import (
     BreakerState,
     NullListener,
 )
+from observability.tracing import untraced
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -458,7 +459,9 @@ class CircuitBreaker:
     def _start_recovery(self, now: float) -> None:
         self._retry_redis_at = now + self.config.redis_retry_interval_s
         if not self._busy(self._recover_task):
-            self._recover_task = asyncio.ensure_future(self._recover())
+            # Probes on a timer, part of no request: untraced (the task copies this context).
+            with untraced():
+                self._recover_task = asyncio.ensure_future(self._recover())
 
     async def _recover(self) -> None:
         """Probe Redis every ``redis_retry_interval_s`` until it answers or the breaker closes."""

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from infra.breaker.circuit import CircuitBreaker
+from observability.tracing import untraced
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping
@@ -97,7 +98,10 @@ class BreakerRegistry:
         dependency (one ``read`` script per breaker and period).
         """
         if self._sync_task is None or self._sync_task.done():
-            self._sync_task = asyncio.ensure_future(self._sync_loop(interval_s, publish))
+            # A timer, part of no request: its Redis scripts are not traced (the task copies
+            # this context).
+            with untraced():
+                self._sync_task = asyncio.ensure_future(self._sync_loop(interval_s, publish))
 
     async def _sync_loop(self, interval_s: float, publish: StatePublisher) -> None:
         while True:

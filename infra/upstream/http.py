@@ -32,6 +32,7 @@ from yarl import URL
 from domain.errors import DependencyUnavailable, NotFound, UpstreamError, UpstreamSoftError
 from infra.breaker.state import BreakerOpen
 from observability.metrics import observe_upstream, record_upstream_retry
+from observability.tracing import upstream_call
 
 if TYPE_CHECKING:
     from infra.breaker.circuit import CircuitBreaker
@@ -433,18 +434,20 @@ class UpstreamTransport:
         status: int | None = None
         error = ""
         try:
-            async with self._session.request(
-                method,
-                url,
-                params=params,
-                data=body,
-                headers=headers,
-                timeout=self._timeout,
-                allow_redirects=False,
-            ) as resp:
-                payload = await resp.read()
-                status = resp.status
-                retry_after_header = resp.headers.get("Retry-After")
+            # The client span is named "{method} {upstream}" (GET diretrix), not just "GET".
+            with upstream_call(self.name):
+                async with self._session.request(
+                    method,
+                    url,
+                    params=params,
+                    data=body,
+                    headers=headers,
+                    timeout=self._timeout,
+                    allow_redirects=False,
+                ) as resp:
+                    payload = await resp.read()
+                    status = resp.status
+                    retry_after_header = resp.headers.get("Retry-After")
             response = UpstreamResponse(status, payload)
             if _OK_LOW <= status < _OK_HIGH:
                 if validate is not None:
