@@ -172,11 +172,14 @@ async def send_problem(
     detail: str,
     *,
     retry_after: int | None = None,
+    dependency: str | None = None,
     headers: Sequence[tuple[bytes, bytes]] = (),
 ) -> None:
     """Answer a problem+json from raw ASGI middleware (outside Litestar's exception table).
 
-    5xx answers carry the reference's generic ``error`` text, like the table's.
+    The one sender of every middleware's problem answers. A 503 carries the generic ``error``
+    text of the exception table (``docs/contract.md`` §1.1); ``retry_after`` sets both the member
+    and the ``Retry-After`` header; ``headers`` are added as given.
     """
     type_uri, title = problem_type(status)
     body = encode_problem(
@@ -190,6 +193,7 @@ async def send_problem(
             instance=problem_instance(scope),
             request_id=request_id_of(scope),
             trace_id=current_trace_id(),
+            dependency=dependency,
             retry_after=retry_after,
         )
     )

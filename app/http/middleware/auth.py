@@ -37,18 +37,10 @@ from app.http.auth_verifier import (
     Principal,
 )
 from app.http.middleware.ratelimit import send_429
-from app.http.middleware.request_id import request_id_of
-from app.http.problems import (
-    PROBLEM_MEDIA_TYPE,
-    Problem,
-    encode_problem,
-    problem_instance,
-    problem_type,
-)
+from app.http.problems import send_problem
 from domain.errors import DependencyUnavailable
 from domain.keys import digest_key, grants, key_prefix_of, required_scope
 from domain.tenancy import current_tenant
-from observability.tracing import current_trace_id
 
 if TYPE_CHECKING:
     from litestar.connection import ASGIConnection
@@ -259,32 +251,16 @@ async def _send_problem(
     dependency: str | None = None,
     retry_after: int | None = None,
 ) -> None:
-    type_uri, title = problem_type(status)
-    body = encode_problem(
-        Problem(
-            type=type_uri,
-            title=title,
-            status=status,
-            detail=detail,
-            error="Service unavailable" if status == 503 else detail,
-            # The path may carry a CPF or an e-mail (a mistyped URL): never echo it raw.
-            instance=problem_instance(scope),
-            request_id=request_id_of(scope),
-            trace_id=current_trace_id(),
-            dependency=dependency,
-            retry_after=retry_after,
-        )
+    headers = [(b"www-authenticate", www_authenticate)] if www_authenticate is not None else []
+    await send_problem(
+        scope,
+        send,
+        status,
+        detail,
+        retry_after=retry_after,
+        dependency=dependency,
+        headers=headers,
     )
-    headers = [
-        (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
-        (b"content-length", str(len(body)).encode()),
-    ]
-    if www_authenticate is not None:
-        headers.append((b"www-authenticate", www_authenticate))
-    if retry_after is not None:
-        headers.append((b"retry-after", str(retry_after).encode()))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 # --- guard --------------------------------------------------------------------------------------

@@ -27,15 +27,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from litestar.enums import ScopeType
 
-from app.http.middleware.request_id import request_id_of
-from app.http.problems import (
-    PROBLEM_MEDIA_TYPE,
-    Problem,
-    encode_problem,
-    problem_instance,
-    problem_type,
-)
-from observability.tracing import current_trace_id
+from app.http.problems import send_problem
 
 if TYPE_CHECKING:
     from litestar.types import ASGIApp, Message, Receive, Scope, Send
@@ -207,31 +199,6 @@ class StrictContentTypeMiddleware:
 
 
 async def _send_415(scope: Scope, send: Send) -> None:
-    type_uri, title = problem_type(415)
     # The offending value is not echoed: it is client input and may carry anything.
     detail = "Unsupported Content-Type: send 'Content-Type: application/json'"
-    body = encode_problem(
-        Problem(
-            type=type_uri,
-            title=title,
-            status=415,
-            detail=detail,
-            error=detail,
-            # The path may carry a CPF or an e-mail (a mistyped URL): never echo it raw.
-            instance=problem_instance(scope),
-            request_id=request_id_of(scope),
-            trace_id=current_trace_id(),
-        )
-    )
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 415,
-            "headers": [
-                (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
-                (b"content-length", str(len(body)).encode()),
-                (b"accept", b"application/json"),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body, "more_body": False})
+    await send_problem(scope, send, 415, detail, headers=[(b"accept", b"application/json")])

@@ -26,14 +26,7 @@ from litestar.enums import ScopeType
 from litestar.types.asgi_types import HTTPDisconnectEvent, HTTPRequestEvent
 from redis.exceptions import RedisError
 
-from app.http.middleware.request_id import request_id_of
-from app.http.problems import (
-    PROBLEM_MEDIA_TYPE,
-    Problem,
-    encode_problem,
-    problem_instance,
-    problem_type,
-)
+from app.http.problems import send_problem
 from observability.metrics import record_cache
 
 if TYPE_CHECKING:
@@ -173,22 +166,6 @@ def _owner(scope: Scope, store: IdempotencyStore, client_address: ClientAddress)
     return store.owner_of_ip(client_address.of(scope))
 
 
-def _problem(scope: Scope, status: int, detail: str, retry_after: int | None = None) -> bytes:
-    type_uri, title = problem_type(status)
-    return encode_problem(
-        Problem(
-            type=type_uri,
-            title=title,
-            status=status,
-            detail=detail,
-            error=detail,
-            instance=problem_instance(scope),
-            request_id=request_id_of(scope),
-            retry_after=retry_after,
-        )
-    )
-
-
 async def _answer(
     send: Send,
     status: int,
@@ -229,8 +206,7 @@ class IdempotencyMiddleware:
             return
         text = key.decode("latin-1").strip()
         if not text or len(text) > _MAX_KEY_LENGTH:
-            body = _problem(scope, 400, "Idempotency-Key must be 1-255 characters")
-            await _answer(send, 400, body, PROBLEM_MEDIA_TYPE)
+            await send_problem(scope, send, 400, "Idempotency-Key must be 1-255 characters")
             return
         await self._idempotent(scope, receive, send, text)
 
@@ -248,8 +224,7 @@ class IdempotencyMiddleware:
             chunk = message["body"]
             size += len(chunk)
             if size > limit:
-                body = _problem(scope, 413, "Request body too large")
-                await _answer(send, 413, body, PROBLEM_MEDIA_TYPE)
+                await send_problem(scope, send, 413, "Request body too large")
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -262,8 +237,8 @@ class IdempotencyMiddleware:
         except (RedisError, OSError, TimeoutError) as exc:
             log.warning("idempotency_storage_error", error_type=type(exc).__name__)
             record_cache("idempotency", "error")
-            body = _problem(scope, 503, "Idempotency store unavailable; retry later", 1)
-            await _answer(send, 503, body, PROBLEM_MEDIA_TYPE, [(b"retry-after", b"1")])
+            detail = "Idempotency store unavailable; retry later"
+            await send_problem(scope, send, 503, detail, retry_after=1, dependency="redis")
             return
         if existing is not None:
             record_cache("idempotency", "hit")
@@ -276,11 +251,11 @@ class IdempotencyMiddleware:
         self, scope: Scope, send: Send, existing: _Record, fingerprint: str
     ) -> None:
         if existing.fingerprint != fingerprint:
-            body = _problem(scope, 422, "Idempotency-Key was already used with a different request")
-            await _answer(send, 422, body, PROBLEM_MEDIA_TYPE)
+            detail = "Idempotency-Key was already used with a different request"
+            await send_problem(scope, send, 422, detail)
         elif existing.state == "pending":
-            body = _problem(scope, 409, "A request with this Idempotency-Key is in progress", 1)
-            await _answer(send, 409, body, PROBLEM_MEDIA_TYPE, [(b"retry-after", b"1")])
+            detail = "A request with this Idempotency-Key is in progress"
+            await send_problem(scope, send, 409, detail, retry_after=1)
         else:
             await _answer(
                 send,

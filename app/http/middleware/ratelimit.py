@@ -31,14 +31,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from litestar.enums import ScopeType
 
-from app.http.middleware.request_id import request_id_of
-from app.http.problems import (
-    PROBLEM_MEDIA_TYPE,
-    Problem,
-    encode_problem,
-    problem_instance,
-    problem_type,
-)
+from app.http.problems import send_problem
 from domain.admission import Prefetched
 from observability.metrics import record_rate_limit
 
@@ -325,7 +318,7 @@ async def _read_body(scope: Scope, receive: Receive, send: Send, limit: int) -> 
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            await _send_problem(scope, send, 413, "Request body too large")
+            await send_problem(scope, send, 413, "Request body too large")
             return None
         chunks.append(chunk)
         if not message.get("more_body", False):
@@ -355,46 +348,4 @@ async def send_429(
 ) -> None:
     """Answer 429 problem+json with ``Retry-After`` (and the rate-limit ``headers``)."""
     text = detail or f"Rate limit exceeded; retry in {retry_after} s"
-    await _send_problem(
-        scope,
-        send,
-        429,
-        text,
-        [(b"retry-after", str(retry_after).encode()), *(headers or ())],
-        retry_after=retry_after,
-    )
-
-
-async def _send_problem(
-    scope: Scope,
-    send: Send,
-    status: int,
-    detail: str,
-    headers: list[tuple[bytes, bytes]] | None = None,
-    retry_after: int | None = None,
-) -> None:
-    type_uri, title = problem_type(status)
-    body = encode_problem(
-        Problem(
-            type=type_uri,
-            title=title,
-            status=status,
-            detail=detail,
-            error=detail,
-            instance=problem_instance(scope),
-            request_id=request_id_of(scope),
-            retry_after=retry_after,
-        )
-    )
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
-                (b"content-length", str(len(body)).encode()),
-                *(headers or ()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body, "more_body": False})
+    await send_problem(scope, send, 429, text, retry_after=retry_after, headers=headers or ())
