@@ -80,6 +80,36 @@ def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def _outcome(
+    event: StoredEvent,
+    kind: OutcomeKind,
+    *,
+    reason: str | None = None,
+    retry_in_s: float | None = None,
+    sent: bool = False,
+    dead_letter: bool = False,
+) -> JobOutcome:
+    """The outcome of a run that claimed ``event``."""
+    return JobOutcome(
+        kind=kind,
+        event_id=event.id,
+        attempts=event.attempts,
+        reason=reason,
+        retry_in_s=retry_in_s,
+        sent=sent,
+        dead_letter=dead_letter,
+        received_at=event.received_at,
+    )
+
+
+async def _fail(
+    events: EventStore, event: StoredEvent, reason: str, *, dead_letter: bool = False
+) -> JobOutcome:
+    """Fail the claimed ``event`` with ``reason`` and report it."""
+    await events.mark_failed(event.id, reason, dead_letter=dead_letter)
+    return _outcome(event, "failed", reason=reason, dead_letter=dead_letter)
+
+
 async def _settle(
     events: EventStore,
     event: StoredEvent,
@@ -91,48 +121,20 @@ async def _settle(
     """Record a failed attempt: schedule a retry, or dead-letter the event once its retry budget
     (counted from its arrival or last redrive) is spent."""
     if not verdict.transient:
-        await events.mark_failed(event.id, verdict.reason)
-        return JobOutcome(
-            kind="failed",
-            event_id=event.id,
-            attempts=event.attempts,
-            reason=verdict.reason,
-            received_at=event.received_at,
-        )
+        return await _fail(events, event, verdict.reason)
     delay = policy.delay(event.attempts, rand())
     elapsed = max(0.0, (clock() - event.retry_window_start).total_seconds())
     if policy.exhausted(event.attempts, elapsed, delay):
         reason = f"gave up after {event.attempts} attempts: {verdict.reason}"
-        await events.mark_failed(event.id, reason, dead_letter=True)
-        return JobOutcome(
-            kind="failed",
-            event_id=event.id,
-            attempts=event.attempts,
-            reason=reason,
-            dead_letter=True,
-            received_at=event.received_at,
-        )
+        return await _fail(events, event, reason, dead_letter=True)
     await events.record_attempt(event.id, verdict.reason)
-    return JobOutcome(
-        kind="retry",
-        event_id=event.id,
-        attempts=event.attempts,
-        reason=verdict.reason,
-        retry_in_s=delay,
-        received_at=event.received_at,
-    )
+    return _outcome(event, "retry", reason=verdict.reason, retry_in_s=delay)
 
 
 async def _complete_unsent(events: EventStore, event: StoredEvent) -> JobOutcome:
     """Complete an event whose lead already has its message for these contacts."""
     await events.mark_completed_unsent(event.id, ALREADY_MESSAGED)
-    return JobOutcome(
-        kind="completed",
-        event_id=event.id,
-        attempts=event.attempts,
-        reason=ALREADY_MESSAGED,
-        received_at=event.received_at,
-    )
+    return _outcome(event, "completed", reason=ALREADY_MESSAGED)
 
 
 async def _record_sent(events: EventStore, event_id: UUID) -> None:
@@ -175,35 +177,15 @@ async def _deliver(
             await release()
             await events.clear_send_intent(event.id)
             return await _settle(events, event, classify_send_error(exc), policy, rand, clock)
-        await events.mark_failed(event.id, SEND_OUTCOME_UNKNOWN)
-        return JobOutcome(
-            kind="failed",
-            event_id=event.id,
-            attempts=event.attempts,
-            reason=SEND_OUTCOME_UNKNOWN,
-            received_at=event.received_at,
-        )
+        return await _fail(events, event, SEND_OUTCOME_UNKNOWN)
     if not sent:
         # The send_c2s_messages flag is off: nothing reached C2S. The event is not "completed"
         # (that promises exactly one message); it is parked with a reason, to be re-run later.
         await release()
         await events.clear_send_intent(event.id)
-        await events.mark_failed(event.id, MESSAGES_DISABLED)
-        return JobOutcome(
-            kind="failed",
-            event_id=event.id,
-            attempts=event.attempts,
-            reason=MESSAGES_DISABLED,
-            received_at=event.received_at,
-        )
+        return await _fail(events, event, MESSAGES_DISABLED)
     await _record_sent(events, event.id)
-    return JobOutcome(
-        kind="completed",
-        event_id=event.id,
-        attempts=event.attempts,
-        sent=True,
-        received_at=event.received_at,
-    )
+    return _outcome(event, "completed", sent=True)
 
 
 async def run_event_job(
@@ -253,34 +235,14 @@ async def run_event_job(
         return JobOutcome(kind="skipped", event_id=event_id, reason=reason)
     if event.message_sent_at is not None:
         await events.mark_sent_completed(event_id)
-        return JobOutcome(
-            kind="completed",
-            event_id=event_id,
-            attempts=event.attempts,
-            received_at=event.received_at,
-        )
+        return _outcome(event, "completed")
     if event.send_intent_at is not None:
-        await events.mark_failed(event_id, SEND_OUTCOME_UNKNOWN)
-        return JobOutcome(
-            kind="failed",
-            event_id=event_id,
-            attempts=event.attempts,
-            reason=SEND_OUTCOME_UNKNOWN,
-            received_at=event.received_at,
-        )
+        return await _fail(events, event, SEND_OUTCOME_UNKNOWN)
     if event.attempts > policy.max_attempts:
         # Only reachable when runs die mid-job (each claim counts): a poison event that crashes
         # its worker must not crash the next one forever.
         reason = f"gave up after {event.attempts} attempts: the job was interrupted repeatedly"
-        await events.mark_failed(event_id, reason, dead_letter=True)
-        return JobOutcome(
-            kind="failed",
-            event_id=event_id,
-            attempts=event.attempts,
-            reason=reason,
-            dead_letter=True,
-            received_at=event.received_at,
-        )
+        return await _fail(events, event, reason, dead_letter=True)
     try:
         lead = decode_stored_event(event.payload).to_lead()
     except InvalidInput as exc:
@@ -299,13 +261,7 @@ async def run_event_job(
         return await _settle(events, event, classify_prepare_error(exc, log), policy, rand, clock)
     if not await events.mark_send_intent(event_id):
         # A concurrent run (this job's lease expired while it was alive) got there first.
-        return JobOutcome(
-            kind="skipped",
-            event_id=event_id,
-            attempts=event.attempts,
-            reason="another attempt owns the send",
-            received_at=event.received_at,
-        )
+        return _outcome(event, "skipped", reason="another attempt owns the send")
     if not await enricher.lead_messages.claim(lead.id, contact, result.cpfs):
         # Another event of this lead (another run, maybe another worker) messaged it meanwhile.
         await events.clear_send_intent(event_id)
