@@ -122,14 +122,22 @@ class C2SRoutes:
             or state.faults.get("c2s").wrong_auth
         )
 
-    async def get_lead(self, request: Request[Any, Any, Any], lead_id: str) -> Response[Any]:
-        """``GET /integration/leads/{id}``: the lead, or 404 ``Lead not found`` (text)."""
-        state = self._state
-        fault, _ = await apply_faults(state, "c2s", "GET /integration/leads/{id}", request)
+    async def _gate(self, request: Request[Any, Any, Any], route: str) -> Response[Any] | None:
+        """Count the call and apply the faults, then check the credentials: the answer to send
+        instead of the real one, or None."""
+        fault, _ = await apply_faults(self._state, "c2s", route, request)
         if fault is not None:
             return fault
         if self._denied(request):
             return json_response(_UNAUTHORIZED, 401)
+        return None
+
+    async def get_lead(self, request: Request[Any, Any, Any], lead_id: str) -> Response[Any]:
+        """``GET /integration/leads/{id}``: the lead, or 404 ``Lead not found`` (text)."""
+        state = self._state
+        refused = await self._gate(request, "GET /integration/leads/{id}")
+        if refused is not None:
+            return refused
         body = state.lead_body(lead_id)
         if body is None:
             return text_response("Lead not found", 404)
@@ -138,13 +146,9 @@ class C2SRoutes:
     async def create_message(self, request: Request[Any, Any, Any], lead_id: str) -> Response[Any]:
         """``POST /integration/leads/{id}/create_message``: store the message, 201 with its id."""
         state = self._state
-        fault, _ = await apply_faults(
-            state, "c2s", "POST /integration/leads/{id}/create_message", request
-        )
-        if fault is not None:
-            return fault
-        if self._denied(request):
-            return json_response(_UNAUTHORIZED, 401)
+        refused = await self._gate(request, "POST /integration/leads/{id}/create_message")
+        if refused is not None:
+            return refused
         if state.lead_body(lead_id) is None:
             return text_response("Lead not found", 404)
         try:
@@ -163,11 +167,9 @@ class C2SRoutes:
     async def create_lead(self, request: Request[Any, Any, Any]) -> Response[Any]:
         """``POST /integration/leads``: store a new lead, 201 with its JSON:API resource."""
         state = self._state
-        fault, _ = await apply_faults(state, "c2s", "POST /integration/leads", request)
-        if fault is not None:
-            return fault
-        if self._denied(request):
-            return json_response(_UNAUTHORIZED, 401)
+        refused = await self._gate(request, "POST /integration/leads")
+        if refused is not None:
+            return refused
         try:
             payload = msgspec.json.decode(await request.body(), type=_NewLeadIn)
         except msgspec.DecodeError as exc:

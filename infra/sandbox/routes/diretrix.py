@@ -42,6 +42,16 @@ class DiretrixRoutes:
             or state.faults.get("diretrix").wrong_auth
         )
 
+    async def _gate(self, request: Request[Any, Any, Any], route: str) -> Response[Any] | None:
+        """Count the call and apply the faults, then check the credentials: the answer to send
+        instead of the real one, or None."""
+        fault, _ = await apply_faults(self._state, "diretrix", route, request)
+        if fault is not None:
+            return fault
+        if self._denied(request):
+            return json_response(_UNAUTHORIZED, 401)
+        return None
+
     def _candidates(self, cpf: str | None) -> bytes:
         if cpf is None:
             return _EMPTY_LIST
@@ -49,36 +59,24 @@ class DiretrixRoutes:
 
     async def by_phone(self, request: Request[Any, Any, Any], phone: str) -> Response[Any]:
         """``GET /Consultas/Pessoa/Telefone/{phone}``: ``[{nome, cpf}]`` or ``[]``."""
-        state = self._state
-        fault, _ = await apply_faults(
-            state, "diretrix", "GET /Consultas/Pessoa/Telefone/{phone}", request
-        )
-        if fault is not None:
-            return fault
-        if self._denied(request):
-            return json_response(_UNAUTHORIZED, 401)
-        return json_response(self._candidates(state.people.cpf_by_phone(phone)))
+        refused = await self._gate(request, "GET /Consultas/Pessoa/Telefone/{phone}")
+        if refused is not None:
+            return refused
+        return json_response(self._candidates(self._state.people.cpf_by_phone(phone)))
 
     async def by_email(self, request: Request[Any, Any, Any], email: str) -> Response[Any]:
         """``GET /Consultas/Pessoa/Email/{email}``: ``[{nome, cpf}]`` or ``[]``."""
-        state = self._state
-        fault, _ = await apply_faults(
-            state, "diretrix", "GET /Consultas/Pessoa/Email/{email}", request
-        )
-        if fault is not None:
-            return fault
-        if self._denied(request):
-            return json_response(_UNAUTHORIZED, 401)
-        return json_response(self._candidates(state.people.cpf_by_email(email)))
+        refused = await self._gate(request, "GET /Consultas/Pessoa/Email/{email}")
+        if refused is not None:
+            return refused
+        return json_response(self._candidates(self._state.people.cpf_by_email(email)))
 
     async def person(self, request: Request[Any, Any, Any], cpf: str) -> Response[Any]:
         """``GET /Consultas/Pessoa/{cpf}``: the person, or 404 for an invalid CPF."""
         state = self._state
-        fault, _ = await apply_faults(state, "diretrix", "GET /Consultas/Pessoa/{cpf}", request)
-        if fault is not None:
-            return fault
-        if self._denied(request):
-            return json_response(_UNAUTHORIZED, 401)
+        refused = await self._gate(request, "GET /Consultas/Pessoa/{cpf}")
+        if refused is not None:
+            return refused
         if not is_valid_cpf(cpf):
             return json_response(msgspec.json.encode({"message": "Pessoa não encontrada"}), 404)
         return json_response(msgspec.json.encode(state.people.diretrix_person(cpf)))
