@@ -149,7 +149,7 @@ class FlagStore:
         self._generation = 0  # bumped by local writes, so a read that raced one is discarded
         self._refreshing: asyncio.Task[bool] | None = None
         self._poller: asyncio.Task[None] | None = None
-        self._publish()
+        self._publish(list(merged))
 
     # --- reads (the hot path) ------------------------------------------------------------------
 
@@ -337,11 +337,13 @@ class FlagStore:
         self._values = values
         if changed:
             log.info("feature_flags_applied", changed=changed)
-        self._publish()
+        self._publish(changed)
 
-    def _publish(self) -> None:
-        for name, value in self._values.items():
-            set_feature_flag(name, value)
+    def _publish(self, names: list[str]) -> None:
+        # Only what changed: a poll that reads the same overrides writes no gauge (cheaper, and
+        # a second store in the same process cannot overwrite a fresh value with a stale one).
+        for name in names:
+            set_feature_flag(name, self._values[name])
 
     def _set_degraded(self, degraded: bool, error_type: str | None = None) -> None:
         if degraded != self._degraded:

@@ -239,12 +239,16 @@ async def test_the_cli_reports_an_unreachable_redis(
 
 
 async def test_flag_values_are_on_metrics(client: AsyncTestClient[Litestar], keys: Keys) -> None:
-    await client.put(f"{FLAGS}/use_dossier_cache", json={"enabled": False}, headers=keys.admin)
+    put = await client.put(
+        f"{FLAGS}/use_dossier_cache", json={"enabled": False}, headers=keys.admin
+    )
+    assert put.status_code == 200, put.text
     scrape = (await client.get("/metrics")).text
     assert 'feature_flag_enabled{flag="use_dossier_cache"} 0.0' in scrape
     assert 'feature_flag_enabled{flag="send_c2s_messages"} 1.0' in scrape
     assert "feature_flag_storage_degraded 0.0" in scrape
-    await client.delete(f"{FLAGS}/use_dossier_cache/override", headers=keys.admin)
+    reset = await client.delete(f"{FLAGS}/use_dossier_cache/override", headers=keys.admin)
+    assert reset.status_code == 200, reset.text
     scrape = (await client.get("/metrics")).text
     assert 'feature_flag_enabled{flag="use_dossier_cache"} 1.0' in scrape
 
