@@ -89,7 +89,7 @@ FULL: Final = Profile(
     leads_batches=3,
     micro_max_time_s=1.0,
     fill_dossiers=10_000,
-    fill_s=30,
+    fill_s=60,
 )
 SHORT: Final = Profile(
     name="short",
@@ -102,7 +102,7 @@ SHORT: Final = Profile(
     worker_concurrency=(4,),
     leads_batches=2,
     micro_max_time_s=0.2,
-    fill_dossiers=1_000,
+    fill_dossiers=300,
     fill_s=5,
 )
 

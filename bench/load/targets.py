@@ -195,6 +195,10 @@ def _why_missing(key: str, result: Result) -> str:
     return "not measured by this run"
 
 
+def _number(value: float) -> str:
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
+
+
 def evaluate(result: Result, targets: list[Target]) -> list[dict[str, Any]]:
     """Each target with its measured value and whether it is met (None: not measured).
 
@@ -208,7 +212,7 @@ def evaluate(result: Result, targets: list[Target]) -> list[dict[str, Any]]:
             measured, met = _why_missing(target.key, result), None
         else:
             unit = f" {target.unit}" if target.unit else ""
-            measured, met = f"{value:.4g}{unit}", target.met(value)
+            measured, met = f"{_number(value)}{unit}", target.met(value)
         rows.append(
             {
                 "key": target.key,
