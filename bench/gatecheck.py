@@ -12,11 +12,15 @@
    cache, lookups that called an upstream, leads that posted no message);
 4. re-measures once the scenarios that failed, with the bare route again, and fails only when
    they fail again: a real regression fails twice, a noisy neighbour rarely does;
-5. prints the table (scenario, measured, threshold, ok/FAIL) and exits 1 on any failure.
+5. prints the table (scenario, measured, threshold, ok/FAIL) and exits 1 on any failure;
+6. prints one line per performance target (``[target]``, judged by ``bench.load.targets``, the
+   same evaluation as the run's markdown): met / NOT met with the measured value. A target not
+   met is reported, it does not fail the gate (only a regression does).
 
 Thresholds come from measured short runs (``python -m bench.gatecheck calibrate RESULT...``):
 floors are ``FLOOR_MARGIN`` times the lowest value measured, ceilings ``CEILING_MARGIN`` times
-the highest (``IO_*`` margins for the scenarios bound to PostgreSQL and the sandbox). A ratio
+the highest (``IO_*`` margins for the scenarios bound to PostgreSQL and the sandbox); the
+``[target]`` section of the current file is carried over verbatim. A ratio
 without a threshold (a new scenario) is reported, not judged; a scenario marked pending (e.g. a
 route not registered yet) is reported as pending.
 """
@@ -32,6 +36,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from bench.load.runner import SCENARIOS, SHORT, default_scenarios, run
+from bench.load.targets import evaluate, load_targets
 
 __all__ = [
     "CEILING_MARGIN",
@@ -42,6 +47,8 @@ __all__ = [
     "calibrate",
     "compare",
     "main",
+    "target_section",
+    "target_table",
 ]
 
 THRESHOLDS: Final = Path(__file__).with_name("thresholds.toml")
@@ -57,6 +64,21 @@ IO_FLOOR_MARGIN: Final = 0.5
 IO_CEILING_MARGIN: Final = 2.0
 _IO_SCENARIOS: Final = frozenset(
     {"cpf", "email", "phone", "leads", "leads400", "webhook", "worker"}
+)
+# How the [target] section is written: part of the file's header, so calibrate writes it too.
+_TARGET_HEADER: Final = (
+    "#",
+    "# [target]: the performance targets, REPORTED beside the checks (met / NOT met with the "
+    "measured",
+    "# value, by the gate and in the run's markdown) but never failing the gate. Each entry is",
+    '#   "<measurement>" = {max = N | min = N, unit = "...", title = "..."}',
+    "# max: met when measured <= N; min: met when measured >= N. Measurement names "
+    "(bench/load/targets.py):",
+    "# cpu_us|p50_ms|p99_ms|redis_trips|pg_trips.<scenario>.c<N> (per point; without .c<N>: "
+    "the highest",
+    "# over c1, c16, c64), any ratio of [floor]/[ceiling], worker.jobs_per_s, "
+    "rss_mb.caches_full|max|hot.",
+    "# calibrate keeps this section as it is; edit it by hand when a goal changes.",
 )
 
 Result = dict[str, Any]  # Any: the JSON document
@@ -187,13 +209,51 @@ def table(checks: list[Check], title: str) -> str:
     return "\n".join(lines)
 
 
+def target_table(rows: list[dict[str, Any]], title: str) -> str:
+    """One line per target: met / NOT met / not measured, with the measured value and goal."""
+    table_rows = [("target", "measurement", "measured", "goal", "status")]
+    for row in rows:
+        status = {True: "met", False: "NOT met", None: "not measured"}[row["met"]]
+        measured = "-" if row["value"] is None else row["measured"]
+        if row["value"] is None:
+            status = row["measured"]
+        table_rows.append((row["target"], row["key"], measured, row["goal"], status))
+    widths = [max(len(r[i]) for r in table_rows) for i in range(5)]
+    lines = [title, ""]
+    for i, cells in enumerate(table_rows):
+        lines.append("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip())
+        if i == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    met = sum(1 for r in rows if r["met"] is True)
+    lines.append(
+        f"\n{met} of {len(rows)} targets met (reported only: targets do not fail the gate)"
+    )
+    return "\n".join(lines)
+
+
+def target_section(text: str) -> str:
+    """The ``[target]`` table of a thresholds file, verbatim (header line to the next table)."""
+    kept: list[str] = []
+    inside = False
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("[") and not stripped.startswith("[["):
+            inside = stripped.startswith("[target]")
+        if inside:
+            kept.append(line)
+    while kept and not kept[-1].strip():
+        kept.pop()
+    return "\n".join(kept) + "\n" if kept else ""
+
+
 def _failed(checks: list[Check]) -> list[Check]:
     return [c for c in checks if c.ok is False]
 
 
-def calibrate(results: list[Result]) -> str:
+def calibrate(results: list[Result], targets: str = "") -> str:
     """A thresholds file from measured runs: floors at ``FLOOR_MARGIN`` x the lowest value,
-    ceilings at ``CEILING_MARGIN`` x the highest."""
+    ceilings at ``CEILING_MARGIN`` x the highest; ``targets`` (a ``[target]`` section, see
+    :func:`target_section`) is appended as it is."""
     values: dict[str, list[float]] = {}
     for result in results:
         for key, value in result.get("ratios", {}).items():
@@ -227,13 +287,21 @@ def calibrate(results: list[Result]) -> str:
         f"# for PostgreSQL/sandbox-bound scenarios ({', '.join(sorted(_IO_SCENARIOS))}): "
         f"{IO_FLOOR_MARGIN} and {IO_CEILING_MARGIN}.",
         "# Regenerate: python -m bench.gatecheck calibrate RESULT.json [RESULT.json ...]",
+        *_TARGET_HEADER,
         "",
         "[floor]  # measured >= threshold (req/s ratios to the bare route; worker jobs/s ratio)",
     ]
     lines += [f'"{k}" = {v}' for k, v in sorted(floors.items())]
     lines += ["", "[ceiling]  # measured <= threshold (p50 ratios at c1, 400 ms batch, micro)"]
     lines += [f'"{k}" = {v}' for k, v in sorted(ceilings.items())]
-    return "\n".join(lines) + "\n"
+    text = "\n".join(lines) + "\n"
+    if targets:
+        text += "\n" + targets
+    return text
+
+
+def _run_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {"pin": not args.no_pin, "database": args.db, "drop_db": args.drop_db}
 
 
 def _gate(args: argparse.Namespace) -> int:
@@ -242,15 +310,19 @@ def _gate(args: argparse.Namespace) -> int:
         result = json.loads(args.result.read_text())
     else:
         out = Path(tempfile.mkdtemp(prefix="c2s-gate-")) / "gate.json"
-        result, _ = run(SHORT, default_scenarios(SHORT), out=out)
+        result, _ = run(SHORT, default_scenarios(SHORT), out=out, **_run_options(args))
+        print(f"bench gate: result in {out} (and {out.with_suffix('.md')})")
     checks = compare(result, thresholds)
     print(table(checks, f"bench gate: short run {result.get('started_at')}"))
+    targets = evaluate(result, load_targets(args.thresholds))
+    print()
+    print(target_table(targets, "bench gate: performance targets (reported, not gating)"))
     failed = _failed(checks)
     if failed and args.result is None and not args.no_retry:
         scenarios = sorted({c.scenario for c in failed} & set(SCENARIOS))
         print(f"\nbench gate: re-measuring {', '.join(scenarios) or 'bare'} once", flush=True)
         out = Path(tempfile.mkdtemp(prefix="c2s-gate-")) / "retry.json"
-        retry, _ = run(SHORT, scenarios, out=out)
+        retry, _ = run(SHORT, scenarios, out=out, **_run_options(args))
         again = compare(retry, thresholds)
         failed_keys = {c.key for c in failed}
         recheck = [c for c in again if c.key in failed_keys or c.ok is False]
@@ -272,12 +344,16 @@ def main(argv: list[str] | None = None) -> int:
         "--result", type=Path, default=None, help="judge this result instead of running"
     )
     parser.add_argument("--no-retry", action="store_true", help="fail on the first measurement")
+    parser.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
+    parser.add_argument("--db", default=None, help="database name (default c2s_bench_short)")
+    parser.add_argument("--drop-db", action="store_true", help="drop the database at the end")
     sub = parser.add_subparsers(dest="command")
     cal = sub.add_parser("calibrate", help="print a thresholds file from measured short runs")
     cal.add_argument("results", nargs="+", type=Path)
     args = parser.parse_args(argv)
     if args.command == "calibrate":
-        print(calibrate([json.loads(p.read_text()) for p in args.results]), end="")
+        targets = target_section(args.thresholds.read_text()) if args.thresholds.exists() else ""
+        print(calibrate([json.loads(p.read_text()) for p in args.results], targets), end="")
         return 0
     return _gate(args)
 

@@ -318,6 +318,8 @@ class Run:
         reads.run_read_paths(self)  # the bare route first: every ratio's denominator
         pipeline.run_pipeline(self)
         webhooks.run_webhooks(self)
+        if "hot" in self.selected:
+            reads.fill_caches(self)
         self._record_memory()
         if "two_workers" in self.selected:
             reads.two_workers(self)
@@ -332,6 +334,7 @@ class Run:
             "per_scenario_mb": per,
             "max_rss_mb": max(per.values()) if per else None,
             "hot_rss_mb": per.get("hot"),
+            "caches_full_rss_mb": per.get("caches_full"),
         }
         self.sampler = None
 

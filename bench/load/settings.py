@@ -71,6 +71,10 @@ class Profile(msgspec.Struct, frozen=True, kw_only=True):
     worker_concurrency: tuple[int, ...]
     leads_batches: int
     micro_max_time_s: float
+    # The cache fill at the end of a run (RSS with every cache full): distinct hot-path CPFs
+    # requested (each one a Work API fetch, then cached), and how long the load lasts.
+    fill_dossiers: int
+    fill_s: float
 
 
 FULL: Final = Profile(
@@ -84,6 +88,8 @@ FULL: Final = Profile(
     worker_concurrency=(4, 16),
     leads_batches=3,
     micro_max_time_s=1.0,
+    fill_dossiers=10_000,
+    fill_s=60,
 )
 SHORT: Final = Profile(
     name="short",
@@ -96,6 +102,8 @@ SHORT: Final = Profile(
     worker_concurrency=(4,),
     leads_batches=2,
     micro_max_time_s=0.2,
+    fill_dossiers=300,
+    fill_s=5,
 )
 
 

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 import msgspec
 
-from bench.baseline_app import BARE_PATH
+from bench.baseline_app import BARE_PATH, COUNTERS_PATH
+from bench.load.fixtures import http_request
 from bench.load.procs import cpu_seconds, worker_pids
 from bench.load.settings import CONCURRENCIES, MAX_ERROR_RATE, say
 
@@ -26,6 +27,7 @@ __all__ = [
     "check_no_upstream",
     "delta",
     "http_scenario",
+    "round_trip_counters",
 ]
 
 Line: TypeAlias = tuple[str, str] | tuple[str, str, str]
@@ -69,16 +71,61 @@ def http_scenario(
         # whose speed drifts (other work, turbo, thermal) moves both figures alike.
         pair = bare_point(run, concurrency) if name != "bare" else None
         workers = worker_pids(run.server.proc.pid)
+        trips_before = round_trip_counters(run)
         cpu_before = cpu_seconds(workers)
         point = run.wrk(requests_file, concurrency, run.duration_s, mode, sent_headers)
         cpu = cpu_seconds(workers) - cpu_before
+        trips = _trips_delta(trips_before, round_trip_counters(run))
         total += point.requests
-        block["points"][str(concurrency)] = _point_data(point, cpu, pair, concurrency)
+        data = _point_data(point, cpu, pair, concurrency)
+        data.update(_trips_data(trips, point.requests, run.duration_s))
+        if "redis_round_trips_per_request" in data:
+            say(
+                f"        round trips per request: Redis "
+                f"{data['redis_round_trips_per_request']:g}, PostgreSQL "
+                f"{data['postgres_round_trips_per_request']:g}; background per second: Redis "
+                f"{data['redis_background_per_s']:g}, "
+                f"PostgreSQL {data['postgres_background_per_s']:g}"
+            )
+        block["points"][str(concurrency)] = data
     if check is not None:
         ok, text = check(before, run.sandbox.counters(), total)
         block["check_ok"] = ok
         block["check"] = text
         say(f"  check: {text}")
+
+
+def round_trip_counters(run: Run) -> dict[str, int] | None:
+    """The server worker's round-trip counters (``bench.baseline_app``), or None if unreadable."""
+    try:
+        status, body = http_request("GET", f"{run.server.url}{COUNTERS_PATH}", timeout_s=5)
+    except OSError:
+        return None
+    if status != 200:
+        return None
+    counts: dict[str, int] = msgspec.json.decode(body)
+    return counts
+
+
+def _trips_delta(
+    before: dict[str, int] | None, after: dict[str, int] | None
+) -> dict[str, int] | None:
+    if before is None or after is None:
+        return None
+    return {k: after[k] - before.get(k, 0) for k in after}
+
+
+def _trips_data(trips: dict[str, int] | None, requests: int, seconds: float) -> dict[str, Any]:
+    """Round trips per request (sent while serving one) and per second (background work)."""
+    if trips is None or not requests:
+        return {}
+    data: dict[str, Any] = {"round_trips": trips}
+    for backend in ("redis", "postgres"):
+        data[f"{backend}_round_trips_per_request"] = round(
+            trips[f"{backend}_request"] / requests, 3
+        )
+        data[f"{backend}_background_per_s"] = round(trips[f"{backend}_background"] / seconds, 2)
+    return data
 
 
 def _point_data(point: Point, cpu: float, pair: Point | None, concurrency: int) -> dict[str, Any]:

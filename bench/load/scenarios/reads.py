@@ -11,14 +11,15 @@ from urllib.parse import quote
 import msgspec
 
 from bench.baseline_app import BARE_PATH
-from bench.load.scenarios.measure import Line, Lines, check_no_upstream, http_scenario
+from bench.load.scenarios.measure import Line, Lines, check_no_upstream, delta, http_scenario
 from bench.load.settings import HOT_CPFS, say
-from bench.load.stack import start_app
+from bench.load.stack import SANDBOX_SEED, start_app
+from infra.sandbox.people import SyntheticPeople
 
 if TYPE_CHECKING:
     from bench.load.session import Run
 
-__all__ = ["run_read_paths", "two_workers"]
+__all__ = ["fill_caches", "run_read_paths", "two_workers"]
 
 
 def run_read_paths(run: Run) -> None:
@@ -78,6 +79,56 @@ def _lookup_lines(kind: str, values: list[str]) -> Lines:
         return [("GET", f"/api/v1/contributor/customer?{kind}={quote(v)}") for v in values]
 
     return lines
+
+
+FILL_CONCURRENCY = 16
+
+
+def fill_caches(run: Run) -> None:
+    """Load with every cache full: the RSS target's condition.
+
+    Runs after every other scenario (whose caches are still held: the 64 hot-path dossiers,
+    every lookup identifier by each kind), with wrk at concurrency 16 cycling over
+    ``profile.fill_dossiers`` distinct CPFs not requested before (each one a Work API fetch on
+    its first request, then cached) and every lookup identifier. The first pass fills the
+    caches, the next ones hit them; the RSS sampled meanwhile is ``memory.caches_full_rss_mb``.
+    An in-process cache holding up to that many dossiers is therefore full; a larger one is not,
+    which the result states (``caches_full`` block).
+    """
+    count = run.profile.fill_dossiers
+    say(f"caches_full: {count:,} distinct CPFs and every lookup identifier, c{FILL_CONCURRENCY}")
+    people = SyntheticPeople(SANDBOX_SEED)
+    lines: list[Line] = [
+        ("GET", f"/api/v1/work/modules/all?documento={people.cpf_for(i)}")
+        for i in range(HOT_CPFS, HOT_CPFS + count)
+    ]
+    for kind, values in (
+        ("cpf", run.ids.cpfs),
+        ("email", run.ids.emails),
+        ("phone", run.ids.phones),
+    ):
+        lines += [("GET", f"/api/v1/contributor/customer?{kind}={quote(v)}") for v in values]
+    run.label("caches_full")
+    before = run.sandbox.counters()
+    point = run.wrk(
+        run.requests_file("fill", lines), FILL_CONCURRENCY, run.profile.fill_s, "cycle", run.auth()
+    )
+    fetched = delta(before, run.sandbox.counters(), "work_api")
+    passes = point.requests / len(lines)
+    run.result["caches_full"] = {
+        "status": "ok" if point.error_rate <= 0.01 else f"error rate {point.error_rate:.1%}",
+        "dossiers": count,
+        "lookups": len(lines) - count,
+        "requests": point.requests,
+        "passes": round(passes, 2),
+        "work_api_fetches": fetched,
+        "rps": point.rps,
+        "seconds": run.profile.fill_s,
+    }
+    say(
+        f"  {point.requests:,} requests ({passes:.1f} passes over {len(lines):,} lines), "
+        f"{fetched:,} Work API fetches, {point.rps:,.0f} req/s"
+    )
 
 
 def two_workers(run: Run) -> None:
