@@ -206,7 +206,7 @@ async def test_accepted_jobs_are_dequeued_by_pgqueuer_with_their_event_and_trace
     async with pool.acquire() as conn:
         jobs = await queue_queries(AsyncpgDriver(conn)).dequeue(  # type: ignore[arg-type]
             batch_size=10,
-            entrypoints={ENTRYPOINT: EntrypointExecutionParameter(concurrency_limit=0)},
+            entrypoints={ENTRYPOINT: EntrypointExecutionParameter(concurrency_limit=0)},  # type: ignore[dict-item]
             queue_manager_id=uuid.uuid4(),  # type: ignore[arg-type]
             global_concurrency_limit=None,
             heartbeat_timeout=dt.timedelta(seconds=30),
