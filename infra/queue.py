@@ -21,7 +21,11 @@
   - *Orphans.* A job can still vanish without its event reaching a terminal state (its status
     write failed while PostgreSQL was down and pgqueuer logged it as an exception, which deletes
     it). A periodic sweep re-enqueues open events that have no live job.
-  - *Shutdown.* :meth:`EventConsumer.stop` stops dequeuing; in-flight jobs finish;
+  - *Prefetch.* One dequeue leases a batch of ``concurrency`` jobs and a worker holds at most
+    twice that; only ``concurrency`` run at once, the others wait for a free slot with their
+    heartbeat running, so a finished job is followed at once, without a dequeue round trip.
+  - *Shutdown.* :meth:`EventConsumer.stop` stops dequeuing; in-flight jobs finish, prefetched
+    jobs that have not started are given back at once;
     :meth:`EventConsumer.release_in_flight` cancels the rest, which re-queues each of them at once
     (pgqueuer ``retry_job``) instead of waiting for its lease to expire.
 """
@@ -518,6 +522,11 @@ class EventConsumer:
     async def _run(self, job: Job, event_id: UUID, started: float) -> None:
         try:
             async with self._gate:
+                if self._stopping.is_set():
+                    # Prefetched, never started, and the worker is stopping: give it back at
+                    # once rather than start new work during the drain.
+                    log.info("queue_job_released", event_id=str(event_id), started=False)
+                    raise RetryRequested(delay=timedelta(0), reason="released at shutdown")
                 outcome = await self._attempt(job, event_id, started)
         except asyncio.CancelledError:
             if not self._releasing:
