@@ -97,7 +97,7 @@ log = structlog.get_logger(__name__)
 ENTRYPOINT: Final = "enrich_event"
 QUEUE_SCHEMA: Final = "queue"
 JOB_DEDUPE_PREFIX: Final = "webhook_event:"
-DEFAULT_CONCURRENCY: Final = 4
+DEFAULT_CONCURRENCY: Final = 16  # app.config.Settings.worker_concurrency
 DEFAULT_LEASE_TIMEOUT_S: Final = 30.0
 # pgqueuer wakes on the NOTIFY of its insert trigger, but its statement-level trigger stays silent
 # on UPDATEs, so a re-queued retry and a stale lease are only noticed by this poll (and by a
