@@ -1,9 +1,11 @@
 """The durable job queue of webhook events, on pgqueuer 1.6 (PostgreSQL, ``queue`` schema).
 
-* **Enqueue** (:func:`enqueue_event_jobs`) runs on the caller's connection, so the intake inserts
-  an event and its job in ONE transaction: an accepted event always has a job, a duplicate never
-  gets one (no outbox relay needed). The job's payload is the event id; its pgqueuer
-  ``dedupe_key`` (``webhook_event:<id>``) keeps at most one live job per event.
+* **Enqueue**: the intake inserts the events and their jobs in ONE statement
+  (``infra.db.events.INSERT_EVENTS``, whose job insert is :data:`ENQUEUE_EVENT_JOBS`'s): an
+  accepted event always has a job, a duplicate never gets one (no outbox relay needed).
+  :func:`enqueue_event_jobs` enqueues jobs for stored events on the caller's connection (the
+  orphan sweep, redrives). The job's payload is the event id; its pgqueuer ``dedupe_key``
+  (``webhook_event:<id>``) keeps at most one live job per event.
 * **Consume** (:class:`EventConsumer`): one entrypoint, ``enrich_event``, running
   :func:`domain.webhooks.run_event_job` with at most ``concurrency`` jobs per worker.
 
