@@ -165,7 +165,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     c2s_description_max_length: PositiveInt = 5000
 
     # --- worker (c2s-api worker) ------------------------------------------------------------
-    worker_concurrency: PositiveInt = 4
+    # Jobs one worker runs at once. A job mostly waits on the upstreams and PostgreSQL, so 16
+    # overlap well within the default pool (each job holds a connection only per statement or
+    # store transaction); docs/adr/0013-queue-throughput.md.
+    worker_concurrency: PositiveInt = 16
     worker_grace_s: PositiveFloat = 20.0
     worker_lease_timeout_s: PositiveFloat = 30.0
     worker_metrics_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 9464

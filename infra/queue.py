@@ -1,9 +1,11 @@
 """The durable job queue of webhook events, on pgqueuer 1.6 (PostgreSQL, ``queue`` schema).
 
-* **Enqueue** (:func:`enqueue_event_jobs`) runs on the caller's connection, so the intake inserts
-  an event and its job in ONE transaction: an accepted event always has a job, a duplicate never
-  gets one (no outbox relay needed). The job's payload is the event id; its pgqueuer
-  ``dedupe_key`` (``webhook_event:<id>``) keeps at most one live job per event.
+* **Enqueue**: the intake inserts the events and their jobs in ONE statement
+  (``infra.db.events.INSERT_EVENTS``, whose job insert is :data:`ENQUEUE_EVENT_JOBS`'s): an
+  accepted event always has a job, a duplicate never gets one (no outbox relay needed).
+  :func:`enqueue_event_jobs` enqueues jobs for stored events on the caller's connection (the
+  orphan sweep, redrives). The job's payload is the event id; its pgqueuer ``dedupe_key``
+  (``webhook_event:<id>``) keeps at most one live job per event.
 * **Consume** (:class:`EventConsumer`): one entrypoint, ``enrich_event``, running
   :func:`domain.webhooks.run_event_job` with at most ``concurrency`` jobs per worker.
 
@@ -21,7 +23,11 @@
   - *Orphans.* A job can still vanish without its event reaching a terminal state (its status
     write failed while PostgreSQL was down and pgqueuer logged it as an exception, which deletes
     it). A periodic sweep re-enqueues open events that have no live job.
-  - *Shutdown.* :meth:`EventConsumer.stop` stops dequeuing; in-flight jobs finish;
+  - *Prefetch.* One dequeue leases a batch of ``concurrency`` jobs and a worker holds at most
+    twice that; only ``concurrency`` run at once, the others wait for a free slot with their
+    heartbeat running, so a finished job is followed at once, without a dequeue round trip.
+  - *Shutdown.* :meth:`EventConsumer.stop` stops dequeuing; in-flight jobs finish, prefetched
+    jobs that have not started are given back at once;
     :meth:`EventConsumer.release_in_flight` cancels the rest, which re-queues each of them at once
     (pgqueuer ``retry_job``) instead of waiting for its lease to expire.
 """
@@ -34,9 +40,10 @@ import functools
 import random
 import time
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Final, Protocol, cast
+from typing import TYPE_CHECKING, Any, Final, Protocol
 from uuid import UUID
 
+import msgspec
 import structlog
 from aiohttp import ClientConnectorError
 from opentelemetry import propagate, trace
@@ -71,6 +78,7 @@ __all__ = [
     "DEFAULT_CONCURRENCY",
     "DEFAULT_LEASE_TIMEOUT_S",
     "DEFAULT_POLL_INTERVAL_S",
+    "ENQUEUE_EVENT_JOBS",
     "ENTRYPOINT",
     "JOB_DEDUPE_PREFIX",
     "QUEUE_SCHEMA",
@@ -91,7 +99,7 @@ log = structlog.get_logger(__name__)
 ENTRYPOINT: Final = "enrich_event"
 QUEUE_SCHEMA: Final = "queue"
 JOB_DEDUPE_PREFIX: Final = "webhook_event:"
-DEFAULT_CONCURRENCY: Final = 4
+DEFAULT_CONCURRENCY: Final = 16  # app.config.Settings.worker_concurrency
 DEFAULT_LEASE_TIMEOUT_S: Final = 30.0
 # pgqueuer wakes on the NOTIFY of its insert trigger, but its statement-level trigger stays silent
 # on UPDATEs, so a re-queued retry and a stale lease are only noticed by this poll (and by a
@@ -145,6 +153,33 @@ def queue_queries(driver: AsyncpgDriver | AsyncpgPoolDriver) -> Queries:
     )
 
 
+# One queued ``enrich_event`` job per event id, skipping events that already have a live job,
+# plus pgqueuer's ``queued`` log row per new job: what pgqueuer's own ``enqueue`` writes, with the
+# job's constants (entrypoint, priority 0, payload = the event id as text, dedupe key) spelt out
+# in SQL so that nothing is built per call. The object names are queue_settings()'s and the
+# constants ENTRYPOINT and JOB_DEDUPE_PREFIX (a test checks they agree); the arbiter restates
+# the predicate of pgqueuer's partial unique index on dedupe_key. infra.db.events.INSERT_EVENTS
+# carries the same two CTEs after its event insert.
+# $1 uuid[]: event ids; $2 jsonb: the jobs' headers (trace context) or NULL.
+# Returns the number of jobs created.
+ENQUEUE_EVENT_JOBS: Final = """
+WITH new_jobs AS (
+    INSERT INTO queue.pgqueuer AS job (priority, entrypoint, payload, dedupe_key, headers, status)
+    SELECT 0, 'enrich_event', convert_to(e.id::text, 'UTF8'), 'webhook_event:' || e.id::text,
+           $2::jsonb, 'queued'
+      FROM (SELECT DISTINCT unnest($1::uuid[]) AS id) AS e
+    ON CONFLICT (dedupe_key) WHERE status IN ('queued', 'picked') AND dedupe_key IS NOT NULL
+    DO NOTHING
+    RETURNING id, entrypoint, priority
+),
+logged_jobs AS (
+    INSERT INTO queue.pgqueuer_log (job_id, status, entrypoint, priority)
+    SELECT id, 'queued', entrypoint, priority FROM new_jobs
+)
+SELECT count(*) FROM new_jobs
+"""
+
+
 def job_dedupe_key(event_id: UUID) -> str:
     """The pgqueuer ``dedupe_key`` of an event's job: one live job per event."""
     return f"{JOB_DEDUPE_PREFIX}{event_id}"
@@ -170,19 +205,9 @@ async def enqueue_event_jobs(
     """
     if not event_ids:
         return 0
-    # AsyncpgDriver only calls fetch/execute on the object, which a pool proxy provides too.
-    queries = queue_queries(AsyncpgDriver(cast("asyncpg.Connection", conn)))
-    count = len(event_ids)
-    job_headers = dict(headers) if headers else None
-    created = await queries.enqueue(
-        [ENTRYPOINT] * count,
-        [str(event_id).encode() for event_id in event_ids],
-        [0] * count,
-        dedupe_key=[job_dedupe_key(event_id) for event_id in event_ids],
-        headers=[job_headers] * count,
-        on_conflict="skip",
-    )
-    return sum(1 for job_id in created if job_id is not None)
+    context = msgspec.json.encode(dict(headers)).decode() if headers else None
+    created = await conn.fetchval(ENQUEUE_EVENT_JOBS, list(event_ids), context)
+    return int(created or 0)
 
 
 def provably_unsent(exc: BaseException) -> bool:
@@ -363,11 +388,14 @@ class EventConsumer:
         self._sweep_interval_s = sweep_interval_s
         self._orphan_min_age_s = orphan_min_age_s
         self._poll = timedelta(seconds=poll_interval_s)
-        # pgqueuer caps picked jobs per worker at max_concurrent_tasks, which must be at least
-        # twice its batch size; with concurrency 1 one extra job may be leased and wait on the
-        # gate below (its heartbeat keeps running, so it is not re-picked meanwhile).
-        self._max_tasks = max(concurrency, 2)
-        self._batch_size = max(1, self._max_tasks // 2)
+        # Prefetch: one dequeue picks a whole batch of ``concurrency`` jobs, and this worker may
+        # lease up to twice that (pgqueuer's max_concurrent_tasks, which must be at least twice
+        # its batch size). The gate below still runs only ``concurrency`` at once; the others
+        # wait on it with their heartbeat running (so they are not re-picked), and a slot that
+        # frees up is filled at once instead of after the next dequeue round trip and status
+        # flush. Jobs waiting on the gate are released at shutdown like running ones.
+        self._batch_size = concurrency
+        self._max_tasks = 2 * concurrency
         self._gate = asyncio.Semaphore(concurrency)
         self._running: set[asyncio.Task[Any]] = set()
         self._releasing = False
@@ -496,6 +524,11 @@ class EventConsumer:
     async def _run(self, job: Job, event_id: UUID, started: float) -> None:
         try:
             async with self._gate:
+                if self._stopping.is_set():
+                    # Prefetched, never started, and the worker is stopping: give it back at
+                    # once rather than start new work during the drain.
+                    log.info("queue_job_released", event_id=str(event_id), started=False)
+                    raise RetryRequested(delay=timedelta(0), reason="released at shutdown")
                 outcome = await self._attempt(job, event_id, started)
         except asyncio.CancelledError:
             if not self._releasing:

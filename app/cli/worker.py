@@ -218,7 +218,7 @@ def run_worker(
     Args:
         settings: Configuration (database, Redis, upstreams).
         concurrency: Jobs at once (default: ``Settings.worker_concurrency`` if configured,
-            else 4).
+            else 16).
         grace_s: Shutdown bound in seconds (default 20, below Fly's and Granian's kill timeouts).
         lease_timeout_s: Seconds without a heartbeat after which another worker takes a job
             over (default 30).

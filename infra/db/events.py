@@ -5,7 +5,7 @@ Implements :class:`domain.webhooks.EventStore` over ``core.webhook_events`` and 
 (rows with ``source = 'google_ads'``).
 
 * :meth:`PgEventStore.accept` inserts every event of a webhook body and enqueues a job for each
-  NEW one in a single transaction. The arbiter is the unique key ``(source, lead_id,
+  NEW one in a single statement (one round trip). The arbiter is the unique key ``(source, lead_id,
   updated_at)`` (``INSERT ... ON CONFLICT DO NOTHING RETURNING``): of N concurrent deliveries of
   one event exactly one inserts (the others wait for its commit, then see the row), so exactly
   one job exists. Rows are inserted in key order, so two bodies holding the same events in
@@ -64,20 +64,36 @@ SOURCE_GOOGLE_ADS: Final = "google_ads"
 # Google leads are deduplicated on their id alone; the key's timestamp part is a fixed sentinel.
 _GOOGLE_KEY_TIME: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
-# Insert a webhook body's events; new ones come back (duplicates are skipped by the arbiter).
+# Insert a webhook body's events and a job for each new one, in ONE statement (one round trip,
+# atomic without an explicit transaction); duplicates are skipped by the arbiter and get no job.
 # $1 text: source; $2 text[]: lead ids; $3 timestamptz[]: updated_at; $4 text[]: hook actions
-# (NULL items allowed); $5 text[]: payloads (JSON text); $6 jsonb: trace context or NULL.
-# Returns id, lead_id, updated_at of each inserted row.
-# The job is enqueued in the same transaction, hence the initial status 'queued'.
+# (NULL items allowed); $5 text[]: payloads (JSON text); $6 jsonb: trace context or NULL (also
+# the jobs' headers). Returns id, lead_id, updated_at of each inserted row.
+# The job is enqueued by the same statement, hence the initial status 'queued'; its insert is
+# infra.queue.ENQUEUE_EVENT_JOBS's, without the arbiter (a new event cannot have a job yet).
 INSERT_EVENTS: Final = """
-INSERT INTO core.webhook_events
-    (source, lead_id, updated_at, hook_action, payload_raw, status, trace_context)
-SELECT $1, t.lead_id, t.updated_at, t.hook_action, t.payload::jsonb, 'queued', $6::jsonb
-  FROM unnest($2::text[], $3::timestamptz[], $4::text[], $5::text[])
-       AS t(lead_id, updated_at, hook_action, payload)
- ORDER BY t.lead_id, t.updated_at
-ON CONFLICT (source, lead_id, updated_at) DO NOTHING
-RETURNING id, lead_id, updated_at
+WITH new_events AS (
+    INSERT INTO core.webhook_events
+        (source, lead_id, updated_at, hook_action, payload_raw, status, trace_context)
+    SELECT $1, t.lead_id, t.updated_at, t.hook_action, t.payload::jsonb, 'queued', $6::jsonb
+      FROM unnest($2::text[], $3::timestamptz[], $4::text[], $5::text[])
+           AS t(lead_id, updated_at, hook_action, payload)
+     ORDER BY t.lead_id, t.updated_at
+    ON CONFLICT (source, lead_id, updated_at) DO NOTHING
+    RETURNING id, lead_id, updated_at
+),
+new_jobs AS (
+    INSERT INTO queue.pgqueuer AS job (priority, entrypoint, payload, dedupe_key, headers, status)
+    SELECT 0, 'enrich_event', convert_to(e.id::text, 'UTF8'), 'webhook_event:' || e.id::text,
+           $6::jsonb, 'queued'
+      FROM new_events AS e
+    RETURNING id, entrypoint, priority
+),
+logged_jobs AS (
+    INSERT INTO queue.pgqueuer_log (job_id, status, entrypoint, priority)
+    SELECT id, 'queued', entrypoint, priority FROM new_jobs
+)
+SELECT id, lead_id, updated_at FROM new_events
 """
 
 # One event. $1 uuid: event id.
@@ -274,7 +290,7 @@ class PgEventStore(_PgBase):
     async def accept(
         self, events: Sequence[WebhookEvent], trace_context: Mapping[str, str] | None = None
     ) -> AcceptResult:
-        """Store each event idempotently and enqueue a job per new event, in one transaction.
+        """Store each event idempotently and enqueue a job per new event, in one statement.
 
         Args:
             events: The valid events of one webhook body.
@@ -287,7 +303,7 @@ class PgEventStore(_PgBase):
         if not events:
             return AcceptResult(received=0, processed=0, duplicates=0, ids=[])
         context = msgspec.json.encode(dict(trace_context)).decode() if trace_context else None
-        async with self._connection() as conn, conn.transaction():
+        async with self._connection() as conn:
             rows = await conn.fetch(
                 INSERT_EVENTS,
                 self._source,
@@ -297,13 +313,12 @@ class PgEventStore(_PgBase):
                 [jsonb_text(e.raw) for e in events],
                 context,
             )
-            new = {(r["lead_id"], r["updated_at"]): r["id"] for r in rows}
-            ids: list[UUID] = []
-            for event in events:
-                event_id = new.pop((event.lead_id, event.updated_at), None)
-                if event_id is not None:
-                    ids.append(event_id)
-            await enqueue_event_jobs(conn, ids, headers=trace_context)
+        new = {(r["lead_id"], r["updated_at"]): r["id"] for r in rows}
+        ids: list[UUID] = []
+        for event in events:
+            event_id = new.pop((event.lead_id, event.updated_at), None)
+            if event_id is not None:
+                ids.append(event_id)
         return AcceptResult(
             received=len(events), processed=len(ids), duplicates=len(events) - len(ids), ids=ids
         )

@@ -108,16 +108,24 @@ class C2SWebhookAnswer(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=
 
 
 async def c2s_webhook_guard(
-    connection: ASGIConnection[Any, Any, Any, Any], settings: Settings
+    connection: ASGIConnection[Any, Any, Any, Any],
+    secrets: tuple[str, ...],
+    *,
+    tolerance_s: float,
 ) -> None:
     """Authenticate a C2S delivery by body signature or token, when a secret is configured.
 
-    The body is read only when a signature is presented (it is what the signature covers).
+    The body is read only when a signature is presented (it is what the signature covers); the
+    handler's decode reuses the same bytes.
+
+    Args:
+        connection: The request.
+        secrets: ``WEBHOOK_SECRET`` split (:func:`domain.signatures.parse_secrets`); empty: open.
+        tolerance_s: ``WEBHOOK_SIGNATURE_TOLERANCE_S``.
 
     Raises:
         NotAuthorizedException: Neither a valid ``X-C2S-Signature`` nor a valid token.
     """
-    secrets = parse_secrets(settings.webhook_secret.get())
     if not secrets:
         return
     signature = connection.headers.get(SIGNATURE_HEADER)
@@ -128,7 +136,7 @@ async def c2s_webhook_guard(
             await connection.body(),
             secrets,
             now=time.time(),
-            tolerance_s=settings.webhook_signature_tolerance_s,
+            tolerance_s=tolerance_s,
         )
         if signature_check is SignatureCheck.VALID:
             return
@@ -151,13 +159,12 @@ async def c2s_webhook_guard(
     raise NotAuthorizedException(_UNAUTHORIZED)
 
 
-def google_ads_guard(connection: ASGIConnection[Any, Any, Any, Any], settings: Settings) -> None:
-    """Check ``?google_key=`` against ``GOOGLE_ADS_WEBHOOK_KEY`` (unset key: always 401).
+def google_ads_guard(connection: ASGIConnection[Any, Any, Any, Any], expected: str) -> None:
+    """Check ``?google_key=`` against ``expected`` (``GOOGLE_ADS_WEBHOOK_KEY``; empty: 401).
 
     Raises:
         NotAuthorizedException: Missing or wrong key, or no key configured.
     """
-    expected = settings.google_ads_webhook_key.get().strip()
     presented = connection.query_params.get("google_key")
     if not expected or presented is None or not token_matches(presented, (expected,)):
         log.warning("google_ads_unauthorized", key="mismatch" if presented else "absent")
@@ -167,18 +174,23 @@ def google_ads_guard(connection: ASGIConnection[Any, Any, Any, Any], settings: S
 def webhook_guard(settings: Settings) -> Guard:
     """The guard of the webhook routes: the check named by the route's ``opt["webhook"]``.
 
+    The secrets are read from ``settings`` once, here, not on every request.
+
     Raises (from the guard):
         NotAuthorizedException: The check failed, or the route names none.
     """
+    c2s_secrets = parse_secrets(settings.webhook_secret.get())
+    tolerance_s = settings.webhook_signature_tolerance_s
+    google_key = settings.google_ads_webhook_key.get().strip()
 
     async def guard(
         connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
     ) -> None:
         kind = handler.opt.get("webhook")
         if kind == _C2S:
-            await c2s_webhook_guard(connection, settings)
+            await c2s_webhook_guard(connection, c2s_secrets, tolerance_s=tolerance_s)
         elif kind == _GOOGLE_ADS:
-            google_ads_guard(connection, settings)
+            google_ads_guard(connection, google_key)
         else:
             raise NotAuthorizedException("Unauthorized")
 

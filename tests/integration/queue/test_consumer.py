@@ -208,6 +208,28 @@ async def test_shutdown_releases_in_flight_jobs_at_once_for_another_worker(
     assert len(world.c2s.messages[LEAD_ID]) == 1
 
 
+async def test_stopping_gives_back_prefetched_jobs_that_have_not_started(
+    pool: asyncpg.Pool,
+) -> None:
+    world, store = helena_world(), PgEventStore(pool)
+    blocking = BlockingDiretrix(world.diretrix)
+    world.diretrix = blocking
+    ids = [await accept_one(store, lead_id=f"lead{i}") for i in range(3)]
+    # One job at a time: the first blocks in Diretrix, the other two are leased and waiting.
+    consumer = consumer_for(pool, world, concurrency=1, lease_timeout_s=60.0)
+    task = asyncio.create_task(consumer.run())
+    await asyncio.wait_for(blocking.entered.wait(), 15)
+    await wait_until(lambda: _picked(pool, 2), what="a second job to be prefetched")
+    consumer.stop()
+    blocking.release.set()  # the running job finishes within the drain
+    await asyncio.wait_for(task, 10)
+    statuses = [await status_of(store, event_id) for event_id in ids]
+    assert statuses.count("completed") == 1
+    assert len(world.c2s.messages) == 1
+    jobs = await pool.fetch("SELECT status::text, queue_manager_id FROM queue.pgqueuer")
+    assert [(j["status"], j["queue_manager_id"]) for j in jobs] == [("queued", None)] * 2
+
+
 async def test_many_events_are_each_completed_exactly_once_by_two_consumers(
     pool: asyncpg.Pool,
 ) -> None:
@@ -224,6 +246,11 @@ async def test_many_events_are_each_completed_exactly_once_by_two_consumers(
 
 async def _is(store: PgEventStore, event_id: uuid.UUID, status: str) -> bool:
     return await status_of(store, event_id) == status
+
+
+async def _picked(pool: asyncpg.Pool, n: int) -> bool:
+    picked: int = await pool.fetchval("SELECT count(*) FROM queue.pgqueuer WHERE status = 'picked'")
+    return picked >= n
 
 
 async def _no_jobs(pool: asyncpg.Pool) -> bool:

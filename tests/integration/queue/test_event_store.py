@@ -10,10 +10,18 @@ from typing import TYPE_CHECKING
 import msgspec
 import pytest
 from pgqueuer import AsyncpgDriver, QueueManager
+from pgqueuer.ports.repository import EntrypointExecutionParameter
 
 from domain.webhooks import WebhookEvent, parse_webhook_body
-from infra.db.events import FIND_ORPHANS, PgEventStore, PgGoogleLeadClaims
-from infra.queue import ENTRYPOINT, JOB_DEDUPE_PREFIX, job_dedupe_key, queue_queries, queue_settings
+from infra.db.events import FIND_ORPHANS, INSERT_EVENTS, PgEventStore, PgGoogleLeadClaims
+from infra.queue import (
+    ENQUEUE_EVENT_JOBS,
+    ENTRYPOINT,
+    JOB_DEDUPE_PREFIX,
+    job_dedupe_key,
+    queue_queries,
+    queue_settings,
+)
 
 if TYPE_CHECKING:
     import asyncpg
@@ -179,6 +187,48 @@ async def test_orphan_sweep_reenqueues_open_events_without_a_live_job(pool: asyn
 def test_orphan_sql_names_the_queue_objects_of_infra_queue() -> None:
     assert f"FROM {queue_settings().qualified.queue_table} AS j" in FIND_ORPHANS
     assert f"'{JOB_DEDUPE_PREFIX}' || e.id::text" in FIND_ORPHANS
+
+
+@pytest.mark.parametrize("sql", [INSERT_EVENTS, ENQUEUE_EVENT_JOBS])
+def test_job_inserts_name_the_queue_objects_of_infra_queue(sql: str) -> None:
+    names = queue_settings().qualified
+    assert f"INSERT INTO {names.queue_table} AS job" in sql
+    assert f"INSERT INTO {names.queue_table_log} (job_id" in sql
+    assert f"'{ENTRYPOINT}', convert_to(e.id::text, 'UTF8'), '{JOB_DEDUPE_PREFIX}' ||" in sql
+
+
+async def test_accepted_jobs_are_dequeued_by_pgqueuer_with_their_event_and_trace(
+    pool: asyncpg.Pool,
+) -> None:
+    store = PgEventStore(pool)
+    traceparent = "00-" + "3" * 32 + "-" + "4" * 16 + "-01"
+    accepted = await store.accept(events("a1", "b2"), {"traceparent": traceparent})
+    async with pool.acquire() as conn:
+        jobs = await queue_queries(AsyncpgDriver(conn)).dequeue(  # type: ignore[arg-type]
+            batch_size=10,
+            entrypoints={ENTRYPOINT: EntrypointExecutionParameter(concurrency_limit=0)},  # type: ignore[dict-item]
+            queue_manager_id=uuid.uuid4(),  # type: ignore[arg-type]
+            global_concurrency_limit=None,
+            heartbeat_timeout=dt.timedelta(seconds=30),
+        )
+    assert sorted(j.payload or b"" for j in jobs) == sorted(str(i).encode() for i in accepted.ids)
+    assert all(j.headers == {"traceparent": traceparent} for j in jobs)
+    logged = await pool.fetchval(
+        "SELECT count(*) FROM queue.pgqueuer_log WHERE status = 'queued' AND entrypoint = $1",
+        ENTRYPOINT,
+    )
+    assert logged == 2
+
+
+async def test_requeued_orphans_carry_no_headers_and_are_never_doubled(pool: asyncpg.Pool) -> None:
+    store = PgEventStore(pool)
+    ids = (await store.accept(events("a1"))).ids
+    await pool.execute("DELETE FROM queue.pgqueuer")
+    async with pool.acquire() as conn:
+        created = await conn.fetchval(ENQUEUE_EVENT_JOBS, [ids[0], ids[0]], None)
+        again = await conn.fetchval(ENQUEUE_EVENT_JOBS, ids, None)
+    assert (created, again) == (1, 0)
+    assert await pool.fetchval("SELECT headers FROM queue.pgqueuer") is None
 
 
 async def test_the_migration_installs_exactly_pgqueuers_schema(pool: asyncpg.Pool) -> None:
