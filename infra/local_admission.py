@@ -414,19 +414,26 @@ class LocalAdmission:
         """Run the periodic sync in the background while the context is open; on exit, push
         what was spent and give the grants back."""
 
+        stop = asyncio.Event()
+
         async def loop() -> None:
-            while True:
-                await asyncio.sleep(self._sync_s)
-                if available():
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self._sync_s)
+                if not stop.is_set() and available():
                     await self.sync_once()
 
+        # Stopped by the event, not cancelled: a cancellation inside the Redis client's call
+        # can be absorbed by it, and a sync cut short would lose what it was pushing.
         task = asyncio.create_task(loop(), name="rate-limit-sync")
         try:
             yield self
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            stop.set()
+            try:
+                await asyncio.wait_for(task, timeout=max(1.0, 20 * self._sync_s))
+            except TimeoutError:
+                log.warning("rate_limit_sync_stop_timeout")
             await self.release()
 
     async def release(self) -> None:
