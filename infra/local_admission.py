@@ -53,6 +53,8 @@ __all__ = [
 
 log = structlog.get_logger(__name__)
 
+_MAX_SYNCS_PER_REQUEST = 3
+
 # KEYS: the base key of every limit synchronised (one hash tag, so one Cluster slot).
 # ARGV[1] holder id, ARGV[2] grant lifetime (ms); per limit: quota, window (ms), units wanted,
 # number of (window index, units) pairs to push, the pairs.
@@ -302,8 +304,12 @@ class LocalAdmission:
         for entry, cost in zip(entries, costs, strict=True):
             entry.demand += cost
             entry.wanted = max(entry.wanted, cost)
-        stale = self._needs_sync(entries, costs, now)
-        if stale:
+        # A request that arrived while its limits were being synced was not in that sync's
+        # demand: it may need one more (bounded: each sync grants at least what was waiting).
+        for _ in range(_MAX_SYNCS_PER_REQUEST):
+            stale = self._needs_sync(entries, costs, now)
+            if not stale:
+                break
             if not await self._sync_now(stale):
                 return None
             now = self._clock()
@@ -351,8 +357,10 @@ class LocalAdmission:
         """One round trip for ``entries``: push their spent units, renew their grants."""
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         items: list[SyncItem] = []
+        asked: list[int] = []
         for entry in entries:
             entry.syncing = future
+            asked.append(entry.demand)
             want = max(2 * entry.demand, entry.wanted)
             items.append(
                 SyncItem(
@@ -370,12 +378,13 @@ class LocalAdmission:
         else:
             now = self._clock()
             self._offset_ms = server_now - now * 1000
-            for entry, grant in zip(entries, grants, strict=True):
+            for entry, grant, demand in zip(entries, grants, asked, strict=True):
                 entry.pending.clear()
                 entry.grant, entry.spent = grant.grant, 0
                 entry.prev, entry.cur_at_sync, entry.held = grant.prev, grant.cur, grant.held
                 entry.server_at, entry.synced_at = server_now, now
-                entry.demand = entry.wanted = 0
+                entry.demand -= demand  # what arrived during the call counts for the next
+                entry.wanted = 0
             ok = True
             self._on_success()
         finally:

@@ -23,6 +23,10 @@ from infra.sealing import AeadEnvelope
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    import limits
+
+    from domain.admission import Tier
+
 
 class RecordingRedis:
     """``register_script`` only: every call records its keys and fails like a dead Redis."""
@@ -46,7 +50,7 @@ def slots(keys: list[str]) -> set[int]:
 
 async def test_rate_limit_scripts_touch_one_slot_per_call() -> None:
     redis = RecordingRedis()
-    policies = {
+    policies: dict[Tier, list[limits.RateLimitItem]] = {
         "ip": parse_policy("20/2second"),
         "key": parse_policy("50/second;2000/minute"),
         "global": parse_policy("2000/second"),
