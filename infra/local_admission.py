@@ -310,6 +310,8 @@ class LocalAdmission:
             stale = self._needs_sync(entries, costs, now)
             if not stale:
                 break
+            for entry, cost in zip(entries, costs, strict=True):
+                entry.wanted = max(entry.wanted, cost)  # a waiting request is always asked for
             if not await self._sync_now(stale):
                 return None
             now = self._clock()
@@ -347,20 +349,30 @@ class LocalAdmission:
 
     async def _sync_now(self, entries: list[_Entry]) -> bool:
         """Sync ``entries`` now, joining a sync already in flight for any of them."""
-        waits = [e.syncing for e in entries if e.syncing is not None]
+        waits: list[asyncio.Future[bool]] = [e.syncing for e in entries if e.syncing is not None]
         fresh = [e for e in entries if e.syncing is None]
         if fresh:
-            waits.append(asyncio.ensure_future(self._sync(fresh)))
+            # Marked as syncing before the call is scheduled: a request arriving meanwhile joins it.
+            waits.append(asyncio.ensure_future(self._sync(fresh, self._mark(fresh))))
         results = await asyncio.gather(*waits)
         return all(results)
 
-    async def _sync(self, entries: list[_Entry]) -> bool:
-        """One round trip for ``entries``: push their spent units, renew their grants."""
+    @staticmethod
+    def _mark(entries: list[_Entry]) -> asyncio.Future[bool]:
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        for entry in entries:
+            entry.syncing = future
+        return future
+
+    async def _sync(
+        self, entries: list[_Entry], future: asyncio.Future[bool] | None = None
+    ) -> bool:
+        """One round trip for ``entries``: push their spent units, renew their grants."""
+        if future is None:
+            future = self._mark(entries)
         items: list[SyncItem] = []
         asked: list[int] = []
         for entry in entries:
-            entry.syncing = future
             asked.append(entry.demand)
             want = max(2 * entry.demand, entry.wanted)
             items.append(
@@ -384,7 +396,7 @@ class LocalAdmission:
                 entry.grant, entry.spent = grant.grant, 0
                 entry.prev, entry.cur_at_sync, entry.held = grant.prev, grant.cur, grant.held
                 entry.server_at, entry.synced_at = server_now, now
-                entry.demand -= demand  # what arrived during the call counts for the next
+                entry.demand = max(0, entry.demand - demand)  # arrivals during the call count next
                 entry.wanted = 0
             ok = True
             self._on_success()
