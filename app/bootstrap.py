@@ -301,7 +301,7 @@ class Services:
         dossier_cache: The shared, integrity-checked Work API body cache.
         flags: Runtime feature flags (ADR 0007).
         rate_limiter: Request quotas per client address, API key and globally.
-        hot_read: Admission plus the hot path's cache read in one round trip (ADR 0005).
+        hot_read: Admission from the local view plus the hot path's cache read (ADR 0009).
         auth_failures: Failed authentications per client (``None``: ``AUTH_FAILURE_LIMIT`` empty).
         idempotency: ``Idempotency-Key`` records.
         key_verifier: API-key verification with its short per-process cache (ADR 0006).
@@ -398,6 +398,8 @@ def _rate_limiter(settings: Settings, redis: aioredis.Redis) -> RateLimiter:
             "global": parse_policy(settings.rate_limit_global),
         },
         listener=RateLimitMetrics(),
+        sync_s=settings.rate_limit_sync_ms / 1000,
+        max_entries=settings.rate_limit_local_entries,
     )
 
 
@@ -422,7 +424,8 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
 
     Never fails because PostgreSQL or Redis is down: the pool connects lazily and Redis
     connects on first use, so the process starts and reports "not ready" instead of
-    crash-looping. On exit, in order: pending API-key use writes, the flag poller, upstream
+    crash-looping. On exit, in order: pending API-key use writes, the rate limiter's grants
+    (what was spent is pushed, the rest given back), the flag poller, upstream
     breakers and HTTP session, Redis, the pool.
     """
     async with AsyncExitStack() as stack:
@@ -480,7 +483,8 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             fill_locks=RedisFillLocks(redis, keys, settings.fill_lock_ttl_s, listener),
             lead_messages=PgLeadMessages(pool, salt=settings.cache_key_salt.get().encode()),
         )
-        rate_limiter = _rate_limiter(settings, redis)
+        # Local admission: the limiter's view is synced in the background (ADR 0009).
+        rate_limiter = await stack.enter_async_context(_rate_limiter(settings, redis).running())
         client_address = ClientAddress(settings.trusted_proxies)
         key_verifier = KeyVerifier(
             PgApiKeyStore(pool, acquire_timeout=acquire_timeout),

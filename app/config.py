@@ -185,6 +185,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     rate_limit_key: str = "50/second;2000/minute"
     rate_limit_global: str = "2000/second"
     rate_limit_strategy: Literal["sliding-window-counter"] = "sliding-window-counter"
+    # Each process decides from a local view of the shared counters, synchronised with Redis in
+    # one call every RATE_LIMIT_SYNC_MS (ADR 0009); 0 = one Redis round trip per request.
+    rate_limit_sync_ms: Annotated[int, msgspec.Meta(ge=0, le=100)] = 50
+    # Limits (tier, identity, quota) the local view keeps at most per process (LRU).
+    rate_limit_local_entries: Annotated[int, msgspec.Meta(ge=100)] = 10_000
     # Failed authentications per client IP (a flood of guessed keys); past it, 429 before any
     # database work.
     auth_failure_limit: str = "20/minute"

@@ -1,7 +1,7 @@
 """Admission of a request against its rate limits, and what the hot path read with it.
 
-Value types of the :class:`domain.ports.HotRead` port (ADR 0005): the limiter's decision for one
-request and, when the route asked for it, the cache entry read in the same round trip.
+Value types of the :class:`domain.ports.HotRead` port (ADRs 0005, 0009): the limiter's decision
+for one request and, when the route asked for it, the cache entry read with it.
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ class Decision(msgspec.Struct, frozen=True, kw_only=True):
         tightest: The limit with the least room left (drives the response headers).
         retry_after_s: When refused, seconds before a retry can succeed.
         degraded: Decided by the per-process fallback (the shared store is unavailable).
-        extra: The raw value of the extra key read in the same round trip, if requested.
     """
 
     allowed: bool
@@ -44,7 +43,6 @@ class Decision(msgspec.Struct, frozen=True, kw_only=True):
     tightest: LimitState | None
     retry_after_s: int = 0
     degraded: bool = False
-    extra: bytes | None = None
 
 
 class Prefetched(msgspec.Struct, frozen=True, kw_only=True):
@@ -66,8 +64,8 @@ class Admission(msgspec.Struct, frozen=True, kw_only=True):
 
     Attributes:
         decision: The rate-limit decision (and the headers' figures).
-        prefetched: The entry read in the same round trip; ``None`` when none was asked for,
-            the request was refused, or the decision was taken without the shared store (then
+        prefetched: The entry read with the admission; ``None`` when none was asked for, the
+            request was refused, or the decision was taken without the shared store (then
             nothing was read and the reader looks the cache up itself).
     """
 

@@ -339,10 +339,11 @@ class GoogleLeadClaims(Protocol):
 
 
 class HotRead(Protocol):
-    """Admission and the hot path's cache read in ONE round trip to the shared store (ADR 0005).
+    """Admission and the hot path's cache read (ADRs 0005, 0009).
 
-    The rate-limit decision for a request and, when the route names one, the dossier-cache entry
-    it is about to serve are fetched together: on the hot path (``/work/modules/all``) every
+    The rate-limit decision for a request (from the process's local view of the shared counters,
+    no round trip in steady state) and, when the route names one and the request is admitted,
+    the dossier-cache entry it is about to serve: on the hot path (``/work/modules/all``) every
     round trip costs more than the rest of the request.
     """
 
@@ -357,7 +358,7 @@ class HotRead(Protocol):
 
         Args:
             identities: The tiers that apply, each with its (hashed) identity.
-            read_ahead: A dossier-cache key (``cpf:<cpf>``) to read in the same round trip.
+            read_ahead: A dossier-cache key (``cpf:<cpf>``) to read for an admitted request.
             costs: Units the request takes per tier (default 1).
 
         Never raises for a storage failure: the decision falls back to per-process limits and

@@ -1,5 +1,5 @@
-"""The :class:`domain.ports.HotRead` adapter: the Redis rate limiter's Lua script reads the
-dossier-cache entry in the same call (ADR 0005)."""
+"""The :class:`domain.ports.HotRead` adapter: the rate limiter's local decision, then the
+dossier cache's entry for an admitted request (ADR 0009)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ __all__ = ["RedisHotRead"]
 
 
 class RedisHotRead:
-    """Rate-limit decision plus one verified dossier-cache read, in one Redis round trip."""
+    """Rate-limit decision from the local view, plus the verified dossier-cache entry."""
 
     __slots__ = ("_cache", "_limiter")
 
@@ -33,11 +33,10 @@ class RedisHotRead:
         read_ahead: str | None = None,
         costs: Mapping[Tier, int] | None = None,
     ) -> Admission:
-        name = self._cache.key(read_ahead) if read_ahead else ""
-        decision = await self._limiter.check(identities, extra_key=name, costs=costs)
+        decision = await self._limiter.admit(identities, costs=costs)
         if not read_ahead or not decision.allowed or decision.degraded:
-            # Per-process decisions read nothing: the reader looks the cache up itself (else a
-            # hit would become a paid upstream call).
+            # Per-process decisions read nothing: the reader looks the cache up itself (with the
+            # shared store away, an unread entry must not pass for a miss).
             return Admission(decision=decision)
-        body = self._cache.verify(name, decision.extra)
+        body = await self._cache.get(read_ahead)
         return Admission(decision=decision, prefetched=Prefetched(key=read_ahead, body=body))

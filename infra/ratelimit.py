@@ -1,17 +1,26 @@
-"""Multi-tier rate limiting shared through Redis, in ONE round trip per request.
+"""Multi-tier rate limiting shared through Redis: decided locally, or in ONE round trip.
 
 Limits are data (``limits`` rate strings such as ``"20/2second"``, parsed by ``limits``) per tier:
-client IP, API key, and a global ceiling. The Redis path runs the sliding-window-counter
-algorithm of ``limits`` for every tier of a request in a single Lua script, and the same script
-can read one extra key (the cached Work API body of the hot path) — see ADR 0005 for why this is
-not ``limits``' own per-limit storage call (one round trip per limit: 3-4 on the hot path, where
-each ``redis.asyncio`` command costs 100-200 us of client CPU).
+client IP, API key, and a global ceiling, counted with the sliding-window-counter algorithm of
+``limits`` in counters shared through Redis.
+
+Two ways to decide a request:
+
+* :meth:`RateLimiter.admit` (the request path): from the process's local view of the shared
+  counters, synchronised in one batched script call every ``sync_s`` by a background task
+  (:mod:`infra.local_admission`, ADR 0009). No round trip per request in steady state.
+* :meth:`RateLimiter.check`: one Lua script per request that checks and counts every tier at once
+  (ADR 0005); exact, used where each call matters more than its cost (failed authentications),
+  and by :meth:`~RateLimiter.admit` when local admission is off (``sync_s`` = 0).
+
+Every script touches keys of one Redis Cluster hash slot: the counters are named
+``<prefix>{rl}:<tier>:<identity>:<quota>/<window ms>``.
 
 With Redis unreachable the limiter degrades to per-process limits with the same quotas, using
 ``limits``' in-memory sliding window counter, never answers an error, and reports the degradation
 to a listener (the ``rate_limit_degraded`` gauge) and every failed Redis call to
 ``rate_limit_storage_errors_total``. It retries Redis after a short back-off rather than paying a
-socket timeout on every request.
+socket timeout on every request; with local admission the background sync notices the failure.
 
 A request may cost more than one unit in a tier (``costs``: a batch of N lookups costs N of the
 per-key quota). A limit never charges more than its whole quota, so an oversized request is served
@@ -20,6 +29,7 @@ alone in an otherwise empty window instead of being refused for ever.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from typing import TYPE_CHECKING, Protocol
@@ -31,10 +41,11 @@ from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from redis.exceptions import RedisError
 
 from domain.admission import Decision, LimitState, Tier
+from infra.local_admission import LocalAdmission, RedisGrantStore
 from observability.metrics import RATE_LIMIT_STORAGE_ERRORS
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import AsyncIterator, Mapping, Sequence
 
     import redis.asyncio as aioredis
 
@@ -49,21 +60,20 @@ __all__ = [
 
 log = structlog.get_logger(__name__)
 
-# ARGV: n, then per limit (base key, limit, window ms, cost), then the extra key to read ("" for
-# none). Checks every limit first and counts the request (``cost`` units) in all of them only if
-# all allow it, so a request refused by one tier does not consume the others. Uses the server's
-# clock (TIME) so that several app machines with skewed clocks share one window.
-_SCRIPT = """
+# KEYS: the base key of every limit (one hash tag). ARGV: per limit (limit, window ms, cost).
+# Checks every limit first and counts the request (``cost`` units) in all of them only if all
+# allow it, so a request refused by one tier does not consume the others. Uses the server's clock
+# (TIME) so that several app machines with skewed clocks share one window.
+CHECK_SCRIPT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local n = tonumber(ARGV[1])
 local allowed = 1
 local rows = {}
-for i = 0, n - 1 do
-  local base = ARGV[2 + i * 4]
-  local limit = tonumber(ARGV[3 + i * 4])
-  local window = tonumber(ARGV[4 + i * 4])
-  local cost = tonumber(ARGV[5 + i * 4])
+for i = 1, #KEYS do
+  local base = KEYS[i]
+  local limit = tonumber(ARGV[i * 3 - 2])
+  local window = tonumber(ARGV[i * 3 - 1])
+  local cost = tonumber(ARGV[i * 3])
   local idx = math.floor(now / window)
   local elapsed = now - idx * window
   local cur_key = base .. ':' .. idx
@@ -71,10 +81,10 @@ for i = 0, n - 1 do
   local cur = tonumber(redis.call('GET', cur_key) or '0')
   local weighted = math.floor(prev * (window - elapsed) / window) + cur
   if weighted + cost > limit then allowed = 0 end
-  rows[i + 1] = {cur_key, weighted, limit, window - elapsed, window, cost}
+  rows[i] = {cur_key, weighted, limit, window - elapsed, window, cost}
 end
 local out = {allowed}
-for i = 1, n do
+for i = 1, #KEYS do
   local row = rows[i]
   local used = row[2]
   if allowed == 1 then
@@ -85,11 +95,6 @@ for i = 1, n do
   end
   out[#out + 1] = row[3] - used
   out[#out + 1] = row[4]
-end
-local extra = ARGV[2 + n * 4]
-if extra ~= '' then
-  local value = redis.call('GET', extra)
-  if value then out[#out + 1] = value end
 end
 return out
 """
@@ -140,7 +145,18 @@ _Limit = tuple[Tier, str, limits.RateLimitItem, int]
 
 
 class RateLimiter:
-    """Checks every tier of a request against its quotas."""
+    """Checks every tier of a request against its quotas.
+
+    Args:
+        client: The shared store.
+        prefix: Key prefix of every counter.
+        policies: The quotas per tier.
+        listener: Told of every decision and of the degraded mode.
+        retry_redis_after_s: Back-off after a failed Redis call.
+        sync_s: Period of the local view's sync (:meth:`admit`); 0 turns local admission off
+            (every :meth:`admit` is a :meth:`check`).
+        max_entries: Limits the local view keeps at most.
+    """
 
     def __init__(
         self,
@@ -150,16 +166,29 @@ class RateLimiter:
         policies: Mapping[Tier, Sequence[limits.RateLimitItem]],
         listener: RateLimitListener | None = None,
         retry_redis_after_s: float = 1.0,
+        sync_s: float = 0.0,
+        max_entries: int = 10_000,
     ) -> None:
         self._client = client
         self._prefix = prefix
         self._policies = {tier: list(items) for tier, items in policies.items() if items}
         self._listener = listener or _NullListener()
-        self._script = client.register_script(_SCRIPT)
+        self._script = client.register_script(CHECK_SCRIPT)
         self._memory = SlidingWindowCounterRateLimiter(MemoryStorage())
         self._retry_after = retry_redis_after_s
         self._down_until = 0.0
         self._degraded = False
+        self._local = (
+            LocalAdmission(
+                RedisGrantStore(client),
+                sync_s=sync_s,
+                max_entries=max_entries,
+                on_failure=self._storage_failed,
+                on_success=self._storage_ok,
+            )
+            if sync_s > 0
+            else None
+        )
 
     @property
     def degraded(self) -> bool:
@@ -169,6 +198,35 @@ class RateLimiter:
     def policies(self) -> dict[Tier, list[limits.RateLimitItem]]:
         """The configured quotas per tier (for the ``RateLimit-Policy`` header)."""
         return {tier: list(items) for tier, items in self._policies.items()}
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[RateLimiter]:
+        """Keep the local view in sync while open (a no-op without local admission)."""
+        if self._local is None:
+            yield self
+            return
+        async with self._local.running(self._redis_available):
+            yield self
+
+    def _redis_available(self) -> bool:
+        return time.monotonic() >= self._down_until
+
+    def _storage_failed(self, exc: BaseException) -> None:
+        self._down_until = time.monotonic() + self._retry_after
+        RATE_LIMIT_STORAGE_ERRORS.inc()
+        log.warning("rate_limit_storage_error", error_type=type(exc).__name__)
+        if not self._degraded:
+            self._degraded = True
+            self._listener.degraded(True)
+
+    def _storage_ok(self) -> None:
+        if self._degraded:
+            self._degraded = False
+            self._listener.degraded(False)
+            log.info("rate_limit_storage_recovered")
+
+    def _key(self, tier: Tier, ident: str, item: limits.RateLimitItem) -> str:
+        return f"{self._prefix}{{rl}}:{tier}:{ident}:{item.amount}/{_window_ms(item)}"
 
     def _applicable(
         self, identities: Mapping[Tier, str], costs: Mapping[Tier, int] | None
@@ -187,38 +245,67 @@ class RateLimiter:
             for item in items
         ]
 
-    async def check(
-        self,
-        identities: Mapping[Tier, str],
-        *,
-        extra_key: str = "",
-        costs: Mapping[Tier, int] | None = None,
+    async def admit(
+        self, identities: Mapping[Tier, str], *, costs: Mapping[Tier, int] | None = None
     ) -> Decision:
-        """Count one request for ``identities`` (tier -> hashed identity); read ``extra_key``.
+        """Count one request for ``identities`` from the local view (no round trip in steady
+        state); like :meth:`check` when local admission is off.
+
+        Never raises for a storage failure: it falls back to per-process limits.
+        """
+        if self._local is None:
+            return await self.check(identities, costs=costs)
+        applicable = self._applicable(identities, costs)
+        if self._redis_available():
+            local = await self._local.admit(
+                [
+                    (self._key(tier, ident, item), item.amount, _window_ms(item), cost)
+                    for tier, ident, item, cost in applicable
+                ]
+            )
+            if local is not None:
+                allowed = not any(s.refused for s in local)
+                states = [
+                    LimitState(
+                        tier=tier,
+                        quota=item.amount,
+                        window_s=item.get_expiry(),
+                        remaining=state.remaining,
+                        reset_s=state.reset_s,
+                        refused=state.refused,
+                    )
+                    for (tier, _, item, _), state in zip(applicable, local, strict=True)
+                ]
+                decision = self._decide(allowed, states, degraded=False)
+                self._report(decision)
+                return decision
+        return await self._degraded_check(applicable)
+
+    async def check(
+        self, identities: Mapping[Tier, str], *, costs: Mapping[Tier, int] | None = None
+    ) -> Decision:
+        """Count one request for ``identities`` (tier -> hashed identity) in one round trip.
 
         Args:
             identities: The tiers that apply, each with its (hashed) identity.
-            extra_key: A Redis key to read in the same round trip (``""`` for none).
             costs: Units the request takes per tier (default 1); each limit charges at most its
                 quota.
 
         Never raises for a storage failure: it falls back to per-process limits.
         """
         applicable = self._applicable(identities, costs)
-        if time.monotonic() >= self._down_until:
+        if self._redis_available():
             try:
-                decision = await self._check_redis(applicable, extra_key)
+                decision = await self._check_redis(applicable)
             except (RedisError, OSError, TimeoutError) as exc:
-                self._down_until = time.monotonic() + self._retry_after
-                RATE_LIMIT_STORAGE_ERRORS.inc()
-                log.warning("rate_limit_storage_error", error_type=type(exc).__name__)
+                self._storage_failed(exc)
             else:
-                if self._degraded:
-                    self._degraded = False
-                    self._listener.degraded(False)
-                    log.info("rate_limit_storage_recovered")
+                self._storage_ok()
                 self._report(decision)
                 return decision
+        return await self._degraded_check(applicable)
+
+    async def _degraded_check(self, applicable: list[_Limit]) -> Decision:
         if not self._degraded:
             self._degraded = True
             self._listener.degraded(True)
@@ -233,14 +320,13 @@ class RateLimiter:
         refused = next((s for s in decision.states if s.refused), decision.tightest)
         self._listener.decided(refused.tier if refused else None, False)
 
-    async def _check_redis(self, applicable: list[_Limit], extra_key: str) -> Decision:
-        args: list[str | int] = [len(applicable)]
+    async def _check_redis(self, applicable: list[_Limit]) -> Decision:
+        keys: list[str] = []
+        args: list[int] = []
         for tier, ident, item, cost in applicable:
-            window = _window_ms(item)
-            base = f"{self._prefix}rl:{tier}:{ident}:{item.amount}/{window}"
-            args += [base, item.amount, window, cost]
-        args.append(extra_key)
-        reply = await self._script(args=args)
+            keys.append(self._key(tier, ident, item))
+            args += [item.amount, _window_ms(item), cost]
+        reply = await self._script(keys=keys, args=args)
         allowed = int(reply[0]) == 1
         states: list[LimitState] = []
         for i, (tier, _ident, item, cost) in enumerate(applicable):
@@ -259,9 +345,7 @@ class RateLimiter:
                     refused=refused,
                 )
             )
-        extra_index = 1 + 2 * len(applicable)
-        extra = bytes(reply[extra_index]) if len(reply) > extra_index else None
-        return self._decide(allowed, states, degraded=False, extra=extra)
+        return self._decide(allowed, states, degraded=False)
 
     async def _check_memory(self, applicable: list[_Limit]) -> Decision:
         refusing = [
@@ -284,11 +368,9 @@ class RateLimiter:
                     refused=refused,
                 )
             )
-        return self._decide(allowed, states, degraded=True, extra=None)
+        return self._decide(allowed, states, degraded=True)
 
-    def _decide(
-        self, allowed: bool, states: list[LimitState], *, degraded: bool, extra: bytes | None
-    ) -> Decision:
+    def _decide(self, allowed: bool, states: list[LimitState], *, degraded: bool) -> Decision:
         tightest = (
             min(states, key=lambda s: (not s.refused, s.remaining, -s.reset_s)) if states else None
         )
@@ -302,5 +384,4 @@ class RateLimiter:
             tightest=tightest,
             retry_after_s=retry,
             degraded=degraded,
-            extra=extra,
         )

@@ -123,7 +123,7 @@ class IdempotencyStore:
         digest = hashlib.blake2b(
             f"{owner}\x00{key}".encode(), key=self._salt, digest_size=20
         ).hexdigest()
-        return f"{self._prefix}idem:{digest}"
+        return f"{self._prefix}idem:{{{digest}}}"  # hash tag: one Cluster slot per record
 
     async def claim(self, name: str, fingerprint: str) -> _Record | None:
         """Take the key (None) or return the record already there.

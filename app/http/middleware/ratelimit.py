@@ -1,11 +1,12 @@
 """Rate-limit middleware: per client IP, per API key and global, with IETF draft headers.
 
-Runs after routing (route ``opt`` decides), in one Redis round trip that can also prefetch the
-route's cached body (:class:`domain.ports.HotRead`; route ``opt["read_ahead"]``: a
-:data:`ReadAheadFn` naming the dossier-cache key to read, or ``None``). The entry read is handed
-to the handler as a typed :class:`domain.admission.Prefetched` under the request-state key
-:data:`PREFETCHED` (read it with :func:`prefetched_of`). Responses carry ``RateLimit-Policy``
-and ``RateLimit`` (draft-ietf-httpapi-ratelimit-headers) and
+Runs after routing (route ``opt`` decides). The decision comes from the process's local view of
+the shared counters, with no Redis round trip in steady state (ADR 0009), and an admitted
+request can have the route's cached body read for it (:class:`domain.ports.HotRead`; route
+``opt["read_ahead"]``: a :data:`ReadAheadFn` naming the dossier-cache key to read, or ``None``).
+The entry read is handed to the handler as a typed :class:`domain.admission.Prefetched` under
+the request-state key :data:`PREFETCHED` (read it with :func:`prefetched_of`). Responses carry
+``RateLimit-Policy`` and ``RateLimit`` (draft-ietf-httpapi-ratelimit-headers) and
 ``X-RateLimit-Limit/Remaining/Reset`` (Reset is seconds until the window resets, like the
 draft's ``t``); a 429 is problem+json with ``Retry-After``.
 
@@ -146,9 +147,10 @@ class AuthFailureGuard:
     """Counts failed authentications per client IP and refuses a client past its quota.
 
     The count is shared through Redis (the ``auth`` tier of a :class:`infra.ratelimit.RateLimiter`,
-    per process while Redis is down). Only failures touch it: a request with a valid, cached key
-    never does. Once the shared count refuses a client, this process remembers the block until
-    the window lets it in again, so a blocked client costs a dictionary look-up per request: no
+    checked exactly, one round trip per failure; per process while Redis is down). Only failures
+    touch it: a request with a valid, cached key never does. Once the shared count refuses a
+    client, this process remembers the block until the window lets it in again, so a blocked
+    client costs a dictionary look-up per request: no
     Redis, no PostgreSQL. Another process learns of the block at its first failure from that
     client, so a flood costs at most the quota plus one key look-up per process and window.
 

@@ -2,8 +2,8 @@
 
 The upstream body is answered verbatim (stored bytes are served without decoding and
 re-encoding); the read-through itself is :class:`domain.work_modules.WorkModules`. On ``/all``
-the rate limiter reads the cached dossier in its own round trip (route ``opt["read_ahead"]``,
-ADR 0005) and the handler receives it as ``prefetched``.
+the admission reads the cached dossier once the request is admitted (route
+``opt["read_ahead"]``, ADR 0009) and the handler receives it as ``prefetched``.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ Module = Annotated[
 
 
 def _read_ahead_dossier(scope: Scope, services: Services) -> str | None:
-    """The dossier-cache key ``/all`` will read, fetched in the rate limiter's round trip."""
+    """The dossier-cache key ``/all`` will read, fetched by the admission."""
     values = parse_qs(scope["query_string"].decode("latin-1")).get("documento")
     return services.work_modules.read_ahead(values[0]) if values else None
 

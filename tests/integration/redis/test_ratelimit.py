@@ -88,17 +88,6 @@ async def test_remaining_counts_down_and_names_the_tightest_tier(
     assert 0 < second.tightest.reset_s <= 60
 
 
-async def test_extra_key_is_read_in_the_same_call(
-    client: aioredis.Redis, redis_prefix: str, redis_cleanup: None
-) -> None:
-    await client.set(f"{redis_prefix}extra", b"cached-body", ex=60)
-    gate = limiter(client, f"{redis_prefix}rl4:", ip="5/minute")
-    decision = await gate.check({"ip": "y"}, extra_key=f"{redis_prefix}extra")
-    assert decision.extra == b"cached-body"
-    missing = await gate.check({"ip": "y"}, extra_key=f"{redis_prefix}absent")
-    assert missing.extra is None
-
-
 async def test_redis_down_degrades_to_the_same_quota_per_process() -> None:
     dead = aioredis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2)
     try:
