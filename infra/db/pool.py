@@ -7,7 +7,7 @@ not import ``app`` (the composition root).
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import asyncpg
 
@@ -22,8 +22,10 @@ if TYPE_CHECKING:
 __all__ = [
     "UNAVAILABLE_ERRORS",
     "PoolSettings",
+    "PooledConnection",
     "create_pool",
     "pooled_connection",
+    "read_connection",
     "reset_untraced",
 ]
 
@@ -61,6 +63,49 @@ async def pooled_connection(
         ) from exc
 
 
+class PooledConnection(asyncpg.Connection):
+    """asyncpg's connection that can be handed back to the pool without the reset round trip.
+
+    A read that leaves no session state behind (:func:`read_connection`) marks its connection;
+    :func:`reset_untraced` then skips the reset query for that one release, since the session is
+    exactly as clean as when the read acquired it.
+    """
+
+    __slots__ = ("_stateless_use",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:  # Any: asyncpg's own signature
+        super().__init__(*args, **kwargs)
+        self._stateless_use = False
+
+    def mark_stateless(self) -> None:
+        """Record that the current holder ran only statements that leave no session state."""
+        self._stateless_use = True
+
+    def take_stateless(self) -> bool:
+        """Whether the holder marked its use stateless; clears the mark (one release only)."""
+        stateless, self._stateless_use = self._stateless_use, False
+        return stateless
+
+
+@asynccontextmanager
+async def read_connection(
+    pool: asyncpg.Pool, acquire_timeout: float
+) -> AsyncIterator[PoolConnectionProxy]:
+    """A pooled connection for reads that leave no session state: released without a reset.
+
+    The block may only run plain statements outside a transaction: no ``SET``, ``LISTEN``,
+    advisory lock, cursor or temporary table. When it ends normally the connection goes back
+    to the pool without the reset query, so a lookup is one round trip; when it raises (an
+    error, a timeout, a cancellation) the connection is reset as usual. On a pool not built by
+    :func:`create_pool` the connection is simply reset.
+    """
+    async with pooled_connection(pool, acquire_timeout) as conn:
+        yield conn
+        mark = getattr(conn, "mark_stateless", None)
+        if mark is not None:
+            mark()
+
+
 async def reset_untraced(conn: asyncpg.Connection) -> None:
     """The pool's reset on release, exactly asyncpg's default, without its span.
 
@@ -72,8 +117,12 @@ async def reset_untraced(conn: asyncpg.Connection) -> None:
     only the span goes. Skipping the reset would save a round trip but leave session state behind,
     and dropping spans by name in a processor would still pay for creating them.
 
-    The pool rolls back an open transaction (``Connection._reset``) before calling this.
+    The pool rolls back an open transaction (``Connection._reset``) before calling this. A
+    connection whose holder only read (:func:`read_connection`) is not reset: nothing in its
+    session changed since the previous release reset it.
     """
+    if isinstance(conn, PooledConnection) and conn.take_stateless():
+        return
     query = conn.get_reset_query()
     if query:
         with untraced():
@@ -123,6 +172,7 @@ async def create_pool(settings: PoolSettings, *, min_size: int | None = None) ->
         timeout=settings.db_connect_timeout_s,
         command_timeout=settings.db_statement_timeout_ms / 1000 + _CLIENT_TIMEOUT_MARGIN_S,
         reset=reset_untraced,
+        connection_class=PooledConnection,
         server_settings={
             "statement_timeout": str(settings.db_statement_timeout_ms),
             "application_name": settings.service_name,
