@@ -31,7 +31,7 @@ from domain.phones import storage_digits
 from domain.tenancy import current_tenant
 from domain.text import fold, parse_cep, parse_uf
 from infra.db import sql
-from infra.db.pool import pooled_connection, read_connection
+from infra.db.pool import ReadConnection, pooled_connection
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -316,7 +316,7 @@ class PgPartyRepository:
 
     def _reading(self) -> AbstractAsyncContextManager[PoolConnectionProxy]:
         """A pooled connection for one plain read: released without the reset round trip."""
-        return read_connection(self._pool, self._acquire_timeout)
+        return ReadConnection(self._pool, self._acquire_timeout)
 
     async def _fetch_one(self, query: str, *args: object) -> PartyWithContacts | None:
         # One statement, no transaction, the tenant a parameter: one round trip per lookup.

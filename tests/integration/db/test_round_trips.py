@@ -14,7 +14,7 @@ import pytest
 
 from domain.dossier import decode_dossier
 from infra.db import sql
-from infra.db.pool import create_pool, pooled_connection, read_connection
+from infra.db.pool import ReadConnection, create_pool, pooled_connection
 from infra.db.repository import PgPartyRepository
 from tests.support.factories import dossier_payload, encode, new_cpf, new_mobile, new_token
 
@@ -115,21 +115,21 @@ async def test_a_write_is_still_followed_by_the_reset(wire: _Wire) -> None:
 
 
 async def test_session_state_never_leaks_to_the_next_holder(wire: _Wire) -> None:
-    async with read_connection(wire.pool, 2.0) as conn:
+    async with ReadConnection(wire.pool, 2.0) as conn:
         configured = await conn.fetchval("SHOW statement_timeout")
     async with pooled_connection(wire.pool, 2.0) as conn:
         await conn.execute("SET statement_timeout = 1234")
-    async with read_connection(wire.pool, 2.0) as conn:
+    async with ReadConnection(wire.pool, 2.0) as conn:
         after_write = await conn.fetchval("SHOW statement_timeout")
 
     async def failed_read() -> None:
-        async with read_connection(wire.pool, 2.0) as conn:
+        async with ReadConnection(wire.pool, 2.0) as conn:
             await conn.execute("SET statement_timeout = 4321")
             raise RuntimeError("a read that failed half way")
 
     with pytest.raises(RuntimeError):
         await failed_read()
-    async with read_connection(wire.pool, 2.0) as conn:
+    async with ReadConnection(wire.pool, 2.0) as conn:
         after_failed_read = await conn.fetchval("SHOW statement_timeout")
 
     assert configured == "20s"  # the server setting create_pool passes

@@ -120,6 +120,22 @@ async def test_statement_timeout_is_unavailable_and_writes_nothing(
         await pool.close()
 
 
+async def test_lookup_past_the_statement_timeout_is_unavailable_and_the_pool_recovers(
+    database_url: str, db_pool: asyncpg.Pool
+) -> None:
+    pool = await create_pool(_DbSettings(database_url, pool_max=1, statement_ms=300))
+    repo = PgPartyRepository(pool)
+    try:
+        async with db_pool.acquire() as blocker, blocker.transaction():
+            # A lookup reads core.parties: an exclusive lock makes it wait past the timeout.
+            await blocker.execute("LOCK TABLE core.parties IN ACCESS EXCLUSIVE MODE")
+            error = await _assert_unavailable(lambda: repo.find_by_cpf(new_cpf()))
+        assert isinstance(error.__cause__, asyncpg.exceptions.QueryCanceledError)
+        assert await repo.find_by_cpf(new_cpf()) is None  # the same connection serves again
+    finally:
+        await pool.close()
+
+
 async def test_connection_killed_mid_store_is_unavailable_and_writes_nothing(
     database_url: str, db_pool: asyncpg.Pool
 ) -> None:
