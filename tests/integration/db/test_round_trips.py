@@ -16,6 +16,7 @@ from domain.dossier import decode_dossier
 from infra.db import sql
 from infra.db.pool import ReadConnection, create_pool, pooled_connection
 from infra.db.repository import PgPartyRepository
+from tests.support.db import DbSettings
 from tests.support.factories import dossier_payload, encode, new_cpf, new_mobile, new_token
 
 if TYPE_CHECKING:
@@ -25,18 +26,6 @@ if TYPE_CHECKING:
     from asyncpg.connection import LoggedQuery
 
 pytestmark = pytest.mark.integration
-
-_STATEMENT_TIMEOUT_MS = 20_000
-
-
-@dataclass(frozen=True)
-class _PoolSettings:
-    database_url: str
-    db_pool_min: int = 1
-    db_pool_max: int = 1
-    db_statement_timeout_ms: int = _STATEMENT_TIMEOUT_MS
-    db_connect_timeout_s: float = 5.0
-    service_name: str = "c2s-api-round-trips"
 
 
 @dataclass
@@ -54,7 +43,7 @@ class _Wire:
 
 @pytest.fixture
 async def wire(database_url: str) -> AsyncIterator[_Wire]:
-    pool = await create_pool(_PoolSettings(database_url))
+    pool = await create_pool(DbSettings(database_url, pool_min=1, pool_max=1, statement_ms=20_000))
     statements: list[str] = []
 
     def record(logged: LoggedQuery) -> None:
