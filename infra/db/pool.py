@@ -6,8 +6,9 @@ not import ``app`` (the composition root).
 
 from __future__ import annotations
 
+import asyncio
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import asyncpg
 
@@ -16,12 +17,15 @@ from observability.tracing import untraced
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
+    from types import TracebackType
 
     from asyncpg.pool import PoolConnectionProxy
 
 __all__ = [
     "UNAVAILABLE_ERRORS",
     "PoolSettings",
+    "PooledConnection",
+    "ReadConnection",
     "create_pool",
     "pooled_connection",
     "reset_untraced",
@@ -56,9 +60,96 @@ async def pooled_connection(
         async with pool.acquire(timeout=acquire_timeout) as conn:
             yield conn
     except UNAVAILABLE_ERRORS as exc:
-        raise DependencyUnavailable(
-            "postgres", f"postgres unavailable ({type(exc).__name__})", retry_after=1
-        ) from exc
+        raise _unavailable(exc) from exc
+
+
+class PooledConnection(asyncpg.Connection):
+    """asyncpg's connection that can be handed back to the pool without the reset round trip.
+
+    A read that leaves no session state behind (:class:`ReadConnection`) marks its connection;
+    :func:`reset_untraced` then skips the reset query for that one release, since the session is
+    exactly as clean as when the read acquired it.
+    """
+
+    __slots__ = ("_stateless_use",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:  # Any: asyncpg's own signature
+        super().__init__(*args, **kwargs)
+        self._stateless_use = False
+
+    def mark_stateless(self) -> None:
+        """Record that the current holder ran only statements that leave no session state."""
+        self._stateless_use = True
+
+    def take_stateless(self) -> bool:
+        """Whether the holder marked its use stateless; clears the mark (one release only)."""
+        stateless, self._stateless_use = self._stateless_use, False
+        return stateless
+
+
+class ReadConnection:
+    """A pooled connection for reads that leave no session state: released without a reset.
+
+    ``async with ReadConnection(pool, acquire_timeout) as conn:``. The block may only run
+    plain statements outside a transaction: no ``SET``, ``LISTEN``, advisory lock, cursor or
+    temporary table. When it ends normally the connection goes back to the pool without the
+    reset query, so a lookup is one round trip; when it raises (an error, a timeout, a
+    cancellation) the connection is reset as usual. On a pool not built by :func:`create_pool`
+    the connection is simply reset. Outages become ``DependencyUnavailable`` as in
+    :func:`pooled_connection`.
+
+    A class rather than a generator-based context manager: it runs on every lookup, and the
+    acquire goes through ``asyncio.timeout`` rather than asyncpg's own timeout, which wraps the
+    acquire in a task of its own.
+    """
+
+    __slots__ = ("_conn", "_pool", "_timeout")
+
+    def __init__(self, pool: asyncpg.Pool, acquire_timeout: float) -> None:
+        self._pool = pool
+        self._timeout = acquire_timeout
+        self._conn: PoolConnectionProxy | None = None
+
+    async def __aenter__(self) -> PoolConnectionProxy:
+        try:
+            async with asyncio.timeout(self._timeout):
+                conn: PoolConnectionProxy = await self._pool.acquire()
+        except UNAVAILABLE_ERRORS as exc:
+            raise _unavailable(exc) from exc
+        self._conn = conn
+        return conn
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:  # pragma: no cover - __aenter__ failed, so no block ran
+            return
+        stateless = exc is None and _mark_stateless(conn)
+        try:
+            # Without a reset there is nothing to bound; a reset gets the acquire's budget.
+            await self._pool.release(conn, timeout=None if stateless else self._timeout)
+        except UNAVAILABLE_ERRORS as release_exc:
+            raise _unavailable(release_exc) from (exc or release_exc)
+        if isinstance(exc, UNAVAILABLE_ERRORS):
+            raise _unavailable(exc) from exc
+
+
+def _mark_stateless(conn: PoolConnectionProxy) -> bool:
+    mark = getattr(conn, "mark_stateless", None)
+    if mark is None:
+        return False
+    mark()
+    return True
+
+
+def _unavailable(exc: BaseException) -> DependencyUnavailable:
+    return DependencyUnavailable(
+        "postgres", f"postgres unavailable ({type(exc).__name__})", retry_after=1
+    )
 
 
 async def reset_untraced(conn: asyncpg.Connection) -> None:
@@ -72,8 +163,12 @@ async def reset_untraced(conn: asyncpg.Connection) -> None:
     only the span goes. Skipping the reset would save a round trip but leave session state behind,
     and dropping spans by name in a processor would still pay for creating them.
 
-    The pool rolls back an open transaction (``Connection._reset``) before calling this.
+    The pool rolls back an open transaction (``Connection._reset``) before calling this. A
+    connection whose holder only read (:class:`ReadConnection`) is not reset: nothing in its
+    session changed since the previous release reset it.
     """
+    if isinstance(conn, PooledConnection) and conn.take_stateless():
+        return
     query = conn.get_reset_query()
     if query:
         with untraced():
@@ -123,6 +218,7 @@ async def create_pool(settings: PoolSettings, *, min_size: int | None = None) ->
         timeout=settings.db_connect_timeout_s,
         command_timeout=settings.db_statement_timeout_ms / 1000 + _CLIENT_TIMEOUT_MARGIN_S,
         reset=reset_untraced,
+        connection_class=PooledConnection,
         server_settings={
             "statement_timeout": str(settings.db_statement_timeout_ms),
             "application_name": settings.service_name,

@@ -31,7 +31,7 @@ from domain.phones import storage_digits
 from domain.tenancy import current_tenant
 from domain.text import fold, parse_cep, parse_uf
 from infra.db import sql
-from infra.db.pool import pooled_connection
+from infra.db.pool import ReadConnection, pooled_connection
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -59,6 +59,7 @@ DEFAULT_ACQUIRE_TIMEOUT_S: Final = 2.0
 # ~5 ms; 500 keeps most of the gain while ranking a larger sample.
 DEFAULT_NAME_CANDIDATES: Final = 500
 _MAX_NAME_LIMIT: Final = 100
+_CPF_DIGITS: Final = 11
 _PROVIDER: Final = "work_api"
 _CONTACT_SOURCE: Final = "work_api"
 # people.income is numeric(14, 2): larger values are garbage and must not abort the store.
@@ -91,6 +92,20 @@ def _to_party(doc_text: str) -> PartyWithContacts:
         normalized_data=None if raw == b"null" else raw,
         enriched_at=doc.enriched_at,
     )
+
+
+def _cpf_key(cpf: str) -> str:
+    """The digits a CPF is looked up by: the canonical CPF, or the bare digits of an invalid one.
+
+    Eleven ASCII digits are their own key either way (valid: already canonical; invalid: their
+    digits), so the usual input, already normalised by the caller, skips the check digits.
+    """
+    if len(cpf) == _CPF_DIGITS and cpf.isascii() and cpf.isdigit():
+        return cpf
+    try:
+        return normalize_cpf(cpf)
+    except InvalidInput:
+        return only_digits(cpf)
 
 
 def name_search_key(name: str) -> str:
@@ -299,8 +314,13 @@ class PgPartyRepository:
         """A pooled connection; outages become ``DependencyUnavailable``."""
         return pooled_connection(self._pool, self._acquire_timeout)
 
+    def _reading(self) -> AbstractAsyncContextManager[PoolConnectionProxy]:
+        """A pooled connection for one plain read: released without the reset round trip."""
+        return ReadConnection(self._pool, self._acquire_timeout)
+
     async def _fetch_one(self, query: str, *args: object) -> PartyWithContacts | None:
-        async with self._connection() as conn:
+        # One statement, no transaction, the tenant a parameter: one round trip per lookup.
+        async with self._reading() as conn:
             doc: str | None = await conn.fetchval(query, *args)
         return None if doc is None else _to_party(doc)
 
@@ -319,10 +339,7 @@ class PgPartyRepository:
         Raises:
             DependencyUnavailable: PostgreSQL cannot serve now.
         """
-        try:
-            key = normalize_cpf(cpf)
-        except InvalidInput:
-            key = only_digits(cpf)
+        key = _cpf_key(cpf)
         if not key:
             return None
         return await self._fetch_one(sql.FIND_BY_CPF, key, current_tenant.get())
@@ -383,7 +400,7 @@ class PgPartyRepository:
             return []
         bounded = max(1, min(limit, _MAX_NAME_LIMIT))
         candidates = max(self._name_candidates, bounded)
-        async with self._connection() as conn:
+        async with self._reading() as conn:
             records = await conn.fetch(
                 sql.SEARCH_BY_NAME,
                 key,
@@ -414,7 +431,7 @@ class PgPartyRepository:
         Raises:
             DependencyUnavailable: PostgreSQL cannot serve now.
         """
-        async with self._connection() as conn:
+        async with self._reading() as conn:
             row = await conn.fetchrow(sql.FIND_ENRICHMENT, cpf, current_tenant.get())
         if row is None:
             return None

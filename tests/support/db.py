@@ -17,6 +17,7 @@ __all__ = [
     "POOL_MAX",
     "REDIS_BASE_URL",
     "RUN_ID",
+    "DbSettings",
     "create_database",
     "database_url_for",
     "delete_redis_keys",
@@ -29,6 +30,20 @@ RUN_ID = uuid.uuid4().hex[:10]
 # The PostgreSQL adapter tests' pool: ten concurrent stores plus a spare connection for the
 # assertions.
 POOL_MAX = 12
+
+
+class DbSettings:
+    """Stand-in for ``app.config.Settings`` where ``infra.db.pool.create_pool`` wants one."""
+
+    def __init__(
+        self, database_url: str, *, pool_min: int = 0, pool_max: int = 2, statement_ms: int = 2000
+    ) -> None:
+        self.database_url = database_url
+        self.db_pool_min = pool_min
+        self.db_pool_max = pool_max
+        self.db_statement_timeout_ms = statement_ms
+        self.db_connect_timeout_s = 1.0
+        self.service_name = "c2s-api-test"
 
 
 def database_url_for(name: str) -> str:

@@ -14,6 +14,7 @@ from domain.errors import DependencyUnavailable
 from infra.db import sql
 from infra.db.pool import create_pool
 from infra.db.repository import PgPartyRepository
+from tests.support.db import DbSettings
 from tests.support.factories import dossier_payload, encode, new_cpf
 
 if TYPE_CHECKING:
@@ -24,18 +25,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 # A guard against hangs, not a performance figure: every case below should take well under it.
 FAST_S = 5.0
 CLOSED_PORT_URL = "postgresql://postgres@127.0.0.1:1/c2s_nowhere"
-
-
-class _DbSettings:
-    """Stand-in for app.config.Settings (infra must not import app)."""
-
-    def __init__(self, database_url: str, *, pool_max: int = 2, statement_ms: int = 2000) -> None:
-        self.database_url = database_url
-        self.db_pool_min = 0
-        self.db_pool_max = pool_max
-        self.db_statement_timeout_ms = statement_ms
-        self.db_connect_timeout_s = 1.0
-        self.service_name = "c2s-api-test"
 
 
 async def _assert_unavailable(call: Callable[[], Awaitable[object]]) -> DependencyUnavailable:
@@ -51,7 +40,7 @@ async def _assert_unavailable(call: Callable[[], Awaitable[object]]) -> Dependen
 @pytest.fixture
 async def closed_port_repo() -> AsyncIterator[PgPartyRepository]:
     """A repository whose pool points at a port nothing listens on."""
-    pool = await create_pool(_DbSettings(CLOSED_PORT_URL))
+    pool = await create_pool(DbSettings(CLOSED_PORT_URL))
     try:
         yield PgPartyRepository(pool, acquire_timeout=2.0)
     finally:
@@ -86,7 +75,7 @@ async def test_store_on_unreachable_server_is_unavailable(
 
 
 async def test_exhausted_pool_is_unavailable_after_the_acquire_timeout(database_url: str) -> None:
-    pool = await create_pool(_DbSettings(database_url, pool_max=1))
+    pool = await create_pool(DbSettings(database_url, pool_max=1))
     repo = PgPartyRepository(pool, acquire_timeout=0.2)
     try:
         async with pool.acquire():  # the only connection is busy
@@ -101,7 +90,7 @@ async def test_statement_timeout_is_unavailable_and_writes_nothing(
 ) -> None:
     cpf = new_cpf()
     raw = encode(dossier_payload(cpf))
-    pool = await create_pool(_DbSettings(database_url, statement_ms=300))
+    pool = await create_pool(DbSettings(database_url, statement_ms=300))
     repo = PgPartyRepository(pool)
     try:
         async with db_pool.acquire() as blocker, blocker.transaction():
@@ -120,12 +109,28 @@ async def test_statement_timeout_is_unavailable_and_writes_nothing(
         await pool.close()
 
 
+async def test_lookup_past_the_statement_timeout_is_unavailable_and_the_pool_recovers(
+    database_url: str, db_pool: asyncpg.Pool
+) -> None:
+    pool = await create_pool(DbSettings(database_url, pool_max=1, statement_ms=300))
+    repo = PgPartyRepository(pool)
+    try:
+        async with db_pool.acquire() as blocker, blocker.transaction():
+            # A lookup reads core.parties: an exclusive lock makes it wait past the timeout.
+            await blocker.execute("LOCK TABLE core.parties IN ACCESS EXCLUSIVE MODE")
+            error = await _assert_unavailable(lambda: repo.find_by_cpf(new_cpf()))
+        assert isinstance(error.__cause__, asyncpg.exceptions.QueryCanceledError)
+        assert await repo.find_by_cpf(new_cpf()) is None  # the same connection serves again
+    finally:
+        await pool.close()
+
+
 async def test_connection_killed_mid_store_is_unavailable_and_writes_nothing(
     database_url: str, db_pool: asyncpg.Pool
 ) -> None:
     cpf = new_cpf()
     raw = encode(dossier_payload(cpf))
-    pool = await create_pool(_DbSettings(database_url, pool_max=1, statement_ms=20_000))
+    pool = await create_pool(DbSettings(database_url, pool_max=1, statement_ms=20_000))
     repo = PgPartyRepository(pool)
     try:
         async with db_pool.acquire() as blocker, blocker.transaction():
