@@ -31,7 +31,7 @@ from app.http.middleware.bodyguard import BodyGuardMiddleware
 from app.http.middleware.deprecation import DeprecationMiddleware, DeprecationPlugin
 from app.http.middleware.headers import SecurityHeadersMiddleware, StrictContentTypeMiddleware
 from app.http.middleware.idempotency import IdempotencyMiddleware
-from app.http.middleware.ratelimit import RateLimitMiddleware, prefetched_of
+from app.http.middleware.ratelimit import RateLimitMiddleware
 from app.http.middleware.request_id import RequestIdMiddleware
 from app.http.openapi_scopes import state_operation_scopes
 from app.http.routes.admin import AdminController
@@ -42,7 +42,6 @@ from app.http.routes.leads import LeadController
 from app.http.routes.webhooks import WebhookController, webhook_guard
 from app.http.routes.work import WorkController
 from app.version import SERVICE_VERSION
-from domain.admission import Prefetched
 from domain.pipeline import Enricher
 from domain.ports import FlagAdmin, JobAdmin
 from domain.webhooks import GoogleAdsIntake, WebhookIntake
@@ -56,7 +55,6 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
     from contextlib import AbstractAsyncContextManager
 
-    from litestar.types import Scope
 
 __all__ = ["create_app"]
 
@@ -121,9 +119,6 @@ def _dependencies(handle: ServicesHandle) -> dict[str, Provide]:
     def job_admin() -> JobAdmin:
         return handle.services.job_admin
 
-    def prefetched(scope: Scope) -> Prefetched | None:
-        return prefetched_of(scope)
-
     providers: list[Callable[..., object]] = [
         services,
         settings,
@@ -133,7 +128,6 @@ def _dependencies(handle: ServicesHandle) -> dict[str, Provide]:
         intake,
         google_ads,
         job_admin,
-        prefetched,
     ]
     return {p.__name__: Provide(p, sync_to_thread=False) for p in providers}
 
@@ -228,7 +222,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "FlagAdmin": FlagAdmin,
             "GoogleAdsIntake": GoogleAdsIntake,
             "JobAdmin": JobAdmin,
-            "Prefetched": Prefetched,
             "Services": Services,
             "Settings": Settings,
             "WebhookIntake": WebhookIntake,

@@ -72,7 +72,9 @@ def only_digits(raw: str) -> str:
 
 
 def _mod11_digit(digits: str, weights: tuple[int, ...]) -> str:
-    total = sum(int(d) * w for d, w in zip(digits, weights, strict=True))
+    total = 0
+    for digit, weight in zip(digits, weights, strict=True):  # ASCII digits (checked by callers)
+        total += (ord(digit) - 48) * weight
     remainder = total % 11
     return "0" if remainder < 2 else str(11 - remainder)
 

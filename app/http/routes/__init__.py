@@ -14,7 +14,6 @@ from litestar.params import SkipValidation
 
 from app.bootstrap import Services
 from app.config import Settings
-from domain.admission import Prefetched
 from domain.keys import grants
 from domain.pipeline import Enricher
 from domain.ports import FlagAdmin, JobAdmin
@@ -31,7 +30,6 @@ __all__ = [
     "FlagStoreDep",
     "GoogleAdsDep",
     "JobAdminDep",
-    "PrefetchedDep",
     "ServicesDep",
     "SettingsDep",
     "WebhookIntakeDep",
@@ -43,7 +41,6 @@ __all__ = [
 EnricherDep: TypeAlias = NamedDependency[SkipValidation[Enricher]]
 WorkModulesDep: TypeAlias = NamedDependency[SkipValidation[WorkModules]]
 # The cache entry the rate limiter read for this request (None: nothing was read).
-PrefetchedDep: TypeAlias = NamedDependency[SkipValidation[Prefetched | None]]
 ServicesDep: TypeAlias = NamedDependency[SkipValidation[Services]]
 SettingsDep: TypeAlias = NamedDependency[SkipValidation[Settings]]
 FlagStoreDep: TypeAlias = NamedDependency[SkipValidation[FlagAdmin]]
