@@ -5,6 +5,7 @@ invalidation channel breaks."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import uuid
 from collections import Counter
@@ -122,7 +123,7 @@ async def test_a_rewrite_reaches_every_process_within_the_bound(
         await writer.cache.put(KEY, body)
         for reader in readers:
             seen = await wait_until(
-                lambda r=reader, b=body: _serves(r, b), 5, what="the rewrite", interval_s=0.005
+                functools.partial(_serves, reader, body), 5, what="the rewrite", interval_s=0.005
             )
             assert seen
             assert time.monotonic() - rewritten <= BOUND_S
@@ -161,7 +162,7 @@ async def _kill_pubsub(admin: aioredis.Redis, process: Process) -> int:
     clients = await admin.client_list(_type="pubsub")
     ids = [c["id"] for c in clients if c.get("name") == name]
     for ident in ids:
-        await admin.execute_command("CLIENT", "KILL", "ID", ident)
+        await admin.client_kill_filter(_id=ident)
     return len(ids)
 
 
