@@ -53,6 +53,7 @@ from infra.db.pool import create_pool
 from infra.db.repository import PgPartyRepository
 from infra.flags import FlagStore, defaults_from_settings
 from infra.hotread import RedisHotRead
+from infra.localcache import LocalDossierCache
 from infra.queue import provably_unsent
 from infra.ratelimit import RateLimiter, parse_policy
 from infra.sealing import AeadEnvelope
@@ -67,6 +68,11 @@ from infra.upstream import (
     create_upstream_clients,
 )
 from observability.metrics import (
+    DOSSIER_LOCAL_CACHE_BYTES,
+    DOSSIER_LOCAL_CACHE_ENTRIES,
+    DOSSIER_LOCAL_CACHE_EVICTIONS,
+    DOSSIER_LOCAL_CACHE_INVALIDATIONS,
+    DOSSIER_LOCAL_CACHE_SERVING,
     RATE_LIMIT_DEGRADED,
     BreakerMetrics,
     PipelineObserver,
@@ -105,6 +111,23 @@ class CacheMetrics:
 
     def record(self, cache: str, result: str) -> None:
         record_cache(cache, result)  # type: ignore[arg-type]  # adapters use the bounded names
+
+
+class LocalCacheMetrics:
+    """Feeds the in-memory dossier cache's size and events to Prometheus."""
+
+    def held(self, entries: int, nbytes: int) -> None:
+        DOSSIER_LOCAL_CACHE_ENTRIES.set(entries)
+        DOSSIER_LOCAL_CACHE_BYTES.set(nbytes)
+
+    def evicted(self, reason: str, count: int) -> None:
+        DOSSIER_LOCAL_CACHE_EVICTIONS.labels(reason).inc(count)
+
+    def invalidated(self, reason: str, count: int) -> None:
+        DOSSIER_LOCAL_CACHE_INVALIDATIONS.labels(reason).inc(count)
+
+    def serving(self, active: bool) -> None:
+        DOSSIER_LOCAL_CACHE_SERVING.set(1 if active else 0)
 
 
 class RateLimitMetrics:
@@ -298,7 +321,8 @@ class Services:
         upstreams: C2S, Diretrix and Work API clients and their breakers.
         enricher: The enrichment pipeline (lead flows, customer lookups, webhook jobs).
         work_modules: The Work API proxy's read-through.
-        dossier_cache: The shared, integrity-checked Work API body cache.
+        dossier_cache: The shared, integrity-checked Work API body cache (with its in-memory
+            copy of hot entries, ADR 0010).
         flags: Runtime feature flags (ADR 0007).
         rate_limiter: Request quotas per client address, API key and globally.
         hot_read: Admission from the local view plus the hot path's cache read (ADR 0009).
@@ -418,6 +442,25 @@ def _auth_failure_guard(
     return AuthFailureGuard(limiter, client_address, salt)
 
 
+async def _local_dossier_cache(
+    settings: Settings, redis: aioredis.Redis, stack: AsyncExitStack
+) -> LocalDossierCache | None:
+    """The in-memory copy of hot dossiers and its invalidation listener (ADR 0010), or ``None``
+    when ``DOSSIER_LOCAL_CACHE_MB`` is 0."""
+    max_bytes = int(settings.dossier_local_cache_mb * 1024 * 1024)
+    if max_bytes <= 0 or settings.dossier_local_cache_entries <= 0:
+        return None
+    local = LocalDossierCache(
+        redis,
+        f"{settings.redis_key_prefix}wa:invalidated",
+        max_bytes=max_bytes,
+        max_entries=settings.dossier_local_cache_entries,
+        stale_bound_s=settings.dossier_local_cache_stale_s,
+        listener=LocalCacheMetrics(),
+    )
+    return await stack.enter_async_context(local.running())
+
+
 @asynccontextmanager
 async def open_services(settings: Settings) -> AsyncIterator[Services]:
     """Open every long-lived resource of a process and build the services on them.
@@ -425,8 +468,8 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
     Never fails because PostgreSQL or Redis is down: the pool connects lazily and Redis
     connects on first use, so the process starts and reports "not ready" instead of
     crash-looping. On exit, in order: pending API-key use writes, the rate limiter's grants
-    (what was spent is pushed, the rest given back), the flag poller, upstream
-    breakers and HTTP session, Redis, the pool.
+    (what was spent is pushed, the rest given back), the dossier cache's invalidation listener,
+    the flag poller, upstream breakers and HTTP session, Redis, the pool.
     """
     async with AsyncExitStack() as stack:
         pool = await stack.enter_async_context(open_pool(settings))
@@ -450,7 +493,13 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             ).running()
         )
         dossier_cache = RedisDossierCache(
-            redis, keys, HmacEnvelope(hmac_keys), settings.work_api_cache_ttl_s, listener
+            redis,
+            keys,
+            HmacEnvelope(hmac_keys),
+            settings.work_api_cache_ttl_s,
+            listener,
+            channel=f"{settings.redis_key_prefix}wa:invalidated",
+            local=await _local_dossier_cache(settings, redis, stack),
         )
         enricher = Enricher(
             c2s=upstreams.c2s,

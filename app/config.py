@@ -117,6 +117,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         default_factory=lambda: Secret("development-only-key-salt")
     )
     work_api_cache_ttl_s: PositiveInt = 3600
+    # Each process keeps hot Work API bodies in memory too (ADR 0010): at most this many MB and
+    # entries (0 MB: off, every read goes to Redis). A body rewritten by another process is
+    # served stale for at most DOSSIER_LOCAL_CACHE_STALE_S, also when the invalidation channel
+    # is lost (memory then stops answering until it is back).
+    dossier_local_cache_mb: Annotated[float, msgspec.Meta(ge=0)] = 24.0
+    dossier_local_cache_entries: NonNegInt = 20_000
+    dossier_local_cache_stale_s: Annotated[float, msgspec.Meta(gt=0, le=10)] = 1.0
     contact_cache_ttl_s: PositiveInt = 86400
     contact_cache_negative_ttl_s: PositiveInt = 3600
     lead_lock_ttl_s: PositiveInt = 300

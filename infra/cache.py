@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
     import redis.asyncio as aioredis
 
+    from infra.localcache import LocalDossierCache
     from infra.sealing import AeadEnvelope
 
 __all__ = [
@@ -59,7 +60,8 @@ class CacheListener(Protocol):
     """Receives cache outcomes (the app wires Prometheus counters here)."""
 
     def record(self, cache: str, result: str) -> None:
-        """``result`` is ``hit``, ``miss``, ``integrity_failure`` or ``error``."""
+        """``result`` is ``hit``, ``hit_local`` (this process's memory), ``miss``,
+        ``integrity_failure`` or ``error``."""
         ...
 
 
@@ -138,8 +140,25 @@ class HmacEnvelope:
         return payload
 
 
+# The entry and its remaining life (ms) in one call, for the local copy's expiry.
+# KEYS[1] the entry. Returns nil (no entry) or {value, pttl}.
+_READ_WITH_TTL = """
+local value = redis.call('GET', KEYS[1])
+if not value then return false end
+return {value, redis.call('PTTL', KEYS[1])}
+"""
+
+
 class RedisDossierCache:
-    """Work API bodies (dossiers and module answers), integrity-protected."""
+    """Work API bodies (dossiers and module answers), integrity-protected.
+
+    With ``local`` (:class:`infra.localcache.LocalDossierCache`), hot entries are answered from
+    this process's memory (counted as ``hit_local``) while its invalidation channel is live; a
+    miss there reads Redis (entry and remaining TTL in one call) and keeps the verified body.
+    With ``channel``, every write also publishes the entry's key name there, in the same round
+    trip, so other processes drop their copy (ADR 0010); a process without a local copy still
+    publishes.
+    """
 
     name = "work_api"
 
@@ -150,12 +169,24 @@ class RedisDossierCache:
         envelope: HmacEnvelope,
         ttl_s: int,
         listener: CacheListener | None = None,
+        *,
+        channel: str | None = None,
+        local: LocalDossierCache | None = None,
     ) -> None:
         self._client = client
         self._keys = keys
         self._envelope = envelope
         self._ttl_s = ttl_s
         self._listener = listener or _NullListener()
+        self._channel = channel
+        self._local = local
+        self._origin = local.origin if local is not None else secrets.token_hex(8).encode()
+        self._read_with_ttl = client.register_script(_READ_WITH_TTL)
+
+    @property
+    def origin(self) -> bytes:
+        """This writer's id in invalidation messages (its own listener skips them)."""
+        return self._origin
 
     def key(self, key: str) -> str:
         """The Redis key name for a cache key (exposed for the one-round-trip hot path)."""
@@ -176,6 +207,9 @@ class RedisDossierCache:
 
     async def get(self, key: str) -> bytes | None:
         name = self.key(key)
+        local = self._local
+        if local is not None:
+            return await self._get_through(local, name)
         try:
             sealed = await self._client.get(name)
         except _ABSORBED:
@@ -183,10 +217,39 @@ class RedisDossierCache:
             return None
         return self.verify(name, sealed.encode() if isinstance(sealed, str) else sealed)
 
+    async def _get_through(self, local: LocalDossierCache, name: str) -> bytes | None:
+        if local.serving():
+            body = local.get(name)
+            if body is not None:
+                self._listener.record(self.name, "hit_local")
+                return body
+        epoch = local.epoch
+        try:
+            reply = await self._read_with_ttl(keys=[name])
+        except _ABSORBED:
+            self._listener.record(self.name, "error")
+            return None
+        if reply is None:
+            return self.verify(name, None)
+        sealed, pttl_ms = reply
+        payload = self.verify(name, bytes(sealed))
+        if payload is not None and int(pttl_ms) > 0:
+            local.fill(name, payload, int(pttl_ms) / 1000, epoch)
+        return payload
+
     async def put(self, key: str, raw: bytes) -> None:
         name = self.key(key)
+        if self._local is not None:
+            self._local.write(name, raw, self._ttl_s)
+        sealed = self._envelope.seal(name, raw)
         try:
-            await self._client.set(name, self._envelope.seal(name, raw), ex=self._ttl_s)
+            if self._channel is None:
+                await self._client.set(name, sealed, ex=self._ttl_s)
+                return
+            async with self._client.pipeline(transaction=False) as pipe:
+                pipe.set(name, sealed, ex=self._ttl_s)
+                pipe.publish(self._channel, self._origin + b" " + name.encode())
+                await pipe.execute()
         except _ABSORBED:
             self._listener.record(self.name, "error")
 

@@ -58,6 +58,11 @@ __all__ = [
     "CIRCUIT_BREAKER_TRANSITIONS",
     "DEPENDENCY_DEGRADED",
     "DEPENDENCY_READY",
+    "DOSSIER_LOCAL_CACHE_BYTES",
+    "DOSSIER_LOCAL_CACHE_ENTRIES",
+    "DOSSIER_LOCAL_CACHE_EVICTIONS",
+    "DOSSIER_LOCAL_CACHE_INVALIDATIONS",
+    "DOSSIER_LOCAL_CACHE_SERVING",
     "ENRICHMENTS",
     "ENRICHMENT_ENTRYPOINTS",
     "ENRICHMENT_OUTCOMES",
@@ -147,7 +152,7 @@ Upstream = Literal["c2s", "diretrix", "work_api"]
 CacheName = Literal[
     "work_api", "contact_cpf", "lead_lock", "recent_cpf", "idempotency", "fill_lock"
 ]
-CacheResult = Literal["hit", "miss", "integrity_failure", "error"]
+CacheResult = Literal["hit", "hit_local", "miss", "integrity_failure", "error"]
 BreakerStateName = Literal["closed", "half_open", "open", "forced_open", "disabled"]
 JobOutcome = Literal["completed", "failed", "retried"]
 PipelineStep = Literal[
@@ -177,7 +182,13 @@ CACHE_NAMES: Final[tuple[CacheName, ...]] = (
     "idempotency",
     "fill_lock",
 )
-CACHE_RESULTS: Final[tuple[CacheResult, ...]] = ("hit", "miss", "integrity_failure", "error")
+CACHE_RESULTS: Final[tuple[CacheResult, ...]] = (
+    "hit",
+    "hit_local",
+    "miss",
+    "integrity_failure",
+    "error",
+)
 BREAKER_NAMES: Final = ("c2s", "diretrix", "work_api", "postgres", "redis")
 BREAKER_STATE_CODES: Final[dict[str, int]] = {
     "closed": 0,
@@ -282,7 +293,37 @@ CACHE_REQUESTS: Final = Counter(
     registry=REGISTRY,
 )
 """Labels: ``cache`` in work_api/contact_cpf/lead_lock/recent_cpf/idempotency; ``result`` in
-hit/miss/integrity_failure (HMAC mismatch)/error (Redis failed)."""
+hit/hit_local (answered from the process's memory, work_api only)/miss/integrity_failure (HMAC
+mismatch)/error (Redis failed)."""
+
+DOSSIER_LOCAL_CACHE_BYTES: Final = Gauge(
+    "dossier_local_cache_bytes",
+    "Bytes held by this process's in-memory copy of the Work API cache (bodies plus overhead).",
+    registry=REGISTRY,
+)
+DOSSIER_LOCAL_CACHE_ENTRIES: Final = Gauge(
+    "dossier_local_cache_entries",
+    "Entries held by this process's in-memory copy of the Work API cache.",
+    registry=REGISTRY,
+)
+DOSSIER_LOCAL_CACHE_SERVING: Final = Gauge(
+    "dossier_local_cache_serving",
+    "1 while this process answers Work API cache hits from memory (invalidation channel live).",
+    registry=REGISTRY,
+)
+DOSSIER_LOCAL_CACHE_EVICTIONS: Final = Counter(
+    "dossier_local_cache_evictions",
+    "Entries that left the in-memory Work API cache: size (LRU, bounds reached) or expired.",
+    ["reason"],
+    registry=REGISTRY,
+)
+DOSSIER_LOCAL_CACHE_INVALIDATIONS: Final = Counter(
+    "dossier_local_cache_invalidations",
+    "Entries dropped from the in-memory Work API cache: message (rewritten by another "
+    "process) or reset (emptied on (re)subscribing to the invalidation channel).",
+    ["reason"],
+    registry=REGISTRY,
+)
 
 # --- rate limiting -------------------------------------------------------------------------
 
@@ -453,6 +494,10 @@ for _name in BREAKER_NAMES:
     CIRCUIT_BREAKER_REJECTIONS.labels(_name)
     for _state in BREAKER_STATE_CODES:
         CIRCUIT_BREAKER_TRANSITIONS.labels(_name, _state)
+for _reason in ("size", "expired"):
+    DOSSIER_LOCAL_CACHE_EVICTIONS.labels(_reason)
+for _reason in ("message", "reset"):
+    DOSSIER_LOCAL_CACHE_INVALIDATIONS.labels(_reason)
 for _outcome in ("completed", "failed", "retried"):
     QUEUE_JOBS.labels(_outcome)
 for _entrypoint in ENRICHMENT_ENTRYPOINTS:
@@ -539,9 +584,16 @@ def record_enrichment(entrypoint: EnrichmentEntrypoint | str, outcome: Enrichmen
     ENRICHMENTS.labels(entrypoint, outcome).inc()
 
 
+_cache_children: dict[tuple[str, str], Counter] = {}
+
+
 def record_cache(cache: CacheName, result: CacheResult) -> None:
-    """Count one cache lookup."""
-    CACHE_REQUESTS.labels(cache, result).inc()
+    """Count one cache lookup (children cached: a memory hit costs about a microsecond)."""
+    key = (cache, result)
+    child = _cache_children.get(key)
+    if child is None:
+        child = _cache_children[key] = CACHE_REQUESTS.labels(cache, result)
+    child.inc()
 
 
 def record_rate_limit(policy: str, *, allowed: bool) -> None:

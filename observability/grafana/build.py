@@ -586,8 +586,9 @@ def _cache_row(lay: _Layout) -> None:
             "Hit ratio by cache",
             _targets(
                 (
-                    f'sum by (cache) (rate({m}{{{SEL},result="hit"}}[$__rate_interval]))'
-                    f' / sum by (cache) (rate({m}{{{SEL},result=~"hit|miss"}}[$__rate_interval]))',
+                    f'sum by (cache) (rate({m}{{{SEL},result=~"hit|hit_local"}}[$__rate_interval]))'
+                    " / sum by (cache) "
+                    f'(rate({m}{{{SEL},result=~"hit|hit_local|miss"}}[$__rate_interval]))',
                     "{{cache}}",
                 )
             ),
