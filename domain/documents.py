@@ -21,6 +21,7 @@ Error messages never contain the value itself (it is personal data).
 
 from __future__ import annotations
 
+import functools
 import re
 
 from domain.errors import InvalidInput
@@ -130,8 +131,12 @@ def _fit_length(digits: str, length: int) -> str | None:
     return digits.zfill(length)
 
 
+@functools.lru_cache(maxsize=4096)
 def normalize_cpf(raw: str) -> str:
     """Return the canonical 11-digit CPF of ``raw``.
+
+    Memoised (bounded): the hot path normalises the same CPFs again and again, twice per
+    request. Invalid input raises every time (exceptions are not cached).
 
     Args:
         raw: A CPF in any common shape: ``52998224725``, ``529.982.247-25``, the Work API's

@@ -84,17 +84,28 @@ class ClientAddress:
       left-most of them; an unparsable entry ends the walk (nothing left of it is believed).
     """
 
-    __slots__ = ("_networks",)
+    __slots__ = ("_networks", "_peers")
+
+    _MAX_PEERS = 4096  # peers remembered as trusted or not (a proxy fleet is a handful)
 
     def __init__(self, trusted: tuple[str, ...]) -> None:
         self._networks = [ipaddress.ip_network(cidr, strict=False) for cidr in trusted]
+        self._peers: dict[str, bool] = {}
 
     def _trusted(self, peer: str) -> bool:
+        # Parsing an address costs more than the rest of this class: remember the answer per
+        # peer (bounded; emptied when full, the peers of a deployment are few).
+        known = self._peers.get(peer)
+        if known is not None:
+            return known
         try:
-            address = ipaddress.ip_address(peer)
+            trusted = self._trusted_address(ipaddress.ip_address(peer))
         except ValueError:
-            return False
-        return self._trusted_address(address)
+            trusted = False
+        if len(self._peers) >= self._MAX_PEERS:
+            self._peers.clear()
+        self._peers[peer] = trusted
+        return trusted
 
     def _trusted_address(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
         return any(address in network for network in self._networks)
