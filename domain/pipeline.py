@@ -292,11 +292,17 @@ class Enricher:
             if cached is not None:
                 return decode_dossier(cached), cached
 
+            fetched: list[Dossier] = []
+
             async def fetch_raw() -> bytes:
-                return (await self.work_api.fetch_dossier(cpf))[1]
+                dossier, body = await self.work_api.fetch_dossier(cpf)
+                fetched.append(dossier)
+                return body
 
             raw = await self.single_flight.load(key, fetch_raw)
-            return decode_dossier(raw), raw
+            # The caller whose call filled the key already holds the decoded dossier; the others
+            # (who shared it, or found it cached after the lock) decode the bytes once.
+            return (fetched[0] if fetched else decode_dossier(raw)), raw
         dossier, raw = await self.work_api.fetch_dossier(cpf)
         if cache_on:
             await self.dossier_cache.put(key, raw)

@@ -17,6 +17,7 @@ touches together share a ``{hash tag}`` (one Redis Cluster slot). Lead replays a
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import secrets
@@ -194,8 +195,61 @@ class RedisDossierCache:
 _CANDIDATES = msgspec.json.Decoder(list[CpfCandidate])
 
 
+class _BatchedGets:
+    """``GET``s issued in one turn of the event loop, sent as ONE ``MGET``.
+
+    A lead's phone and e-mail lookups read the contact cache at the same moment (and so do
+    concurrent leads): each read joins the batch the first one opened, and the batch is sent
+    when the loop next runs ready work, one round trip for all of them. A failure reaches every
+    reader of the batch, as it would have reached each ``GET``.
+    """
+
+    __slots__ = ("_client", "_pending", "_tasks")
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self._client = client
+        self._pending: dict[str, list[asyncio.Future[bytes | None]]] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def get(self, name: str) -> bytes | None:
+        loop = asyncio.get_running_loop()
+        if self._pending is None:
+            self._pending = {}
+            task = loop.create_task(self._send())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        waiter: asyncio.Future[bytes | None] = loop.create_future()
+        self._pending.setdefault(name, []).append(waiter)
+        return await waiter
+
+    async def _send(self) -> None:
+        batch, self._pending = self._pending or {}, None
+        names = list(batch)
+        try:
+            values = await self._client.mget(names)
+        except Exception as exc:
+            for waiters in batch.values():
+                for waiter in waiters:
+                    if not waiter.done():
+                        waiter.set_exception(exc)
+            return
+        except BaseException:
+            for waiters in batch.values():
+                for waiter in waiters:
+                    waiter.cancel()
+            raise
+        for name, found in zip(names, values, strict=True):
+            value = found.encode() if isinstance(found, str) else found
+            for waiter in batch[name]:
+                if not waiter.done():
+                    waiter.set_result(value)
+
+
 class RedisContactCpfCache:
-    """Contact -> CPF candidates; an empty answer is cached for a shorter time."""
+    """Contact -> CPF candidates; an empty answer is cached for a shorter time.
+
+    Reads made together (a lead's phone and e-mail, concurrent leads) share one ``MGET``.
+    """
 
     name = "contact_cpf"
 
@@ -212,10 +266,11 @@ class RedisContactCpfCache:
         self._ttl_s = ttl_s
         self._negative_ttl_s = negative_ttl_s
         self._listener = listener or _NullListener()
+        self._gets = _BatchedGets(client)
 
     async def get(self, kind: str, value: str) -> list[CpfCandidate] | None:
         try:
-            raw = await self._client.get(self._keys.key("cc", f"{kind}:{value}"))
+            raw = await self._gets.get(self._keys.key("cc", f"{kind}:{value}"))
         except _ABSORBED:
             self._listener.record(self.name, "error")
             return None
