@@ -97,6 +97,10 @@ class PipelineSettings:
     fill_wait_s: float = 5.0
 
 
+# A Diretrix answer to cache: (kind, contact value, candidates).
+_Answer = tuple[Literal["phone", "email"], str, "Sequence[CpfCandidate]"]
+
+
 def _dossier_key(cpf: str) -> str:
     return f"cpf:{cpf}"
 
@@ -171,9 +175,14 @@ class Enricher:
         only; the other contact still resolves.
         """
         async with self.observer.step("resolve_cpf"):
-            phone, email = await asyncio.gather(
+            (phone, phone_answer), (email, email_answer) = await asyncio.gather(
                 self._lookup_phone(customer), self._lookup_email(customer)
             )
+            # Diretrix's answers are cached together (the cache sends writes made together in
+            # one round trip).
+            answers = [a for a in (phone_answer, email_answer) if a is not None]
+            if answers:
+                await asyncio.gather(*(self.contact_cache.put(*answer) for answer in answers))
         people: list[ResolvedPerson] = []
         if phone.person is not None and email.person is not None:
             if phone.person.cpf == email.person.cpf:
@@ -186,30 +195,33 @@ class Enricher:
             people.append(email.person)
         return Resolution(people=people, phone=phone, email=email)
 
-    async def _lookup_phone(self, customer: LeadCustomer) -> ContactLookup:
+    async def _lookup_phone(self, customer: LeadCustomer) -> tuple[ContactLookup, _Answer | None]:
         raw = customer.phone or customer.phone2
         if not raw or not raw.strip():
-            return ContactLookup(status="absent")
+            return ContactLookup(status="absent"), None
         try:
             phone = parse_br_phone(raw)
         except InvalidInput:
-            return ContactLookup(status="invalid")
+            return ContactLookup(status="invalid"), None
         national = diretrix_form(phone)
         return await self._lookup("phone", national, customer.name, national)
 
-    async def _lookup_email(self, customer: LeadCustomer) -> ContactLookup:
+    async def _lookup_email(self, customer: LeadCustomer) -> tuple[ContactLookup, _Answer | None]:
         raw = customer.email
         if not raw or not raw.strip():
-            return ContactLookup(status="absent")
+            return ContactLookup(status="absent"), None
         if not is_valid_email(raw):
-            return ContactLookup(status="invalid")
+            return ContactLookup(status="invalid"), None
         email = normalize_email(raw)
         return await self._lookup("email", email, customer.name, email)
 
     async def _lookup(
         self, kind: Literal["phone", "email"], value: str, lead_name: str | None, shown: str
-    ) -> ContactLookup:
+    ) -> tuple[ContactLookup, _Answer | None]:
+        """The contact's lookup, and Diretrix's answer to cache (None when it came from the
+        cache or Diretrix failed: errors are never cached)."""
         source = "cache"
+        answer: _Answer | None = None
         candidates = await self.contact_cache.get(kind, value)
         if candidates is None:
             source = "diretrix"
@@ -220,13 +232,13 @@ class Enricher:
                     candidates = await self.diretrix.search_by_email(value)
             except DependencyUnavailable as exc:
                 # Never cached, never "not found": the caller answers an outage.
-                return ContactLookup(status="unavailable", retry_after=exc.retry_after)
+                return ContactLookup(status="unavailable", retry_after=exc.retry_after), None
             except UpstreamError:
-                return ContactLookup(status="unavailable")
-            await self.contact_cache.put(kind, value, candidates)
+                return ContactLookup(status="unavailable"), None
+            answer = (kind, value, candidates)
         chosen = self._choose(candidates, lead_name)
         if chosen is None:
-            return ContactLookup(status="not_found")
+            return ContactLookup(status="not_found"), answer
         cpf, score, method, matched = chosen
         return ContactLookup(
             status="found",
@@ -236,7 +248,7 @@ class Enricher:
                 contact=shown,
                 match=MatchInfo(score=score, method=method, source=source, matched=matched),
             ),
-        )
+        ), answer
 
     def _choose(
         self, candidates: Sequence[CpfCandidate], lead_name: str | None

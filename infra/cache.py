@@ -245,10 +245,57 @@ class _BatchedGets:
                     waiter.set_result(value)
 
 
+class _BatchedSets:
+    """``SET ... EX``s issued in one turn of the event loop, sent as ONE pipeline.
+
+    The counterpart of :class:`_BatchedGets` for a lead's phone and e-mail answers, written
+    together. A failure reaches every writer of the batch.
+    """
+
+    __slots__ = ("_client", "_pending", "_tasks")
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self._client = client
+        self._pending: list[tuple[str, bytes, int, asyncio.Future[None]]] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def set(self, name: str, value: bytes, ttl_s: int) -> None:
+        loop = asyncio.get_running_loop()
+        if self._pending is None:
+            self._pending = []
+            task = loop.create_task(self._send())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._pending.append((name, value, ttl_s, waiter))
+        await waiter
+
+    async def _send(self) -> None:
+        batch, self._pending = self._pending or [], None
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for name, value, ttl_s, _waiter in batch:
+                    pipe.set(name, value, ex=ttl_s)
+                await pipe.execute()
+        except Exception as exc:
+            for *_entry, waiter in batch:
+                if not waiter.done():
+                    waiter.set_exception(exc)
+            return
+        except BaseException:
+            for *_entry, waiter in batch:
+                waiter.cancel()
+            raise
+        for *_entry, waiter in batch:
+            if not waiter.done():
+                waiter.set_result(None)
+
+
 class RedisContactCpfCache:
     """Contact -> CPF candidates; an empty answer is cached for a shorter time.
 
-    Reads made together (a lead's phone and e-mail, concurrent leads) share one ``MGET``.
+    Reads made together (a lead's phone and e-mail, concurrent leads) share one ``MGET``, and
+    writes made together one pipeline.
     """
 
     name = "contact_cpf"
@@ -267,6 +314,7 @@ class RedisContactCpfCache:
         self._negative_ttl_s = negative_ttl_s
         self._listener = listener or _NullListener()
         self._gets = _BatchedGets(client)
+        self._sets = _BatchedSets(client)
 
     async def get(self, kind: str, value: str) -> list[CpfCandidate] | None:
         try:
@@ -288,10 +336,8 @@ class RedisContactCpfCache:
     async def put(self, kind: str, value: str, candidates: Sequence[CpfCandidate]) -> None:
         ttl = self._ttl_s if candidates else self._negative_ttl_s
         try:
-            await self._client.set(
-                self._keys.key("cc", f"{kind}:{value}"),
-                msgspec.json.encode(list(candidates)),
-                ex=ttl,
+            await self._sets.set(
+                self._keys.key("cc", f"{kind}:{value}"), msgspec.json.encode(list(candidates)), ttl
             )
         except _ABSORBED:
             self._listener.record(self.name, "error")

@@ -153,6 +153,27 @@ async def test_contact_reads_made_together_share_one_round_trip(keyspace: KeySpa
         await counting.aclose()
 
 
+async def test_contact_writes_made_together_share_one_round_trip(keyspace: KeySpace) -> None:
+    counting = cast(
+        "CountingRedis", CountingRedis.from_pool(aioredis.ConnectionPool.from_url(REDIS_BASE_URL))
+    )
+    counting.sent = Counter()
+    try:
+        cache = RedisContactCpfCache(counting, keyspace, 86400, 600)
+        found = [CpfCandidate(name="A", cpf=CPF)]
+        await asyncio.gather(
+            cache.put("phone", "11987654321", found), cache.put("email", "nobody@example.com", [])
+        )
+        # One pipeline, no separate SETs; both values stored with their own TTLs.
+        assert counting.sent == Counter()
+        assert await cache.get("phone", "11987654321") == found
+        assert await cache.get("email", "nobody@example.com") == []
+        assert await counting.ttl(keyspace.key("cc", "email:nobody@example.com")) <= 600
+        assert await counting.ttl(keyspace.key("cc", "phone:11987654321")) > 600
+    finally:
+        await counting.aclose()
+
+
 async def test_a_caller_leaving_does_not_lose_the_others_contact_reads(
     client: aioredis.Redis, keyspace: KeySpace
 ) -> None:
@@ -219,6 +240,7 @@ async def test_redis_down_degrades_without_raising(keyspace: KeySpace) -> None:
             contacts.get("phone", "11987654321"), contacts.get("email", "a@example.com")
         )
         assert list(misses) == [None, None]
-        assert recorder.counts[("contact_cpf", "error")] == 2
+        await contacts.put("phone", "11987654321", [])
+        assert recorder.counts[("contact_cpf", "error")] == 3
     finally:
         await dead.aclose()
