@@ -354,6 +354,14 @@ return {0, redis.call('GET', KEYS[1]) or ARGV[1]}
 """
 
 
+# Store the finished answer and free the lock; one round trip. KEYS[1] lock, KEYS[2] finished
+# answer (one hash tag: one slot); ARGV[1] the sealed answer, ARGV[2] its ttl (s).
+_FINISH = """
+redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])
+return redis.call('DEL', KEYS[1])
+"""
+
+
 class _LocalLocks:
     """Per-process stand-in used while Redis is unreachable (keyed by tenant and lead)."""
 
@@ -385,7 +393,7 @@ class RedisLeadLocks:
     """In-flight lock per tenant and lead with a short, encrypted replay of the finished answer.
 
     Keys: ``<prefix>lead:{<digest of tenant and lead>}`` (the lock) and ``...:done`` (the replay),
-    one hash tag so the acquire script touches one slot.
+    one hash tag so the acquire and finish scripts touch one slot.
     """
 
     name = "lead_lock"
@@ -406,6 +414,7 @@ class RedisLeadLocks:
         self._replay_ttl_s = replay_ttl_s
         self._listener = listener or _NullListener()
         self._script = client.register_script(_ACQUIRE)
+        self._finish = client.register_script(_FINISH)
         self._local = _LocalLocks()
 
     def names(self, tenant: str, lead_id: str) -> tuple[str, str]:
@@ -452,10 +461,9 @@ class RedisLeadLocks:
         lock, done = self.names(tenant, lead_id)
         self._local.finish(_scoped(tenant, lead_id), time.time() + self._replay_ttl_s, result)
         try:
-            async with self._client.pipeline(transaction=True) as pipe:
-                pipe.set(done, self._envelope.seal(done, result), ex=self._replay_ttl_s)
-                pipe.delete(lock)
-                await pipe.execute()
+            await self._finish(
+                keys=[lock, done], args=[self._envelope.seal(done, result), self._replay_ttl_s]
+            )
         except _ABSORBED:
             self._listener.record(self.name, "error")
 
@@ -469,11 +477,19 @@ class RedisLeadLocks:
             self._listener.record(self.name, "error")
 
 
+# Mark CPFs as recent; one round trip for any number. KEYS the marks (one tenant's: one slot);
+# ARGV[1] their ttl (s).
+_MARK = """
+for _, key in ipairs(KEYS) do redis.call('SET', key, '1', 'EX', ARGV[1]) end
+return #KEYS
+"""
+
+
 class RedisRecentCpfs:
     """CPFs a tenant processed within the last window (default 60 s).
 
     Keys: ``<prefix>recent:{<digest of tenant>}:<digest of tenant and CPF>``; one tenant's marks
-    share a slot, so the ``MGET`` of a lead's CPFs stays single-slot.
+    share a slot, so the ``MGET`` and the marking script of a lead's CPFs stay single-slot.
     """
 
     name = "recent_cpf"
@@ -490,6 +506,7 @@ class RedisRecentCpfs:
         self._ttl_s = ttl_s
         self._listener = listener or _NullListener()
         self._local: OrderedDict[str, float] = OrderedDict()
+        self._mark = client.register_script(_MARK)
 
     def name_of(self, tenant: str, cpf: str) -> str:
         """The key name of ``cpf``'s mark for ``tenant``."""
@@ -520,11 +537,10 @@ class RedisRecentCpfs:
             self._local.move_to_end(ident)
         while len(self._local) > 10_000:
             self._local.popitem(last=False)
+        if not cpfs:
+            return
         try:
-            async with self._client.pipeline(transaction=False) as pipe:
-                for cpf in cpfs:
-                    pipe.set(self.name_of(tenant, cpf), b"1", ex=self._ttl_s)
-                await pipe.execute()
+            await self._mark(keys=[self.name_of(tenant, c) for c in cpfs], args=[self._ttl_s])
         except _ABSORBED:
             self._listener.record(self.name, "error")
 

@@ -55,7 +55,7 @@ def _slots(keys: list[str]) -> set[int]:
 
 
 @pytest.mark.parametrize("tenant", [None, "acme", "tenant-with-{braces}"])
-async def test_the_lead_lock_script_touches_one_slot(tenant: str | None) -> None:
+async def test_the_lead_lock_scripts_touch_one_slot(tenant: str | None) -> None:
     redis = RecordingRedis()
     locks = RedisLeadLocks(
         redis,  # type: ignore[arg-type]  # the recording stand-in of the client
@@ -68,9 +68,10 @@ async def test_the_lead_lock_script_touches_one_slot(tenant: str | None) -> None
     try:
         for lead in ("1", "lead-42", "a-much-longer-lead-id-0123456789"):
             assert (await locks.acquire(lead)).acquired
+            await locks.finish(lead, b'{"success":true}')
     finally:
         current_tenant.reset(token)
-    assert len(redis.script_calls) == 3
+    assert len(redis.script_calls) == 6  # acquire and finish of each lead
     for _source, keys in redis.script_calls:
         assert len(keys) == 2
         assert len(_slots(keys)) == 1, keys
@@ -87,13 +88,19 @@ async def test_the_fill_lock_release_script_touches_one_slot() -> None:
         assert len(_slots(keys)) == 1, keys
 
 
-async def test_one_tenants_recent_cpf_marks_are_read_from_one_slot() -> None:
+async def test_one_tenants_recent_cpf_marks_are_read_and_written_in_one_slot() -> None:
     redis = RecordingRedis()
     recent = RedisRecentCpfs(redis, KeySpace("c2s:", b"salt"), 60)  # type: ignore[arg-type]
+    cpfs = ["52998224725", "39053344705", "71460238001"]
     token = current_tenant.set("acme")
     try:
-        assert await recent.recent(["52998224725", "39053344705", "71460238001"]) == set()
+        await recent.mark(cpfs)
+        assert await recent.recent(cpfs) == set()  # the stand-in stores nothing
     finally:
         current_tenant.reset(token)
     assert len(redis.mget_calls) == 1
     assert len(_slots(redis.mget_calls[0])) == 1
+    assert len(redis.script_calls) == 1
+    _source, marked = redis.script_calls[0]
+    assert len(marked) == 3
+    assert _slots(marked) == _slots(redis.mget_calls[0])
