@@ -2,9 +2,10 @@
 
 * Lookups are one round trip each: PostgreSQL assembles the party, its contacts and its current
   enrichment into one JSON document (see :mod:`infra.db.sql`) that msgspec decodes into Structs.
-* :meth:`PgPartyRepository.store_dossier` writes everything in ONE transaction, serialised per
-  CPF by a transaction-level advisory lock: a dossier is stored whole or not at all, never half
-  written.
+* :meth:`PgPartyRepository.store_dossier` writes everything in ONE transaction of three round
+  trips (``BEGIN`` with the CPF's advisory lock, one statement writing every table, ``COMMIT``),
+  serialised per CPF by that transaction-level lock: a dossier is stored whole or not at all,
+  never half written.
 * Any sign that PostgreSQL cannot serve now (refused or dropped connection, pool exhausted,
   statement timeout, server shutting down, deadlock) surfaces as
   ``DependencyUnavailable("postgres", ...)``; programming errors (bad SQL, constraint
@@ -141,7 +142,7 @@ def jsonb_text(raw: bytes) -> str:
 
 
 class _AddressRow(msgspec.Struct, frozen=True):
-    """An address ready for ``sql.UPSERT_ADDRESSES``: validated, with its hash and position."""
+    """An address ready for ``sql.STORE_DOSSIER``: validated, with its hash and position."""
 
     hash: str
     street_type: str | None
@@ -230,7 +231,7 @@ def _quality(score: float) -> Decimal | None:
 
 
 class _ContactRows(msgspec.Struct, frozen=True):
-    """Parallel arrays for ``sql.INSERT_CONTACTS``."""
+    """Parallel arrays of contacts for ``sql.STORE_DOSSIER``."""
 
     types: list[str]
     values: list[str]
