@@ -23,7 +23,7 @@ import hmac
 import secrets
 import time
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 import msgspec
 import structlog
@@ -33,7 +33,7 @@ from domain.models import CpfCandidate, LeadLockState
 from domain.tenancy import current_tenant
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Awaitable, Callable, Sequence
 
     import redis.asyncio as aioredis
 
@@ -51,6 +51,9 @@ __all__ = [
 ]
 
 log = structlog.get_logger(__name__)
+
+_In = TypeVar("_In")
+_Out = TypeVar("_Out")
 
 # Redis failures the adapters absorb: connection/timeouts and the breaker's open state.
 _ABSORBED: tuple[type[BaseException], ...] = (RedisError, OSError, TimeoutError)
@@ -195,100 +198,49 @@ class RedisDossierCache:
 _CANDIDATES = msgspec.json.Decoder(list[CpfCandidate])
 
 
-class _BatchedGets:
-    """``GET``s issued in one turn of the event loop, sent as ONE ``MGET``.
+class _SameTurnBatch(Generic[_In, _Out]):
+    """Commands issued in one turn of the event loop, sent together in ONE round trip.
 
-    A lead's phone and e-mail lookups read the contact cache at the same moment (and so do
-    concurrent leads): each read joins the batch the first one opened, and the batch is sent
-    when the loop next runs ready work, one round trip for all of them. A failure reaches every
-    reader of the batch, as it would have reached each ``GET``.
+    A lead's phone and e-mail lookups read (and later write) the contact cache at the same
+    moment, and so do concurrent leads: each command joins the batch the first one opened, and
+    the batch is sent when the loop next runs ready work. ``send`` answers one result per item,
+    in order. A failure reaches every caller of the batch, as it would have reached each one.
     """
 
-    __slots__ = ("_client", "_pending", "_tasks")
+    __slots__ = ("_pending", "_send", "_tasks")
 
-    def __init__(self, client: aioredis.Redis) -> None:
-        self._client = client
-        self._pending: dict[str, list[asyncio.Future[bytes | None]]] | None = None
+    def __init__(self, send: Callable[[list[_In]], Awaitable[Sequence[_Out]]]) -> None:
+        self._send = send
+        self._pending: list[tuple[_In, asyncio.Future[_Out]]] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def get(self, name: str) -> bytes | None:
-        loop = asyncio.get_running_loop()
-        if self._pending is None:
-            self._pending = {}
-            task = loop.create_task(self._send())
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        waiter: asyncio.Future[bytes | None] = loop.create_future()
-        self._pending.setdefault(name, []).append(waiter)
-        return await waiter
-
-    async def _send(self) -> None:
-        batch, self._pending = self._pending or {}, None
-        names = list(batch)
-        try:
-            values = await self._client.mget(names)
-        except Exception as exc:
-            for waiters in batch.values():
-                for waiter in waiters:
-                    if not waiter.done():
-                        waiter.set_exception(exc)
-            return
-        except BaseException:
-            for waiters in batch.values():
-                for waiter in waiters:
-                    waiter.cancel()
-            raise
-        for name, found in zip(names, values, strict=True):
-            value = found.encode() if isinstance(found, str) else found
-            for waiter in batch[name]:
-                if not waiter.done():
-                    waiter.set_result(value)
-
-
-class _BatchedSets:
-    """``SET ... EX``s issued in one turn of the event loop, sent as ONE pipeline.
-
-    The counterpart of :class:`_BatchedGets` for a lead's phone and e-mail answers, written
-    together. A failure reaches every writer of the batch.
-    """
-
-    __slots__ = ("_client", "_pending", "_tasks")
-
-    def __init__(self, client: aioredis.Redis) -> None:
-        self._client = client
-        self._pending: list[tuple[str, bytes, int, asyncio.Future[None]]] | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    async def set(self, name: str, value: bytes, ttl_s: int) -> None:
+    async def run(self, item: _In) -> _Out:
         loop = asyncio.get_running_loop()
         if self._pending is None:
             self._pending = []
-            task = loop.create_task(self._send())
+            task = loop.create_task(self._flush())
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        waiter: asyncio.Future[None] = loop.create_future()
-        self._pending.append((name, value, ttl_s, waiter))
-        await waiter
+        waiter: asyncio.Future[_Out] = loop.create_future()
+        self._pending.append((item, waiter))
+        return await waiter
 
-    async def _send(self) -> None:
+    async def _flush(self) -> None:
         batch, self._pending = self._pending or [], None
         try:
-            async with self._client.pipeline(transaction=False) as pipe:
-                for name, value, ttl_s, _waiter in batch:
-                    pipe.set(name, value, ex=ttl_s)
-                await pipe.execute()
+            results = await self._send([item for item, _waiter in batch])
         except Exception as exc:
-            for *_entry, waiter in batch:
+            for _item, waiter in batch:
                 if not waiter.done():
                     waiter.set_exception(exc)
             return
         except BaseException:
-            for *_entry, waiter in batch:
+            for _item, waiter in batch:
                 waiter.cancel()
             raise
-        for *_entry, waiter in batch:
+        for (_item, waiter), result in zip(batch, results, strict=True):
             if not waiter.done():
-                waiter.set_result(None)
+                waiter.set_result(result)
 
 
 class RedisContactCpfCache:
@@ -313,12 +265,22 @@ class RedisContactCpfCache:
         self._ttl_s = ttl_s
         self._negative_ttl_s = negative_ttl_s
         self._listener = listener or _NullListener()
-        self._gets = _BatchedGets(client)
-        self._sets = _BatchedSets(client)
+        self._gets: _SameTurnBatch[str, bytes | None] = _SameTurnBatch(self._mget)
+        self._sets: _SameTurnBatch[tuple[str, bytes, int], object] = _SameTurnBatch(self._set_all)
+
+    async def _mget(self, names: list[str]) -> list[bytes | None]:
+        values = await self._client.mget(names)
+        return [v.encode() if isinstance(v, str) else v for v in values]
+
+    async def _set_all(self, entries: list[tuple[str, bytes, int]]) -> list[object]:
+        async with self._client.pipeline(transaction=False) as pipe:
+            for name, payload, ttl in entries:
+                pipe.set(name, payload, ex=ttl)
+            return await pipe.execute()
 
     async def get(self, kind: str, value: str) -> list[CpfCandidate] | None:
         try:
-            raw = await self._gets.get(self._keys.key("cc", f"{kind}:{value}"))
+            raw = await self._gets.run(self._keys.key("cc", f"{kind}:{value}"))
         except _ABSORBED:
             self._listener.record(self.name, "error")
             return None
@@ -336,9 +298,8 @@ class RedisContactCpfCache:
     async def put(self, kind: str, value: str, candidates: Sequence[CpfCandidate]) -> None:
         ttl = self._ttl_s if candidates else self._negative_ttl_s
         try:
-            await self._sets.set(
-                self._keys.key("cc", f"{kind}:{value}"), msgspec.json.encode(list(candidates)), ttl
-            )
+            name = self._keys.key("cc", f"{kind}:{value}")
+            await self._sets.run((name, msgspec.json.encode(list(candidates)), ttl))
         except _ABSORBED:
             self._listener.record(self.name, "error")
 
