@@ -198,6 +198,9 @@ class RedisDossierCache:
 _CANDIDATES = msgspec.json.Decoder(list[CpfCandidate])
 
 
+_Waiting = tuple[_In, "asyncio.Future[_Out]"]
+
+
 class _SameTurnBatch(Generic[_In, _Out]):
     """Commands issued in one turn of the event loop, sent together in ONE round trip.
 
@@ -211,22 +214,28 @@ class _SameTurnBatch(Generic[_In, _Out]):
 
     def __init__(self, send: Callable[[list[_In]], Awaitable[Sequence[_Out]]]) -> None:
         self._send = send
-        self._pending: list[tuple[_In, asyncio.Future[_Out]]] | None = None
+        # The open batch and its loop (a batch left by a loop that closed is never joined).
+        self._pending: tuple[asyncio.AbstractEventLoop, list[_Waiting[_In, _Out]]] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def run(self, item: _In) -> _Out:
         loop = asyncio.get_running_loop()
-        if self._pending is None:
-            self._pending = []
-            task = loop.create_task(self._flush())
+        pending = self._pending
+        if pending is None or pending[0] is not loop:
+            pending = self._pending = (loop, [])
+            task = loop.create_task(self._flush(pending))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         waiter: asyncio.Future[_Out] = loop.create_future()
-        self._pending.append((item, waiter))
+        pending[1].append((item, waiter))
         return await waiter
 
-    async def _flush(self) -> None:
-        batch, self._pending = self._pending or [], None
+    async def _flush(
+        self, pending: tuple[asyncio.AbstractEventLoop, list[_Waiting[_In, _Out]]]
+    ) -> None:
+        if self._pending is pending:
+            self._pending = None
+        batch = pending[1]
         try:
             results = await self._send([item for item, _waiter in batch])
         except Exception as exc:
