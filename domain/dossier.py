@@ -24,7 +24,7 @@ import datetime as dt
 import math
 import re
 from decimal import Decimal, InvalidOperation
-from typing import TYPE_CHECKING, Literal, TypeAlias
+from typing import TYPE_CHECKING, Final, Literal, TypeAlias
 
 import msgspec
 import msgspec.inspect as mi
@@ -32,7 +32,7 @@ import msgspec.inspect as mi
 from domain.documents import normalize_cpf, only_digits
 from domain.emails import is_valid_email, normalize_email
 from domain.errors import InvalidInput
-from domain.phones import storage_digits
+from domain.phones import parse_br_phone, storage_digits
 from domain.text import BrazilianState, fold, parse_cep, parse_uf
 
 if TYPE_CHECKING:
@@ -333,6 +333,9 @@ def _clean(value: object, kind: mi.Type) -> object:
     return _clean_scalar(value, kind)
 
 
+_DOSSIER_DECODER: Final = msgspec.json.Decoder(Dossier)
+
+
 def decode_dossier(raw: bytes | str) -> Dossier:
     """Decode a Work API ``modulo=cpf`` body, tolerating everything but non-objects.
 
@@ -351,7 +354,7 @@ def decode_dossier(raw: bytes | str) -> Dossier:
             top level is not an object.
     """
     try:
-        return msgspec.json.decode(raw, type=Dossier)
+        return _DOSSIER_DECODER.decode(raw)
     except msgspec.ValidationError:
         pass  # valid JSON of another shape: clean it below
     except msgspec.DecodeError:
@@ -695,12 +698,26 @@ def _emails(items: tuple[Email, ...]) -> tuple[NormalizedEmail, ...]:
     return tuple(out)
 
 
+def _phone_digits(raw: str) -> str:
+    """``storage_digits(raw)`` with one libphonenumber parse instead of two for a valid number.
+
+    ``storage_digits`` parses until a fixed point; a valid number's national digits parse back
+    to themselves, so the confirming second parse is skipped. Invalid input takes the general
+    path unchanged.
+    """
+    digits = only_digits(raw)
+    try:
+        return parse_br_phone(digits).national
+    except InvalidInput:
+        return storage_digits(digits)
+
+
 def _phones(items: tuple[Telefone, ...]) -> tuple[NormalizedPhone, ...]:
     by_number: dict[str, NormalizedPhone] = {}
     for item in items:
         if item.telefone is None:
             continue
-        number = storage_digits(str(item.telefone))
+        number = _phone_digits(str(item.telefone))
         if len(number) < _MIN_PHONE_DIGITS:
             continue
         is_whatsapp = _yes_no(item.whatsapp) is True

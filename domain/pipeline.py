@@ -97,6 +97,14 @@ class PipelineSettings:
     fill_wait_s: float = 5.0
 
 
+# A Diretrix answer to cache: (kind, contact value, candidates).
+_Answer = tuple[Literal["phone", "email"], str, "Sequence[CpfCandidate]"]
+# A dossier and the bytes it was decoded from.
+_Fetched = tuple[Dossier, bytes]
+# The answer of /leads/process and the outcome it counts as.
+_Answered = tuple[ProcessResult, EnrichmentOutcome]
+
+
 def _dossier_key(cpf: str) -> str:
     return f"cpf:{cpf}"
 
@@ -171,9 +179,12 @@ class Enricher:
         only; the other contact still resolves.
         """
         async with self.observer.step("resolve_cpf"):
-            phone, email = await asyncio.gather(
+            (phone, phone_answer), (email, email_answer) = await asyncio.gather(
                 self._lookup_phone(customer), self._lookup_email(customer)
             )
+            # Diretrix's answers are cached together: one round trip for both.
+            answers = (a for a in (phone_answer, email_answer) if a is not None)
+            await asyncio.gather(*(self.contact_cache.put(*answer) for answer in answers))
         people: list[ResolvedPerson] = []
         if phone.person is not None and email.person is not None:
             if phone.person.cpf == email.person.cpf:
@@ -186,30 +197,32 @@ class Enricher:
             people.append(email.person)
         return Resolution(people=people, phone=phone, email=email)
 
-    async def _lookup_phone(self, customer: LeadCustomer) -> ContactLookup:
+    async def _lookup_phone(self, customer: LeadCustomer) -> tuple[ContactLookup, _Answer | None]:
         raw = customer.phone or customer.phone2
         if not raw or not raw.strip():
-            return ContactLookup(status="absent")
+            return ContactLookup(status="absent"), None
         try:
             phone = parse_br_phone(raw)
         except InvalidInput:
-            return ContactLookup(status="invalid")
+            return ContactLookup(status="invalid"), None
         national = diretrix_form(phone)
         return await self._lookup("phone", national, customer.name, national)
 
-    async def _lookup_email(self, customer: LeadCustomer) -> ContactLookup:
+    async def _lookup_email(self, customer: LeadCustomer) -> tuple[ContactLookup, _Answer | None]:
         raw = customer.email
         if not raw or not raw.strip():
-            return ContactLookup(status="absent")
+            return ContactLookup(status="absent"), None
         if not is_valid_email(raw):
-            return ContactLookup(status="invalid")
+            return ContactLookup(status="invalid"), None
         email = normalize_email(raw)
         return await self._lookup("email", email, customer.name, email)
 
     async def _lookup(
         self, kind: Literal["phone", "email"], value: str, lead_name: str | None, shown: str
-    ) -> ContactLookup:
+    ) -> tuple[ContactLookup, _Answer | None]:
+        """The contact's lookup, and Diretrix's answer to cache (None: cached, or an error)."""
         source = "cache"
+        answer: _Answer | None = None
         candidates = await self.contact_cache.get(kind, value)
         if candidates is None:
             source = "diretrix"
@@ -220,13 +233,13 @@ class Enricher:
                     candidates = await self.diretrix.search_by_email(value)
             except DependencyUnavailable as exc:
                 # Never cached, never "not found": the caller answers an outage.
-                return ContactLookup(status="unavailable", retry_after=exc.retry_after)
+                return ContactLookup(status="unavailable", retry_after=exc.retry_after), None
             except UpstreamError:
-                return ContactLookup(status="unavailable")
-            await self.contact_cache.put(kind, value, candidates)
+                return ContactLookup(status="unavailable"), None
+            answer = (kind, value, candidates)
         chosen = self._choose(candidates, lead_name)
         if chosen is None:
-            return ContactLookup(status="not_found")
+            return ContactLookup(status="not_found"), answer
         cpf, score, method, matched = chosen
         return ContactLookup(
             status="found",
@@ -236,7 +249,7 @@ class Enricher:
                 contact=shown,
                 match=MatchInfo(score=score, method=method, source=source, matched=matched),
             ),
-        )
+        ), answer
 
     def _choose(
         self, candidates: Sequence[CpfCandidate], lead_name: str | None
@@ -258,9 +271,7 @@ class Enricher:
                 best = (cpf, result.score, result.method, result.matched)
         return best
 
-    async def fetch_dossiers(
-        self, cpfs: Sequence[str], *, use_cache: bool
-    ) -> dict[str, tuple[Dossier, bytes]]:
+    async def fetch_dossiers(self, cpfs: Sequence[str], *, use_cache: bool) -> dict[str, _Fetched]:
         """Fetch each CPF's dossier concurrently; a CPF whose fetch failed is simply absent.
 
         Results are keyed by CPF, so a failure of one CPF can never shift another CPF's data.
@@ -270,7 +281,7 @@ class Enricher:
                 *(self.fetch_dossier(cpf, use_cache=use_cache) for cpf in cpfs),
                 return_exceptions=True,
             )
-        out: dict[str, tuple[Dossier, bytes]] = {}
+        out: dict[str, _Fetched] = {}
         for cpf, result in zip(cpfs, results, strict=True):
             if isinstance(result, tuple):
                 out[cpf] = result
@@ -278,7 +289,7 @@ class Enricher:
                 raise result  # a bug, not an upstream failure: let it surface
         return out
 
-    async def fetch_dossier(self, cpf: str, *, use_cache: bool) -> tuple[Dossier, bytes]:
+    async def fetch_dossier(self, cpf: str, *, use_cache: bool) -> _Fetched:
         """One CPF's dossier: the shared cache first (when allowed), then the Work API.
 
         Only successful bodies are cached: the Work API client raises on soft errors. With the
@@ -292,23 +303,28 @@ class Enricher:
             if cached is not None:
                 return decode_dossier(cached), cached
 
+            fetched: list[Dossier] = []
+
             async def fetch_raw() -> bytes:
-                return (await self.work_api.fetch_dossier(cpf))[1]
+                dossier, body = await self.work_api.fetch_dossier(cpf)
+                fetched.append(dossier)
+                return body
 
             raw = await self.single_flight.load(key, fetch_raw)
-            return decode_dossier(raw), raw
+            # The caller that fetched holds the decoded dossier; the others decode the bytes.
+            return (fetched[0] if fetched else decode_dossier(raw)), raw
         dossier, raw = await self.work_api.fetch_dossier(cpf)
         if cache_on:
             await self.dossier_cache.put(key, raw)
         return dossier, raw
 
-    async def reuse_dossiers(self, cpfs: Sequence[str]) -> dict[str, tuple[Dossier, bytes]]:
+    async def reuse_dossiers(self, cpfs: Sequence[str]) -> dict[str, _Fetched]:
         """The dossiers of ``cpfs`` already at hand, without a Work API call.
 
         The shared cache first, then the stored enrichment (its raw payload); a CPF with
         neither is absent, and a failing cache or database counts as "not at hand".
         """
-        out: dict[str, tuple[Dossier, bytes]] = {}
+        out: dict[str, _Fetched] = {}
         cache_on = self.flags.enabled(Flag.USE_DOSSIER_CACHE)
         for cpf in cpfs:
             raw = await self.dossier_cache.get(_dossier_key(cpf)) if cache_on else None
@@ -322,9 +338,7 @@ class Enricher:
                 out[cpf] = (decode_dossier(raw), raw)
         return out
 
-    async def store(
-        self, dossiers: dict[str, tuple[Dossier, bytes]], lead_id: str | None
-    ) -> list[str]:
+    async def store(self, dossiers: dict[str, _Fetched], lead_id: str | None) -> list[str]:
         """Store each dossier (one transaction each); return the stored party ids.
 
         A failed store is not fatal for the lead (the message is still worth sending); the
@@ -343,7 +357,7 @@ class Enricher:
     def format(
         self,
         resolution: Resolution,
-        dossiers: dict[str, tuple[Dossier, bytes]],
+        dossiers: dict[str, _Fetched],
         layout: Literal["webhook", "process"],
     ) -> str:
         """Format the C2S message for the people whose dossier was fetched."""
@@ -405,10 +419,8 @@ class Enricher:
             await self.lead_locks.abandon(lead_id)
         return result
 
-    async def _process(self, lead_id: str) -> tuple[ProcessResult, EnrichmentOutcome]:
-        def fail(
-            message: str, outcome: EnrichmentOutcome = "failed"
-        ) -> tuple[ProcessResult, EnrichmentOutcome]:
+    async def _process(self, lead_id: str) -> _Answered:
+        def fail(message: str, outcome: EnrichmentOutcome = "failed") -> _Answered:
             return ProcessResult(success=False, message=message, lead_id=lead_id), outcome
 
         try:
@@ -462,14 +474,10 @@ class Enricher:
         if sent:
             await self._record(lead_id, contact, list(dossiers))
         held = "" if sent else f" Message not sent to C2S ({Flag.SEND_C2S_MESSAGES} is off)."
-        text = (
-            "CPFs already recently processed (deduplication)"
-            if not fresh
-            else (
-                f"Successfully processed and enriched lead. Stored {len(stored)} entities in "
-                "database."
-            )
-        )
+        text = "CPFs already recently processed (deduplication)"
+        if fresh:
+            text = f"Successfully processed and enriched lead. Stored {len(stored)} entities"
+            text += " in database."
         return ProcessResult(
             success=True,
             message=f"{text}{held}",
@@ -565,15 +573,11 @@ class Enricher:
         if not resolution.people:
             raise NotFound("Could not find CPF from phone or email")
         cpfs = [p.cpf for p in resolution.people]
-        dossiers: dict[str, tuple[Dossier, bytes]] = {}
+        dossiers: dict[str, _Fetched] = {}
         for cpf in cpfs:
             stored = await self.repository.find_enrichment(cpf)
-            age = self.clock.now() - stored.enriched_at.timestamp() if stored is not None else None
-            if (
-                stored is not None
-                and age is not None
-                and age <= self.settings.stored_dossier_max_age_s
-            ):
+            max_age = self.settings.stored_dossier_max_age_s
+            if stored is not None and self.clock.now() - stored.enriched_at.timestamp() <= max_age:
                 dossiers[cpf] = (decode_dossier(stored.raw_payload), stored.raw_payload)
         used_stored = bool(dossiers)
         missing = [cpf for cpf in cpfs if cpf not in dossiers]

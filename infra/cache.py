@@ -17,12 +17,13 @@ touches together share a ``{hash tag}`` (one Redis Cluster slot). Lead replays a
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import secrets
 import time
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 import msgspec
 import structlog
@@ -32,7 +33,7 @@ from domain.models import CpfCandidate, LeadLockState
 from domain.tenancy import current_tenant
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Awaitable, Callable, Sequence
 
     import redis.asyncio as aioredis
 
@@ -51,6 +52,9 @@ __all__ = [
 ]
 
 log = structlog.get_logger(__name__)
+
+_In = TypeVar("_In")
+_Out = TypeVar("_Out")
 
 # Redis failures the adapters absorb: connection/timeouts and the breaker's open state.
 _ABSORBED: tuple[type[BaseException], ...] = (RedisError, OSError, TimeoutError)
@@ -257,8 +261,66 @@ class RedisDossierCache:
 _CANDIDATES = msgspec.json.Decoder(list[CpfCandidate])
 
 
+_Waiting = tuple[_In, "asyncio.Future[_Out]"]
+
+
+class _SameTurnBatch(Generic[_In, _Out]):
+    """Commands issued in one turn of the event loop, sent together in ONE round trip.
+
+    A lead's phone and e-mail lookups read (and later write) the contact cache at the same
+    moment, and so do concurrent leads: each command joins the batch the first one opened, and
+    the batch is sent when the loop next runs ready work. ``send`` answers one result per item,
+    in order. A failure reaches every caller of the batch, as it would have reached each one.
+    """
+
+    __slots__ = ("_pending", "_send", "_tasks")
+
+    def __init__(self, send: Callable[[list[_In]], Awaitable[Sequence[_Out]]]) -> None:
+        self._send = send
+        # The open batch and its loop (a batch left by a loop that closed is never joined).
+        self._pending: tuple[asyncio.AbstractEventLoop, list[_Waiting[_In, _Out]]] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def run(self, item: _In) -> _Out:
+        loop = asyncio.get_running_loop()
+        pending = self._pending
+        if pending is None or pending[0] is not loop:
+            pending = self._pending = (loop, [])
+            task = loop.create_task(self._flush(pending))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        waiter: asyncio.Future[_Out] = loop.create_future()
+        pending[1].append((item, waiter))
+        return await waiter
+
+    async def _flush(
+        self, pending: tuple[asyncio.AbstractEventLoop, list[_Waiting[_In, _Out]]]
+    ) -> None:
+        if self._pending is pending:
+            self._pending = None
+        batch = pending[1]
+        try:
+            results = await self._send([item for item, _waiter in batch])
+        except Exception as exc:
+            for _item, waiter in batch:
+                if not waiter.done():
+                    waiter.set_exception(exc)
+            return
+        except BaseException:
+            for _item, waiter in batch:
+                waiter.cancel()
+            raise
+        for (_item, waiter), result in zip(batch, results, strict=True):
+            if not waiter.done():
+                waiter.set_result(result)
+
+
 class RedisContactCpfCache:
-    """Contact -> CPF candidates; an empty answer is cached for a shorter time."""
+    """Contact -> CPF candidates; an empty answer is cached for a shorter time.
+
+    Reads made together (a lead's phone and e-mail, concurrent leads) share one ``MGET``, and
+    writes made together one pipeline.
+    """
 
     name = "contact_cpf"
 
@@ -275,10 +337,22 @@ class RedisContactCpfCache:
         self._ttl_s = ttl_s
         self._negative_ttl_s = negative_ttl_s
         self._listener = listener or _NullListener()
+        self._gets: _SameTurnBatch[str, bytes | None] = _SameTurnBatch(self._mget)
+        self._sets: _SameTurnBatch[tuple[str, bytes, int], object] = _SameTurnBatch(self._set_all)
+
+    async def _mget(self, names: list[str]) -> list[bytes | None]:
+        values = await self._client.mget(names)
+        return [v.encode() if isinstance(v, str) else v for v in values]
+
+    async def _set_all(self, entries: list[tuple[str, bytes, int]]) -> list[object]:
+        async with self._client.pipeline(transaction=False) as pipe:
+            for name, payload, ttl in entries:
+                pipe.set(name, payload, ex=ttl)
+            return await pipe.execute()
 
     async def get(self, kind: str, value: str) -> list[CpfCandidate] | None:
         try:
-            raw = await self._client.get(self._keys.key("cc", f"{kind}:{value}"))
+            raw = await self._gets.run(self._keys.key("cc", f"{kind}:{value}"))
         except _ABSORBED:
             self._listener.record(self.name, "error")
             return None
@@ -296,11 +370,8 @@ class RedisContactCpfCache:
     async def put(self, kind: str, value: str, candidates: Sequence[CpfCandidate]) -> None:
         ttl = self._ttl_s if candidates else self._negative_ttl_s
         try:
-            await self._client.set(
-                self._keys.key("cc", f"{kind}:{value}"),
-                msgspec.json.encode(list(candidates)),
-                ex=ttl,
-            )
+            name = self._keys.key("cc", f"{kind}:{value}")
+            await self._sets.run((name, msgspec.json.encode(list(candidates)), ttl))
         except _ABSORBED:
             self._listener.record(self.name, "error")
 
@@ -313,6 +384,14 @@ local done = redis.call('GET', KEYS[2])
 if done then return {2, done} end
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return {1} end
 return {0, redis.call('GET', KEYS[1]) or ARGV[1]}
+"""
+
+
+# Store the finished answer and free the lock; one round trip. KEYS[1] lock, KEYS[2] finished
+# answer (one hash tag: one slot); ARGV[1] the sealed answer, ARGV[2] its ttl (s).
+_FINISH = """
+redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])
+return redis.call('DEL', KEYS[1])
 """
 
 
@@ -347,7 +426,7 @@ class RedisLeadLocks:
     """In-flight lock per tenant and lead with a short, encrypted replay of the finished answer.
 
     Keys: ``<prefix>lead:{<digest of tenant and lead>}`` (the lock) and ``...:done`` (the replay),
-    one hash tag so the acquire script touches one slot.
+    one hash tag so the acquire and finish scripts touch one slot.
     """
 
     name = "lead_lock"
@@ -368,6 +447,7 @@ class RedisLeadLocks:
         self._replay_ttl_s = replay_ttl_s
         self._listener = listener or _NullListener()
         self._script = client.register_script(_ACQUIRE)
+        self._finish = client.register_script(_FINISH)
         self._local = _LocalLocks()
 
     def names(self, tenant: str, lead_id: str) -> tuple[str, str]:
@@ -414,10 +494,9 @@ class RedisLeadLocks:
         lock, done = self.names(tenant, lead_id)
         self._local.finish(_scoped(tenant, lead_id), time.time() + self._replay_ttl_s, result)
         try:
-            async with self._client.pipeline(transaction=True) as pipe:
-                pipe.set(done, self._envelope.seal(done, result), ex=self._replay_ttl_s)
-                pipe.delete(lock)
-                await pipe.execute()
+            await self._finish(
+                keys=[lock, done], args=[self._envelope.seal(done, result), self._replay_ttl_s]
+            )
         except _ABSORBED:
             self._listener.record(self.name, "error")
 
@@ -431,11 +510,19 @@ class RedisLeadLocks:
             self._listener.record(self.name, "error")
 
 
+# Mark CPFs as recent; one round trip for any number. KEYS the marks (one tenant's: one slot);
+# ARGV[1] their ttl (s).
+_MARK = """
+for _, key in ipairs(KEYS) do redis.call('SET', key, '1', 'EX', ARGV[1]) end
+return #KEYS
+"""
+
+
 class RedisRecentCpfs:
     """CPFs a tenant processed within the last window (default 60 s).
 
     Keys: ``<prefix>recent:{<digest of tenant>}:<digest of tenant and CPF>``; one tenant's marks
-    share a slot, so the ``MGET`` of a lead's CPFs stays single-slot.
+    share a slot, so the ``MGET`` and the marking script of a lead's CPFs stay single-slot.
     """
 
     name = "recent_cpf"
@@ -452,6 +539,7 @@ class RedisRecentCpfs:
         self._ttl_s = ttl_s
         self._listener = listener or _NullListener()
         self._local: OrderedDict[str, float] = OrderedDict()
+        self._mark = client.register_script(_MARK)
 
     def name_of(self, tenant: str, cpf: str) -> str:
         """The key name of ``cpf``'s mark for ``tenant``."""
@@ -482,11 +570,10 @@ class RedisRecentCpfs:
             self._local.move_to_end(ident)
         while len(self._local) > 10_000:
             self._local.popitem(last=False)
+        if not cpfs:
+            return
         try:
-            async with self._client.pipeline(transaction=False) as pipe:
-                for cpf in cpfs:
-                    pipe.set(self.name_of(tenant, cpf), b"1", ex=self._ttl_s)
-                await pipe.execute()
+            await self._mark(keys=[self.name_of(tenant, c) for c in cpfs], args=[self._ttl_s])
         except _ABSORBED:
             self._listener.record(self.name, "error")
 

@@ -2,9 +2,10 @@
 
 * Lookups are one round trip each: PostgreSQL assembles the party, its contacts and its current
   enrichment into one JSON document (see :mod:`infra.db.sql`) that msgspec decodes into Structs.
-* :meth:`PgPartyRepository.store_dossier` writes everything in ONE transaction, serialised per
-  CPF by a transaction-level advisory lock: a dossier is stored whole or not at all, never half
-  written.
+* :meth:`PgPartyRepository.store_dossier` writes everything in ONE transaction of three round
+  trips (``BEGIN`` with the CPF's advisory lock, one statement writing every table, ``COMMIT``),
+  serialised per CPF by that transaction-level lock: a dossier is stored whole or not at all,
+  never half written.
 * Any sign that PostgreSQL cannot serve now (refused or dropped connection, pool exhausted,
   statement timeout, server shutting down, deadlock) surfaces as
   ``DependencyUnavailable("postgres", ...)``; programming errors (bad SQL, constraint
@@ -156,7 +157,7 @@ def jsonb_text(raw: bytes) -> str:
 
 
 class _AddressRow(msgspec.Struct, frozen=True):
-    """An address ready for ``sql.UPSERT_ADDRESSES``: validated, with its hash and position."""
+    """An address ready for ``sql.STORE_DOSSIER``: validated, with its hash and position."""
 
     hash: str
     street_type: str | None
@@ -245,7 +246,7 @@ def _quality(score: float) -> Decimal | None:
 
 
 class _ContactRows(msgspec.Struct, frozen=True):
-    """Parallel arrays for ``sql.INSERT_CONTACTS``."""
+    """Parallel arrays of contacts for ``sql.STORE_DOSSIER``."""
 
     types: list[str]
     values: list[str]
@@ -281,7 +282,8 @@ def _contact_rows(person: NormalizedPerson) -> _ContactRows:
         status = (phone.status or "").strip().upper()
         add(
             "whatsapp" if phone.is_whatsapp else "phone",
-            _clean(storage_digits(phone.number)),
+            # Already the storage digits (normalize_dossier; storage_digits is a fixed point).
+            _clean(phone.number),
             first=index == 0,
             verified=status == _ACTIVE_PHONE_STATUS,
             whatsapp=phone.is_whatsapp,
@@ -473,88 +475,61 @@ class PgPartyRepository:
         person = normalize_dossier(dossier)
         normalized_json = msgspec.json.encode(person)
         name = _clean(person.name) or ""
-        normalized_name = _clean(person.normalized_name)
         mother = _clean(person.mother_name)
         father = _clean(person.father_name)
         rg = _clean(person.rg)
         contacts = _contact_rows(person)
         addresses = _address_rows(person.addresses)
-        lead = _clean(lead_id)
 
-        async with self._connection() as conn, conn.transaction():
-            await conn.execute(sql.LOCK_CPF, key)
-            party_row = await conn.fetchrow(
-                sql.UPSERT_PARTY,
+        begin = sql.BEGIN_AND_LOCK_CPF.format(cpf=key)
+        async with self._connection() as conn:
+            # Three round trips: BEGIN with the CPF's lock, the one statement that writes
+            # everything, COMMIT. On any failure the pool rolls the transaction back when the
+            # connection is released, so nothing is written.
+            await conn.execute(begin)
+            row = await conn.fetchrow(
+                sql.STORE_DOSSIER,
                 key,
                 name,
-                normalized_name,
+                _clean(person.normalized_name),
                 person.birth_date,
                 person.sex,
                 mother,
                 father,
                 rg,
                 current_tenant.get(),
-            )
-            if party_row is None:  # pragma: no cover - the statement always returns a row
-                raise RuntimeError("party upsert returned no row")
-            party_id: UUID = party_row["id"]
-            created: bool = party_row["created"]
-            await conn.execute(
-                sql.UPSERT_PERSON,
-                party_id,
-                name,
-                mother,
-                father,
-                person.birth_date,
-                person.sex,
                 _clean(person.marital_status),
-                key,
-                rg,
                 _clean(person.occupation),
                 _income(person.income),
-            )
-            contacts_added = 0
-            if contacts.values:
-                inserted = await conn.fetch(
-                    sql.INSERT_CONTACTS,
-                    party_id,
-                    _CONTACT_SOURCE,
-                    contacts.types,
-                    contacts.values,
-                    contacts.primary,
-                    contacts.verified,
-                    contacts.whatsapp,
-                )
-                contacts_added = len(inserted)
-            addresses_added = 0
-            if addresses:
-                linked: int | None = await conn.fetchval(
-                    sql.UPSERT_ADDRESSES,
-                    party_id,
-                    [a.hash for a in addresses],
-                    [a.street_type for a in addresses],
-                    [a.street for a in addresses],
-                    [a.number for a in addresses],
-                    [a.complement for a in addresses],
-                    [a.neighborhood for a in addresses],
-                    [a.city for a in addresses],
-                    [a.state for a in addresses],
-                    [a.zip_code for a in addresses],
-                    [a.position for a in addresses],
-                )
-                addresses_added = linked or 0
-            await conn.execute(
-                sql.UPSERT_ENRICHMENT,
-                party_id,
+                _CONTACT_SOURCE,
+                contacts.types,
+                contacts.values,
+                contacts.primary,
+                contacts.verified,
+                contacts.whatsapp,
+                [a.hash for a in addresses],
+                [a.street_type for a in addresses],
+                [a.street for a in addresses],
+                [a.number for a in addresses],
+                [a.complement for a in addresses],
+                [a.neighborhood for a in addresses],
+                [a.city for a in addresses],
+                [a.state for a in addresses],
+                [a.zip_code for a in addresses],
+                [a.position for a in addresses],
                 _PROVIDER,
-                lead,
+                _clean(lead_id),
                 jsonb_text(raw),
                 jsonb_text(normalized_json),
                 _quality(person.quality_score),
             )
+            if row is None:  # pragma: no cover - the statement always returns a row
+                raise RuntimeError("store statement returned no row")
+            await conn.execute("COMMIT")
+        party_id: UUID = row["id"]
         return StoredDossier(
             party_id=party_id,
-            created=created,
-            contacts_added=contacts_added,
-            addresses_added=addresses_added,
+            created=row["created"],
+            contacts_added=row["contacts_added"],
+            addresses_added=row["addresses_added"],
         )

@@ -14,18 +14,15 @@ decodes it with msgspec straight into Structs, without a Python loop over column
 from __future__ import annotations
 
 __all__ = [
+    "BEGIN_AND_LOCK_CPF",
     "FIND_BY_CPF",
     "FIND_BY_EMAIL",
     "FIND_BY_PHONE",
     "GET_PARTY",
-    "INSERT_CONTACTS",
     "LOCK_CPF",
     "PARTY_LOCK_NAMESPACE",
     "SEARCH_BY_NAME",
-    "UPSERT_ADDRESSES",
-    "UPSERT_ENRICHMENT",
-    "UPSERT_PARTY",
-    "UPSERT_PERSON",
+    "STORE_DOSSIER",
 ]
 
 # First key of the two-key advisory lock taken per CPF while storing. The two-int4 key space is
@@ -180,7 +177,7 @@ SELECT e.party_id, e.raw_payload::text AS raw_payload, e.enriched_at
 """
 
 # --------------------------------------------------------------------------------------------
-# store_dossier: all of the statements below run in ONE transaction, after LOCK_CPF.
+# store_dossier: BEGIN_AND_LOCK_CPF, STORE_DOSSIER, COMMIT: one transaction, three round trips.
 # --------------------------------------------------------------------------------------------
 
 # Serialise concurrent stores of the same CPF until the transaction ends, so two enrichments of
@@ -189,31 +186,63 @@ SELECT e.party_id, e.raw_payload::text AS raw_payload, e.enriched_at
 # $1 text: CPF.
 LOCK_CPF = f"SELECT pg_advisory_xact_lock({PARTY_LOCK_NAMESPACE}, hashtext($1))"
 
-# Find the newest person party with the CPF and fill its empty columns, or create it.
-# $1 text: CPF          $2 text: full name ('' when unknown; full_name is NOT NULL)
+# Open the store's transaction and take the CPF's lock in ONE round trip (simple query protocol,
+# so no parameters: the caller passes a validated CPF, 11 ASCII digits, formatted in).
+BEGIN_AND_LOCK_CPF = (
+    f"BEGIN; SELECT pg_advisory_xact_lock({PARTY_LOCK_NAMESPACE}, hashtext('{{cpf}}'))"
+)
+
+# Everything else of a store in ONE statement, run after BEGIN_AND_LOCK_CPF (its snapshot is
+# taken after the lock is held, so it sees a concurrent store of the CPF that just committed).
+# Data-modifying CTEs all run exactly once; the foreign keys to a party inserted here are
+# checked at the end of the statement.
+#
+# party: the newest person party with the CPF among those the tenant can see (its own and shared
+#   ones), its empty columns filled, or a new one of the tenant.
+# person: the person details; new facts win, unknown (NULL) ones keep the stored value.
+# contacts: the contacts the party does not have yet; known ones are left untouched. A contact
+#   is primary only when it comes first in the dossier AND the party has no primary contact of
+#   that family yet (e-mail, or phone/whatsapp), so re-enrichment never yields two primaries.
+# addresses / linked: addresses upserted by their hash (shared between parties living at the
+#   same place; hashes unique and sorted, so concurrent stores lock rows in one order) and
+#   linked to the party. The first address of the dossier becomes the primary link when the
+#   party has none (the partial unique index allows one), confidence 0.90, others 0.75; known
+#   links keep their primary flag and the higher confidence.
+# enrichment / history: this enrichment becomes the party's current one (its quality score the
+#   best seen so far) and is appended to the history with its own score (ADR 0001). When a lead
+#   id is given and the payload is an object, a top-level "lead_id" key is added to it.
+#
+# $1 text: CPF   $2 text: full name ('' when unknown; full_name is NOT NULL)
 # $3 text: normalized name   $4 date: birth date   $5 text: sex 'M'/'F'/NULL
-# $6 text: mother's name     $7 text: father's name   $8 text: RG
-# $9 text: tenant: a new party belongs to it; an existing one is looked for among the parties
-#    the tenant can see (its own and shared ones).
-# Returns one row: id uuid, created bool.
-UPSERT_PARTY = """
+# $6 text: mother's name   $7 text: father's name   $8 text: RG   $9 text: tenant or NULL
+# $10 text: marital status   $11 text: occupation   $12 numeric: income
+# $13 text: contact source   $14 text[]: contact types   $15 text[]: values
+# $16 bool[]: is_primary   $17 bool[]: is_verified   $18 bool[]: is_whatsapp
+# $19 text[]: address hash   $20 text[]: street type   $21 text[]: street   $22 text[]: number
+# $23 text[]: complement   $24 text[]: neighborhood   $25 text[]: city   $26 text[]: state (UF)
+# $27 text[]: zip code   $28 int[]: position in the dossier (1 = first)
+# $29 text: provider   $30 text: lead id or NULL   $31 jsonb (text): raw upstream payload
+# $32 jsonb (text): normalized data   $33 numeric: quality score of this enrichment
+# (each group of arrays is parallel, same length; empty arrays store nothing of that kind)
+# Returns one row: id uuid, created bool, contacts_added bigint, addresses_added bigint.
+STORE_DOSSIER = """
 WITH found AS (
     SELECT id
       FROM core.parties AS p
-     WHERE cpf_cnpj = $1 AND party_type = 'person'
-       AND ($9::text IS NULL OR p.tenant IS NULL OR p.tenant = $9)
+     WHERE cpf_cnpj = $1::text AND party_type = 'person'
+       AND ($9::text IS NULL OR p.tenant IS NULL OR p.tenant = $9::text)
      ORDER BY updated_at DESC
      LIMIT 1
        FOR UPDATE
 ), updated AS (
     UPDATE core.parties AS p
-       SET full_name = CASE WHEN p.full_name = '' THEN $2 ELSE p.full_name END,
-           normalized_name = coalesce(p.normalized_name, $3),
-           birth_date = coalesce(p.birth_date, $4),
-           sex = coalesce(p.sex, $5),
-           mother_name = coalesce(p.mother_name, $6),
-           father_name = coalesce(p.father_name, $7),
-           rg = coalesce(p.rg, $8),
+       SET full_name = CASE WHEN p.full_name = '' THEN $2::text ELSE p.full_name END,
+           normalized_name = coalesce(p.normalized_name, $3::text),
+           birth_date = coalesce(p.birth_date, $4::date),
+           sex = coalesce(p.sex, $5::text),
+           mother_name = coalesce(p.mother_name, $6::text),
+           father_name = coalesce(p.father_name, $7::text),
+           rg = coalesce(p.rg, $8::text),
            enriched = true,
            updated_at = now()
       FROM found
@@ -223,88 +252,64 @@ WITH found AS (
     INSERT INTO core.parties
            (party_type, cpf_cnpj, full_name, normalized_name, birth_date, sex,
             mother_name, father_name, rg, enriched, tenant)
-    SELECT 'person', $1, $2, $3, $4, $5, $6, $7, $8, true, $9
+    SELECT 'person', $1::text, $2::text, $3::text, $4::date, $5::text, $6::text, $7::text,
+           $8::text, true, $9::text
      WHERE NOT EXISTS (SELECT 1 FROM found)
  RETURNING id, true AS created
-)
-SELECT id, created FROM updated
-UNION ALL
-SELECT id, created FROM inserted
-"""
-
-# The person details of the party: new facts win, unknown (NULL) ones keep the stored value.
-# $1 uuid: party id   $2 text: full name   $3 text: mother's name   $4 text: father's name
-# $5 date: birth date   $6 text: sex   $7 text: marital status   $8 text: CPF   $9 text: RG
-# $10 text: occupation   $11 numeric: income
-UPSERT_PERSON = """
-INSERT INTO core.people AS pe
-       (party_id, full_name, mothers_name, fathers_name, birth_date, sex, marital_status,
-        document_cpf, rg, occupation, income)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-ON CONFLICT (party_id) DO UPDATE
-   SET full_name = coalesce(nullif(excluded.full_name, ''), pe.full_name),
-       mothers_name = coalesce(excluded.mothers_name, pe.mothers_name),
-       fathers_name = coalesce(excluded.fathers_name, pe.fathers_name),
-       birth_date = coalesce(excluded.birth_date, pe.birth_date),
-       sex = coalesce(excluded.sex, pe.sex),
-       marital_status = coalesce(excluded.marital_status, pe.marital_status),
-       document_cpf = coalesce(excluded.document_cpf, pe.document_cpf),
-       rg = coalesce(excluded.rg, pe.rg),
-       occupation = coalesce(excluded.occupation, pe.occupation),
-       income = coalesce(excluded.income, pe.income),
-       updated_at = now()
-"""
-
-# Add the contacts the party does not have yet; known ones are left untouched. A contact is
-# primary only when it comes first in the dossier AND the party has no primary contact of that
-# family yet (e-mail, or phone/whatsapp), so re-enrichment never yields two primaries.
-# $1 uuid: party id   $2 text: source
-# $3 text[]: contact types   $4 text[]: values   $5 bool[]: is_primary
-# $6 bool[]: is_verified   $7 bool[]: is_whatsapp            (parallel arrays, same length)
-# Returns one row per contact actually inserted.
-INSERT_CONTACTS = """
-INSERT INTO core.party_contacts
-       (party_id, contact_type, value, is_primary, is_verified, is_whatsapp, source)
-SELECT $1,
-       c.contact_type::core.contact_type_enum,
-       c.value,
-       c.is_primary AND NOT EXISTS (
-           SELECT 1
-             FROM core.party_contacts AS x
-            WHERE x.party_id = $1
-              AND x.is_primary
-              AND (x.contact_type = 'email') = (c.contact_type = 'email')),
-       c.is_verified,
-       c.is_whatsapp,
-       $2
-  FROM unnest($3::text[], $4::text[], $5::bool[], $6::bool[], $7::bool[])
-       AS c(contact_type, value, is_primary, is_verified, is_whatsapp)
-ON CONFLICT (party_id, contact_type, value) DO NOTHING
-RETURNING contact_id
-"""
-
-# Upsert addresses by their hash (shared between parties living at the same place) and link
-# them to the party. The first address of the dossier becomes the primary link when the party
-# has none (the partial unique index allows one), with confidence 0.90; others get 0.75. Known
-# links keep their primary flag and the higher confidence.
-# $1 uuid: party id
-# $2 text[]: hash   $3 text[]: street type   $4 text[]: street   $5 text[]: number
-# $6 text[]: complement   $7 text[]: neighborhood   $8 text[]: city   $9 text[]: state (UF)
-# $10 text[]: zip code   $11 int[]: position in the dossier (1 = first)
-#   (parallel arrays; hashes unique and sorted, so concurrent stores lock rows in one order)
-# Returns one row: linked bigint, the number of links created.
-UPSERT_ADDRESSES = """
-WITH input AS (
+), party AS (
+    SELECT id, created FROM updated
+    UNION ALL
+    SELECT id, created FROM inserted
+), person AS (
+    INSERT INTO core.people AS pe
+           (party_id, full_name, mothers_name, fathers_name, birth_date, sex, marital_status,
+            document_cpf, rg, occupation, income)
+    SELECT party.id, $2::text, $6::text, $7::text, $4::date, $5::text, $10::text, $1::text,
+           $8::text, $11::text, $12::numeric
+      FROM party
+    ON CONFLICT (party_id) DO UPDATE
+       SET full_name = coalesce(nullif(excluded.full_name, ''), pe.full_name),
+           mothers_name = coalesce(excluded.mothers_name, pe.mothers_name),
+           fathers_name = coalesce(excluded.fathers_name, pe.fathers_name),
+           birth_date = coalesce(excluded.birth_date, pe.birth_date),
+           sex = coalesce(excluded.sex, pe.sex),
+           marital_status = coalesce(excluded.marital_status, pe.marital_status),
+           document_cpf = coalesce(excluded.document_cpf, pe.document_cpf),
+           rg = coalesce(excluded.rg, pe.rg),
+           occupation = coalesce(excluded.occupation, pe.occupation),
+           income = coalesce(excluded.income, pe.income),
+           updated_at = now()
+), contacts AS (
+    INSERT INTO core.party_contacts
+           (party_id, contact_type, value, is_primary, is_verified, is_whatsapp, source)
+    SELECT party.id,
+           c.contact_type::core.contact_type_enum,
+           c.value,
+           c.is_primary AND NOT EXISTS (
+               SELECT 1
+                 FROM core.party_contacts AS x
+                WHERE x.party_id = party.id
+                  AND x.is_primary
+                  AND (x.contact_type = 'email') = (c.contact_type = 'email')),
+           c.is_verified,
+           c.is_whatsapp,
+           $13::text
+      FROM party,
+           unnest($14::text[], $15::text[], $16::bool[], $17::bool[], $18::bool[])
+           AS c(contact_type, value, is_primary, is_verified, is_whatsapp)
+    ON CONFLICT (party_id, contact_type, value) DO NOTHING
+    RETURNING contact_id
+), address_input AS (
     SELECT *
-      FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-                  $8::text[], $9::text[], $10::text[], $11::int[])
+      FROM unnest($19::text[], $20::text[], $21::text[], $22::text[], $23::text[],
+                  $24::text[], $25::text[], $26::text[], $27::text[], $28::int[])
            AS a(hash, street_type, street, number, complement, neighborhood, city, state,
                 zip_code, position)
-), upserted AS (
+), addresses AS (
     INSERT INTO core.addresses AS ad
            (hash, street_type, street, number, complement, neighborhood, city, state, zip_code)
     SELECT hash, street_type, street, number, complement, neighborhood, city, state, zip_code
-      FROM input
+      FROM address_input
      ORDER BY hash
     ON CONFLICT (hash) DO UPDATE
        SET street_type = coalesce(ad.street_type, excluded.street_type),
@@ -314,39 +319,31 @@ WITH input AS (
 ), linked AS (
     INSERT INTO core.party_addresses AS l
            (party_id, address_id, address_type, is_primary, confidence_score, metadata)
-    SELECT $1,
+    SELECT party.id,
            u.id,
            'residential',
            i.position = 1 AND NOT EXISTS (
-               SELECT 1 FROM core.party_addresses AS x WHERE x.party_id = $1 AND x.is_primary),
+               SELECT 1
+                 FROM core.party_addresses AS x
+                WHERE x.party_id = party.id AND x.is_primary),
            CASE WHEN i.position = 1 THEN 0.90 ELSE 0.75 END,
            jsonb_build_object('source', 'work_api')
-      FROM upserted AS u
-      JOIN input AS i ON i.hash = u.hash
+      FROM party, addresses AS u
+      JOIN address_input AS i ON i.hash = u.hash
     ON CONFLICT (party_id, address_id) DO UPDATE
        SET confidence_score = greatest(l.confidence_score, excluded.confidence_score),
            is_current = true,
            updated_at = now()
     RETURNING (xmax = 0) AS created
-)
-SELECT count(*) FILTER (WHERE created) AS linked FROM linked
-"""
-
-# Make this enrichment the party's current one and append it to the history (ADR 0001).
-# The current quality score is the best seen so far; the history keeps each one's own score.
-# $1 uuid: party id   $2 text: provider   $3 text: lead id or NULL
-# $4 jsonb (text): raw upstream payload; when $3 is given and the payload is an object, a
-#    top-level "lead_id" key is added
-# $5 jsonb (text): normalized data   $6 numeric: quality score of this enrichment
-UPSERT_ENRICHMENT = """
-WITH current_row AS (
+), enrichment AS (
     INSERT INTO core.party_enrichments AS e
            (party_id, provider, lead_id, raw_payload, normalized_data, quality_score, enriched_at)
-    VALUES ($1, $2, $3,
-            CASE WHEN $3::text IS NOT NULL AND jsonb_typeof($4::jsonb) = 'object'
-                 THEN $4::jsonb || jsonb_build_object('lead_id', $3::text)
-                 ELSE $4::jsonb END,
-            $5::jsonb, $6, now())
+    SELECT party.id, $29::text, $30::text,
+           CASE WHEN $30::text IS NOT NULL AND jsonb_typeof($31::jsonb) = 'object'
+                THEN $31::jsonb || jsonb_build_object('lead_id', $30::text)
+                ELSE $31::jsonb END,
+           $32::jsonb, $33::numeric, now()
+      FROM party
     ON CONFLICT (party_id) DO UPDATE
        SET provider = excluded.provider,
            lead_id = excluded.lead_id,
@@ -356,9 +353,17 @@ WITH current_row AS (
            enriched_at = excluded.enriched_at,
            updated_at = now()
     RETURNING party_id, provider, lead_id, raw_payload, normalized_data, enriched_at
+), history AS (
+    INSERT INTO core.party_enrichment_history
+           (party_id, provider, lead_id, raw_payload, normalized_data, quality_score,
+            enriched_at)
+    SELECT party_id, provider, lead_id, raw_payload, normalized_data, $33::numeric,
+           enriched_at
+      FROM enrichment
 )
-INSERT INTO core.party_enrichment_history
-       (party_id, provider, lead_id, raw_payload, normalized_data, quality_score, enriched_at)
-SELECT party_id, provider, lead_id, raw_payload, normalized_data, $6, enriched_at
-  FROM current_row
+SELECT party.id,
+       party.created,
+       (SELECT count(*) FROM contacts) AS contacts_added,
+       (SELECT count(*) FILTER (WHERE created) FROM linked) AS addresses_added
+  FROM party
 """

@@ -364,19 +364,32 @@ class UpstreamTransport:
         policy = self.retry
         if not idempotent or policy.attempts <= 1:
             return await self._attempt(method, url, route, params, body, accept, validate)
-        last_error = ""
+        # The first attempt runs without the retry machinery (almost every call succeeds at
+        # once, and entering it costs more than the rest of our side of a call); a retryable
+        # failure is then handed to stamina as its first attempt, so backoff, Retry-After and
+        # the attempt count are stamina's, with its window cut by the time already spent.
+        started = time.monotonic()
+        try:
+            return await self._attempt(method, url, route, params, body, accept, validate)
+        except Exception as exc:
+            remaining = policy.timeout_s - (time.monotonic() - started)
+            if remaining <= 0 or not self._should_retry(exc):
+                raise
+            first_failure = exc
+        last_error = error_type(first_failure)
         async for attempt in stamina.retry_context(
             on=self._should_retry,
             attempts=policy.attempts,
-            timeout=policy.timeout_s,
+            timeout=remaining,
             wait_initial=policy.wait_initial_s,
             wait_max=policy.wait_max_s,
             wait_jitter=policy.wait_jitter_s,
             wait_exp_base=policy.wait_exp_base,
         ):
-            if attempt.num > 1:
-                record_upstream_retry(self.name, last_error)
             with attempt:
+                if attempt.num == 1:
+                    raise first_failure
+                record_upstream_retry(self.name, last_error)
                 try:
                     return await self._attempt(method, url, route, params, body, accept, validate)
                 except Exception as exc:

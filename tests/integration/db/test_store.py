@@ -12,7 +12,6 @@ import pytest
 
 from domain.dossier import NormalizedPerson, decode_dossier, normalize_dossier
 from domain.errors import DependencyUnavailable, InvalidInput
-from infra.db import sql
 from infra.db.repository import PgPartyRepository, address_hash
 from tests.support.db import POOL_MAX
 from tests.support.factories import dossier_payload, encode, new_cpf, new_mobile, new_token
@@ -390,8 +389,8 @@ async def test_a_failing_last_statement_rolls_everything_back(
     await _nothing_written(db_pool, cpf, email, street)
 
 
-class _DropsBeforeEnrichment(asyncpg.Connection):
-    """A connection that 'loses the server' when the store reaches its last statement."""
+class _DropsBeforeCommit(asyncpg.Connection):
+    """A connection that 'loses the server' after every write, before the store commits."""
 
     # The signature mirrors asyncpg.Connection.execute, timeout parameter included.
     async def execute(
@@ -400,7 +399,7 @@ class _DropsBeforeEnrichment(asyncpg.Connection):
         *args: object,
         timeout: float | None = None,  # noqa: ASYNC109
     ) -> str:
-        if query == sql.UPSERT_ENRICHMENT:
+        if query == "COMMIT":
             raise asyncpg.exceptions.ConnectionDoesNotExistError("injected connection loss")
         return await super().execute(query, *args, timeout=timeout)
 
@@ -409,7 +408,7 @@ class _DropsBeforeEnrichment(asyncpg.Connection):
 async def failing_pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
     """A pool whose connections fail midway through store_dossier."""
     pool = await asyncpg.create_pool(
-        database_url, min_size=1, max_size=2, connection_class=_DropsBeforeEnrichment
+        database_url, min_size=1, max_size=2, connection_class=_DropsBeforeCommit
     )
     try:
         yield pool

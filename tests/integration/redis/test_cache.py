@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import pytest
 import redis.asyncio as aioredis
@@ -112,6 +112,82 @@ async def test_contact_cache_keeps_not_found_shorter(
     assert await client.ttl(keyspace.key("cc", "phone:11987654321")) > 600
 
 
+class CountingRedis(aioredis.Redis):
+    """A real client that counts the commands it sends (by name)."""
+
+    sent: Counter[str]
+
+    async def execute_command(self, *args: object, **options: object) -> object:
+        self.sent[str(args[0]).upper()] += 1
+        return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+
+
+async def test_contact_reads_made_together_share_one_round_trip(keyspace: KeySpace) -> None:
+    counting = cast(
+        "CountingRedis", CountingRedis.from_pool(aioredis.ConnectionPool.from_url(REDIS_BASE_URL))
+    )
+    counting.sent = Counter()
+    try:
+        recorder = Recorder()
+        cache = RedisContactCpfCache(counting, keyspace, 86400, 600, recorder)
+        found = [CpfCandidate(name="A", cpf=CPF)]
+        await cache.put("phone", "11987654321", found)
+        await cache.put("email", "nobody@example.com", [])
+        counting.sent.clear()
+
+        answers = await asyncio.gather(
+            cache.get("phone", "11987654321"),
+            cache.get("email", "nobody@example.com"),
+            cache.get("email", "other@example.com"),
+            cache.get("phone", "11987654321"),
+        )
+
+        assert list(answers) == [found, [], None, found]
+        assert counting.sent == Counter({"MGET": 1})
+        assert recorder.counts[("contact_cpf", "hit")] == 3
+        assert recorder.counts[("contact_cpf", "miss")] == 1
+        # A read made later is a batch of its own.
+        assert await cache.get("phone", "11987654321") == found
+        assert counting.sent == Counter({"MGET": 2})
+    finally:
+        await counting.aclose()
+
+
+async def test_contact_writes_made_together_share_one_round_trip(keyspace: KeySpace) -> None:
+    counting = cast(
+        "CountingRedis", CountingRedis.from_pool(aioredis.ConnectionPool.from_url(REDIS_BASE_URL))
+    )
+    counting.sent = Counter()
+    try:
+        cache = RedisContactCpfCache(counting, keyspace, 86400, 600)
+        found = [CpfCandidate(name="A", cpf=CPF)]
+        await asyncio.gather(
+            cache.put("phone", "11987654321", found), cache.put("email", "nobody@example.com", [])
+        )
+        # One pipeline, no separate SETs; both values stored with their own TTLs.
+        assert counting.sent == Counter()
+        assert await cache.get("phone", "11987654321") == found
+        assert await cache.get("email", "nobody@example.com") == []
+        assert await counting.ttl(keyspace.key("cc", "email:nobody@example.com")) <= 600
+        assert await counting.ttl(keyspace.key("cc", "phone:11987654321")) > 600
+    finally:
+        await counting.aclose()
+
+
+async def test_a_caller_leaving_does_not_lose_the_others_contact_reads(
+    client: aioredis.Redis, keyspace: KeySpace
+) -> None:
+    cache = RedisContactCpfCache(client, keyspace, 86400, 600)
+    found = [CpfCandidate(name="A", cpf=CPF)]
+    await cache.put("phone", "11987654321", found)
+    leaving = asyncio.ensure_future(cache.get("phone", "11987654321"))
+    staying = asyncio.ensure_future(cache.get("phone", "11987654321"))
+    await asyncio.sleep(0)  # both joined the batch
+    leaving.cancel()
+    assert await staying == found
+    assert leaving.cancelled()
+
+
 async def test_exactly_one_of_many_concurrent_callers_takes_a_lead(
     client: aioredis.Redis, keyspace: KeySpace
 ) -> None:
@@ -159,5 +235,12 @@ async def test_redis_down_degrades_without_raising(keyspace: KeySpace) -> None:
         recent = RedisRecentCpfs(dead, keyspace, ttl_s=60)
         await recent.mark([CPF])
         assert await recent.recent([CPF]) == {CPF}
+        contacts = RedisContactCpfCache(dead, keyspace, 86400, 600, recorder)
+        misses = await asyncio.gather(
+            contacts.get("phone", "11987654321"), contacts.get("email", "a@example.com")
+        )
+        assert list(misses) == [None, None]
+        await contacts.put("phone", "11987654321", [])
+        assert recorder.counts[("contact_cpf", "error")] == 3
     finally:
         await dead.aclose()
