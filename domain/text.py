@@ -30,6 +30,8 @@ CEP_LENGTH: Final = 8
 
 def strip_accents(text: str) -> str:
     """``text`` with every combining mark removed (``"Conceição"`` -> ``"Conceicao"``)."""
+    if text.isascii():  # most names and streets: nothing to decompose
+        return text
     decomposed = unicodedata.normalize("NFD", text)
     return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
 
