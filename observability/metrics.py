@@ -596,9 +596,18 @@ def record_cache(cache: CacheName, result: CacheResult) -> None:
     child.inc()
 
 
+_rate_limit_children: dict[tuple[str, bool], Counter] = {}
+
+
 def record_rate_limit(policy: str, *, allowed: bool) -> None:
     """Count one rate-limit decision for a configured ``policy`` name."""
-    RATE_LIMIT_DECISIONS.labels(policy, "allowed" if allowed else "limited").inc()
+    key = (policy, allowed)
+    child = _rate_limit_children.get(key)
+    if child is None:  # a handful of policies: the children are kept, not looked up per call
+        child = _rate_limit_children[key] = RATE_LIMIT_DECISIONS.labels(
+            policy, "allowed" if allowed else "limited"
+        )
+    child.inc()
 
 
 def set_breaker_state(name: str, state: BreakerStateName | str) -> None:
