@@ -237,6 +237,22 @@ class _Entry:
         return self.quota - weighted - self.held - self.grant
 
 
+def _fits(entry: _Entry, cost: int, server_now: int) -> bool:
+    """Whether this process may spend ``cost`` units of ``entry`` now.
+
+    From its grant first. A grant already spent by the requests that shared its syncs (a busy
+    event loop can let several syncs' grants go to others) does not make a false 429 while the
+    shared view still shows room nobody holds: the request borrows from that room, counted as
+    spent and pushed at the next sync. Never more than the room (less what was borrowed
+    already), so a spent quota is still refused locally.
+    """
+    left = entry.grant - entry.spent
+    if left >= cost:
+        return True
+    borrowed = max(0, -left)
+    return entry.free(server_now) - borrowed >= cost
+
+
 class LocalAdmission:
     """The local view of every limit of one process, and its synchronisation.
 
@@ -318,9 +334,7 @@ class LocalAdmission:
         server_now = self._server_now(now)
         # Freshness was settled above (a stale limit was synced): under a loaded event loop the
         # grant just received may be a little older than the validity by now, not spent.
-        fits = [
-            entry.grant - entry.spent >= cost for entry, cost in zip(entries, costs, strict=True)
-        ]
+        fits = [_fits(entry, cost, server_now) for entry, cost in zip(entries, costs, strict=True)]
         allowed = all(fits)
         states: list[LocalState] = []
         for entry, cost, fit in zip(entries, costs, fits, strict=True):
@@ -331,7 +345,7 @@ class LocalAdmission:
                 idx = server_now // entry.window_ms
                 entry.pending[idx] = entry.pending.get(idx, 0) + cost
                 left -= cost
-            remaining = max(0, left) + max(0, entry.free(server_now))
+            remaining = max(0, left + max(0, entry.free(server_now)))  # left < 0: borrowed
             reset_ms = entry.window_ms - server_now % entry.window_ms
             states.append(LocalState(min(remaining, entry.quota), reset_ms / 1000, refused))
         return states

@@ -265,3 +265,30 @@ async def test_grants_given_back_on_release_let_another_process_spend_them(
         await local.release()
     results = [await allowed(views[0]) for _ in range(100)]
     assert results.count(True) == 100 - 10 * processes
+
+
+class StarvedStore(MemoryGrantStore):
+    """Counts what is pushed but never grants anything: every grant went to other requests
+    (what a loop stalled between syncs looks like to one request)."""
+
+    async def sync(
+        self, holder: str, ttl_ms: int, items: Sequence[SyncItem]
+    ) -> tuple[int, list[Grant]]:
+        now, grants = await super().sync(holder, ttl_ms, items)
+        self.grants.clear()
+        return now, [Grant(0, g.prev, g.cur, g.held) for g in grants]
+
+
+async def test_a_request_whose_grants_went_to_others_borrows_room_instead_of_a_false_429() -> None:
+    clock = Clock()
+    store = StarvedStore(clock)
+    local = view(store, clock)
+    # The shared view shows the whole quota free: no request is refused for want of a grant...
+    results = [await allowed(local) for _ in range(100)]
+    assert results == [True] * 100
+    # ...and borrowing never goes past the room: the quota is still the quota.
+    assert not await allowed(local)
+    clock.t += 2 * SYNC_S
+    await local.sync_once()
+    assert store.counted() == 100
+    assert not await allowed(local)
