@@ -13,6 +13,7 @@ Three forms are in play:
 
 from __future__ import annotations
 
+import functools
 import re
 
 import msgspec
@@ -65,8 +66,13 @@ class BrPhone(msgspec.Struct, frozen=True, kw_only=True):
     is_mobile: bool
 
 
+@functools.lru_cache(maxsize=8192)
 def parse_br_phone(raw: str) -> BrPhone:
     """Validate and normalise a Brazilian phone number with libphonenumber.
+
+    Memoised (bounded; :class:`BrPhone` is immutable): libphonenumber costs tens of microseconds
+    per call, and one request or job parses the same number several times (validation, storage
+    digits, fingerprints). Invalid input raises every time (exceptions are not cached).
 
     Args:
         raw: The number as typed: ``11987654321``, ``(11) 98765-4321``, ``+55 11 98765-4321``,
