@@ -94,6 +94,7 @@ __all__ = [
     "ServicesNotRunning",
     "SystemClock",
     "Upstreams",
+    "dossier_invalidation_channel",
     "open_pool",
     "open_redis",
     "open_services",
@@ -442,6 +443,11 @@ def _auth_failure_guard(
     return AuthFailureGuard(limiter, client_address, salt)
 
 
+def dossier_invalidation_channel(settings: Settings) -> str:
+    """The pub/sub channel on which every process announces a rewritten dossier (ADR 0010)."""
+    return f"{settings.redis_key_prefix}wa:invalidated"
+
+
 async def _local_dossier_cache(
     settings: Settings, redis: aioredis.Redis, stack: AsyncExitStack
 ) -> LocalDossierCache | None:
@@ -452,7 +458,7 @@ async def _local_dossier_cache(
         return None
     local = LocalDossierCache(
         redis,
-        f"{settings.redis_key_prefix}wa:invalidated",
+        dossier_invalidation_channel(settings),
         max_bytes=max_bytes,
         max_entries=settings.dossier_local_cache_entries,
         stale_bound_s=settings.dossier_local_cache_stale_s,
@@ -498,7 +504,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             HmacEnvelope(hmac_keys),
             settings.work_api_cache_ttl_s,
             listener,
-            channel=f"{settings.redis_key_prefix}wa:invalidated",
+            channel=dossier_invalidation_channel(settings),
             local=await _local_dossier_cache(settings, redis, stack),
         )
         enricher = Enricher(

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 import pytest
 
-from app.bootstrap import open_redis
+from app.bootstrap import dossier_invalidation_channel, open_redis
 from app.config import load_settings, parse_hmac_keys
 from infra.cache import HmacEnvelope, KeySpace, RedisDossierCache
 from tests.support.db import delete_redis_keys
@@ -111,7 +111,7 @@ async def writer(xproc_env: dict[str, str]) -> AsyncIterator[RedisDossierCache]:
             KeySpace(settings.redis_key_prefix, settings.cache_key_salt.get().encode()),
             HmacEnvelope(parse_hmac_keys(settings.cache_hmac_keys.get())),
             settings.work_api_cache_ttl_s,
-            channel=f"{settings.redis_key_prefix}wa:invalidated",
+            channel=dossier_invalidation_channel(settings),
         )
     finally:
         await redis.aclose()
