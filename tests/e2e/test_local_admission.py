@@ -5,7 +5,6 @@ concurrent clients spread over the processes, admits no more than 105/s on avera
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 import uuid
 from typing import TYPE_CHECKING
@@ -14,7 +13,7 @@ import aiohttp
 import pytest
 
 from tests.support.factories import issue_key
-from tests.support.processes import granian_server
+from tests.support.processes import key_limited_app
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -30,22 +29,8 @@ CLIENTS = 24
 @pytest.fixture(scope="module")
 def four_workers(e2e_env: dict[str, str]) -> Iterator[str]:
     """The app under Granian with 4 worker processes and a per-key quota of 100 per second."""
-    env = {
-        **os.environ,
-        **e2e_env,
-        "REDIS_KEY_PREFIX": e2e_env["REDIS_KEY_PREFIX"] + f"la4-{uuid.uuid4().hex[:6]}:",
-        "RATE_LIMIT_KEY": f"{QUOTA}/second",
-        "RATE_LIMIT_IP": "",
-        "RATE_LIMIT_GLOBAL": "",
-        "RATE_LIMIT_SYNC_MS": "50",
-        "DB_POOL_MAX": "5",
-    }
-    with granian_server(
-        "app.main:create_app",
-        env=env,
-        ready_path="/health",
-        workers=WORKERS,
-        start_timeout_s=60,
+    with key_limited_app(
+        e2e_env, key_limit=f"{QUOTA}/second", workers=WORKERS, tag="la4", RATE_LIMIT_SYNC_MS="50"
     ) as url:
         yield url
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 import uuid
 from typing import TYPE_CHECKING
@@ -12,7 +11,7 @@ import aiohttp
 import pytest
 
 from tests.support.factories import issue_key
-from tests.support.processes import granian_server
+from tests.support.processes import key_limited_app
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -26,23 +25,7 @@ WORKERS = 4
 @pytest.fixture(scope="module")
 def four_workers(e2e_env: dict[str, str]) -> Iterator[str]:
     """The app under Granian with 4 worker processes and a per-key quota of 120 per hour."""
-    env = {
-        **os.environ,
-        **e2e_env,
-        # Own key space so no other test's requests count; only the key tier limits here.
-        "REDIS_KEY_PREFIX": e2e_env["REDIS_KEY_PREFIX"] + f"rl4-{uuid.uuid4().hex[:6]}:",
-        "RATE_LIMIT_KEY": f"{QUOTA}/hour",
-        "RATE_LIMIT_IP": "",
-        "RATE_LIMIT_GLOBAL": "",
-        "DB_POOL_MAX": "5",
-    }
-    with granian_server(
-        "app.main:create_app",
-        env=env,
-        ready_path="/health",
-        workers=WORKERS,
-        start_timeout_s=60,
-    ) as url:
+    with key_limited_app(e2e_env, key_limit=f"{QUOTA}/hour", workers=WORKERS, tag="rl4") as url:
         time.sleep(2)  # let every worker finish its start-up
         yield url
 

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
@@ -216,3 +217,26 @@ def granian_server(
     finally:
         server.terminate(timeout_s=20)
         server.stop()
+
+
+@contextlib.contextmanager
+def key_limited_app(
+    e2e_env: Mapping[str, str], *, key_limit: str, workers: int, tag: str, **extra: str
+) -> Iterator[str]:
+    """The app under Granian with ``workers`` processes, only the per-key rate limit on
+    (``key_limit``, e.g. ``"100/second"``), in a Redis key space of its own so no other test's
+    requests count. ``extra`` are more environment variables."""
+    env = {
+        **os.environ,
+        **e2e_env,
+        "REDIS_KEY_PREFIX": e2e_env["REDIS_KEY_PREFIX"] + f"{tag}-{uuid.uuid4().hex[:6]}:",
+        "RATE_LIMIT_KEY": key_limit,
+        "RATE_LIMIT_IP": "",
+        "RATE_LIMIT_GLOBAL": "",
+        "DB_POOL_MAX": "5",
+        **extra,
+    }
+    with granian_server(
+        "app.main:create_app", env=env, ready_path="/health", workers=workers, start_timeout_s=60
+    ) as url:
+        yield url
