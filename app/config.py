@@ -182,6 +182,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # How long transient failures of a webhook job are retried (exponential backoff from 5 s,
     # capped at 30 min, full jitter) before it becomes a dead letter; from arrival or redrive.
     worker_retry_budget_s: Annotated[float, msgspec.Meta(ge=60)] = 6 * 3600.0
+    # The backoff's first cap (doubling per attempt up to 30 min). Smaller only where time is
+    # compressed (chaos tests, staging drills).
+    worker_retry_base_s: Annotated[float, msgspec.Meta(ge=0.1, le=300)] = 5.0
 
     # --- domain -----------------------------------------------------------------------------
     income_multiplier: PositiveFloat = 1.9

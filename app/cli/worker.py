@@ -195,7 +195,10 @@ async def _serve(
             urgent=urgent,
             listener=PrometheusQueueListener(),
             # Retries ride out upstream outages up to the budget, then dead-letter (redrivable).
-            policy=RetryPolicy(budget_s=settings.worker_retry_budget_s),
+            policy=RetryPolicy(
+                budget_s=settings.worker_retry_budget_s,
+                base_delay_s=settings.worker_retry_base_s,
+            ),
         )
         untrack_pool()
     for signum in (signal.SIGTERM, signal.SIGINT):
