@@ -23,7 +23,7 @@ import re
 import time
 from contextlib import asynccontextmanager
 from importlib import metadata
-from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, TypeVar
 
 import prometheus_client
 from litestar import Request, Response, get
@@ -522,9 +522,20 @@ def http_method_label(method: str) -> str:
     return method if method in _METHODS else "_OTHER"
 
 
-# Children cached by label tuple: `labels()` takes a lock and validates on every call, the dict
-# lookup does not. The key space is bounded because every label is.
-_request_children: dict[tuple[str, str, int], Histogram] = {}
+_Metric = TypeVar("_Metric", Counter, Gauge, Histogram)
+
+# Children cached by (metric, labels): `labels()` takes a lock and validates on every call, the
+# dict lookup does not. The key space is bounded because every label of these metrics is.
+_children: dict[tuple[object, tuple[str, ...]], Any] = {}
+
+
+def _child(metric: _Metric, *labels: str) -> _Metric:
+    """``metric.labels(*labels)``, kept after the first call (for the per-request paths)."""
+    key = (metric, labels)
+    child = _children.get(key)
+    if child is None:
+        child = _children[key] = metric.labels(*labels)
+    return child
 
 
 def observe_request(
@@ -539,12 +550,9 @@ def observe_request(
         seconds: Wall time from the first byte in to the last byte out.
         trace_id: The request span's trace id when sampled; stored as the exemplar.
     """
-    key = (method, route, status)
-    child = _request_children.get(key)
-    if child is None:
-        child = HTTP_SERVER_REQUEST_DURATION.labels(method, route, str(status))
-        _request_children[key] = child
-    child.observe(seconds, {"trace_id": trace_id} if trace_id else None)
+    _child(HTTP_SERVER_REQUEST_DURATION, method, route, str(status)).observe(
+        seconds, {"trace_id": trace_id} if trace_id else None
+    )
 
 
 def observe_upstream(
@@ -584,30 +592,14 @@ def record_enrichment(entrypoint: EnrichmentEntrypoint | str, outcome: Enrichmen
     ENRICHMENTS.labels(entrypoint, outcome).inc()
 
 
-_cache_children: dict[tuple[str, str], Counter] = {}
-
-
 def record_cache(cache: CacheName, result: CacheResult) -> None:
     """Count one cache lookup (children cached: a memory hit costs about a microsecond)."""
-    key = (cache, result)
-    child = _cache_children.get(key)
-    if child is None:
-        child = _cache_children[key] = CACHE_REQUESTS.labels(cache, result)
-    child.inc()
-
-
-_rate_limit_children: dict[tuple[str, bool], Counter] = {}
+    _child(CACHE_REQUESTS, cache, result).inc()
 
 
 def record_rate_limit(policy: str, *, allowed: bool) -> None:
     """Count one rate-limit decision for a configured ``policy`` name."""
-    key = (policy, allowed)
-    child = _rate_limit_children.get(key)
-    if child is None:  # a handful of policies: the children are kept, not looked up per call
-        child = _rate_limit_children[key] = RATE_LIMIT_DECISIONS.labels(
-            policy, "allowed" if allowed else "limited"
-        )
-    child.inc()
+    _child(RATE_LIMIT_DECISIONS, policy, "allowed" if allowed else "limited").inc()
 
 
 def set_breaker_state(name: str, state: BreakerStateName | str) -> None:
