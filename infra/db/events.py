@@ -57,6 +57,7 @@ __all__ = [
     "SOURCE_GOOGLE_ADS",
     "PgEventStore",
     "PgGoogleLeadClaims",
+    "PooledStore",
 ]
 
 SOURCE_C2S: Final = "c2s"
@@ -253,7 +254,9 @@ def _to_event(row: asyncpg.Record) -> StoredEvent:
     )
 
 
-class _PgBase:
+class PooledStore:
+    """Base of the PostgreSQL adapters on the process's pool: one way to take a connection."""
+
     def __init__(self, pool: asyncpg.Pool, *, acquire_timeout: float) -> None:
         self._pool = pool
         self._acquire_timeout = acquire_timeout
@@ -268,7 +271,7 @@ class _PgBase:
         return status
 
 
-class PgEventStore(_PgBase):
+class PgEventStore(PooledStore):
     """The webhook-event inbox and its queue, on an asyncpg pool.
 
     Args:
@@ -385,7 +388,7 @@ class PgEventStore(_PgBase):
             return await enqueue_event_jobs(conn, [r["id"] for r in rows])
 
 
-class PgGoogleLeadClaims(_PgBase):
+class PgGoogleLeadClaims(PooledStore):
     """Google Ads lead dedup: one ``core.webhook_events`` row per Google lead id.
 
     PostgreSQL rather than a Redis ``SET NX``: the claim must outlive Redis restarts and the

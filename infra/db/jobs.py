@@ -20,8 +20,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Final
 
 from domain.webhooks.jobs import JOB_STATES, JobState, JobView, RedriveOutcome
-from infra.db.events import SOURCE_C2S
-from infra.db.pool import pooled_connection
+from infra.db.events import SOURCE_C2S, PooledStore
 from infra.db.repository import DEFAULT_ACQUIRE_TIMEOUT_S
 from infra.queue import enqueue_event_jobs
 
@@ -96,7 +95,7 @@ RETURNING id
 """
 
 
-class PgJobAdmin:
+class PgJobAdmin(PooledStore):
     """List and redrive webhook events (one source: ``c2s``).
 
     Args:
@@ -112,14 +111,13 @@ class PgJobAdmin:
         source: str = SOURCE_C2S,
         acquire_timeout: float = DEFAULT_ACQUIRE_TIMEOUT_S,
     ) -> None:
-        self._pool = pool
+        super().__init__(pool, acquire_timeout=acquire_timeout)
         self._source = source
-        self._acquire_timeout = acquire_timeout
 
     async def list_jobs(self, state: JobState = "all", limit: int = 50) -> list[JobView]:
         """Events in ``state``, most recently changed first, at most ``limit``."""
         query = LIST_JOBS.format(where=_STATE_FILTERS[state])
-        async with pooled_connection(self._pool, self._acquire_timeout) as conn:
+        async with self._connection() as conn:
             rows = await conn.fetch(query, self._source, limit)
         return [
             JobView(
@@ -141,7 +139,7 @@ class PgJobAdmin:
     async def redrive(self, event_id: UUID) -> RedriveOutcome:
         """Put one failed event back in the queue (any failed event but a send-unknown one)."""
         async with (
-            pooled_connection(self._pool, self._acquire_timeout) as conn,
+            self._connection() as conn,
             conn.transaction(),
         ):
             done = await conn.fetchval(REDRIVE_ONE, event_id, self._source)
@@ -158,7 +156,7 @@ class PgJobAdmin:
     async def redrive_dead(self, limit: int = 1000) -> list[UUID]:
         """Redrive every dead letter (at most ``limit`` per call, oldest first); their ids."""
         async with (
-            pooled_connection(self._pool, self._acquire_timeout) as conn,
+            self._connection() as conn,
             conn.transaction(),
         ):
             ids: list[UUID] = [
