@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from uuid import UUID
 
     from domain.admission import Admission, Tier
+    from domain.audit import AccessRecord
     from domain.dossier import Dossier
     from domain.flags import FlagState
     from domain.models import (
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from domain.webhooks.parsing import WebhookEvent
 
 __all__ = [
+    "AuditTrail",
     "C2SPort",
     "Clock",
     "ContactCpfCache",
@@ -411,4 +413,20 @@ class JobAdmin(Protocol):
 
     async def redrive_dead(self, limit: int = 1000) -> list[UUID]:
         """Put every dead letter back in the queue; their ids."""
+        ...
+
+
+class AuditTrail(Protocol):
+    """The append-only record of every read or fetch of a person's data (``domain/audit.py``)."""
+
+    def record(self, record: AccessRecord) -> None:
+        """Append ``record``; never blocks the caller (written in batches, flushed on drain)."""
+        ...
+
+    async def flush(self) -> None:
+        """Write every record appended so far (the drain calls it before the process exits)."""
+        ...
+
+    async def about(self, tenant: str | None, subject: str) -> list[AccessRecord]:
+        """The records about ``subject`` (oldest first); ``tenant`` ``None``: every tenant's."""
         ...

@@ -40,7 +40,7 @@ from app.http.middleware.ratelimit import send_429
 from app.http.problems import send_problem
 from domain.errors import DependencyUnavailable
 from domain.keys import digest_key, grants, key_prefix_of, required_scope
-from domain.tenancy import current_tenant
+from domain.tenancy import Caller, caller_scope
 
 if TYPE_CHECKING:
     from litestar.connection import ASGIConnection
@@ -217,11 +217,13 @@ class AuthMiddleware:
         request_state["tenant"] = principal.tenant
         request_state["scopes"] = principal.scopes
         verifier.record_use(principal)
-        token = current_tenant.set(principal.tenant)
-        try:
+        caller = Caller(
+            tenant=principal.tenant,
+            key_id=principal.key_id_text,
+            request_id=request_state.get("request_id"),
+        )
+        with caller_scope(caller):
             await self.app(scope, receive, send)
-        finally:
-            current_tenant.reset(token)
 
 
 def _auth_flood_detail(retry_after: int) -> str:
