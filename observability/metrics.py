@@ -52,6 +52,9 @@ __all__ = [
     "BREAKER_STATE_CODES",
     "CACHE_NAMES",
     "CACHE_REQUESTS",
+    "CALLBACK_DELIVERIES",
+    "CALLBACK_OUTCOMES",
+    "CALLBACK_PENDING",
     "CIRCUIT_BREAKER_REJECTIONS",
     "CIRCUIT_BREAKER_STATE",
     "CIRCUIT_BREAKER_STORAGE_DEGRADED",
@@ -441,6 +444,25 @@ disagrees for longer than the flag cache TTL shows up as ``min by (flag) != max 
 FEATURE_FLAG_STORAGE_DEGRADED: Final = Gauge(
     "feature_flag_storage_degraded",
     "1 while the flag overrides cannot be read from Redis (last known values, else defaults).",
+    registry=REGISTRY,
+)
+
+
+# --- bulk-job callbacks ----------------------------------------------------------------------
+
+CallbackOutcome = Literal["delivered", "retried", "failed"]
+CALLBACK_OUTCOMES: Final[tuple[CallbackOutcome, ...]] = ("delivered", "retried", "failed")
+CALLBACK_DELIVERIES: Final = Counter(
+    "callback_deliveries",
+    "Callback delivery attempts of bulk jobs by outcome: delivered (2xx), retried (failed, "
+    "another attempt scheduled), failed (given up: retry window over or URL refused).",
+    ["outcome"],
+    registry=REGISTRY,
+)
+"""``outcome`` in :data:`CALLBACK_OUTCOMES`."""
+CALLBACK_PENDING: Final = Gauge(
+    "callback_pending",
+    "Callback deliveries not yet delivered nor given up (sampled from PostgreSQL by every worker).",
     registry=REGISTRY,
 )
 
