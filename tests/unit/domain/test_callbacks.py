@@ -186,9 +186,7 @@ def test_new_secrets_are_random_and_long() -> None:
 
 def test_a_2xx_is_delivered_whatever_the_attempt() -> None:
     policy = callback_retry_policy(10.0)
-    step = next_step(
-        delivered=True, attempts=7, since_first_attempt_s=9e9, rand=0.5, policy=policy
-    )
+    step = next_step(delivered=True, attempts=7, since_first_attempt_s=9e9, rand=0.5, policy=policy)
     assert step.state == "delivered"
 
 
