@@ -46,6 +46,7 @@ from domain.callbacks import (
     validate_callback_url,
 )
 from domain.errors import DependencyUnavailable, InvalidInput
+from observability import metrics
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -62,6 +63,7 @@ __all__ = [
     "CallbackDispatcher",
     "CallbackListener",
     "NonPublicAddress",
+    "PrometheusCallbackListener",
     "PublicOnlyResolver",
 ]
 
@@ -107,6 +109,16 @@ class CallbackListener(Protocol):
 
     def sampled(self, pending: int) -> None:
         """Deliveries pending now."""
+
+
+class PrometheusCallbackListener:
+    """Feeds ``callback_deliveries_total{outcome}`` and ``callback_pending``."""
+
+    def attempted(self, outcome: str) -> None:
+        metrics.CALLBACK_DELIVERIES.labels(outcome).inc()
+
+    def sampled(self, pending: int) -> None:
+        metrics.CALLBACK_PENDING.set(pending)
 
 
 class _NullListener:
@@ -229,8 +241,15 @@ class CallbackDispatcher:
         """Deliver until ``stop`` is set (the current pass finishes first).
 
         PostgreSQL outages are logged and waited out; nothing here ends the loop but ``stop``
-        or a cancellation.
+        or a cancellation. Opens (and closes) the HTTP session unless the dispatcher is open.
         """
+        if self._session is None:
+            async with self:
+                await self._loop(stop)
+            return
+        await self._loop(stop)
+
+    async def _loop(self, stop: asyncio.Event) -> None:
         sampled_at = float("-inf")
         while not stop.is_set():
             handled = 0
@@ -241,6 +260,8 @@ class CallbackDispatcher:
                 handled = await self.deliver_due()
             except DependencyUnavailable as exc:
                 log.warning("callbacks_postgres_unavailable", error=exc.detail)
+            except Exception as exc:  # the loop outlives any one bad pass
+                log.error("callbacks_pass_failed", error_type=type(exc).__name__)
             if handled < self._concurrency:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=self._poll_s)
