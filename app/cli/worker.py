@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Final
 
 import structlog
 
+from app.config import parse_hmac_keys
 from app.version import SERVICE_VERSION
 from domain.webhooks import DEFAULT_RETRY_POLICY, RetryPolicy
 from infra.callbacks import CallbackDispatcher, PrometheusCallbackListener
@@ -159,8 +160,6 @@ async def consume_until(
 
 def callback_dispatcher(settings: Settings, pool: asyncpg.Pool) -> CallbackDispatcher:
     """The bulk-job callback delivery loop of this worker, configured from ``settings``."""
-    from app.config import parse_hmac_keys
-
     envelope = AeadEnvelope(
         parse_hmac_keys(settings.cache_hmac_keys.get()), purpose=SEALING_PURPOSE
     )
