@@ -526,6 +526,8 @@ for _entrypoint in ENRICHMENT_ENTRYPOINTS:
     for _enrichment in ENRICHMENT_OUTCOMES:
         ENRICHMENTS.labels(_entrypoint, _enrichment)
 DEPENDENCY_DEGRADED.labels("redis")
+for _callback_outcome in CALLBACK_OUTCOMES:
+    CALLBACK_DELIVERIES.labels(_callback_outcome)
 
 
 # --- hot-path helpers -----------------------------------------------------------------------
