@@ -16,8 +16,9 @@ and another worker re-picks them after ``lease_timeout_s``.
 
 Beside the consumer, the worker posts the callbacks of finished bulk jobs
 (:class:`infra.callbacks.CallbackDispatcher`, ``docs/callbacks.md``). On a signal it stops
-claiming; attempts in flight get ``CALLBACK_TIMEOUT_S`` to end after the consumer stopped, then
-are interrupted and given back (due again at once, for any worker).
+claiming; attempts in flight may end (each is bounded by ``CALLBACK_TIMEOUT_S``) for at most
+``min(CALLBACK_TIMEOUT_S, 0.75 * grace_s)`` after the consumer stopped, then are interrupted and
+given back (due again at once, for any worker).
 """
 
 from __future__ import annotations
@@ -249,7 +250,11 @@ async def _serve(
                 base_delay_s=settings.worker_retry_base_s,
             ),
         )
-        await _stop_callbacks(stop, delivering, settings.callback_timeout_s)
+        # Attempts in flight started before the signal: they end within CALLBACK_TIMEOUT_S of
+        # their start, and never get more than the drain share of the grace from here.
+        await _stop_callbacks(
+            stop, delivering, min(settings.callback_timeout_s, grace_s * _DRAIN_SHARE)
+        )
         untrack_pool()
     for signum in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(ValueError, RuntimeError):
