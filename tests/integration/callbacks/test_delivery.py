@@ -249,3 +249,25 @@ async def test_a_worker_that_died_mid_attempt_leaves_the_delivery_due_after_its_
 
 def _at(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, UTC)
+
+
+async def test_a_delivery_claimed_after_its_24_hour_window_fails_without_being_posted(
+    pool: asyncpg.Pool,
+    deliveries: PgCallbackDeliveries,
+    secrets: PgCallbackSecrets,
+    key_id: uuid.UUID,
+) -> None:
+    # E.g. every worker was down for a day after the first attempt.
+    await secrets.rotate(key_id)
+    with serving(CallbackReceiver()) as receiver:
+        job_id = await enqueue(pool, key_id, receiver.url)
+        await pool.execute(
+            "UPDATE core.callback_deliveries SET attempts = 1, last_status = 503,"
+            " first_attempt_at = now() - interval '25 hours' WHERE job_id = $1",
+            job_id,
+        )
+        async with dispatcher(deliveries, secrets) as loop:
+            assert await loop.deliver_due() == 1
+        assert receiver.received == []
+    view = await only_delivery(pool, job_id)
+    assert (view.state, view.attempts, view.last_error) == ("failed", 2, "retry window over")
