@@ -234,6 +234,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Where `c2s-api backup` writes when --out is not given (empty: --out is required).
     backup_dir: str = ""
 
+    # --- bulk-job callbacks (c2s-api worker; docs/callbacks.md) -----------------------------
+    # Per attempt: the whole POST (connect, send, answer) must end within this.
+    callback_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=60)] = 10.0
+    # First cap of the retry backoff (doubling per attempt up to 1 h, full jitter, for 24 h
+    # after the first attempt). Smaller only where time is compressed (tests, drills).
+    callback_retry_base_s: Annotated[float, msgspec.Meta(ge=0.01, le=600)] = 10.0
+    # Deliveries one worker posts at once, and how often it looks for due ones when idle.
+    callback_concurrency: Annotated[int, msgspec.Meta(ge=1, le=64)] = 4
+    callback_poll_s: Annotated[float, msgspec.Meta(gt=0, le=60)] = 1.0
+
 
 _SECRET_FIELDS = frozenset(
     name

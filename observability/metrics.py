@@ -52,6 +52,9 @@ __all__ = [
     "BREAKER_STATE_CODES",
     "CACHE_NAMES",
     "CACHE_REQUESTS",
+    "CALLBACK_DELIVERIES",
+    "CALLBACK_OUTCOMES",
+    "CALLBACK_PENDING",
     "CIRCUIT_BREAKER_REJECTIONS",
     "CIRCUIT_BREAKER_STATE",
     "CIRCUIT_BREAKER_STORAGE_DEGRADED",
@@ -445,6 +448,25 @@ FEATURE_FLAG_STORAGE_DEGRADED: Final = Gauge(
 )
 
 
+# --- bulk-job callbacks ----------------------------------------------------------------------
+
+CallbackOutcome = Literal["delivered", "retried", "failed"]
+CALLBACK_OUTCOMES: Final[tuple[CallbackOutcome, ...]] = ("delivered", "retried", "failed")
+CALLBACK_DELIVERIES: Final = Counter(
+    "callback_deliveries",
+    "Callback delivery attempts of bulk jobs by outcome: delivered (2xx), retried (failed, "
+    "another attempt scheduled), failed (given up: retry window over or URL refused).",
+    ["outcome"],
+    registry=REGISTRY,
+)
+"""``outcome`` in :data:`CALLBACK_OUTCOMES`."""
+CALLBACK_PENDING: Final = Gauge(
+    "callback_pending",
+    "Callback deliveries not yet delivered nor given up (sampled from PostgreSQL by every worker).",
+    registry=REGISTRY,
+)
+
+
 def set_feature_flag(flag: str, enabled: bool) -> None:
     """Set ``feature_flag_enabled{flag}`` to 1 or 0."""
     FEATURE_FLAG_ENABLED.labels(flag).set(1 if enabled else 0)
@@ -504,6 +526,8 @@ for _entrypoint in ENRICHMENT_ENTRYPOINTS:
     for _enrichment in ENRICHMENT_OUTCOMES:
         ENRICHMENTS.labels(_entrypoint, _enrichment)
 DEPENDENCY_DEGRADED.labels("redis")
+for _callback_outcome in CALLBACK_OUTCOMES:
+    CALLBACK_DELIVERIES.labels(_callback_outcome)
 
 
 # --- hot-path helpers -----------------------------------------------------------------------

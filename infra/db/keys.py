@@ -129,6 +129,12 @@ class PgApiKeyStore:
         self._pool = pool
         self._acquire_timeout = acquire_timeout
 
+    @property
+    def pool(self) -> asyncpg.Pool:
+        """The pool the store runs on (for stores of the same key's data, e.g. its callback
+        secrets)."""
+        return self._pool
+
     def _connection(self) -> AbstractAsyncContextManager[PoolConnectionProxy]:
         """A pooled connection; outages become ``DependencyUnavailable``."""
         return pooled_connection(self._pool, self._acquire_timeout)
