@@ -234,6 +234,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Where `c2s-api backup` writes when --out is not given (empty: --out is required).
     backup_dir: str = ""
 
+    # --- usage and paid-call quotas -----------------------------------------------------------
+    # Paid calls are counted in memory and written to core.usage_daily every USAGE_FLUSH_MS
+    # (one statement), and at shutdown.
+    usage_flush_ms: Annotated[int, msgspec.Meta(ge=10, le=60_000)] = 1000
+    # The tenant label of paid_calls_total & co.: "a,b,c" = only these tenants by name; empty =
+    # the first USAGE_METRIC_TENANTS_MAX tenants each process sees. Every other one: "other".
+    usage_metric_tenants: str = ""
+    usage_metric_tenants_max: Annotated[int, msgspec.Meta(ge=0, le=200)] = 20
+
 
 _SECRET_FIELDS = frozenset(
     name
