@@ -137,10 +137,9 @@ async def test_diretrix_resolutions_are_paid_calls_too() -> None:
     world, (cpf, _, _) = metered_world()
     world.diretrix.by_email["ana@example.com"] = [CpfCandidate(cpf=cpf, name="FULANO DE TAL")]
     enricher = world.enricher()
-    with caller_scope(key(1)):
-        # The resolution takes the one unit: the dossier fetch is refused, Work API not called.
-        with pytest.raises(QuotaExceeded) as refused:
-            await lookup_customer(enricher, CustomerQuery(email="ana@example.com"), now=NOW)
+    # The resolution takes the one unit: the dossier fetch is refused, Work API not called.
+    with caller_scope(key(1)), pytest.raises(QuotaExceeded) as refused:
+        await lookup_customer(enricher, CustomerQuery(email="ana@example.com"), now=NOW)
     assert refused.value.upstream == "work_api"
     assert world.diretrix.calls == 1
     assert world.work_api.calls == []
