@@ -143,7 +143,7 @@ async def test_the_quota_is_shared_by_every_process_through_redis(
     assert sorted(grants) == [False, False, True, True, True]
     counter = one.quota_key(key_id, TODAY)
     assert counter.endswith(f"quota:{{{key_id}}}:{TODAY:%Y%m%d}")
-    assert int(await client.get(counter)) == 3
+    assert await client.get(counter) == b"3"
     midnight = dt.datetime.combine(TODAY + dt.timedelta(days=1), dt.time(), dt.UTC).timestamp()
     expires_at = await client.expiretime(counter)
     assert midnight < expires_at <= midnight + 3600
