@@ -23,7 +23,7 @@ __all__ = ["UsageController"]
 FromDay = Annotated[
     str | None,
     QueryParameter(
-        query="from",
+        name="from",
         description="First UTC day (YYYY-MM-DD), default the first day of the current month",
     ),
 ]
