@@ -240,3 +240,21 @@ def test_utc_day_and_seconds_to_its_end() -> None:
     assert utc_day(T0) == DAY
     assert seconds_until_day_end(T0) == 16 * 3600
     assert seconds_until_day_end(T0 + 16 * 3600 - 0.5) == 1.0
+
+
+async def test_lead_processing_over_the_quota_is_a_429_and_the_lead_is_not_locked() -> None:
+    world, (cpf, _, _) = metered_world()
+    world.diretrix.by_email["ana@example.com"] = [CpfCandidate(cpf=cpf, name="FULANO DE TAL")]
+    world.c2s.leads["L2"] = Lead(id="L2", customer=LeadCustomer(email="ana@example.com"))
+    enricher = world.enricher()
+    with caller_scope(key(1)), pytest.raises(QuotaExceeded):
+        await enricher.process_lead("L2")
+    assert world.work_api.calls == []
+    assert world.lead_locks is not None
+    assert world.lead_locks.held == {}
+    # The next day (quota reset) the same lead is processed.
+    world.clock.advance(16 * 3600)
+    with caller_scope(key(1)):
+        result = await enricher.process_lead("L2")
+    assert result.success
+    assert world.work_api.calls == [cpf]
