@@ -222,8 +222,10 @@ class UsageReport(msgspec.Struct, frozen=True, kw_only=True):
     rows: list[UsageRow]
 
 
-def _parse_day(field: str, raw: str | None) -> dt.date | None:
-    if raw is None or not raw.strip():
+def _parse_day(field: str, raw: str | dt.date | None) -> dt.date | None:
+    if raw is None or isinstance(raw, dt.date):
+        return raw
+    if not raw.strip():
         return None
     try:
         return dt.date.fromisoformat(raw.strip())
@@ -232,7 +234,7 @@ def _parse_day(field: str, raw: str | None) -> dt.date | None:
 
 
 def usage_period(
-    raw_from: str | None, raw_to: str | None, today: dt.date
+    raw_from: str | dt.date | None, raw_to: str | dt.date | None, today: dt.date
 ) -> tuple[dt.date, dt.date]:
     """The period of a usage report: default the current UTC month up to ``today``.
 
@@ -269,7 +271,9 @@ class UsageReports:
         self._ledger = ledger
         self._clock = clock
 
-    async def report(self, tenant: str, raw_from: str | None, raw_to: str | None) -> UsageReport:
+    async def report(
+        self, tenant: str, raw_from: str | dt.date | None, raw_to: str | dt.date | None
+    ) -> UsageReport:
         """The paid calls of ``tenant`` (only) over the asked period.
 
         Raises:

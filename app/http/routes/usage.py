@@ -7,6 +7,7 @@ key of it, and never another tenant's: the tenant is the authenticated key's
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated
 
 from litestar import Controller, get
@@ -21,14 +22,14 @@ from domain.usage import UsageReport
 __all__ = ["UsageController"]
 
 FromDay = Annotated[
-    str | None,
+    dt.date | None,
     QueryParameter(
         name="from",
         description="First UTC day (YYYY-MM-DD), default the first day of the current month",
     ),
 ]
 ToDay = Annotated[
-    str | None,
+    dt.date | None,
     QueryParameter(description="Last UTC day (YYYY-MM-DD, included), default today"),
 ]
 
