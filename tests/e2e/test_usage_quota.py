@@ -5,7 +5,7 @@ upstream calls it receives, PostgreSQL holding the counts: a key with a quota of
 calls, then gets 429 ``quota-exceeded`` with ``Retry-After`` and the Work API sees no third call;
 cached and stored reads stay free; ``GET /api/v1/usage`` shows exactly what was paid, per day,
 key and upstream, to the key's own tenant only; counts still in memory are written when the API
-process is told to stop.
+process or a worker is told to stop.
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ import aiohttp
 import pytest
 
 from tests.support.factories import issue_key
-from tests.support.processes import APP_FACTORY, granian_server
-from tests.support.sandbox import PEOPLE
+from tests.support.polling import wait_until
+from tests.support.processes import APP_FACTORY, ChildProcess, granian_server, worker_argv
+from tests.support.sandbox import PEOPLE, WEBHOOK_SECRET
 
 if TYPE_CHECKING:
     import asyncpg
@@ -190,3 +191,53 @@ async def test_counts_still_in_memory_are_written_when_the_api_process_gets_sigt
         (dt.datetime.now(dt.UTC).date(), str(stored.id), "work_api", 3)
     ]
     assert await work_api_calls(sandbox) == 3
+
+
+async def system_calls(db: asyncpg.Pool) -> dict[str, int]:
+    rows = await db.fetch(
+        "SELECT upstream, calls FROM core.usage_daily WHERE tenant = '_system' AND day = $1",
+        dt.datetime.now(dt.UTC).date(),
+    )
+    return {row["upstream"]: row["calls"] for row in rows}
+
+
+async def test_the_worker_writes_its_counts_when_it_stops(
+    client: AsyncTestClient[Litestar],
+    e2e_env: dict[str, str],
+    sandbox: SandboxAdmin,
+    db: asyncpg.Pool,
+) -> None:
+    before = await system_calls(db)
+    lead = await sandbox.create_lead(person_index=488)
+    event = {
+        "id": lead["lead_id"],
+        "hook_action": "on_update_lead",
+        "attributes": {"updated_at": "2026-12-07 07:00:00.000 -0300", "customer": lead["customer"]},
+    }
+    answer = await client.post(
+        "/api/v1/webhooks/c2s", json=event, headers={"X-Webhook-Token": WEBHOOK_SECRET}
+    )
+    assert answer.json()["processed"] == 1
+    env = {**os.environ, **e2e_env, "USAGE_FLUSH_MS": "60000"}
+    worker = ChildProcess("worker", worker_argv(concurrency=1, lease_timeout_s=30, grace_s=5), env)
+    try:
+
+        async def done() -> bool:
+            status = await db.fetchval(
+                "SELECT status FROM core.webhook_events WHERE lead_id = $1", lead["lead_id"]
+            )
+            return status in ("completed", "failed")
+
+        await wait_until(done, timeout_s=45, what=f"the job to finish\n{worker.output()}")
+        # A webhook job acts for no key: its paid calls are the system's, still in memory.
+        assert await system_calls(db) == before
+        assert worker.terminate(timeout_s=15) == 0
+    finally:
+        worker.stop()
+    counters = await sandbox.counters()
+    paid = {
+        upstream: sum(counters.get(upstream, {}).values()) for upstream in ("work_api", "diretrix")
+    }
+    assert paid["work_api"] >= 1
+    after = await system_calls(db)
+    assert {u: after.get(u, 0) - before.get(u, 0) for u in paid} == paid
