@@ -33,6 +33,7 @@ from app.http.middleware.auth import KeyVerifier
 from app.http.middleware.idempotency import IdempotencyStore
 from app.http.middleware.ratelimit import AUTH_FAILURE_POLICY, AuthFailureGuard, ClientAddress
 from domain.pipeline import Enricher, PipelineSettings
+from domain.usage import MeteredDiretrix, MeteredWorkApi, PaidCalls, UsageReports
 from domain.webhooks import GoogleAdsIntake, GoogleAdsSettings, WebhookIntake
 from domain.work_modules import WorkModules
 from infra.breaker import BreakerRegistry
@@ -51,6 +52,7 @@ from infra.db.keys import PgApiKeyStore
 from infra.db.lead_messages import PgLeadMessages
 from infra.db.pool import create_pool
 from infra.db.repository import PgPartyRepository
+from infra.db.usage import PgUsageLedger
 from infra.flags import FlagStore, defaults_from_settings
 from infra.hotread import RedisHotRead
 from infra.localcache import LocalDossierCache
@@ -67,6 +69,7 @@ from infra.upstream import (
     create_session,
     create_upstream_clients,
 )
+from infra.usage import TenantLabels, UsageRecorder
 from observability.metrics import (
     DOSSIER_LOCAL_CACHE_BYTES,
     DOSSIER_LOCAL_CACHE_ENTRIES,
@@ -83,6 +86,7 @@ from observability.tracing import untraced
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterable
+    from contextlib import AbstractAsyncContextManager
 
     from app.config import Settings
     from domain.admission import Tier
@@ -336,6 +340,8 @@ class Services:
         job_admin: Listing and redriving webhook events (dead letters).
         client_address: The client's address as far as trusted proxies vouch for it.
         identity_salt: Key of the client-identity digests (no raw IP in Redis).
+        usage: The paid-call meter (counts in batches, per-key daily quotas).
+        usage_reports: The usage report of ``GET /api/v1/usage``.
     """
 
     settings: Settings
@@ -358,6 +364,8 @@ class Services:
     job_admin: PgJobAdmin
     client_address: ClientAddress
     identity_salt: bytes
+    usage: UsageRecorder
+    usage_reports: UsageReports
 
     async def check_postgres(self) -> None:
         """Raise unless PostgreSQL answers ``SELECT 1``.
@@ -443,6 +451,20 @@ def _auth_failure_guard(
     return AuthFailureGuard(limiter, client_address, salt)
 
 
+def _usage_recorder(
+    settings: Settings, redis: aioredis.Redis, ledger: PgUsageLedger
+) -> AbstractAsyncContextManager[UsageRecorder]:
+    """The paid-call meter, flushing every ``USAGE_FLUSH_MS`` until the drain."""
+    allow = [t.strip() for t in settings.usage_metric_tenants.split(",") if t.strip()]
+    return UsageRecorder(
+        ledger,
+        redis,
+        prefix=settings.redis_key_prefix,
+        flush_s=settings.usage_flush_ms / 1000,
+        labels=TenantLabels(allow, settings.usage_metric_tenants_max),
+    ).running()
+
+
 def dossier_invalidation_channel(settings: Settings) -> str:
     """The pub/sub channel on which every process announces a rewritten dossier (ADR 0010)."""
     return f"{settings.redis_key_prefix}wa:invalidated"
@@ -475,7 +497,8 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
     connects on first use, so the process starts and reports "not ready" instead of
     crash-looping. On exit, in order: pending API-key use writes, the rate limiter's grants
     (what was spent is pushed, the rest given back), the dossier cache's invalidation listener,
-    the flag poller, upstream breakers and HTTP session, Redis, the pool.
+    the flag poller, the paid-call counts not yet written (one last upsert), upstream breakers
+    and HTTP session, Redis, the pool.
     """
     async with AsyncExitStack() as stack:
         pool = await stack.enter_async_context(open_pool(settings))
@@ -489,6 +512,11 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         repository = PgPartyRepository(pool, acquire_timeout=acquire_timeout)
         event_store = PgEventStore(pool, acquire_timeout=acquire_timeout)
         upstreams = await stack.enter_async_context(_open_upstreams(settings, redis))
+        # Paid calls: metered and quota-checked; the drain writes the last counts (pool open).
+        usage_ledger = PgUsageLedger(pool, acquire_timeout=acquire_timeout)
+        usage = await stack.enter_async_context(_usage_recorder(settings, redis, usage_ledger))
+        paid = PaidCalls(usage, SystemClock())
+        work_api = MeteredWorkApi(upstreams.work_api, paid)
         # Feature flags: overrides polled from Redis every FLAG_CACHE_TTL_S (ADR 0007).
         flags = await stack.enter_async_context(
             FlagStore(
@@ -509,8 +537,8 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         )
         enricher = Enricher(
             c2s=upstreams.c2s,
-            diretrix=upstreams.diretrix,
-            work_api=upstreams.work_api,
+            diretrix=MeteredDiretrix(upstreams.diretrix, paid),
+            work_api=work_api,
             repository=repository,
             dossier_cache=dossier_cache,
             contact_cache=RedisContactCpfCache(
@@ -554,7 +582,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             upstreams=upstreams,
             enricher=enricher,
             work_modules=WorkModules(
-                work_api=upstreams.work_api,
+                work_api=work_api,
                 cache=dossier_cache,
                 flags=flags,
                 single_flight=enricher.single_flight,
@@ -587,6 +615,8 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             job_admin=PgJobAdmin(pool, acquire_timeout=acquire_timeout),
             client_address=client_address,
             identity_salt=salt,
+            usage=usage,
+            usage_reports=UsageReports(usage, usage_ledger, SystemClock()),
         )
         await _warm_up(pool)
         log.info(

@@ -243,6 +243,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Deliveries one worker posts at once, and how often it looks for due ones when idle.
     callback_concurrency: Annotated[int, msgspec.Meta(ge=1, le=64)] = 4
     callback_poll_s: Annotated[float, msgspec.Meta(gt=0, le=60)] = 1.0
+    # --- usage and paid-call quotas -----------------------------------------------------------
+    # Paid calls are counted in memory and written to core.usage_daily every USAGE_FLUSH_MS
+    # (one statement), and at shutdown.
+    usage_flush_ms: Annotated[int, msgspec.Meta(ge=10, le=60_000)] = 1000
+    # The tenant label of paid_calls_total & co.: "a,b,c" = only these tenants by name; empty =
+    # the first USAGE_METRIC_TENANTS_MAX tenants each process sees. Every other one: "other".
+    usage_metric_tenants: str = ""
+    usage_metric_tenants_max: Annotated[int, msgspec.Meta(ge=0, le=200)] = 20
 
 
 _SECRET_FIELDS = frozenset(

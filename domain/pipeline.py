@@ -31,6 +31,7 @@ from domain.errors import (
     DomainError,
     InvalidInput,
     NotFound,
+    QuotaExceeded,
     UpstreamError,
 )
 from domain.flags import Flag, StaticFlags
@@ -273,9 +274,7 @@ class Enricher:
 
     async def fetch_dossiers(self, cpfs: Sequence[str], *, use_cache: bool) -> dict[str, _Fetched]:
         """Fetch each CPF's dossier concurrently; a CPF whose fetch failed is simply absent.
-
-        Results are keyed by CPF, so a failure of one CPF can never shift another CPF's data.
-        """
+        Results are keyed by CPF, so a failure of one CPF can never shift another CPF's data."""
         async with self.observer.step("fetch_dossier"):
             results = await asyncio.gather(
                 *(self.fetch_dossier(cpf, use_cache=use_cache) for cpf in cpfs),
@@ -285,8 +284,8 @@ class Enricher:
         for cpf, result in zip(cpfs, results, strict=True):
             if isinstance(result, tuple):
                 out[cpf] = result
-            elif not isinstance(result, DomainError):
-                raise result  # a bug, not an upstream failure: let it surface
+            elif isinstance(result, QuotaExceeded) or not isinstance(result, DomainError):
+                raise result  # a bug, or the key's quota (429): not one CPF's upstream failure
         return out
 
     async def fetch_dossier(self, cpf: str, *, use_cache: bool) -> _Fetched:

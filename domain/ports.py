@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
     from contextlib import AbstractAsyncContextManager
+    from datetime import date
     from uuid import UUID
 
     from domain.admission import Admission, Tier
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
         StoredDossier,
         StoredEnrichment,
     )
+    from domain.usage import UsageCount
     from domain.webhooks.events import AcceptResult, QueueStats, StoredEvent
     from domain.webhooks.google_ads import GoogleLeadClaim
     from domain.webhooks.jobs import JobState, JobView, RedriveOutcome
@@ -52,6 +54,8 @@ __all__ = [
     "PartyRepository",
     "RecentCpfs",
     "StepObserver",
+    "UsageLedger",
+    "UsageMeter",
     "WorkApiPort",
 ]
 
@@ -429,4 +433,42 @@ class AuditTrail(Protocol):
 
     async def about(self, tenant: str | None, subject: str) -> list[AccessRecord]:
         """The records about ``subject`` (oldest first); ``tenant`` ``None``: every tenant's."""
+        ...
+
+
+class UsageMeter(Protocol):
+    """Counts paid upstream calls and each key's paid calls of the UTC day (``domain/usage.py``).
+
+    :meth:`record` never blocks (an in-process accumulator written in batches, flushed on
+    drain); :meth:`reserve` and :meth:`release` are the quota's shared per-key day counter (one
+    round trip; the adapter falls back to the process's own count when its store is down).
+    """
+
+    async def reserve(self, tenant: str, key_id: str, day: date, quota: int) -> bool:
+        """Take one unit of ``key_id``'s paid calls on ``day``; ``False`` (nothing taken) when
+        the key already made ``quota`` paid calls that day."""
+        ...
+
+    async def release(self, key_id: str, day: date) -> None:
+        """Give back a unit taken by :meth:`reserve` for a call that was not paid."""
+        ...
+
+    def record(self, count: UsageCount) -> None:
+        """Count paid calls (accumulated; written within the flush period)."""
+        ...
+
+    def refused(self, tenant: str, upstream: str) -> None:
+        """A paid call was refused for the quota (a metric; no I/O)."""
+        ...
+
+    async def flush(self) -> None:
+        """Write every count recorded so far."""
+        ...
+
+
+class UsageLedger(Protocol):
+    """The stored paid-call counts (per day, tenant, key and upstream)."""
+
+    async def usage(self, tenant: str, first: date, last: date) -> list[UsageCount]:
+        """The counts of ``tenant`` from ``first`` to ``last`` (UTC days, both included)."""
         ...

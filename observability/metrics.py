@@ -74,6 +74,8 @@ __all__ = [
     "HTTP_CLIENT_REQUEST_DURATION",
     "HTTP_SERVER_ACTIVE_REQUESTS",
     "HTTP_SERVER_REQUEST_DURATION",
+    "PAID_CALLS",
+    "PAID_QUOTA_USE_RATIO",
     "PIPELINE_STEP_DURATION",
     "QUEUE_DEAD_LETTERS",
     "QUEUE_DEAD_LETTERS_PENDING",
@@ -81,6 +83,7 @@ __all__ = [
     "QUEUE_JOBS",
     "QUEUE_JOB_AGE",
     "QUEUE_OLDEST_JOB_AGE",
+    "QUOTA_EXCEEDED",
     "RATE_LIMIT_DECISIONS",
     "RATE_LIMIT_DEGRADED",
     "RATE_LIMIT_STORAGE_ERRORS",
@@ -465,6 +468,34 @@ CALLBACK_PENDING: Final = Gauge(
     "Callback deliveries not yet delivered nor given up (sampled from PostgreSQL by every worker).",
     registry=REGISTRY,
 )
+# --- usage and paid-call quotas ------------------------------------------------------------
+
+PAID_CALLS: Final = Counter(
+    "paid_calls",
+    "Paid upstream calls (a Work API call not served from a cache, a Diretrix resolution), "
+    "by tenant and upstream.",
+    ["tenant", "upstream"],
+    registry=REGISTRY,
+)
+"""``tenant`` is bounded by ``infra.usage.TenantLabels``: the configured allowlist
+(``USAGE_METRIC_TENANTS``) or the first ``USAGE_METRIC_TENANTS_MAX`` tenants this process saw,
+every other tenant ``other``; ``_system`` is work done for no key (webhook jobs). ``upstream``:
+``work_api``, ``diretrix``. Exact per-key counts are in ``core.usage_daily`` (``/api/v1/usage``)."""
+QUOTA_EXCEEDED: Final = Counter(
+    "quota_exceeded",
+    "Paid calls refused because the API key reached its daily paid-call quota (HTTP 429).",
+    ["tenant", "upstream"],
+    registry=REGISTRY,
+)
+"""Labels as :data:`PAID_CALLS`."""
+PAID_QUOTA_USE_RATIO: Final = Gauge(
+    "paid_quota_use_ratio",
+    "Today's (UTC) paid calls over the daily quota of the most used quota-bound key of the "
+    "tenant that this process served today (shared count; 1 = at quota).",
+    ["tenant"],
+    registry=REGISTRY,
+)
+"""Labels as :data:`PAID_CALLS`; a fleet-wide view is ``max by (tenant)``. Reset at 00:00 UTC."""
 
 
 def set_feature_flag(flag: str, enabled: bool) -> None:

@@ -87,6 +87,10 @@ SEMANTIC_RULES: dict[str, tuple[str, str]] = {
         "positive_data_acceptance",
         "the Work API decides which modules exist (400 'no such module')",
     ),
+    "GET /api/v1/usage": (
+        "positive_data_acceptance",
+        "'from' must not be after 'to'; a period covers at most 366 days",
+    ),
 }
 
 schema = schemathesis.pytest.from_fixture("fuzz_schema")

@@ -29,6 +29,7 @@ from domain.models import (
 )
 from domain.pipeline import Enricher, PipelineSettings
 from domain.tenancy import current_tenant
+from domain.usage import MeteredDiretrix, MeteredWorkApi, PaidCalls, UsageCount
 from domain.webhooks import AcceptResult, GoogleLeadClaim, QueueStats, StoredEvent
 from tests.support.clocks import FakeClock
 
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 
     from domain.dossier import Dossier
     from domain.flags import StaticFlags
+    from domain.ports import DiretrixPort, WorkApiPort
     from domain.webhooks import EventStatus, WebhookEvent
 
 
@@ -383,6 +385,43 @@ class RecordingObserver:
 
 
 @dataclass
+class FakeUsageMeter:
+    """The usage meter and ledger in memory: counts by (day, tenant, key, upstream), and each
+    key's paid calls of the day (the quota counter); ``flush`` has nothing to write."""
+
+    counts: dict[tuple[dt.date, str, str, str], int] = field(default_factory=dict)
+    day_calls: dict[tuple[str, dt.date], int] = field(default_factory=dict)
+    refusals: list[tuple[str, str]] = field(default_factory=list)
+
+    async def reserve(self, tenant: str, key_id: str, day: dt.date, quota: int) -> bool:
+        used = self.day_calls.get((key_id, day), 0)
+        if used >= quota:
+            return False
+        self.day_calls[(key_id, day)] = used + 1
+        return True
+
+    async def release(self, key_id: str, day: dt.date) -> None:
+        self.day_calls[(key_id, day)] = max(0, self.day_calls.get((key_id, day), 0) - 1)
+
+    def record(self, count: UsageCount) -> None:
+        key = (count.day, count.tenant, count.key_id, count.upstream)
+        self.counts[key] = self.counts.get(key, 0) + count.calls
+
+    def refused(self, tenant: str, upstream: str) -> None:
+        self.refusals.append((tenant, upstream))
+
+    async def flush(self) -> None:
+        return None
+
+    async def usage(self, tenant: str, first: dt.date, last: dt.date) -> list[UsageCount]:
+        return [
+            UsageCount(day, t, key_id, upstream, calls)
+            for (day, t, key_id, upstream), calls in self.counts.items()
+            if t == tenant and first <= day <= last
+        ]
+
+
+@dataclass
 class World:
     """Every fake wired into one :class:`Enricher`."""
 
@@ -398,16 +437,23 @@ class World:
     recent_cpfs: FakeRecentCpfs | None = None
     fill_locks: FakeFillLocks | None = None
     lead_messages: FakeLeadMessages = field(default_factory=FakeLeadMessages)
+    # Set: the Work API and Diretrix are metered paid calls (domain/usage.py), as in production.
+    meter: FakeUsageMeter | None = None
 
     def enricher(
         self, settings: PipelineSettings | None = None, flags: StaticFlags | None = None
     ) -> Enricher:
         self.lead_locks = self.lead_locks or FakeLeadLocks(self.clock)
         self.recent_cpfs = self.recent_cpfs or FakeRecentCpfs(self.clock)
+        diretrix: DiretrixPort = self.diretrix
+        work_api: WorkApiPort = self.work_api
+        if self.meter is not None:
+            paid = PaidCalls(self.meter, self.clock)
+            diretrix, work_api = MeteredDiretrix(diretrix, paid), MeteredWorkApi(work_api, paid)
         return Enricher(
             c2s=self.c2s,
-            diretrix=self.diretrix,
-            work_api=self.work_api,
+            diretrix=diretrix,
+            work_api=work_api,
             repository=self.repository,
             dossier_cache=self.dossier_cache,
             contact_cache=self.contact_cache,
