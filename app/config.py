@@ -234,6 +234,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Where `c2s-api backup` writes when --out is not given (empty: --out is required).
     backup_dir: str = ""
 
+    # --- audit trail (docs/security.md, "Audit trail") --------------------------------------
+    # Buffered records are written at least this often (one INSERT per flush).
+    audit_flush_ms: Annotated[int, msgspec.Meta(ge=10, le=60_000)] = 200
+    # ... or as soon as this many are waiting.
+    audit_batch: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 500
+    # Records kept in memory while PostgreSQL cannot take them; past it the oldest are dropped.
+    audit_buffer_max: Annotated[int, msgspec.Meta(ge=100)] = 100_000
+    # Months of audit records kept (whole monthly partitions are dropped by the retention job).
+    audit_retention_months: Annotated[int, msgspec.Meta(ge=1)] = 24
+
 
 _SECRET_FIELDS = frozenset(
     name

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from uuid import UUID
 
     from domain.admission import Admission, Tier
-    from domain.audit import AccessRecord
+    from domain.audit import AccessRecord, AuditPage, AuditQuery
     from domain.dossier import Dossier
     from domain.flags import FlagState
     from domain.models import (
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from domain.webhooks.parsing import WebhookEvent
 
 __all__ = [
+    "AuditReader",
     "AuditTrail",
     "C2SPort",
     "Clock",
@@ -429,4 +430,12 @@ class AuditTrail(Protocol):
 
     async def about(self, tenant: str | None, subject: str) -> list[AccessRecord]:
         """The records about ``subject`` (oldest first); ``tenant`` ``None``: every tenant's."""
+        ...
+
+
+class AuditReader(Protocol):
+    """Searching the audit trail (``GET /api/v1/admin/audit``)."""
+
+    async def search(self, query: AuditQuery) -> AuditPage:
+        """One page of ``query.tenant``'s records, newest first (keyset on ``(at, id)``)."""
         ...
