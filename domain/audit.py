@@ -18,13 +18,14 @@ from typing import TYPE_CHECKING, Final, Literal, get_args
 
 import msgspec
 
+from domain.documents import normalize_cpf
 from domain.errors import InvalidInput
 from domain.tenancy import current_caller, current_tenant
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
 
-    from domain.ports import AuditTrail, Clock
+    from domain.ports import AuditReader, AuditTrail, Clock
     from domain.resolution import Resolution
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "OPERATIONS",
     "AccessRecord",
     "AuditCursor",
+    "AuditLog",
     "AuditPage",
     "AuditQuery",
     "Auditor",
@@ -276,3 +278,66 @@ def decode_cursor(text: str) -> AuditCursor:
     if cursor.at.tzinfo is None:
         raise InvalidInput("cursor", "not a cursor returned by this endpoint")
     return cursor
+
+
+def _utc(moment: dt.datetime | None) -> dt.datetime | None:
+    """A time without an offset is read as UTC."""
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=dt.UTC)
+
+
+class AuditLog:
+    """Reading one tenant's audit trail (``GET /api/v1/admin/audit``).
+
+    Args:
+        reader: The stored trail.
+        digester: The subject digest: a CPF asked about is digested, never stored or echoed.
+    """
+
+    __slots__ = ("_digester", "_reader")
+
+    def __init__(self, reader: AuditReader, digester: SubjectDigester) -> None:
+        self._reader = reader
+        self._digester = digester
+
+    async def search(
+        self,
+        tenant: str,
+        *,
+        subject_cpf: str | None = None,
+        key_id: str | None = None,
+        since: dt.datetime | None = None,
+        until: dt.datetime | None = None,
+        cursor: str | None = None,
+        limit: int = AUDIT_PAGE_DEFAULT,
+    ) -> AuditPage:
+        """One page of ``tenant``'s records, newest first.
+
+        Raises:
+            InvalidInput: An invalid CPF, a cursor not made here, a limit out of 1..1000, or
+                ``since`` after ``until``.
+        """
+        if not 1 <= limit <= AUDIT_PAGE_MAX:
+            raise InvalidInput("limit", f"limit must be between 1 and {AUDIT_PAGE_MAX}")
+        since, until = _utc(since), _utc(until)
+        if since is not None and until is not None and since > until:
+            raise InvalidInput("from", "'from' must not be after 'to'")
+        subject = None
+        if subject_cpf is not None and subject_cpf.strip():
+            try:
+                cpf = normalize_cpf(subject_cpf)
+            except InvalidInput as exc:  # named after the parameter; the value is never echoed
+                raise InvalidInput("subject_cpf", exc.detail) from None
+            subject = self._digester.digest(cpf)
+        return await self._reader.search(
+            AuditQuery(
+                tenant=tenant,
+                subject=subject,
+                key_id=key_id or None,
+                since=since,
+                until=until,
+                after=decode_cursor(cursor) if cursor else None,
+                limit=limit,
+            )
+        )

@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from domain.audit import AccessRecord, Auditor, AuditPage, AuditQuery, SubjectDigester
 from domain.dossier import decode_dossier, normalize_dossier
 from domain.errors import DependencyUnavailable, NotFound, UpstreamError, UpstreamSoftError
 from domain.models import (
@@ -383,6 +384,40 @@ class RecordingObserver:
 
 
 @dataclass
+class FakeAuditTrail:
+    """The audit trail as a list (written at once: nothing is buffered)."""
+
+    records: list[AccessRecord] = field(default_factory=list)
+
+    def record(self, record: AccessRecord) -> None:
+        self.records.append(record)
+
+    async def flush(self) -> None:
+        return None
+
+    async def about(self, tenant: str | None, subject: str) -> list[AccessRecord]:
+        return [
+            r
+            for r in self.records
+            if r.subject == subject and (tenant is None or r.tenant == tenant)
+        ]
+
+    async def search(self, query: AuditQuery) -> AuditPage:
+        found = [
+            r
+            for r in reversed(self.records)
+            if r.tenant == query.tenant
+            and query.subject in (None, r.subject)
+            and query.key_id in (None, r.key_id)
+        ]
+        return AuditPage(records=found[: query.limit])
+
+
+SUBJECTS = SubjectDigester(b"unit-test-subject-key")
+"""The subject digest of the unit tests' audit records."""
+
+
+@dataclass
 class World:
     """Every fake wired into one :class:`Enricher`."""
 
@@ -398,6 +433,7 @@ class World:
     recent_cpfs: FakeRecentCpfs | None = None
     fill_locks: FakeFillLocks | None = None
     lead_messages: FakeLeadMessages = field(default_factory=FakeLeadMessages)
+    audit: FakeAuditTrail = field(default_factory=FakeAuditTrail)
 
     def enricher(
         self, settings: PipelineSettings | None = None, flags: StaticFlags | None = None
@@ -419,6 +455,7 @@ class World:
             flags=flags,
             fill_locks=self.fill_locks,
             lead_messages=self.lead_messages,
+            audit=Auditor(self.audit, SUBJECTS, self.clock),
         )
 
 
