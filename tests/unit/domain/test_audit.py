@@ -257,7 +257,7 @@ async def test_search_digests_the_cpf_and_rejects_bad_input_without_echoing_it()
     assert "12345678900" not in bad.value.detail
     for kwargs in ({"limit": 0}, {"limit": 1001}, {"cursor": "nope"}):
         with pytest.raises(InvalidInput):
-            await log.search("acme", **kwargs)  # type: ignore[arg-type]
+            await log.search("acme", **kwargs)
     with pytest.raises(InvalidInput):
         await log.search("acme", since=NOW, until=NOW - dt.timedelta(seconds=1))
 

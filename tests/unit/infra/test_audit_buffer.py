@@ -127,7 +127,7 @@ async def test_past_its_bound_the_buffer_drops_the_oldest_and_counts_them() -> N
 
 def test_recording_never_awaits() -> None:
     buffer = trail(Database(), Clock())
-    assert buffer.record(rec(0)) is None  # a plain call: no coroutine to await
+    buffer.record(rec(0))  # a plain call (no coroutine to await): appended at once
     assert buffer.pending == 1
 
 
