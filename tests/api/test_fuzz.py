@@ -87,6 +87,10 @@ SEMANTIC_RULES: dict[str, tuple[str, str]] = {
         "positive_data_acceptance",
         "the Work API decides which modules exist (400 'no such module')",
     ),
+    "GET /api/v1/admin/audit": (
+        "positive_data_acceptance",
+        "subject_cpf must be a CPF with valid check digits; cursor must be one the API issued",
+    ),
 }
 
 schema = schemathesis.pytest.from_fixture("fuzz_schema")

@@ -409,6 +409,8 @@ class FakeAuditTrail:
             if r.tenant == query.tenant
             and query.subject in (None, r.subject)
             and query.key_id in (None, r.key_id)
+            and (query.since is None or r.at >= query.since)
+            and (query.until is None or r.at < query.until)
         ]
         return AuditPage(records=found[: query.limit])
 
