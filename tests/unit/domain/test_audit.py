@@ -19,7 +19,7 @@ from domain.audit import (
     encode_cursor,
 )
 from domain.customers import CustomerQuery, get_customer, lookup_batch, lookup_customer
-from domain.errors import InvalidInput
+from domain.errors import InvalidInput, NotFound
 from domain.models import CpfCandidate, Lead, LeadCustomer
 from domain.tenancy import Caller, caller_scope, tenant_scope
 from domain.webhooks import parse_webhook_body, run_event_job
@@ -120,7 +120,7 @@ async def test_a_lookup_resolved_by_diretrix_counts_both_paid_calls() -> None:
 
 async def test_a_lookup_that_found_nobody_records_nothing() -> None:
     world = World()
-    with pytest.raises(Exception, match="not found"):
+    with pytest.raises(NotFound):
         await lookup_customer(world.enricher(), CustomerQuery(name="Nobody Here"), now=NOW)
     assert world.audit.records == []
 
