@@ -32,6 +32,7 @@ from app.config import parse_hmac_keys, redact_url
 from app.http.middleware.auth import KeyVerifier
 from app.http.middleware.idempotency import IdempotencyStore
 from app.http.middleware.ratelimit import AUTH_FAILURE_POLICY, AuthFailureGuard, ClientAddress
+from domain.audit import Auditor, SubjectDigester
 from domain.pipeline import Enricher, PipelineSettings
 from domain.usage import MeteredDiretrix, MeteredWorkApi, PaidCalls, UsageReports
 from domain.webhooks import GoogleAdsIntake, GoogleAdsSettings, WebhookIntake
@@ -46,6 +47,7 @@ from infra.cache import (
     RedisLeadLocks,
     RedisRecentCpfs,
 )
+from infra.db.audit import PgAuditTrail
 from infra.db.events import PgEventStore, PgGoogleLeadClaims
 from infra.db.jobs import PgJobAdmin
 from infra.db.keys import PgApiKeyStore
@@ -342,6 +344,8 @@ class Services:
         identity_salt: Key of the client-identity digests (no raw IP in Redis).
         usage: The paid-call meter (counts in batches, per-key daily quotas).
         usage_reports: The usage report of ``GET /api/v1/usage``.
+        audit: The audit trail (buffered appends, flushed on exit; docs/security.md).
+        subjects: The keyed digest naming a person (CPF) in the audit trail.
     """
 
     settings: Settings
@@ -366,6 +370,8 @@ class Services:
     identity_salt: bytes
     usage: UsageRecorder
     usage_reports: UsageReports
+    audit: PgAuditTrail
+    subjects: SubjectDigester
 
     async def check_postgres(self) -> None:
         """Raise unless PostgreSQL answers ``SELECT 1``.
@@ -499,12 +505,19 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
     (what was spent is pushed, the rest given back), the dossier cache's invalidation listener,
     the flag poller, the paid-call counts not yet written (one last upsert), upstream breakers
     and HTTP session, Redis, the pool.
+    the flag poller, upstream breakers and HTTP session, Redis, the audit trail's buffered
+    records, the pool.
     """
     async with AsyncExitStack() as stack:
         pool = await stack.enter_async_context(open_pool(settings))
         redis = open_redis(settings)
         stack.push_async_callback(redis.aclose)
         salt = settings.cache_key_salt.get().encode()
+        # The audit trail is written until the last moment: flushed on exit, before the pool.
+        audit = PgAuditTrail.configured(pool, settings)
+        await stack.enter_async_context(audit.running())
+        subjects = SubjectDigester(salt)
+        auditor = Auditor(audit, subjects, SystemClock())
         keys = KeySpace(settings.redis_key_prefix, salt)
         listener = CacheMetrics()
         hmac_keys = parse_hmac_keys(settings.cache_hmac_keys.get())
@@ -565,6 +578,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             flags=flags,
             fill_locks=RedisFillLocks(redis, keys, settings.fill_lock_ttl_s, listener),
             lead_messages=PgLeadMessages(pool, salt=settings.cache_key_salt.get().encode()),
+            audit=auditor,
         )
         # Local admission: the limiter's view is synced in the background (ADR 0009).
         rate_limiter = await stack.enter_async_context(_rate_limiter(settings, redis).running())
@@ -586,6 +600,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
                 cache=dossier_cache,
                 flags=flags,
                 single_flight=enricher.single_flight,
+                audit=auditor,
             ),
             dossier_cache=dossier_cache,
             flags=flags,
@@ -617,6 +632,8 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             identity_salt=salt,
             usage=usage,
             usage_reports=UsageReports(usage, usage_ledger, SystemClock()),
+            audit=audit,
+            subjects=subjects,
         )
         await _warm_up(pool)
         log.info(

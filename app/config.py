@@ -251,6 +251,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # the first USAGE_METRIC_TENANTS_MAX tenants each process sees. Every other one: "other".
     usage_metric_tenants: str = ""
     usage_metric_tenants_max: Annotated[int, msgspec.Meta(ge=0, le=200)] = 20
+    # --- audit trail (docs/security.md, "Audit trail") --------------------------------------
+    # Buffered records are written at least this often (one INSERT per flush).
+    audit_flush_ms: Annotated[int, msgspec.Meta(ge=10, le=60_000)] = 200
+    # ... or as soon as this many are waiting.
+    audit_batch: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 500
+    # Records kept in memory while PostgreSQL cannot take them; past it the oldest are dropped.
+    audit_buffer_max: Annotated[int, msgspec.Meta(ge=100)] = 100_000
+    # Months of audit records kept (whole monthly partitions are dropped by the retention job).
+    audit_retention_months: Annotated[int, msgspec.Meta(ge=1)] = 24
 
 
 _SECRET_FIELDS = frozenset(

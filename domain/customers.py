@@ -15,7 +15,8 @@ from uuid import UUID
 
 import msgspec
 
-from domain.documents import normalize_cpf
+from domain.audit import paid_scope
+from domain.documents import is_valid_cpf, normalize_cpf
 from domain.dossier import NormalizedPerson, normalize_dossier
 from domain.emails import is_valid_email, normalize_email
 from domain.errors import (
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
     import datetime as dt
     from collections.abc import Sequence
 
+    from domain.audit import Operation
+    from domain.models import Party
     from domain.pipeline import Enricher
 
 __all__ = [
@@ -187,7 +190,12 @@ async def _find_in_db(enricher: Enricher, query: CustomerQuery) -> PartyWithCont
 
 
 async def lookup_customer(
-    enricher: Enricher, query: CustomerQuery, *, now: dt.datetime, may_fetch: bool = True
+    enricher: Enricher,
+    query: CustomerQuery,
+    *,
+    now: dt.datetime,
+    may_fetch: bool = True,
+    operation: Operation = "lookup",
 ) -> UnifiedCustomer:
     """Find a customer: database first (cpf > email > phone > name), then the Work API.
 
@@ -199,17 +207,36 @@ async def lookup_customer(
     data only: no Diretrix or Work API call (paid), no cache read, no database write; a party
     found but never enriched is answered as stored.
 
+    A customer answered is recorded in the audit trail (``operation``; one record, its paid
+    calls: a Diretrix resolution, a Work API fetch that was not a cache hit); a lookup that
+    answers an error records nothing.
+
     Args:
         enricher: The pipeline.
         query: The identifiers.
         now: The view's timestamp.
         may_fetch: Whether upstream calls (and the writes that store their data) are allowed.
+        operation: What the audit record calls this lookup.
 
     Raises:
         InvalidInput: no usable identifier, or an invalid one.
         NotFound: nowhere to be found (:data:`NOT_STORED` without ``may_fetch``).
         DependencyUnavailable: the Work API or Diretrix is down and nothing is stored.
     """
+    with paid_scope():
+        view = await _lookup(enricher, query, now=now, may_fetch=may_fetch)
+        cpf = view.personal_info.cpf
+        if cpf and is_valid_cpf(cpf):
+            diretrix = view.match is not None and view.match.source == "diretrix"
+            enricher.audit.record(
+                operation, normalize_cpf(cpf), upstreams=("diretrix",) if diretrix else ()
+            )
+    return view
+
+
+async def _lookup(
+    enricher: Enricher, query: CustomerQuery, *, now: dt.datetime, may_fetch: bool
+) -> UnifiedCustomer:
     query = _clean(query)
     found = await _find_in_db(enricher, query)
     person: NormalizedPerson | None = None
@@ -418,7 +445,9 @@ async def lookup_batch(
     async def one(query: CustomerQuery) -> BatchItemOutcome:
         async with gate:
             try:
-                customer = await lookup_customer(enricher, query, now=now, may_fetch=may_fetch)
+                customer = await lookup_customer(
+                    enricher, query, now=now, may_fetch=may_fetch, operation="batch"
+                )
             except DomainError as exc:
                 return BatchItemOutcome(error=error_outcome(exc))
         return BatchItemOutcome(customer=customer)
@@ -438,7 +467,15 @@ async def get_customer(enricher: Enricher, customer_id: UUID) -> PartyWithContac
     found = await enricher.repository.get_party(customer_id)
     if found is None or found.party.party_type != "person":
         raise NotFound(f"Customer with id {customer_id} not found")
+    if (cpf := _person_cpf(found.party)) is not None:
+        enricher.audit.record("customer", cpf)
     return found
+
+
+def _person_cpf(party: Party) -> str | None:
+    """A stored person's CPF, normalised, or ``None`` (no CPF, or not a valid one)."""
+    raw = party.cpf_cnpj
+    return normalize_cpf(raw) if raw and is_valid_cpf(raw) else None
 
 
 class BasicLead(msgspec.Struct, frozen=True, kw_only=True):
@@ -488,7 +525,7 @@ async def process_basic_lead(
         name=lead.name,
     )
     try:
-        view = await lookup_customer(enricher, query, now=now)
+        view = await lookup_customer(enricher, query, now=now, operation="lead")
     except DomainError as exc:
         reason = exc.detail if isinstance(exc, InvalidInput | NotFound) else _LEAD_DEPENDENCY_FAILED
         return BasicLeadResult(success=False, message=_LEAD_FAILED.format(reason=reason))

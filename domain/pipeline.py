@@ -6,7 +6,7 @@ Written against the ports only. Three entry points share the steps:
   replay of the finished answer, recent-CPF dedup, cached dossiers; always an answer object.
 * :meth:`Enricher.enrich_lead` — ``POST /api/v1/c2s/enrich/{lead_id}``: no dedup, fresh dossiers,
   failures raised as domain errors (HTTP errors).
-* :meth:`Enricher.enrich_event` — the durable webhook job: stored/cached data first.
+* :meth:`Enricher.prepare_event` — the durable webhook job: stored/cached data first.
 
 Rules (``docs/contract.md`` §2, §7): CPF and dossier are paired by CPF, never by list index;
 Diretrix lookups run concurrently; phones are validated before Diretrix (national digits, never
@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Literal
 
 import msgspec
 
-from domain.documents import is_valid_cpf, normalize_cpf
+from domain.audit import Auditor, note_paid_call, paid_scope
 from domain.dossier import Dossier, decode_dossier
 from domain.emails import is_valid_email, normalize_email
 from domain.errors import (
@@ -37,7 +37,7 @@ from domain.errors import (
 from domain.flags import Flag, StaticFlags
 from domain.lead_messages import UnrecordedLeadMessages, contact_fingerprint
 from domain.message import PersonSource, format_lead_message
-from domain.names import match_names
+from domain.names import best_candidate
 from domain.phones import diretrix_form, parse_br_phone
 from domain.resolution import (
     CPF_LOOKUP_UNAVAILABLE,
@@ -116,12 +116,6 @@ def _no_cpf_outcome(resolution: Resolution) -> EnrichmentOutcome:
     return "failed" if "unavailable" in lookups else "not_found"
 
 
-def _valid_cpf(raw: str) -> str | None:
-    if not is_valid_cpf(raw):
-        return None
-    return normalize_cpf(raw)
-
-
 class Enricher:
     """The use cases of the enrichment pipeline, bound to their ports."""
 
@@ -142,6 +136,7 @@ class Enricher:
         flags: Flags | None = None,
         fill_locks: FillLocks | None = None,
         lead_messages: LeadMessages | None = None,
+        audit: Auditor | None = None,
     ) -> None:
         self.c2s = c2s
         self.diretrix = diretrix
@@ -160,6 +155,8 @@ class Enricher:
         self.lead_messages: LeadMessages = (
             lead_messages if lead_messages is not None else UnrecordedLeadMessages()
         )
+        # One audit record per person whose data an operation used (none without a trail).
+        self.audit = audit if audit is not None else Auditor.disabled()
         # Cache misses of one key share one Work API call (in this process and, with fill
         # locks, across processes).
         self.single_flight = SingleFlight(
@@ -238,7 +235,7 @@ class Enricher:
             except UpstreamError:
                 return ContactLookup(status="unavailable"), None
             answer = (kind, value, candidates)
-        chosen = self._choose(candidates, lead_name)
+        chosen = best_candidate(candidates, lead_name, self.settings.name_match_threshold)
         if chosen is None:
             return ContactLookup(status="not_found"), answer
         cpf, score, method, matched = chosen
@@ -251,26 +248,6 @@ class Enricher:
                 match=MatchInfo(score=score, method=method, source=source, matched=matched),
             ),
         ), answer
-
-    def _choose(
-        self, candidates: Sequence[CpfCandidate], lead_name: str | None
-    ) -> tuple[str, float, str, bool] | None:
-        """Pick the candidate whose name best matches the lead's (the first valid one on ties).
-
-        Diretrix's first answer is not trusted blindly: a better-matching later candidate wins,
-        and the score is reported so a client can judge a weak match.
-        """
-        best: tuple[str, float, str, bool] | None = None
-        for candidate in candidates:
-            cpf = _valid_cpf(candidate.cpf)
-            if cpf is None:
-                continue
-            if not lead_name or not lead_name.strip():
-                return (cpf, 0.0, "none", False)
-            result = match_names(lead_name, candidate.name, self.settings.name_match_threshold)
-            if best is None or result.score > best[1]:
-                best = (cpf, result.score, result.method, result.matched)
-        return best
 
     async def fetch_dossiers(self, cpfs: Sequence[str], *, use_cache: bool) -> dict[str, _Fetched]:
         """Fetch each CPF's dossier concurrently; a CPF whose fetch failed is simply absent.
@@ -306,6 +283,7 @@ class Enricher:
 
             async def fetch_raw() -> bytes:
                 dossier, body = await self.work_api.fetch_dossier(cpf)
+                note_paid_call(cpf, "work_api")  # in the fetching caller's operation only
                 fetched.append(dossier)
                 return body
 
@@ -313,6 +291,7 @@ class Enricher:
             # The caller that fetched holds the decoded dossier; the others decode the bytes.
             return (fetched[0] if fetched else decode_dossier(raw)), raw
         dossier, raw = await self.work_api.fetch_dossier(cpf)
+        note_paid_call(cpf, "work_api")
         if cache_on:
             await self.dossier_cache.put(key, raw)
         return dossier, raw
@@ -403,7 +382,8 @@ class Enricher:
                 duplicate_request=True,
             )
         try:
-            result, outcome = await self._process(lead_id)
+            with paid_scope():
+                result, outcome = await self._process(lead_id)
         except BaseException as exc:
             if isinstance(exc, Exception):
                 self.observer.enrichment_finished("leads_process", "failed")
@@ -464,6 +444,7 @@ class Enricher:
         dossiers = {
             cpf: (reused.get(cpf) or fresh[cpf]) for cpf in cpfs if cpf in reused or cpf in fresh
         }
+        self.audit.people("lead", resolution, dossiers)
         async with self.observer.step("format"):
             message = self.format(resolution, dossiers, "process")
         try:
@@ -511,7 +492,8 @@ class Enricher:
                 Diretrix failure that left no CPF: an outage is never "not found" (503).
         """
         try:
-            result = await self._enrich_lead(lead_id)
+            with paid_scope():
+                result = await self._enrich_lead(lead_id)
         except NotFound:
             self.observer.enrichment_finished("c2s_enrich", "not_found")
             raise
@@ -534,6 +516,7 @@ class Enricher:
         dossiers = await self.fetch_dossiers(cpfs, use_cache=False)
         if not dossiers:
             raise UpstreamError("work_api", "Failed to enrich any CPFs")
+        self.audit.people("lead", resolution, dossiers)
         stored = await self.store(dossiers, lead_id)
         async with self.observer.step("format"):
             message = self.format(resolution, dossiers, "webhook")
@@ -585,6 +568,7 @@ class Enricher:
             raise UpstreamError("work_api", "Failed to enrich any CPFs")
         stored_ids = await self.store(fresh, lead.id) if fresh else []
         dossiers.update(fresh)
+        self.audit.people("webhook", resolution, dossiers)
         async with self.observer.step("format"):
             message = self.format(resolution, dossiers, "webhook")
         return (

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from uuid import UUID
 
     from domain.admission import Admission, Tier
-    from domain.audit import AccessRecord
+    from domain.audit import AccessRecord, AuditPage, AuditQuery
     from domain.dossier import Dossier
     from domain.flags import FlagState
     from domain.models import (
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from domain.webhooks.parsing import WebhookEvent
 
 __all__ = [
+    "AuditReader",
     "AuditTrail",
     "C2SPort",
     "Clock",
@@ -471,4 +472,11 @@ class UsageLedger(Protocol):
 
     async def usage(self, tenant: str, first: date, last: date) -> list[UsageCount]:
         """The counts of ``tenant`` from ``first`` to ``last`` (UTC days, both included)."""
+
+
+class AuditReader(Protocol):
+    """Searching the audit trail (``GET /api/v1/admin/audit``)."""
+
+    async def search(self, query: AuditQuery) -> AuditPage:
+        """One page of ``query.tenant``'s records, newest first (keyset on ``(at, id)``)."""
         ...

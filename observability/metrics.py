@@ -48,6 +48,10 @@ if TYPE_CHECKING:
     from prometheus_client.registry import Collector
 
 __all__ = [
+    "AUDIT_BUFFER_RECORDS",
+    "AUDIT_FLUSH_DURATION",
+    "AUDIT_RECORDS_DROPPED",
+    "AUDIT_RECORDS_WRITTEN",
     "BREAKER_NAMES",
     "BREAKER_STATE_CODES",
     "CACHE_NAMES",
@@ -506,6 +510,32 @@ def set_feature_flag(flag: str, enabled: bool) -> None:
 def set_feature_flag_storage_degraded(degraded: bool) -> None:
     """Set ``feature_flag_storage_degraded`` to 1 or 0."""
     FEATURE_FLAG_STORAGE_DEGRADED.set(1 if degraded else 0)
+
+
+# --- audit trail ----------------------------------------------------------------------------
+
+AUDIT_RECORDS_WRITTEN: Final = Counter(
+    "audit_records_written",
+    "Audit trail records written to PostgreSQL by this process.",
+    registry=REGISTRY,
+)
+AUDIT_RECORDS_DROPPED: Final = Counter(
+    "audit_records_dropped",
+    "Audit trail records dropped (oldest first) because the in-memory buffer was full while "
+    "PostgreSQL could not take them (AUDIT_BUFFER_MAX).",
+    registry=REGISTRY,
+)
+AUDIT_FLUSH_DURATION: Final = Histogram(
+    "audit_flush_seconds",
+    "Duration of one write of buffered audit records (one statement), successful or not.",
+    buckets=SEMCONV_DURATION_BUCKETS,
+    registry=REGISTRY,
+)
+AUDIT_BUFFER_RECORDS: Final = Gauge(
+    "audit_buffer_records",
+    "Audit trail records waiting in this process's buffer.",
+    registry=REGISTRY,
+)
 
 
 # --- build ----------------------------------------------------------------------------------

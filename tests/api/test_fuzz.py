@@ -91,6 +91,10 @@ SEMANTIC_RULES: dict[str, tuple[str, str]] = {
         "positive_data_acceptance",
         "'from' must not be after 'to'; a period covers at most 366 days",
     ),
+    "GET /api/v1/admin/audit": (
+        "positive_data_acceptance",
+        "subject_cpf must be a CPF with valid check digits; cursor must be one the API issued",
+    ),
 }
 
 schema = schemathesis.pytest.from_fixture("fuzz_schema")

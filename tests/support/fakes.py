@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from domain.audit import AccessRecord, Auditor, AuditPage, AuditQuery, SubjectDigester
 from domain.dossier import decode_dossier, normalize_dossier
 from domain.errors import DependencyUnavailable, NotFound, UpstreamError, UpstreamSoftError
 from domain.models import (
@@ -422,6 +423,42 @@ class FakeUsageMeter:
 
 
 @dataclass
+class FakeAuditTrail:
+    """The audit trail as a list (written at once: nothing is buffered)."""
+
+    records: list[AccessRecord] = field(default_factory=list)
+
+    def record(self, record: AccessRecord) -> None:
+        self.records.append(record)
+
+    async def flush(self) -> None:
+        return None
+
+    async def about(self, tenant: str | None, subject: str) -> list[AccessRecord]:
+        return [
+            r
+            for r in self.records
+            if r.subject == subject and (tenant is None or r.tenant == tenant)
+        ]
+
+    async def search(self, query: AuditQuery) -> AuditPage:
+        found = [
+            r
+            for r in reversed(self.records)
+            if r.tenant == query.tenant
+            and query.subject in (None, r.subject)
+            and query.key_id in (None, r.key_id)
+            and (query.since is None or r.at >= query.since)
+            and (query.until is None or r.at < query.until)
+        ]
+        return AuditPage(records=found[: query.limit])
+
+
+SUBJECTS = SubjectDigester(b"unit-test-subject-key")
+"""The subject digest of the unit tests' audit records."""
+
+
+@dataclass
 class World:
     """Every fake wired into one :class:`Enricher`."""
 
@@ -439,6 +476,7 @@ class World:
     lead_messages: FakeLeadMessages = field(default_factory=FakeLeadMessages)
     # Set: the Work API and Diretrix are metered paid calls (domain/usage.py), as in production.
     meter: FakeUsageMeter | None = None
+    audit: FakeAuditTrail = field(default_factory=FakeAuditTrail)
 
     def enricher(
         self, settings: PipelineSettings | None = None, flags: StaticFlags | None = None
@@ -465,6 +503,7 @@ class World:
             flags=flags,
             fill_locks=self.fill_locks,
             lead_messages=self.lead_messages,
+            audit=Auditor(self.audit, SUBJECTS, self.clock),
         )
 
 
