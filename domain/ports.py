@@ -145,6 +145,11 @@ class DossierCache(Protocol):
         """Store a successful body (never an error)."""
         ...
 
+    async def get_fresh(self, key: str, max_age_s: float) -> bytes | None:
+        """Like :meth:`get`, but only an entry written at most ``max_age_s`` seconds ago (the
+        entry's age; an entry whose age cannot be told is a miss)."""
+        ...
+
 
 class FillLocks(Protocol):
     """Short locks, shared by every process, on filling one cache key from the upstream.

@@ -229,12 +229,23 @@ class FakeRepository:
 @dataclass
 class FakeDossierCache:
     entries: dict[str, bytes] = field(default_factory=dict)
+    # When each entry was written (FakeClock seconds); an entry put in ``entries`` by hand has
+    # no age and is never "fresh".
+    written: dict[str, float] = field(default_factory=dict)
+    clock: FakeClock = field(default_factory=FakeClock)
 
     async def get(self, key: str) -> bytes | None:
         return self.entries.get(key)
 
     async def put(self, key: str, raw: bytes) -> None:
         self.entries[key] = raw
+        self.written[key] = self.clock.now()
+
+    async def get_fresh(self, key: str, max_age_s: float) -> bytes | None:
+        written = self.written.get(key)
+        if written is None or self.clock.now() - written > max_age_s:
+            return None
+        return self.entries.get(key)
 
 
 @dataclass
