@@ -28,6 +28,7 @@ if TYPE_CHECKING:
         StoredDossier,
         StoredEnrichment,
     )
+    from domain.search import CustomerSearch, SearchHit, SearchPosition
     from domain.webhooks.events import AcceptResult, QueueStats, StoredEvent
     from domain.webhooks.google_ads import GoogleLeadClaim
     from domain.webhooks.jobs import JobState, JobView, RedriveOutcome
@@ -131,6 +132,13 @@ class PartyRepository(Protocol):
 
     async def find_enrichment(self, cpf: str) -> StoredEnrichment | None:
         """The current stored Work API payload of the newest party with this CPF."""
+        ...
+
+    async def search_customers(
+        self, search: CustomerSearch, *, after: SearchPosition | None, limit: int
+    ) -> list[SearchHit]:
+        """Persons matching ``search`` (``domain/search.py``), best rank first then by id,
+        starting after ``after``; at most ``limit``, in one statement."""
         ...
 
 

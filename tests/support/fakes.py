@@ -28,7 +28,9 @@ from domain.models import (
     StoredEnrichment,
 )
 from domain.pipeline import Enricher, PipelineSettings
+from domain.search import SearchHit
 from domain.tenancy import current_tenant
+from domain.text import fold
 from domain.webhooks import AcceptResult, GoogleLeadClaim, QueueStats, StoredEvent
 from tests.support.clocks import FakeClock
 
@@ -37,6 +39,7 @@ if TYPE_CHECKING:
 
     from domain.dossier import Dossier
     from domain.flags import StaticFlags
+    from domain.search import CustomerSearch, SearchPosition
     from domain.webhooks import EventStatus, WebhookEvent
 
 
@@ -215,6 +218,30 @@ class FakeRepository:
             contacts_added=len(existing.contacts) - before,
             addresses_added=0,
         )
+
+    async def search_customers(
+        self, search: CustomerSearch, *, after: SearchPosition | None, limit: int
+    ) -> list[SearchHit]:
+        """Names containing the folded name (rank: the share of the name it covers); the fake
+        keeps no addresses, so a city or UF filter finds nobody."""
+        self._check()
+        if search.city is not None or search.uf is not None:
+            return []
+        hits: list[SearchHit] = []
+        for row in self.rows.values():
+            key = fold(row.party.full_name)
+            if row.party.party_type != "person" or (search.name or "") not in key:
+                continue
+            rank = len(search.name or "") / len(key) if search.name else 0.0
+            hits.append(SearchHit(party=row.party, rank=rank, enriched_at=row.enriched_at))
+        hits.sort(key=lambda h: (-h.rank, h.party.id))
+        if after is not None:
+            hits = [
+                h
+                for h in hits
+                if h.rank < after.rank or (h.rank == after.rank and h.party.id > after.party_id)
+            ]
+        return hits[:limit]
 
     async def find_enrichment(self, cpf: str) -> StoredEnrichment | None:
         self._check()
