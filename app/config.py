@@ -234,6 +234,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Where `c2s-api backup` writes when --out is not given (empty: --out is required).
     backup_dir: str = ""
 
+    # --- match threshold (issue #15.5) ------------------------------------------------------
+    # Default min_likelihood of the lookups, batch and /leads/process: a CPF resolved from a
+    # phone/e-mail with a lower name-match score is neither enriched nor messaged (0: all are).
+    min_likelihood: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.0
+
 
 _SECRET_FIELDS = frozenset(
     name
