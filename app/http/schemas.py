@@ -31,10 +31,13 @@ __all__ = [
 LeadId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$", max_length=64)]
 ShortText = Annotated[str, msgspec.Meta(max_length=256)]
 # Freshness and match threshold (domain/freshness.py): seconds >= 0, and a score in [0, 1].
+# Litestar drops a bound of 0 from the OpenAPI document (a falsy value): stated again as extra.
+_AT_LEAST_ZERO = {"extra": {"minimum": 0}}
 MaxAge = Annotated[
     float,
     msgspec.Meta(
         ge=0,
+        extra_json_schema=_AT_LEAST_ZERO,
         description=(
             "Seconds: stored data older than this is fetched again from the Work API (a paid "
             "call, `enrich` scope), and a cached body older than this is not served"
@@ -46,6 +49,7 @@ MinLikelihood = Annotated[
     msgspec.Meta(
         ge=0,
         le=1,
+        extra_json_schema=_AT_LEAST_ZERO,
         description=(
             "0..1: a CPF resolved from the e-mail/phone whose match score is lower is neither "
             "fetched nor used (`matched: false`, `reason`); default MIN_LIKELIHOOD"

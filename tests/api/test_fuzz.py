@@ -87,6 +87,10 @@ SEMANTIC_RULES: dict[str, tuple[str, str]] = {
         "positive_data_acceptance",
         "the Work API decides which modules exist (400 'no such module')",
     ),
+    "GET /api/v1/customers": (
+        "positive_data_acceptance",
+        "a name of 2 folded characters, a city or a uf; uf a Brazilian unit; an opaque cursor",
+    ),
 }
 
 schema = schemathesis.pytest.from_fixture("fuzz_schema")

@@ -15,7 +15,6 @@ import pytest
 from tests.support.factories import issue_key
 
 if TYPE_CHECKING:
-    import asyncpg
     from litestar import Litestar
     from litestar.testing import AsyncTestClient
 

@@ -69,6 +69,7 @@ MaxAgeParam = Annotated[
     QueryParameter(
         name="max_age",
         ge=0,
+        schema_extra={"minimum": 0},  # Litestar drops a bound of 0 from the document
         required=False,
         description=(
             "Seconds. Stored data older than this is fetched again from the Work API (a paid "
@@ -81,6 +82,7 @@ MinLikelihoodParam = Annotated[
     float | None,
     QueryParameter(
         ge=0,
+        schema_extra={"minimum": 0},  # Litestar drops a bound of 0 from the document
         le=1,
         required=False,
         description=(

@@ -43,6 +43,7 @@ class LeadController(Controller):
             float | None,
             QueryParameter(
                 ge=0,
+        schema_extra={"minimum": 0},  # Litestar drops a bound of 0 from the document
                 le=1,
                 required=False,
                 description=(
