@@ -43,8 +43,8 @@ class LeadController(Controller):
             float | None,
             QueryParameter(
                 ge=0,
-        schema_extra={"minimum": 0},  # Litestar drops a bound of 0 from the document
                 le=1,
+                schema_extra={"minimum": 0},  # Litestar drops a bound of 0 from the document
                 required=False,
                 description=(
                     "0..1: a CPF resolved with a lower match score is neither enriched nor "

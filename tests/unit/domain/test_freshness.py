@@ -55,12 +55,13 @@ async def test_a_weak_match_is_neither_enriched_nor_messaged() -> None:
     assert "OTAVIO" not in message.upper()
     assert result.matches is not None
     held = {p.cpf: p.match for p in result.matches}
-    assert held[OTAVIO_CPF] is not None
-    assert held[OTAVIO_CPF].matched is False
-    assert held[OTAVIO_CPF].reason == "below_min_likelihood"
-    assert held[OTAVIO_CPF].score < 0.5
-    assert held[HELENA_CPF] is not None
-    assert held[HELENA_CPF].reason is None
+    otavio, helena = held[OTAVIO_CPF], held[HELENA_CPF]
+    assert otavio is not None
+    assert otavio.matched is False
+    assert otavio.reason == "below_min_likelihood"
+    assert otavio.score < 0.5
+    assert helena is not None
+    assert helena.reason is None
 
 
 async def test_every_match_below_the_setting_means_no_call_and_no_message() -> None:
