@@ -9,6 +9,8 @@ from uuid import UUID
 
 import msgspec
 from litestar import Controller, Request, get, post
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import Example
 from litestar.params import FromPath, JSONBody, QueryParameter
 
 from app.http.problems import problem_responses
@@ -130,6 +132,43 @@ def customer_detail(found: PartyWithContacts, now: dt.datetime | None = None) ->
     )
 
 
+_SEARCH_EXAMPLE = ResponseSpec(
+    data_container=CustomerPage,
+    description="A page of hits, best first; `next_cursor` is null on the last page",
+    generate_examples=False,
+    examples=[
+        Example(
+            summary="First page of ?name=maria silva&uf=SP&limit=2",
+            value={
+                "items": [
+                    {
+                        "id": "3f0c9a52-1d6e-4c1b-9a53-2b8f0c1d2e3f",
+                        "name": "MARIA SILVA",
+                        "cpf": "52998224725",
+                        "birth_date": "1980-02-01",
+                        "score": 1.0,
+                        "enriched": True,
+                        "enriched_at": "2026-12-07T10:00:00Z",
+                        "data_age_s": 3600,
+                    },
+                    {
+                        "id": "7a1e2b3c-4d5e-4f60-8a7b-9c0d1e2f3a4b",
+                        "name": "MARIA DA SILVA SANTOS",
+                        "cpf": "39053344705",
+                        "birth_date": "1975-09-30",
+                        "score": 0.71875,
+                        "enriched": True,
+                        "enriched_at": "2026-11-20T08:30:00Z",
+                        "data_age_s": 612000,
+                    },
+                ],
+                "next_cursor": "WzAuNzE4NzUsIjdhMWUyYjNjLTRkNWUtNGY2MC04YTdiLTljMGQxZTJmM2E0YiJd",
+            },
+        )
+    ],
+)
+
+
 class CustomerController(Controller):
     """Look customers up in the party model, enriching from the Work API when needed."""
 
@@ -239,12 +278,9 @@ class CustomerController(Controller):
             "person's addresses. Hits are ranked by similarity to the name (`score`), then by "
             "id; pass `next_cursor` as `cursor` for the next page (`null` on the last). Only "
             "stored data: no upstream call. Example: "
-            "`GET /api/v1/customers?name=maria%20silva&uf=SP&limit=2` -> "
-            '`{"items":[{"id":"3f0c…","name":"MARIA SILVA","cpf":"…","birth_date":"1980-02-01",'
-            '"score":1.0,"enriched":true,"enriched_at":"2026-12-07T10:00:00Z",'
-            '"data_age_s":3600}, …],"next_cursor":"WzAuOTQsIj…"}`.'
+            "`GET /api/v1/customers?name=maria%20silva&uf=SP&limit=2` (the 200 example)."
         ),
-        responses=problem_responses(400, 401, 403, 429, 503),
+        responses={200: _SEARCH_EXAMPLE, **problem_responses(400, 401, 403, 429, 503)},
     )
     async def search(
         self,
