@@ -573,7 +573,9 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             observer=PipelineObserver(),
             clock=SystemClock(),
             settings=PipelineSettings(
-                income_multiplier=settings.income_multiplier, fill_wait_s=settings.fill_wait_s
+                income_multiplier=settings.income_multiplier,
+                fill_wait_s=settings.fill_wait_s,
+                min_likelihood=settings.min_likelihood,
             ),
             flags=flags,
             fill_locks=RedisFillLocks(redis, keys, settings.fill_lock_ttl_s, listener),

@@ -260,6 +260,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     audit_buffer_max: Annotated[int, msgspec.Meta(ge=100)] = 100_000
     # Months of audit records kept (whole monthly partitions are dropped by the retention job).
     audit_retention_months: Annotated[int, msgspec.Meta(ge=1)] = 24
+    # --- match threshold --------------------------------------------------------------------
+    # Default min_likelihood of the lookups, batch and /leads/process: a CPF resolved from a
+    # phone/e-mail with a lower name-match score is neither enriched nor messaged (0: all are).
+    min_likelihood: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.0
 
 
 _SECRET_FIELDS = frozenset(

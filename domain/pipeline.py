@@ -35,6 +35,7 @@ from domain.errors import (
     UpstreamError,
 )
 from domain.flags import Flag, StaticFlags
+from domain.freshness import below_likelihood_result, likelihood_or, split_by_likelihood
 from domain.lead_messages import UnrecordedLeadMessages, contact_fingerprint
 from domain.message import PersonSource, format_lead_message
 from domain.names import best_candidate
@@ -96,6 +97,7 @@ class PipelineSettings:
     stored_dossier_max_age_s: float = 30 * 24 * 3600.0
     # How long a process waits for another process's fill of a missed dossier before calling.
     fill_wait_s: float = 5.0
+    min_likelihood: float = 0.0  # MIN_LIKELIHOOD: the default threshold (domain/freshness.py)
 
 
 # A Diretrix answer to cache: (kind, contact value, candidates).
@@ -265,15 +267,23 @@ class Enricher:
                 raise result  # a bug, or the key's quota (429): not one CPF's upstream failure
         return out
 
-    async def fetch_dossier(self, cpf: str, *, use_cache: bool) -> _Fetched:
+    async def fetch_dossier(
+        self, cpf: str, *, use_cache: bool, max_age_s: float | None = None
+    ) -> _Fetched:
         """One CPF's dossier: the shared cache first (when allowed), then the Work API.
 
         Only successful bodies are cached: the Work API client raises on soft errors. With the
         ``use_dossier_cache`` flag off the cache is neither read nor written. Concurrent misses
         of one CPF make one Work API call (:class:`~domain.singleflight.SingleFlight`).
+        With ``max_age_s`` an older cached body is not served: the Work API is called (no
+        single-flight: its waiters may get an older cached body).
         """
         key = _dossier_key(cpf)
         cache_on = self.flags.enabled(Flag.USE_DOSSIER_CACHE)
+        if use_cache and cache_on and max_age_s is not None:
+            if (young := await self.dossier_cache.get_fresh(key, max_age_s)) is not None:
+                return decode_dossier(young), young
+            use_cache = False
         if use_cache and cache_on:
             cached = await self.dossier_cache.get(key)
             if cached is not None:
@@ -362,8 +372,14 @@ class Enricher:
 
     # --- entry points --------------------------------------------------------------------------
 
-    async def process_lead(self, lead_id: str) -> ProcessResult:
-        """``/leads/process``: deduplicated, cached, always an answer (``success`` tells)."""
+    async def process_lead(
+        self, lead_id: str, *, min_likelihood: float | None = None
+    ) -> ProcessResult:
+        """``/leads/process``: deduplicated, cached, always an answer (``success`` tells).
+
+        ``min_likelihood``: see ``domain/freshness.py`` (InvalidInput when out of range).
+        """
+        threshold = likelihood_or(min_likelihood, self.settings.min_likelihood)
         lock = await self.lead_locks.acquire(lead_id)
         if not lock.acquired:
             self.observer.enrichment_finished("leads_process", "duplicate")
@@ -383,7 +399,7 @@ class Enricher:
             )
         try:
             with paid_scope():
-                result, outcome = await self._process(lead_id)
+                result, outcome = await self._process(lead_id, threshold)
         except BaseException as exc:
             if isinstance(exc, Exception):
                 self.observer.enrichment_finished("leads_process", "failed")
@@ -398,7 +414,7 @@ class Enricher:
             await self.lead_locks.abandon(lead_id)
         return result
 
-    async def _process(self, lead_id: str) -> _Answered:
+    async def _process(self, lead_id: str, min_likelihood: float = 0.0) -> _Answered:
         def fail(message: str, outcome: EnrichmentOutcome = "failed") -> _Answered:
             return ProcessResult(success=False, message=message, lead_id=lead_id), outcome
 
@@ -418,6 +434,10 @@ class Enricher:
             ), "failed"
         if not resolution.people:
             return fail("Could not find CPF from phone or email", _no_cpf_outcome(resolution))
+        usable, shown = split_by_likelihood(resolution.people, min_likelihood)
+        if not usable:
+            return below_likelihood_result(lead_id, shown, min_likelihood), "not_found"
+        resolution = msgspec.structs.replace(resolution, people=usable)
         cpfs = [p.cpf for p in resolution.people]
         # CPFs enriched within the window are not paid for again: their dossier is reused from
         # the cache or the database (a second lead of the same person still gets its message).
@@ -433,7 +453,7 @@ class Enricher:
                 lead_id=lead_id,
                 cpfs_processed=cpfs,
                 entities_stored=0,
-                matches=resolution.people,
+                matches=shown,
             ), "duplicate"
         fresh = await self.fetch_dossiers(todo, use_cache=True) if todo else {}
         if not fresh and not reused:
@@ -464,7 +484,7 @@ class Enricher:
             lead_id=lead_id,
             cpfs_processed=cpfs,
             entities_stored=len(stored),
-            matches=resolution.people,
+            matches=shown,
             message_sent=None if sent else False,
         ), "enriched"
 

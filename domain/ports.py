@@ -29,6 +29,7 @@ if TYPE_CHECKING:
         StoredDossier,
         StoredEnrichment,
     )
+    from domain.search import CustomerSearch, SearchHit, SearchPosition
     from domain.usage import UsageCount
     from domain.webhooks.events import AcceptResult, QueueStats, StoredEvent
     from domain.webhooks.google_ads import GoogleLeadClaim
@@ -138,6 +139,13 @@ class PartyRepository(Protocol):
         """The current stored Work API payload of the newest party with this CPF."""
         ...
 
+    async def search_customers(
+        self, search: CustomerSearch, *, after: SearchPosition | None, limit: int
+    ) -> list[SearchHit]:
+        """Persons matching ``search`` (``domain/search.py``), best rank first then by id,
+        starting after ``after``; at most ``limit``, in one statement."""
+        ...
+
 
 class DossierCache(Protocol):
     """Shared cache of Work API bodies, integrity-protected (a tampered entry is a miss)."""
@@ -148,6 +156,11 @@ class DossierCache(Protocol):
 
     async def put(self, key: str, raw: bytes) -> None:
         """Store a successful body (never an error)."""
+        ...
+
+    async def get_fresh(self, key: str, max_age_s: float) -> bytes | None:
+        """Like :meth:`get`, but only an entry written at most ``max_age_s`` seconds ago (the
+        entry's age; an entry whose age cannot be told is a miss)."""
         ...
 
 

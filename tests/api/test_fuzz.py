@@ -95,6 +95,10 @@ SEMANTIC_RULES: dict[str, tuple[str, str]] = {
         "positive_data_acceptance",
         "subject_cpf must be a CPF with valid check digits; cursor must be one the API issued",
     ),
+    "GET /api/v1/customers": (
+        "positive_data_acceptance",
+        "a name of 2 folded characters, a city or a uf; uf a Brazilian unit; an opaque cursor",
+    ),
 }
 
 schema = schemathesis.pytest.from_fixture("fuzz_schema")

@@ -29,7 +29,9 @@ from domain.models import (
     StoredEnrichment,
 )
 from domain.pipeline import Enricher, PipelineSettings
+from domain.search import SearchHit
 from domain.tenancy import current_tenant
+from domain.text import fold
 from domain.usage import MeteredDiretrix, MeteredWorkApi, PaidCalls, UsageCount
 from domain.webhooks import AcceptResult, GoogleLeadClaim, QueueStats, StoredEvent
 from tests.support.clocks import FakeClock
@@ -40,6 +42,7 @@ if TYPE_CHECKING:
     from domain.dossier import Dossier
     from domain.flags import StaticFlags
     from domain.ports import DiretrixPort, WorkApiPort
+    from domain.search import CustomerSearch, SearchPosition
     from domain.webhooks import EventStatus, WebhookEvent
 
 
@@ -219,6 +222,30 @@ class FakeRepository:
             addresses_added=0,
         )
 
+    async def search_customers(
+        self, search: CustomerSearch, *, after: SearchPosition | None, limit: int
+    ) -> list[SearchHit]:
+        """Names containing the folded name (rank: the share of the name it covers); the fake
+        keeps no addresses, so a city or UF filter finds nobody."""
+        self._check()
+        if search.city is not None or search.uf is not None:
+            return []
+        hits: list[SearchHit] = []
+        for row in self.rows.values():
+            key = fold(row.party.full_name)
+            if row.party.party_type != "person" or (search.name or "") not in key:
+                continue
+            rank = len(search.name or "") / len(key) if search.name else 0.0
+            hits.append(SearchHit(party=row.party, rank=rank, enriched_at=row.enriched_at))
+        hits.sort(key=lambda h: (-h.rank, h.party.id))
+        if after is not None:
+            hits = [
+                h
+                for h in hits
+                if h.rank < after.rank or (h.rank == after.rank and h.party.id > after.party_id)
+            ]
+        return hits[:limit]
+
     async def find_enrichment(self, cpf: str) -> StoredEnrichment | None:
         self._check()
         for row in self.rows.values():
@@ -232,12 +259,23 @@ class FakeRepository:
 @dataclass
 class FakeDossierCache:
     entries: dict[str, bytes] = field(default_factory=dict)
+    # When each entry was written (FakeClock seconds); an entry put in ``entries`` by hand has
+    # no age and is never "fresh".
+    written: dict[str, float] = field(default_factory=dict)
+    clock: FakeClock = field(default_factory=FakeClock)
 
     async def get(self, key: str) -> bytes | None:
         return self.entries.get(key)
 
     async def put(self, key: str, raw: bytes) -> None:
         self.entries[key] = raw
+        self.written[key] = self.clock.now()
+
+    async def get_fresh(self, key: str, max_age_s: float) -> bytes | None:
+        written = self.written.get(key)
+        if written is None or self.clock.now() - written > max_age_s:
+            return None
+        return self.entries.get(key)
 
 
 @dataclass
