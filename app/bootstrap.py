@@ -32,6 +32,7 @@ from app.config import parse_hmac_keys, redact_url
 from app.http.middleware.auth import KeyVerifier
 from app.http.middleware.idempotency import IdempotencyStore
 from app.http.middleware.ratelimit import AUTH_FAILURE_POLICY, AuthFailureGuard, ClientAddress
+from domain.bulk import BulkJobs
 from domain.pipeline import Enricher, PipelineSettings
 from domain.webhooks import GoogleAdsIntake, GoogleAdsSettings, WebhookIntake
 from domain.work_modules import WorkModules
@@ -45,6 +46,7 @@ from infra.cache import (
     RedisLeadLocks,
     RedisRecentCpfs,
 )
+from infra.db.bulk import PgBulkJobs
 from infra.db.events import PgEventStore, PgGoogleLeadClaims
 from infra.db.jobs import PgJobAdmin
 from infra.db.keys import PgApiKeyStore
@@ -336,6 +338,8 @@ class Services:
         job_admin: Listing and redriving webhook events (dead letters).
         client_address: The client's address as far as trusted proxies vouch for it.
         identity_salt: Key of the client-identity digests (no raw IP in Redis).
+        bulk_store: Bulk enrichment jobs and their items (the worker's claim queue too).
+        bulk_jobs: Submitting, reading and cancelling bulk jobs (tenant-scoped).
     """
 
     settings: Settings
@@ -358,6 +362,8 @@ class Services:
     job_admin: PgJobAdmin
     client_address: ClientAddress
     identity_salt: bytes
+    bulk_store: PgBulkJobs
+    bulk_jobs: BulkJobs
 
     async def check_postgres(self) -> None:
         """Raise unless PostgreSQL answers ``SELECT 1``.
@@ -546,6 +552,9 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             ttl_s=settings.api_key_cache_ttl_s,
         )
         stack.push_async_callback(key_verifier.drain)  # last_used_at writes, before the pool
+        # Bulk jobs. The callbacks area's enqueue_callback / deliveries_of plug in here
+        # (callback_sink=, callback_state=); until then a job's callback is not delivered.
+        bulk_store = PgBulkJobs(pool, acquire_timeout=acquire_timeout)
         services = Services(
             settings=settings,
             pool=pool,
@@ -587,6 +596,12 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             job_admin=PgJobAdmin(pool, acquire_timeout=acquire_timeout),
             client_address=client_address,
             identity_salt=salt,
+            bulk_store=bulk_store,
+            bulk_jobs=BulkJobs(
+                bulk_store,
+                max_items=settings.bulk_max_items,
+                environment=settings.environment,
+            ),
         )
         await _warm_up(pool)
         log.info(

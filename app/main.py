@@ -35,6 +35,7 @@ from app.http.middleware.ratelimit import RateLimitMiddleware
 from app.http.middleware.request_id import RequestIdMiddleware
 from app.http.openapi_scopes import state_operation_scopes
 from app.http.routes.admin import AdminController
+from app.http.routes.bulk import BulkController
 from app.http.routes.customers import CustomerController
 from app.http.routes.docs import DocsController, swagger_static_router
 from app.http.routes.health import HealthController
@@ -42,6 +43,7 @@ from app.http.routes.leads import LeadController
 from app.http.routes.webhooks import WebhookController, webhook_guard
 from app.http.routes.work import WorkController
 from app.version import SERVICE_VERSION
+from domain.bulk import BulkJobs
 from domain.pipeline import Enricher
 from domain.ports import FlagAdmin, JobAdmin
 from domain.webhooks import GoogleAdsIntake, WebhookIntake
@@ -119,6 +121,9 @@ def _dependencies(handle: ServicesHandle) -> dict[str, Provide]:
     def job_admin() -> JobAdmin:
         return handle.services.job_admin
 
+    def bulk_jobs() -> BulkJobs:
+        return handle.services.bulk_jobs
+
     providers: list[Callable[..., object]] = [
         services,
         settings,
@@ -128,6 +133,7 @@ def _dependencies(handle: ServicesHandle) -> dict[str, Provide]:
         intake,
         google_ads,
         job_admin,
+        bulk_jobs,
     ]
     return {p.__name__: Provide(p, sync_to_thread=False) for p in providers}
 
@@ -214,6 +220,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 guards=[webhook_guard(settings)],
             ),
             AdminController,
+            # Bulk jobs take up to BULK_MAX_BODY_BYTES (10,000 items), this route alone.
+            Router(
+                path="/",
+                route_handlers=[BulkController],
+                request_max_body_size=settings.bulk_max_body_bytes,
+            ),
         ],
         dependencies=_dependencies(handle),
         # Handlers annotate with these under TYPE_CHECKING; Litestar resolves them here.
@@ -222,6 +234,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "FlagAdmin": FlagAdmin,
             "GoogleAdsIntake": GoogleAdsIntake,
             "JobAdmin": JobAdmin,
+            "BulkJobs": BulkJobs,
             "Services": Services,
             "Settings": Settings,
             "WebhookIntake": WebhookIntake,
@@ -232,7 +245,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         openapi_config=openapi_config(),
         cors_config=CORSConfig(
             allow_origins=list(settings.cors_allow_origins),
-            allow_methods=["GET", "POST"],
+            allow_methods=["GET", "POST", "DELETE"],
             allow_headers=[
                 "Authorization",
                 "X-API-Key",

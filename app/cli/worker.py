@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Final
 import structlog
 
 from app.version import SERVICE_VERSION
+from domain.bulk import BulkRunner
 from domain.webhooks import DEFAULT_RETRY_POLICY, RetryPolicy
 from infra.db.events import PgEventStore
 from infra.queue import (
@@ -35,7 +36,7 @@ from infra.queue import (
     QueueListener,
 )
 from observability.logging import configure_logging
-from observability.metrics import track_pool
+from observability.metrics import BulkMetrics, track_pool
 from observability.tracing import configure_tracing, flush_tracing
 
 if TYPE_CHECKING:
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
 
     import asyncpg
 
+    from app.bootstrap import Services
     from app.config import Settings
     from domain.pipeline import Enricher
 
@@ -184,6 +186,7 @@ async def _serve(
             lease_timeout_s=lease_timeout_s,
             grace_s=grace_s,
         )
+        bulk = _start_bulk(settings, services, stop)
         code = await consume_until(
             stop,
             pool=services.pool,
@@ -200,12 +203,68 @@ async def _serve(
                 base_delay_s=settings.worker_retry_base_s,
             ),
         )
+        if bulk is not None:
+            await _stop_bulk(*bulk, grace_s=grace_s)
         untrack_pool()
     for signum in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(ValueError, RuntimeError):
             loop.remove_signal_handler(signum)
     flush_tracing()
     return code
+
+
+class _LoggedBulkMetrics(BulkMetrics):
+    """The bulk runner's metrics, with its unexpected failures logged (type only)."""
+
+    def error(self, event: str, error_type: str) -> None:
+        super().error(event, error_type)
+        log.warning(event, error_type=error_type)
+
+
+def _start_bulk(
+    settings: Settings, services: Services, stop: asyncio.Event
+) -> tuple[BulkRunner, asyncio.Task[None], asyncio.Task[None]] | None:
+    """Run bulk job items next to the webhook consumer (BULK_CONCURRENCY slots of their own,
+    so the webhook jobs keep their WORKER_CONCURRENCY); stopped with it."""
+    if settings.bulk_concurrency <= 0:
+        return None
+    runner = BulkRunner(
+        services.bulk_store,
+        services.enricher,
+        concurrency=settings.bulk_concurrency,
+        tenant_concurrency=settings.bulk_tenant_concurrency,
+        lease_s=settings.bulk_lease_s,
+        poll_interval_s=settings.bulk_poll_interval_s,
+        max_attempts=settings.bulk_item_attempts,
+        listener=_LoggedBulkMetrics(),
+    )
+    running = asyncio.create_task(runner.run(), name="bulk-runner")
+
+    async def stop_on_signal() -> None:
+        await stop.wait()
+        runner.stop()
+
+    watcher = asyncio.create_task(stop_on_signal(), name="bulk-stop")
+    log.info(
+        "bulk_runner_started",
+        concurrency=settings.bulk_concurrency,
+        tenant_concurrency=settings.bulk_tenant_concurrency,
+    )
+    return runner, running, watcher
+
+
+async def _stop_bulk(
+    runner: BulkRunner, running: asyncio.Task[None], watcher: asyncio.Task[None], *, grace_s: float
+) -> None:
+    """Stop claiming; items running finish within the grace, the rest are cancelled (their
+    leases expire and another worker runs them: their results were never stored)."""
+    runner.stop()
+    watcher.cancel()
+    await asyncio.wait({running}, timeout=max(0.0, grace_s * _DRAIN_SHARE))
+    if not running.done():
+        await runner.release()
+        await asyncio.wait({running}, timeout=_CLEANUP_S)
+    log.info("bulk_runner_stopped", in_flight=runner.in_flight)
 
 
 def run_worker(

@@ -14,6 +14,7 @@ from litestar.params import SkipValidation
 
 from app.bootstrap import Services
 from app.config import Settings
+from domain.bulk import BulkJobs
 from domain.keys import grants
 from domain.pipeline import Enricher
 from domain.ports import FlagAdmin, JobAdmin
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 __all__ = [
     "API_KEY_SECURITY",
     "READ_OR_ENRICH",
+    "BulkJobsDep",
     "EnricherDep",
     "FlagStoreDep",
     "GoogleAdsDep",
@@ -47,6 +49,7 @@ FlagStoreDep: TypeAlias = NamedDependency[SkipValidation[FlagAdmin]]
 WebhookIntakeDep: TypeAlias = NamedDependency[SkipValidation[WebhookIntake]]
 JobAdminDep: TypeAlias = NamedDependency[SkipValidation[JobAdmin]]
 GoogleAdsDep: TypeAlias = NamedDependency[SkipValidation[GoogleAdsIntake]]
+BulkJobsDep: TypeAlias = NamedDependency[SkipValidation[BulkJobs]]
 
 # Either header carries the API key (see the security schemes in app.main.openapi_config).
 API_KEY_SECURITY: list[dict[str, list[str]]] = [{"ApiKey": []}, {"Bearer": []}]
