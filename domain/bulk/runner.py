@@ -142,6 +142,8 @@ class BulkRunner:
         self._listener = listener or NullBulkListener()
         self._clock = clock
         self._sample_s = sample_interval_s
+        # Ended items worth one more claim (claims are batched, not one per ended item).
+        self._batch = max(1, min(self._concurrency, tenant_concurrency) // 4)
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._stopping = False
@@ -171,9 +173,12 @@ class BulkRunner:
             if claimed and len(claimed) == free:
                 # Busy: wait for half the slots to free up, so claims stay batched.
                 await self._wait_slots(max(1, self._concurrency // 2), self._lease_s / 3)
+            elif self._tasks:
+                # Nothing more for us now (the tenants are at their bound, or the queue is
+                # empty): claim again when a few items have ended, or at the poll.
+                now_free = self._concurrency - len(self._tasks)
+                await self._wait_slots(min(self._concurrency, now_free + self._batch), self._poll_s)
             else:
-                # Nothing more to claim now: the poll, or sooner when an item ends (its
-                # tenant may have a slot again), or a stop.
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._poll_s)
         if self._tasks:

@@ -374,19 +374,17 @@ class PgBulkJobs(PooledStore):
             await self._execute(RETRY_ITEM, item.job_id, item.seq, worker, outcome.retry_after_s)
             return None
         result = jsonb_text(outcome.result) if outcome.result is not None else None
-        async with self._connection() as conn, conn.transaction():
-            row = await conn.fetchrow(
-                FINISH_ITEM,
-                item.job_id,
-                item.seq,
-                worker,
-                outcome.state,
-                result,
-                outcome.subject_cpf,
-            )
-            if row is None or row["finished_at"] is None:
-                return None
-            await self._job_ended(conn, row)
+        args = (item.job_id, item.seq, worker, outcome.state, result, outcome.subject_cpf)
+        async with self._connection() as conn:
+            if self._callback_sink is None:  # one statement, nothing else to write
+                row = await conn.fetchrow(FINISH_ITEM, *args)
+            else:
+                async with conn.transaction():
+                    row = await conn.fetchrow(FINISH_ITEM, *args)
+                    if row is not None and row["finished_at"] is not None:
+                        await self._job_ended(conn, row)
+        if row is None or row["finished_at"] is None:
+            return None
         state: str = row["state"]
         return state
 

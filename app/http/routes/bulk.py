@@ -13,7 +13,7 @@ from uuid import UUID
 import msgspec
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.openapi.spec import Example
-from litestar.params import Body, QueryParameter
+from litestar.params import Body, FromPath, QueryParameter
 
 from app.http.problems import problem_responses
 from app.http.routes import API_KEY_SECURITY, BulkJobsDep, may_spend
@@ -128,9 +128,7 @@ class BulkController(Controller):
         responses=problem_responses(400, 401, 403, 404, 429, 503),
         opt={"scope": "read"},
     )
-    async def get_job(
-        self, bulk_jobs: BulkJobsDep, request: Request[Any, Any, Any], job_id: UUID
-    ) -> EnrichJobView:
+    async def get_job(self, bulk_jobs: BulkJobsDep, job_id: FromPath[UUID]) -> EnrichJobView:
         return await bulk_jobs.view(_tenant(), job_id)
 
     @get(
@@ -143,8 +141,7 @@ class BulkController(Controller):
     async def job_results(
         self,
         bulk_jobs: BulkJobsDep,
-        request: Request[Any, Any, Any],
-        job_id: UUID,
+        job_id: FromPath[UUID],
         cursor: Annotated[
             str | None,
             QueryParameter(
@@ -165,7 +162,5 @@ class BulkController(Controller):
         status_code=200,
         responses=problem_responses(400, 401, 403, 404, 429, 503),
     )
-    async def cancel_job(
-        self, bulk_jobs: BulkJobsDep, request: Request[Any, Any, Any], job_id: UUID
-    ) -> EnrichJobView:
+    async def cancel_job(self, bulk_jobs: BulkJobsDep, job_id: FromPath[UUID]) -> EnrichJobView:
         return await bulk_jobs.cancel(_tenant(), job_id)
