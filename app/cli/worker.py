@@ -13,6 +13,11 @@ SIGTERM/SIGINT:
 
 A worker killed outright (SIGKILL, OOM, lost VM) loses nothing either: its jobs' heartbeats stop
 and another worker re-picks them after ``lease_timeout_s``.
+
+Next to the consumer, a :class:`domain.bulk.BulkRunner` runs the items of bulk enrichment jobs
+(``BULK_CONCURRENCY`` slots of its own, so webhook jobs keep theirs; ``0`` turns it off). It stops
+with the consumer: items running finish within the drain, the rest are cancelled and run again
+by another worker once their lease (``BULK_LEASE_S``) expires.
 """
 
 from __future__ import annotations
