@@ -21,6 +21,7 @@ from litestar.middleware.base import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Components, Schema, SecurityScheme, Server
+from litestar.routes import HTTPRoute
 
 from app.bootstrap import Services, ServicesHandle, open_services
 from app.config import Settings, settings_or_exit
@@ -177,6 +178,25 @@ def _closed_input_schemas(app: Litestar) -> None:
                 schema.additional_properties = False
 
 
+def _allow_every_method(app: Litestar) -> None:
+    """Make each automatic ``OPTIONS`` answer list every method of its path.
+
+    Litestar 2.25 builds a path's ``OPTIONS`` handler with the route of the first handler
+    registered on the path and keeps that handler when later ones join it, so ``Allow`` named
+    only some methods (``GET`` and ``DELETE`` of ``/api/v1/enrich/jobs/{id}`` answered
+    ``Allow: DELETE, OPTIONS``). Point each such handler at its path's final route.
+    """
+    for route in app.routes:
+        if not isinstance(route, HTTPRoute) or "OPTIONS" not in route.route_handler_map:
+            continue
+        handler = route.route_handler_map["OPTIONS"][0].fn
+        if getattr(handler, "__name__", "") != "options_handler":
+            continue
+        for cell in getattr(handler, "__closure__", None) or ():
+            if isinstance(cell.cell_contents, HTTPRoute):
+                cell.cell_contents = route
+
+
 def _struct_classes() -> list[type[msgspec.Struct]]:
     found: list[type[msgspec.Struct]] = []
     pending: list[type[msgspec.Struct]] = [msgspec.Struct]
@@ -292,6 +312,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         logging_config=None,
     )
     _closed_input_schemas(app)
+    _allow_every_method(app)
     state_operation_scopes(app)
     # Slow bodies: a receive deadline and a cap on unauthenticated ones, before any routing or
     # authentication work (innermost wrapper, so its answers carry the request id and headers).
