@@ -147,7 +147,9 @@ class BulkJobs:
         store: Jobs and items.
         max_items: ``BULK_MAX_ITEMS``.
         environment: ``ENVIRONMENT`` (callback URL rules).
-        check_callback_url: The callback URL validator (default :func:`validate_callback_url`).
+        check_callback_url: The callback URL validator, ``(url, environment)``, raising
+            ``InvalidInput`` (default :func:`validate_callback_url`; the callbacks area's
+            ``validate_callback_url`` has the same shape).
     """
 
     def __init__(
@@ -156,7 +158,7 @@ class BulkJobs:
         *,
         max_items: int,
         environment: str,
-        check_callback_url: Callable[[str, str], str] = validate_callback_url,
+        check_callback_url: Callable[[str, str], object] = validate_callback_url,
     ) -> None:
         self._store = store
         self._max_items = max_items
@@ -180,11 +182,11 @@ class BulkJobs:
             DependencyUnavailable: PostgreSQL is down (nothing stored).
         """
         valid = validate_items(items, max_items=self._max_items)
-        url = (
+        url = None
+        if callback_url is not None:
+            # Raises InvalidInput (field callback_url); what it returns is not used.
             self._check_callback_url(callback_url, self._environment)
-            if callback_url is not None
-            else None
-        )
+            url = callback_url.strip()
         job = NewJob(
             id=uuid4(),
             tenant=caller.tenant,

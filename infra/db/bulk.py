@@ -103,12 +103,13 @@ SELECT i.seq, i.ref, i.state, i.result::text AS result
 """
 
 # $1 uuid; $2 tenant. Cancels the queued items of an open job; the job ends now when nothing is
-# running. Returns the job when it was open.
+# running. Returns the job when it was open. Items are locked before the job row, in the order of
+# the claims and of FINISH_ITEM (no deadlock); the job's own update re-reads the latest row, so a
+# job that ended meanwhile is left as it is.
 CANCEL_JOB: Final = """
 WITH owned AS (
     SELECT id FROM core.enrich_jobs
      WHERE id = $1 AND tenant = $2 AND state IN ('queued', 'running')
-       FOR UPDATE
 ),
 cancelled AS (
     UPDATE core.enrich_job_items i
@@ -124,7 +125,7 @@ UPDATE core.enrich_jobs j
        state = CASE WHEN j.open_items - n.c = 0 THEN 'cancelled' ELSE j.state END,
        finished_at = CASE WHEN j.open_items - n.c = 0 THEN now() ELSE j.finished_at END
   FROM n
- WHERE j.id IN (SELECT id FROM owned)
+ WHERE j.id IN (SELECT id FROM owned) AND j.state IN ('queued', 'running')
 RETURNING j.id, j.state, j.total, j.open_items, j.n_done, j.n_failed, j.n_not_found, j.n_cancelled,
        j.created_at, j.started_at, j.finished_at, j.cancel_requested_at, j.max_age_s,
        j.min_likelihood, j.callback_url, j.tenant, j.key_id, 0::bigint AS running
