@@ -191,7 +191,7 @@ async def _serve(
             lease_timeout_s=lease_timeout_s,
             grace_s=grace_s,
         )
-        bulk = _start_bulk(settings, services, stop)
+        bulk = _start_bulk(settings, services, stop, grace_s=grace_s)
         code = await consume_until(
             stop,
             pool=services.pool,
@@ -209,7 +209,7 @@ async def _serve(
             ),
         )
         if bulk is not None:
-            await _stop_bulk(*bulk, grace_s=grace_s)
+            await _stop_bulk(*bulk)
         untrack_pool()
     for signum in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(ValueError, RuntimeError):
@@ -227,10 +227,15 @@ class _LoggedBulkMetrics(BulkMetrics):
 
 
 def _start_bulk(
-    settings: Settings, services: Services, stop: asyncio.Event
+    settings: Settings, services: Services, stop: asyncio.Event, *, grace_s: float
 ) -> tuple[BulkRunner, asyncio.Task[None], asyncio.Task[None]] | None:
     """Run bulk job items next to the webhook consumer (BULK_CONCURRENCY slots of their own,
-    so the webhook jobs keep their WORKER_CONCURRENCY); stopped with it."""
+    so the webhook jobs keep their WORKER_CONCURRENCY).
+
+    On the stop signal it drains alongside the consumer: no more claims, the items running get
+    the same drain share of the grace, the rest are cancelled (never stored, so another worker
+    runs them once their lease expires).
+    """
     if settings.bulk_concurrency <= 0:
         return None
     runner = BulkRunner(
@@ -245,11 +250,14 @@ def _start_bulk(
     )
     running = asyncio.create_task(runner.run(), name="bulk-runner")
 
-    async def stop_on_signal() -> None:
+    async def drain_on_stop() -> None:
         await stop.wait()
         runner.stop()
+        await asyncio.wait({running}, timeout=max(0.0, grace_s * _DRAIN_SHARE))
+        if not running.done():
+            await runner.release()
 
-    watcher = asyncio.create_task(stop_on_signal(), name="bulk-stop")
+    watcher = asyncio.create_task(drain_on_stop(), name="bulk-stop")
     log.info(
         "bulk_runner_started",
         concurrency=settings.bulk_concurrency,
@@ -259,16 +267,16 @@ def _start_bulk(
 
 
 async def _stop_bulk(
-    runner: BulkRunner, running: asyncio.Task[None], watcher: asyncio.Task[None], *, grace_s: float
+    runner: BulkRunner, running: asyncio.Task[None], watcher: asyncio.Task[None]
 ) -> None:
-    """Stop claiming; items running finish within the grace, the rest are cancelled (their
-    leases expire and another worker runs them: their results were never stored)."""
+    """After the consumer: the bulk drain has had its time (or the consumer failed on its own:
+    stop now); whatever still runs is cancelled."""
     runner.stop()
-    watcher.cancel()
-    await asyncio.wait({running}, timeout=max(0.0, grace_s * _DRAIN_SHARE))
+    await asyncio.wait({running, watcher}, timeout=_CLEANUP_S)
     if not running.done():
         await runner.release()
         await asyncio.wait({running}, timeout=_CLEANUP_S)
+    watcher.cancel()
     log.info("bulk_runner_stopped", in_flight=runner.in_flight)
 
 

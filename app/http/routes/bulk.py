@@ -12,6 +12,7 @@ from uuid import UUID
 
 import msgspec
 from litestar import Controller, Request, Response, delete, get, post
+from litestar.datastructures import ResponseHeader
 from litestar.openapi.spec import Example
 from litestar.params import Body, FromPath, QueryParameter
 
@@ -97,6 +98,13 @@ class BulkController(Controller):
             "items at once."
         ),
         status_code=202,
+        response_headers=[
+            ResponseHeader(
+                name="Location",
+                description="The job: `/api/v1/enrich/jobs/{id}`",
+                documentation_only=True,
+            )
+        ],
         responses=problem_responses(400, 401, 403, 413, 415, 429, 503),
     )
     async def create_job(
