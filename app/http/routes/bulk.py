@@ -101,6 +101,8 @@ class BulkController(Controller):
         response_headers=[
             ResponseHeader(
                 name="Location",
+                # A value documents the header's type (string); it is never sent as such.
+                value="/api/v1/enrich/jobs/{id}",
                 description="The job: `/api/v1/enrich/jobs/{id}`",
                 documentation_only=True,
             )
