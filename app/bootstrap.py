@@ -33,6 +33,7 @@ from app.http.middleware.auth import KeyVerifier
 from app.http.middleware.idempotency import IdempotencyStore
 from app.http.middleware.ratelimit import AUTH_FAILURE_POLICY, AuthFailureGuard, ClientAddress
 from domain.audit import Auditor, SubjectDigester
+from domain.bulk import BulkJobs
 from domain.pipeline import Enricher, PipelineSettings
 from domain.usage import MeteredDiretrix, MeteredWorkApi, PaidCalls, UsageReports
 from domain.webhooks import GoogleAdsIntake, GoogleAdsSettings, WebhookIntake
@@ -48,6 +49,8 @@ from infra.cache import (
     RedisRecentCpfs,
 )
 from infra.db.audit import PgAuditTrail
+from infra.db.bulk import PgBulkJobs
+from infra.db.callbacks import enqueue_callback, latest_delivery
 from infra.db.events import PgEventStore, PgGoogleLeadClaims
 from infra.db.jobs import PgJobAdmin
 from infra.db.keys import PgApiKeyStore
@@ -346,6 +349,8 @@ class Services:
         usage_reports: The usage report of ``GET /api/v1/usage``.
         audit: The audit trail (buffered appends, flushed on exit; docs/security.md).
         subjects: The keyed digest naming a person (CPF) in the audit trail.
+        bulk_store: Bulk enrichment jobs and their items (the worker's claim queue too).
+        bulk_jobs: Submitting, reading and cancelling bulk jobs (tenant-scoped).
     """
 
     settings: Settings
@@ -372,6 +377,8 @@ class Services:
     usage_reports: UsageReports
     audit: PgAuditTrail
     subjects: SubjectDigester
+    bulk_store: PgBulkJobs
+    bulk_jobs: BulkJobs
 
     async def check_postgres(self) -> None:
         """Raise unless PostgreSQL answers ``SELECT 1``.
@@ -590,6 +597,14 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             ttl_s=settings.api_key_cache_ttl_s,
         )
         stack.push_async_callback(key_verifier.drain)  # last_used_at writes, before the pool
+        # Bulk jobs. The callbacks area's enqueue_callback / deliveries_of plug in here
+        # (callback_sink=, callback_state=); until then a job's callback is not delivered.
+        bulk_store = PgBulkJobs(
+            pool,
+            callback_sink=enqueue_callback,
+            callback_state=latest_delivery,
+            acquire_timeout=acquire_timeout,
+        )
         services = Services(
             settings=settings,
             pool=pool,
@@ -636,6 +651,12 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             usage_reports=UsageReports(usage, usage_ledger, SystemClock()),
             audit=audit,
             subjects=subjects,
+            bulk_store=bulk_store,
+            bulk_jobs=BulkJobs(
+                bulk_store,
+                max_items=settings.bulk_max_items,
+                environment=settings.environment,
+            ),
         )
         await _warm_up(pool)
         log.info(

@@ -264,6 +264,20 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Default min_likelihood of the lookups, batch and /leads/process: a CPF resolved from a
     # phone/e-mail with a lower name-match score is neither enriched nor messaged (0: all are).
     min_likelihood: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.0
+    # --- bulk enrichment jobs (POST /api/v1/enrich/jobs) -------------------------------------
+    # Items per job, and the body limit of that route alone (10,000 items must fit).
+    bulk_max_items: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 10_000
+    bulk_max_body_bytes: PositiveInt = 16 * 1024 * 1024
+    # Per `c2s-api worker`: bulk items in flight at once (apart from the webhook jobs'
+    # WORKER_CONCURRENCY); across all workers: a tenant's items in flight at once.
+    bulk_concurrency: Annotated[int, msgspec.Meta(ge=0, le=256)] = 8
+    bulk_tenant_concurrency: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 8
+    # A claimed item's lease (renewed while it runs): a killed worker's items are claimed again
+    # after it. Idle workers look for new items every BULK_POLL_INTERVAL_S.
+    bulk_lease_s: Annotated[float, msgspec.Meta(ge=1, le=600)] = 30.0
+    bulk_poll_interval_s: Annotated[float, msgspec.Meta(gt=0, le=60)] = 1.0
+    # Runs of one item before a transient failure (upstream down) is its final outcome.
+    bulk_item_attempts: Annotated[int, msgspec.Meta(ge=1, le=20)] = 3
 
 
 _SECRET_FIELDS = frozenset(

@@ -21,6 +21,7 @@ from litestar.middleware.base import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Components, Schema, SecurityScheme, Server
+from litestar.routes import HTTPRoute
 
 from app.bootstrap import Services, ServicesHandle, open_services
 from app.config import Settings, settings_or_exit
@@ -35,6 +36,7 @@ from app.http.middleware.ratelimit import RateLimitMiddleware
 from app.http.middleware.request_id import RequestIdMiddleware
 from app.http.openapi_scopes import state_operation_scopes
 from app.http.routes.admin import AdminController
+from app.http.routes.bulk import BulkController
 from app.http.routes.customers import CustomerController
 from app.http.routes.docs import DocsController, swagger_static_router
 from app.http.routes.health import HealthController
@@ -43,6 +45,7 @@ from app.http.routes.usage import UsageController
 from app.http.routes.webhooks import WebhookController, webhook_guard
 from app.http.routes.work import WorkController
 from app.version import SERVICE_VERSION
+from domain.bulk import BulkJobs
 from domain.pipeline import Enricher
 from domain.ports import FlagAdmin, JobAdmin
 from domain.usage import UsageReports
@@ -124,6 +127,9 @@ def _dependencies(handle: ServicesHandle) -> dict[str, Provide]:
     def usage_reports() -> UsageReports:
         return handle.services.usage_reports
 
+    def bulk_jobs() -> BulkJobs:
+        return handle.services.bulk_jobs
+
     providers: list[Callable[..., object]] = [
         services,
         settings,
@@ -134,6 +140,7 @@ def _dependencies(handle: ServicesHandle) -> dict[str, Provide]:
         google_ads,
         job_admin,
         usage_reports,
+        bulk_jobs,
     ]
     return {p.__name__: Provide(p, sync_to_thread=False) for p in providers}
 
@@ -175,6 +182,25 @@ def _closed_input_schemas(app: Litestar) -> None:
             schema = schemas[struct.__name__]
             if isinstance(schema, Schema):
                 schema.additional_properties = False
+
+
+def _allow_every_method(app: Litestar) -> None:
+    """Make each automatic ``OPTIONS`` answer list every method of its path.
+
+    Litestar 2.25 builds a path's ``OPTIONS`` handler with the route of the first handler
+    registered on the path and keeps that handler when later ones join it, so ``Allow`` named
+    only some methods (``GET`` and ``DELETE`` of ``/api/v1/enrich/jobs/{id}`` answered
+    ``Allow: DELETE, OPTIONS``). Point each such handler at its path's final route.
+    """
+    for route in app.routes:
+        if not isinstance(route, HTTPRoute) or "OPTIONS" not in route.route_handler_map:
+            continue
+        handler = route.route_handler_map["OPTIONS"][0].fn
+        if getattr(handler, "__name__", "") != "options_handler":
+            continue
+        for cell in getattr(handler, "__closure__", None) or ():
+            if isinstance(cell.cell_contents, HTTPRoute):
+                cell.cell_contents = route
 
 
 def _struct_classes() -> list[type[msgspec.Struct]]:
@@ -221,6 +247,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ),
             AdminController,
             UsageController,
+            # Bulk jobs take up to BULK_MAX_BODY_BYTES (10,000 items), this route alone.
+            Router(
+                path="/",
+                route_handlers=[BulkController],
+                request_max_body_size=settings.bulk_max_body_bytes,
+            ),
         ],
         dependencies=_dependencies(handle),
         # Handlers annotate with these under TYPE_CHECKING; Litestar resolves them here.
@@ -229,6 +261,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "FlagAdmin": FlagAdmin,
             "GoogleAdsIntake": GoogleAdsIntake,
             "JobAdmin": JobAdmin,
+            "BulkJobs": BulkJobs,
             "Services": Services,
             "Settings": Settings,
             "WebhookIntake": WebhookIntake,
@@ -240,7 +273,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         openapi_config=openapi_config(),
         cors_config=CORSConfig(
             allow_origins=list(settings.cors_allow_origins),
-            allow_methods=["GET", "POST"],
+            allow_methods=["GET", "POST", "DELETE"],
             allow_headers=[
                 "Authorization",
                 "X-API-Key",
@@ -287,6 +320,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         logging_config=None,
     )
     _closed_input_schemas(app)
+    _allow_every_method(app)
     state_operation_scopes(app)
     # Slow bodies: a receive deadline and a cap on unauthenticated ones, before any routing or
     # authentication work (innermost wrapper, so its answers carry the request id and headers).

@@ -73,6 +73,7 @@ __all__ = [
     "lookup_batch",
     "lookup_customer",
     "process_basic_lead",
+    "validate_query",
 ]
 
 # Lookups of one batch in flight at once (each may cost paid upstream calls).
@@ -204,6 +205,16 @@ def _clean(query: CustomerQuery) -> CustomerQuery:
     if not (cpf or email or phone or name):
         raise InvalidInput("cpf", "At least one identifier required (cpf, email, phone, or name)")
     return CustomerQuery(cpf=cpf, email=email, phone=phone, name=name)
+
+
+def validate_query(query: CustomerQuery) -> CustomerQuery:
+    """The identifiers validated and normalised as a lookup does (bulk jobs check every item at
+    submission).
+
+    Raises:
+        InvalidInput: No usable identifier, or an invalid one (naming its field).
+    """
+    return _clean(query)
 
 
 async def _find_in_db(enricher: Enricher, query: CustomerQuery) -> PartyWithContacts | None:

@@ -18,6 +18,14 @@ if TYPE_CHECKING:
 
     from domain.admission import Admission, Tier
     from domain.audit import AccessRecord, AuditPage, AuditQuery
+    from domain.bulk.models import (
+        BulkStats,
+        ClaimedItem,
+        EnrichJobView,
+        ItemOutcome,
+        ItemView,
+        NewJob,
+    )
     from domain.dossier import Dossier
     from domain.flags import FlagState
     from domain.models import (
@@ -39,6 +47,8 @@ if TYPE_CHECKING:
 __all__ = [
     "AuditReader",
     "AuditTrail",
+    "BulkJobStore",
+    "BulkQueue",
     "C2SPort",
     "Clock",
     "ContactCpfCache",
@@ -492,4 +502,53 @@ class AuditReader(Protocol):
 
     async def search(self, query: AuditQuery) -> AuditPage:
         """One page of ``query.tenant``'s records, newest first (keyset on ``(at, id)``)."""
+
+
+class BulkJobStore(Protocol):
+    """Bulk enrichment jobs and their items, tenant-scoped (``domain/bulk``)."""
+
+    async def create(self, job: NewJob) -> EnrichJobView:
+        """Store the job and every item in one transaction; the job as created."""
+        ...
+
+    async def get(self, tenant: str, job_id: UUID) -> EnrichJobView | None:
+        """The job, if ``tenant`` owns it."""
+        ...
+
+    async def results(
+        self, tenant: str, job_id: UUID, *, after_seq: int, limit: int
+    ) -> list[ItemView] | None:
+        """Up to ``limit`` items with ``seq > after_seq`` in order; ``None``: no such job."""
+        ...
+
+    async def cancel(self, tenant: str, job_id: UUID) -> EnrichJobView | None:
+        """Cancel the job's items not started; the job after it (``None``: no such job)."""
+        ...
+
+
+class BulkQueue(Protocol):
+    """The items table as workers consume it: claims with leases, results, expired leases."""
+
+    async def claim(
+        self, worker: UUID, *, limit: int, tenant_limit: int, lease_s: float
+    ) -> list[ClaimedItem]:
+        """Lease up to ``limit`` items, the tenants served in turn, never more than
+        ``tenant_limit`` of one tenant running across workers."""
+        ...
+
+    async def finish(self, worker: UUID, item: ClaimedItem, outcome: ItemOutcome) -> str | None:
+        """Store the item's result (or put it back for a retry); the job's final state if this
+        ended it (its callback enqueued in the same transaction), else ``None``."""
+        ...
+
+    async def renew(self, worker: UUID, *, lease_s: float) -> int:
+        """Extend the leases of the worker's running items; how many."""
+        ...
+
+    async def reap(self) -> int:
+        """Put running items whose lease expired back in the queue; how many."""
+        ...
+
+    async def sample(self) -> BulkStats:
+        """Jobs by state and the oldest open job's age."""
         ...

@@ -54,6 +54,11 @@ __all__ = [
     "AUDIT_RECORDS_WRITTEN",
     "BREAKER_NAMES",
     "BREAKER_STATE_CODES",
+    "BULK_ERRORS",
+    "BULK_ITEMS",
+    "BULK_JOBS",
+    "BULK_JOBS_ENDED",
+    "BULK_OLDEST_JOB_AGE",
     "CACHE_NAMES",
     "CACHE_REQUESTS",
     "CALLBACK_DELIVERIES",
@@ -97,6 +102,7 @@ __all__ = [
     "UPSTREAM_RETRIES",
     "WORKER_ACTIVE_JOBS",
     "BreakerMetrics",
+    "BulkMetrics",
     "PipelineObserver",
     "current_exemplar",
     "http_method_label",
@@ -939,3 +945,65 @@ def metric_names(registry: Collector = REGISTRY) -> frozenset[str]:
             names.add(family.name + suffix)
         names.update(sample.name for sample in family.samples)
     return frozenset(names)
+
+
+# --- bulk enrichment jobs (c2s-api worker) ---------------------------------------------------
+
+BULK_JOBS: Final = Gauge(
+    "bulk_jobs",
+    "Bulk enrichment jobs not ended, by state (queued/running); sampled from PostgreSQL by "
+    "every worker.",
+    ["state"],
+    registry=REGISTRY,
+)
+BULK_OLDEST_JOB_AGE: Final = Gauge(
+    "bulk_oldest_job_age_seconds",
+    "Age of the oldest bulk job not ended (sampled with bulk_jobs; 0 when none).",
+    registry=REGISTRY,
+)
+BULK_ITEMS: Final = Counter(
+    "bulk_items",
+    "Bulk job items run by this worker, by outcome (done/failed/not_found/retry); "
+    "rate() is the items per second.",
+    ["outcome"],
+    registry=REGISTRY,
+)
+BULK_JOBS_ENDED: Final = Counter(
+    "bulk_jobs_ended",
+    "Bulk jobs ended by this worker, by final state (done/cancelled).",
+    ["state"],
+    registry=REGISTRY,
+)
+BULK_ERRORS: Final = Counter(
+    "bulk_errors",
+    "Unexpected failures of the bulk runner (claim, finish, maintenance, item), by event.",
+    ["event"],
+    registry=REGISTRY,
+)
+_BULK_OUTCOMES: Final = frozenset({"done", "failed", "not_found", "retry"})
+_BULK_EVENTS: Final = frozenset(
+    {"bulk_claim_failed", "bulk_finish_failed", "bulk_maintenance_failed", "bulk_item_error"}
+)
+
+
+class BulkMetrics:
+    """Feeds ``bulk_jobs``, ``bulk_oldest_job_age_seconds``, ``bulk_items_total``,
+    ``bulk_jobs_ended_total`` and ``bulk_errors_total`` (a ``domain.bulk.BulkListener``)."""
+
+    def item_finished(self, outcome: str) -> None:
+        """Count an item's run by outcome."""
+        BULK_ITEMS.labels(outcome if outcome in _BULK_OUTCOMES else "failed").inc()
+
+    def job_ended(self, state: str) -> None:
+        """Count a job that ended here."""
+        BULK_JOBS_ENDED.labels("cancelled" if state == "cancelled" else "done").inc()
+
+    def sampled(self, stats: Any) -> None:  # Any: domain.bulk.BulkStats (duck-typed)
+        """Publish open jobs by state and the oldest one's age."""
+        for state in ("queued", "running"):
+            BULK_JOBS.labels(state).set(stats.jobs.get(state, 0))
+        BULK_OLDEST_JOB_AGE.set(stats.oldest_open_age_s or 0.0)
+
+    def error(self, event: str, error_type: str) -> None:
+        """Count an unexpected failure (the error type is for the log, not a label)."""
+        BULK_ERRORS.labels(event if event in _BULK_EVENTS else "bulk_item_error").inc()

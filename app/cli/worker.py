@@ -19,6 +19,10 @@ Beside the consumer, the worker posts the callbacks of finished bulk jobs
 claiming; attempts in flight may end (each is bounded by ``CALLBACK_TIMEOUT_S``) for at most
 ``min(CALLBACK_TIMEOUT_S, 0.75 * grace_s)`` after the consumer stopped, then are interrupted and
 given back (due again at once, for any worker).
+Next to the consumer, a :class:`domain.bulk.BulkRunner` runs the items of bulk enrichment jobs
+(``BULK_CONCURRENCY`` slots of its own, so webhook jobs keep theirs; ``0`` turns it off). It stops
+with the consumer: items running finish within the drain, the rest are cancelled and run again
+by another worker once their lease (``BULK_LEASE_S``) expires.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import structlog
 
 from app.config import parse_hmac_keys
 from app.version import SERVICE_VERSION
+from domain.bulk import BulkRunner
 from domain.webhooks import DEFAULT_RETRY_POLICY, RetryPolicy
 from infra.callbacks import CallbackDispatcher, PrometheusCallbackListener
 from infra.db.callback_secrets import SEALING_PURPOSE, PgCallbackSecrets
@@ -46,7 +51,7 @@ from infra.queue import (
 )
 from infra.sealing import AeadEnvelope
 from observability.logging import configure_logging
-from observability.metrics import track_pool
+from observability.metrics import BulkMetrics, track_pool
 from observability.tracing import configure_tracing, flush_tracing
 
 if TYPE_CHECKING:
@@ -54,6 +59,7 @@ if TYPE_CHECKING:
 
     import asyncpg
 
+    from app.bootstrap import Services
     from app.config import Settings
     from domain.pipeline import Enricher
 
@@ -234,6 +240,7 @@ async def _serve(
         )
         callbacks = callback_dispatcher(settings, services.pool)
         delivering = asyncio.create_task(callbacks.run(stop), name="callback-deliveries")
+        bulk = _start_bulk(settings, services, stop, grace_s=grace_s)
         code = await consume_until(
             stop,
             pool=services.pool,
@@ -255,12 +262,76 @@ async def _serve(
         await _stop_callbacks(
             stop, delivering, min(settings.callback_timeout_s, grace_s * _DRAIN_SHARE)
         )
+        if bulk is not None:
+            await _stop_bulk(*bulk)
         untrack_pool()
     for signum in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(ValueError, RuntimeError):
             loop.remove_signal_handler(signum)
     flush_tracing()
     return code
+
+
+class _LoggedBulkMetrics(BulkMetrics):
+    """The bulk runner's metrics, with its unexpected failures logged (type only)."""
+
+    def error(self, event: str, error_type: str) -> None:
+        super().error(event, error_type)
+        log.warning(event, error_type=error_type)
+
+
+def _start_bulk(
+    settings: Settings, services: Services, stop: asyncio.Event, *, grace_s: float
+) -> tuple[BulkRunner, asyncio.Task[None], asyncio.Task[None]] | None:
+    """Run bulk job items next to the webhook consumer (BULK_CONCURRENCY slots of their own,
+    so the webhook jobs keep their WORKER_CONCURRENCY).
+
+    On the stop signal it drains alongside the consumer: no more claims, the items running get
+    the same drain share of the grace, the rest are cancelled (never stored, so another worker
+    runs them once their lease expires).
+    """
+    if settings.bulk_concurrency <= 0:
+        return None
+    runner = BulkRunner(
+        services.bulk_store,
+        services.enricher,
+        concurrency=settings.bulk_concurrency,
+        tenant_concurrency=settings.bulk_tenant_concurrency,
+        lease_s=settings.bulk_lease_s,
+        poll_interval_s=settings.bulk_poll_interval_s,
+        max_attempts=settings.bulk_item_attempts,
+        listener=_LoggedBulkMetrics(),
+    )
+    running = asyncio.create_task(runner.run(), name="bulk-runner")
+
+    async def drain_on_stop() -> None:
+        await stop.wait()
+        runner.stop()
+        await asyncio.wait({running}, timeout=max(0.0, grace_s * _DRAIN_SHARE))
+        if not running.done():
+            await runner.release()
+
+    watcher = asyncio.create_task(drain_on_stop(), name="bulk-stop")
+    log.info(
+        "bulk_runner_started",
+        concurrency=settings.bulk_concurrency,
+        tenant_concurrency=settings.bulk_tenant_concurrency,
+    )
+    return runner, running, watcher
+
+
+async def _stop_bulk(
+    runner: BulkRunner, running: asyncio.Task[None], watcher: asyncio.Task[None]
+) -> None:
+    """After the consumer: the bulk drain has had its time (or the consumer failed on its own:
+    stop now); whatever still runs is cancelled."""
+    runner.stop()
+    await asyncio.wait({running, watcher}, timeout=_CLEANUP_S)
+    if not running.done():
+        await runner.release()
+        await asyncio.wait({running}, timeout=_CLEANUP_S)
+    watcher.cancel()
+    log.info("bulk_runner_stopped", in_flight=runner.in_flight)
 
 
 def run_worker(

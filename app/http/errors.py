@@ -29,6 +29,7 @@ from app.http.problems import (
     problem_instance,
     problem_type,
 )
+from domain.bulk import InvalidItems
 from domain.errors import (
     SERVER_ERROR_TEXTS,
     DependencyUnavailable,
@@ -230,6 +231,13 @@ def _on_domain(request: Request[Any, Any, Any], exc: DomainError) -> Response[Pr
     if outcome.status == 500:  # a DomainError without its own status is a bug
         log.error("unmapped_domain_error", error_type=type(exc).__name__)
         return problem_response(request, 500, outcome.detail)
+    if isinstance(exc, InvalidItems):  # a bulk job: each invalid item (the first ones)
+        return problem_response(
+            request,
+            outcome.status,
+            outcome.detail,
+            errors=[FieldError(field=f, message=m, source="body") for f, m in exc.errors],
+        )
     if isinstance(exc, InvalidInput):
         return problem_response(
             request,

@@ -221,6 +221,11 @@ async def reset_run_state(db: Database) -> dict[str, int]:
                 count_sql = f"SELECT count(*) FROM {table}"  # noqa: S608
                 removed[table] = int(await conn.fetchval(count_sql))
                 await conn.execute(f"TRUNCATE {table}")
+        if await conn.fetchval("SELECT to_regclass('core.enrich_jobs') IS NOT NULL"):
+            removed["core.enrich_jobs"] = int(
+                await conn.fetchval("SELECT count(*) FROM core.enrich_jobs")
+            )
+            await conn.execute("TRUNCATE core.enrich_job_items, core.enrich_jobs")
         # The lookups must see the same statistics and visibility every run.
         await conn.execute("VACUUM (ANALYZE) core.parties")
     finally:

@@ -232,6 +232,7 @@ def _extras(result: Result) -> list[str]:
     return [
         *_leads_400_section(result.get("leads_400ms", {})),
         *_worker_section(result.get("worker", {})),
+        *_bulk_section(result.get("bulk", {})),
         *_memory_section(result.get("memory", {})),
         *_caches_full_section(result.get("caches_full", {})),
         *_two_workers_section(result.get("two_workers", {})),
@@ -277,6 +278,22 @@ def _worker_section(worker: dict[str, Any]) -> list[str]:
             f"{run['failed']} | {run['seconds']:.2f} | {run['jobs_per_s']:,.0f} |"
         )
     return lines
+
+
+def _bulk_section(bulk: dict[str, Any]) -> list[str]:
+    if not bulk:
+        return []
+    lines = ["", "## Bulk job throughput (one worker process, zero-latency upstreams)", ""]
+    if bulk.get("status") != "ok":
+        return [*lines, str(bulk.get("status"))]
+    return [
+        *lines,
+        f"One job of {bulk['items']:,} fresh people (each a lookup miss, a Work API fetch and a "
+        f"store) run by one worker with {bulk['slots']} bulk slots: {bulk['done']:,} done, "
+        f"{bulk['failed']} failed, {bulk['not_found']} not found in {bulk['seconds']:.2f} s "
+        f"(first item started to job ended) = **{bulk['items_per_s']:,.0f} items/s**, "
+        f"{bulk['cpu_us_per_item']:,.0f} us of worker CPU per item.",
+    ]
 
 
 def _memory_section(memory: dict[str, Any]) -> list[str]:

@@ -40,7 +40,7 @@ from bench.load.procs import (
     worker_pids,
 )
 from bench.load.roundtrips import count_round_trips
-from bench.load.scenarios import pipeline, reads, webhooks
+from bench.load.scenarios import bulk, pipeline, reads, webhooks
 from bench.load.settings import (
     CONCURRENCIES,
     HOT_CPFS,
@@ -318,6 +318,8 @@ class Run:
         reads.run_read_paths(self)  # the bare route first: every ratio's denominator
         pipeline.run_pipeline(self)
         webhooks.run_webhooks(self)
+        if "bulk" in self.selected:
+            bulk.bulk_drain(self)
         if "hot" in self.selected:
             reads.fill_caches(self)
         self._record_memory()

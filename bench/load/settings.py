@@ -54,6 +54,7 @@ SCENARIOS: Final = (
     "leads400",
     "webhook",
     "worker",
+    "bulk",
     "two_workers",
 )
 
@@ -75,6 +76,8 @@ class Profile(msgspec.Struct, frozen=True, kw_only=True):
     # requested (each one a Work API fetch, then cached), and how long the load lasts.
     fill_dossiers: int
     fill_s: float
+    # Items of the bulk job one worker process runs (fresh people: each a Work API fetch).
+    bulk_items: int = 2000
 
 
 FULL: Final = Profile(
@@ -90,6 +93,7 @@ FULL: Final = Profile(
     micro_max_time_s=1.0,
     fill_dossiers=10_000,
     fill_s=60,
+    bulk_items=10_000,
 )
 SHORT: Final = Profile(
     name="short",
@@ -104,6 +108,7 @@ SHORT: Final = Profile(
     micro_max_time_s=0.2,
     fill_dossiers=300,
     fill_s=5,
+    bulk_items=1000,
 )
 
 

@@ -17,6 +17,8 @@ A target names a *measurement* of a result and a goal, ``max`` (measured <= goal
   ``worker.rate_ratio``, ``micro.*``); ``leads_400ms.wall_ratio`` only when every lead of the
   batches succeeded;
 * ``worker.jobs_per_s`` (the worker's default concurrency, only without failed jobs);
+* ``bulk.items_per_s``, ``bulk.cpu_us_per_item`` (one worker process running a bulk job, only
+  without failed items);
 * ``rss_mb.max`` (highest RSS of the worker over the run), ``rss_mb.caches_full`` (under load
   after the cache fill, see ``bench.load.scenarios.reads.fill_caches``), ``rss_mb.hot``.
 
@@ -137,6 +139,10 @@ def measurements(result: Result) -> dict[str, float]:
     worker = result.get("worker", {})
     if worker.get("status") == "ok" and not worker.get("failed"):
         out["worker.jobs_per_s"] = float(worker["jobs_per_s"])
+    bulk = result.get("bulk", {})
+    if bulk.get("status") == "ok" and not bulk.get("failed") and "items_per_s" in bulk:
+        out["bulk.items_per_s"] = float(bulk["items_per_s"])
+        out["bulk.cpu_us_per_item"] = float(bulk["cpu_us_per_item"])
     memory = result.get("memory", {})
     for name, field in (
         ("max", "max_rss_mb"),
@@ -151,7 +157,7 @@ def measurements(result: Result) -> dict[str, float]:
 def _scenario_of(key: str) -> str:
     parts = key.split(".")
     head = parts[0]
-    if head in ("leads_400ms", "worker", "micro"):
+    if head in ("leads_400ms", "worker", "micro", "bulk"):
         return {"leads_400ms": "leads400"}.get(head, head)
     if head == "rss_mb":
         return "hot" if parts[1:] in (["caches_full"], ["hot"]) else "run"
@@ -192,6 +198,8 @@ def _why_missing(key: str, result: Result) -> str:
         return f"not measured: {block.get('succeeded')} of {block.get('batch')} leads succeeded"
     if scenario == "worker":
         return f"not measured: {block.get('failed')} job(s) failed"
+    if scenario == "bulk":
+        return f"not measured: {block.get('failed')} item(s) failed"
     return "not measured by this run"
 
 

@@ -36,6 +36,7 @@ __all__ = [
     "PgCallbackDeliveries",
     "deliveries_of",
     "enqueue_callback",
+    "latest_delivery",
 ]
 
 DEFAULT_ACQUIRE_TIMEOUT_S: Final = 2.0
@@ -274,3 +275,11 @@ class PgCallbackDeliveries:
         async with pooled_connection(self._pool, self._acquire_timeout) as conn:
             count = await conn.fetchval(COUNT_PENDING)
         return int(count or 0)
+
+
+async def latest_delivery(
+    conn_or_pool: asyncpg.Connection | PoolConnectionProxy | asyncpg.Pool, job_id: UUID | str
+) -> DeliveryView | None:
+    """The job's latest callback delivery (its state and attempts), or ``None``."""
+    deliveries = await deliveries_of(conn_or_pool, job_id)
+    return deliveries[-1] if deliveries else None

@@ -754,6 +754,48 @@ def _queue_row(lay: _Layout) -> None:
     )
 
 
+def _bulk_row(lay: _Layout) -> None:
+    lay.row("Bulk enrichment jobs")
+    lay.add(
+        timeseries(
+            "Bulk jobs not ended, by state",
+            _targets((f"max by (state) (bulk_jobs{{{SEL}}})", "{{state}}")),
+            description="Sampled from PostgreSQL by every worker (alert BulkJobStuck).",
+        ),
+        w=8,
+    )
+    lay.add(
+        timeseries(
+            "Bulk items per second, by outcome",
+            _targets(
+                (
+                    f"sum by (outcome) (rate(bulk_items_total{{{SEL}}}[$__rate_interval]))",
+                    "{{outcome}}",
+                ),
+                (
+                    f"sum by (instance) (rate(bulk_items_total{{{SEL}}}[$__rate_interval]))",
+                    "{{instance}} (all outcomes)",
+                ),
+            ),
+            unit="reqps",
+        ),
+        w=8,
+    )
+    lay.add(
+        timeseries(
+            "Oldest bulk job not ended, runner errors",
+            _targets(
+                (f"max(bulk_oldest_job_age_seconds{{{SEL}}})", "oldest job age (s)"),
+                (
+                    f"sum by (event) (rate(bulk_errors_total{{{SEL}}}[$__rate_interval]))",
+                    "{{event}} /s",
+                ),
+            ),
+        ),
+        w=8,
+    )
+
+
 def _db_row(lay: _Layout) -> None:
     lay.row("PostgreSQL pool and readiness")
     lay.add(
@@ -835,6 +877,7 @@ def build_dashboard() -> Json:
     _cache_row(lay)
     _rate_limit_row(lay)
     _queue_row(lay)
+    _bulk_row(lay)
     _db_row(lay)
     _process_row(lay)
     return {

@@ -143,6 +143,10 @@ EXPECTED_SCOPES = {
     ("/api/v1/admin/flags", "get"): "admin",
     ("/api/v1/admin/flags/{name}", "put"): "admin",
     ("/api/v1/admin/flags/{name}/override", "delete"): "admin",
+    ("/api/v1/enrich/jobs", "post"): "enrich",
+    ("/api/v1/enrich/jobs/{job_id}", "get"): "read",
+    ("/api/v1/enrich/jobs/{job_id}/results", "get"): "read",
+    ("/api/v1/enrich/jobs/{job_id}", "delete"): "enrich",
 }
 
 

@@ -13,7 +13,22 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import msgspec
+
 from domain.audit import AccessRecord, Auditor, AuditPage, AuditQuery, SubjectDigester
+from domain.bulk import (
+    ITEM_STATES,
+    BulkStats,
+    CallbackView,
+    ClaimedItem,
+    EnrichJobView,
+    ItemError,
+    ItemOutcome,
+    ItemView,
+    JobCounts,
+    NewJob,
+)
+from domain.customers import CustomerQuery, UnifiedCustomer
 from domain.dossier import decode_dossier, normalize_dossier
 from domain.errors import DependencyUnavailable, NotFound, UpstreamError, UpstreamSoftError
 from domain.models import (
@@ -708,3 +723,191 @@ class FakeClaims:
 
     async def fail(self, google_lead_id: str, reason: str) -> None:
         self.rows[google_lead_id] = ("failed", None, reason)
+
+
+@dataclass
+class _BulkItem:
+    job_id: uuid.UUID
+    seq: int
+    ref: str | None
+    query: CustomerQuery
+    state: str = "queued"
+    result: bytes | None = None
+    attempts: int = 0
+    claimed_by: uuid.UUID | None = None
+
+
+@dataclass
+class FakeBulkJobs:
+    """Bulk jobs and items in memory: both ``BulkJobStore`` and ``BulkQueue``, with the real
+    adapter's rules (tenant scope, leases held by one worker, a job ended by its last item,
+    claims taking the tenants in turn within their bound). Leases never expire here: a test
+    "kills" a worker with :meth:`expire_leases`."""
+
+    jobs: dict[uuid.UUID, NewJob] = field(default_factory=dict)
+    items: dict[uuid.UUID, list[_BulkItem]] = field(default_factory=dict)
+    states: dict[uuid.UUID, str] = field(default_factory=dict)
+    cancel_requested: set[uuid.UUID] = field(default_factory=set)
+    ended: list[tuple[uuid.UUID, str]] = field(default_factory=list)
+    claims: list[list[tuple[str, int]]] = field(default_factory=list)
+    clock: FakeClock = field(default_factory=FakeClock)
+
+    async def create(self, job: NewJob) -> EnrichJobView:
+        self.jobs[job.id] = job
+        self.states[job.id] = "queued"
+        self.items[job.id] = [
+            _BulkItem(job_id=job.id, seq=i, ref=item.ref, query=item.query)
+            for i, item in enumerate(job.items)
+        ]
+        return self._view(job.id)
+
+    async def get(self, tenant: str, job_id: uuid.UUID) -> EnrichJobView | None:
+        job = self.jobs.get(job_id)
+        return self._view(job_id) if job is not None and job.tenant == tenant else None
+
+    async def results(
+        self, tenant: str, job_id: uuid.UUID, *, after_seq: int, limit: int
+    ) -> list[ItemView] | None:
+        if await self.get(tenant, job_id) is None:
+            return None
+        rows = [i for i in self.items[job_id] if i.seq > after_seq][:limit]
+        return [_bulk_item_view(row) for row in rows]
+
+    async def cancel(self, tenant: str, job_id: uuid.UUID) -> EnrichJobView | None:
+        if await self.get(tenant, job_id) is None:
+            return None
+        if self.states[job_id] in ("queued", "running"):
+            self.cancel_requested.add(job_id)
+            for item in self.items[job_id]:
+                if item.state == "queued":
+                    item.state = "cancelled"
+            self._maybe_end(job_id)
+        return self._view(job_id)
+
+    async def claim(
+        self, worker: uuid.UUID, *, limit: int, tenant_limit: int, lease_s: float
+    ) -> list[ClaimedItem]:
+        open_jobs = [j for j in self.jobs.values() if self.states[j.id] in ("queued", "running")]
+        by_tenant: dict[str, list[_BulkItem]] = {}
+        for job in open_jobs:
+            running = sum(
+                1
+                for other in open_jobs
+                if other.tenant == job.tenant
+                for i in self.items[other.id]
+                if i.state == "running"
+            )
+            if job.tenant in by_tenant:
+                continue
+            queued = [i for i in self.items[job.id] if i.state == "queued"]
+            if queued:
+                by_tenant[job.tenant] = queued[: max(0, min(tenant_limit - running, limit))]
+        chosen: list[_BulkItem] = []
+        turn = 0
+        while len(chosen) < limit and any(turn < len(q) for q in by_tenant.values()):
+            chosen.extend(q[turn] for q in by_tenant.values() if turn < len(q))
+            turn += 1
+        chosen = chosen[:limit]
+        self.claims.append([(self.jobs[i.job_id].tenant, i.seq) for i in chosen])
+        claimed = []
+        for item in chosen:
+            item.state, item.claimed_by = "running", worker
+            item.attempts += 1
+            self.states[item.job_id] = "running"
+            job = self.jobs[item.job_id]
+            claimed.append(
+                ClaimedItem(
+                    job_id=item.job_id,
+                    seq=item.seq,
+                    query=item.query,
+                    attempts=item.attempts,
+                    tenant=job.tenant,
+                    key_id=job.key_id,
+                    request_id=job.request_id,
+                    paid_quota=job.paid_quota,
+                    may_fetch=job.may_fetch,
+                    max_age_s=job.max_age_s,
+                    min_likelihood=job.min_likelihood,
+                )
+            )
+        return claimed
+
+    async def finish(
+        self, worker: uuid.UUID, item: ClaimedItem, outcome: ItemOutcome
+    ) -> str | None:
+        row = self.items[item.job_id][item.seq]
+        if row.state != "running" or row.claimed_by != worker:
+            return None
+        row.claimed_by = None
+        if outcome.state == "retry":
+            row.state = "queued"
+            return None
+        row.state, row.result = outcome.state, outcome.result
+        return self._maybe_end(item.job_id)
+
+    async def renew(self, worker: uuid.UUID, *, lease_s: float) -> int:
+        return sum(1 for rows in self.items.values() for i in rows if i.claimed_by == worker)
+
+    async def reap(self) -> int:
+        return 0
+
+    async def sample(self) -> BulkStats:
+        jobs = {"queued": 0, "running": 0}
+        for state in self.states.values():
+            if state in jobs:
+                jobs[state] += 1
+        return BulkStats(jobs=jobs)
+
+    def expire_leases(self) -> int:
+        """What the reaper does after a worker died: its running items are queued again."""
+        expired = 0
+        for rows in self.items.values():
+            for row in rows:
+                if row.state == "running":
+                    row.state, row.claimed_by = "queued", None
+                    expired += 1
+        return expired
+
+    def _maybe_end(self, job_id: uuid.UUID) -> str | None:
+        if any(i.state in ("queued", "running") for i in self.items[job_id]):
+            return None
+        state = "cancelled" if job_id in self.cancel_requested else "done"
+        self.states[job_id] = state
+        self.ended.append((job_id, state))
+        return state
+
+    def _view(self, job_id: uuid.UUID) -> EnrichJobView:
+        job = self.jobs[job_id]
+        rows = self.items[job_id]
+        count = {s: sum(1 for i in rows if i.state == s) for s in ITEM_STATES}
+        return EnrichJobView(
+            id=job_id,
+            state=self.states[job_id],  # type: ignore[arg-type]
+            counts=JobCounts(total=len(rows), **count),
+            created_at=dt.datetime.fromtimestamp(self.clock.now(), dt.UTC),
+            max_age_s=job.max_age_s,
+            min_likelihood=job.min_likelihood,
+            callback=CallbackView(url=job.callback_url, state="waiting")
+            if job.callback_url
+            else None,
+        )
+
+
+def _bulk_item_view(row: _BulkItem) -> ItemView:
+    customer = (
+        msgspec.json.decode(row.result, type=UnifiedCustomer)
+        if row.result is not None and row.state == "done"
+        else None
+    )
+    error = (
+        msgspec.json.decode(row.result, type=ItemError)
+        if row.result is not None and row.state in ("failed", "not_found")
+        else None
+    )
+    return ItemView(
+        seq=row.seq,
+        ref=row.ref,
+        state=row.state,  # type: ignore[arg-type]
+        customer=customer,
+        error=error,
+    )

@@ -90,6 +90,7 @@ class _Record(msgspec.Struct, frozen=True, kw_only=True):
     status: int = 0
     content_type: str = ""
     body: bytes = b""
+    location: str = ""  # a 201/202's Location, replayed with the answer
 
 
 class IdempotencyStore:
@@ -215,7 +216,11 @@ class IdempotencyMiddleware:
         store = services.idempotency
         # Read the body once (Litestar's size limit applies below us, so bound it here too).
         chunks: list[bytes] = []
-        limit = services.settings.max_body_bytes
+        # The route's own limit when it has one (bulk jobs take more than MAX_BODY_BYTES).
+        handler = scope.get("route_handler")
+        resolve = getattr(handler, "resolve_request_max_body_size", None)
+        route_limit = resolve() if resolve is not None else None
+        limit = route_limit or services.settings.max_body_bytes
         size = 0
         while True:
             message = await receive()
@@ -257,13 +262,10 @@ class IdempotencyMiddleware:
             detail = "A request with this Idempotency-Key is in progress"
             await send_problem(scope, send, 409, detail, retry_after=1)
         else:
-            await _answer(
-                send,
-                existing.status,
-                existing.body,
-                existing.content_type,
-                [(b"idempotent-replayed", b"true")],
-            )
+            extra = [(b"idempotent-replayed", b"true")]
+            if existing.location:
+                extra.append((b"location", existing.location.encode("latin-1")))
+            await _answer(send, existing.status, existing.body, existing.content_type, extra)
 
     async def _run_and_store(
         self,
@@ -285,15 +287,18 @@ class IdempotencyMiddleware:
 
         status = 500
         content_type = ""
+        location = ""
         parts: list[bytes] = []
 
         async def capture(message: Message) -> None:
-            nonlocal status, content_type
+            nonlocal status, content_type, location
             if message["type"] == "http.response.start":
                 status = message["status"]
                 for header, value in message.get("headers", ()):
                     if header.lower() == b"content-type":
                         content_type = value.decode("latin-1")
+                    elif header.lower() == b"location":
+                        location = value.decode("latin-1")
             elif message["type"] == "http.response.body":
                 parts.append(message.get("body", b""))
             await send(message)
@@ -309,6 +314,7 @@ class IdempotencyMiddleware:
                         status=status,
                         content_type=content_type,
                         body=b"".join(parts),
+                        location=location,
                     )
                     await store.complete(name, record)
                 else:

@@ -14,6 +14,7 @@ from litestar.params import SkipValidation
 
 from app.bootstrap import Services
 from app.config import Settings
+from domain.bulk import BulkJobs
 from domain.keys import grants
 from domain.pipeline import Enricher
 from domain.ports import FlagAdmin, JobAdmin
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 __all__ = [
     "API_KEY_SECURITY",
     "READ_OR_ENRICH",
+    "BulkJobsDep",
     "EnricherDep",
     "FlagStoreDep",
     "GoogleAdsDep",
@@ -50,6 +52,7 @@ WebhookIntakeDep: TypeAlias = NamedDependency[SkipValidation[WebhookIntake]]
 JobAdminDep: TypeAlias = NamedDependency[SkipValidation[JobAdmin]]
 GoogleAdsDep: TypeAlias = NamedDependency[SkipValidation[GoogleAdsIntake]]
 UsageReportsDep: TypeAlias = NamedDependency[SkipValidation[UsageReports]]
+BulkJobsDep: TypeAlias = NamedDependency[SkipValidation[BulkJobs]]
 
 # Either header carries the API key (see the security schemes in app.main.openapi_config).
 API_KEY_SECURITY: list[dict[str, list[str]]] = [{"ApiKey": []}, {"Bearer": []}]

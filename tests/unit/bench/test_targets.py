@@ -92,6 +92,24 @@ def test_a_measured_value_within_its_goal_is_met_and_one_beyond_is_not() -> None
     assert _row(rows, "rss_mb.caches_full")["met"] is False
 
 
+def test_the_bulk_scenario_is_judged_and_a_run_with_failed_items_is_not() -> None:
+    targets = parse_targets(
+        {
+            "bulk.items_per_s": {"min": 200, "title": "bulk items/s"},
+            "bulk.cpu_us_per_item": {"max": 2500, "title": "bulk CPU"},
+        }
+    )
+    bulk = {"status": "ok", "items_per_s": 150.0, "cpu_us_per_item": 1900.0, "failed": 0}
+
+    rows = evaluate(_result(bulk=bulk), targets)
+
+    assert _row(rows, "bulk.items_per_s")["met"] is False
+    assert _row(rows, "bulk.cpu_us_per_item")["met"] is True
+    failed = evaluate(_result(bulk={**bulk, "failed": 3}), targets)
+    assert _row(failed, "bulk.items_per_s")["met"] is None
+    assert _row(failed, "bulk.items_per_s")["measured"] == "not measured: 3 item(s) failed"
+
+
 def test_a_key_without_concurrency_is_judged_on_the_worst_point() -> None:
     rows = evaluate(_result(), parse_targets({"cpu_us.hot": {"max": 200}}))
 
@@ -188,7 +206,7 @@ def test_the_committed_targets_parse_and_name_measurements_a_full_result_has() -
     assert {"worker.jobs_per_s", "leads_400ms.wall_ratio", "cpu_us.webhook"} <= keys
     prefixes = (
         *("cpu_us.", "p50_ms.", "p99_ms.", "redis_trips.", "pg_trips.", "rps_ratio."),
-        *("p50_ratio.", "leads_400ms.", "worker.", "rss_mb."),
+        *("p50_ratio.", "leads_400ms.", "worker.", "rss_mb.", "bulk."),
     )
     assert all(key.startswith(prefixes) for key in keys)
 

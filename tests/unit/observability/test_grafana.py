@@ -59,6 +59,7 @@ def test_dashboard_has_the_agreed_rows() -> None:
         "Caches",
         "Rate limits",
         "Queue, worker and pipeline",
+        "Bulk enrichment jobs",
         "PostgreSQL pool and readiness",
         "Process",
     ]
