@@ -9,13 +9,19 @@ events and another tenant's job keep moving while a big job runs.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from app.config import Settings, parse_hmac_keys
+from infra.db.callback_secrets import SEALING_PURPOSE, PgCallbackSecrets
+from infra.sealing import AeadEnvelope
+from tests.support.callbacks import verify
 from tests.support.factories import issue_key, new_cpf
+from tests.support.http_servers import CallbackReceiver, serving
 from tests.support.polling import wait_until
 from tests.support.processes import ChildProcess, worker_argv
 from tests.support.sandbox import WEBHOOK_SECRET, SandboxAdmin
@@ -311,3 +317,49 @@ async def test_a_worker_stopped_mid_job_exits_in_its_grace_and_the_job_completes
     results = await all_results(client, headers, created["id"])
     assert [r["customer"]["personal_info"]["cpf"] for r in results] == cpfs
     assert await sandbox.count("work_api", WORK_API_ROUTE) <= len(cpfs) + 8
+
+
+async def test_a_finished_job_is_announced_signed_and_retried_until_the_receiver_takes_it(
+    client: AsyncTestClient[Litestar],
+    bulk_db: asyncpg.Pool,
+    database_url: str,
+    e2e_env: dict[str, str],
+    start_bulk_worker: Callable[..., ChildProcess],
+) -> None:
+    plaintext, key = await issue_key(database_url, tenant="bulk-callback", scopes="read,enrich")
+    headers = {"Authorization": f"Bearer {plaintext}"}
+    sealing = e2e_env.get("CACHE_HMAC_KEYS") or Settings().cache_hmac_keys.get()
+    secrets = PgCallbackSecrets(
+        bulk_db, AeadEnvelope(parse_hmac_keys(sealing), purpose=SEALING_PURPOSE)
+    )
+    secret = await secrets.rotate(key.id)
+    cpfs = [new_cpf() for _ in range(5)]
+    items = [{"cpf": cpf, "ref": f"row-{n}"} for n, cpf in enumerate(cpfs)]
+    with serving(CallbackReceiver([500, 500, 200])) as receiver:
+        answer = await client.post(
+            JOBS, json={"items": items, "callback_url": receiver.url}, headers=headers
+        )
+        assert answer.status_code == 202, answer.text
+        job_id = answer.json()["id"]
+        worker = start_bulk_worker(CALLBACK_RETRY_BASE_S="0.05", CALLBACK_POLL_S="0.05")
+
+        async def delivered() -> bool:
+            callback = (await job(client, headers, job_id))["callback"]
+            return bool(callback["state"] == "delivered")
+
+        await wait_until(delivered, timeout_s=60, what=f"the callback\n{worker.output(40)}")
+    callback = (await job(client, headers, job_id))["callback"]
+    assert callback["attempts"] == 3
+    assert callback["last_status"] == 200
+    assert len(receiver.received) == 3  # two 500s, then the 2xx
+    now = time.time()
+    for post in receiver.received:
+        assert verify(post.headers["c2s-signature"], post.body, secret, now)
+        assert post.body == receiver.received[0].body  # the same summary, re-sent
+    summary = json.loads(receiver.received[-1].body)
+    assert summary["job_id"] == job_id
+    assert summary["state"] == "done"
+    assert summary["counts"]["total"] == 5
+    assert summary["results_url"].endswith(f"{JOBS}/{job_id}/results")
+    text = receiver.received[-1].body.decode()
+    assert not any(cpf in text for cpf in cpfs)  # a summary, no personal data
