@@ -32,7 +32,9 @@ from app.config import parse_hmac_keys, redact_url
 from app.http.middleware.auth import KeyVerifier
 from app.http.middleware.idempotency import IdempotencyStore
 from app.http.middleware.ratelimit import AUTH_FAILURE_POLICY, AuthFailureGuard, ClientAddress
+from domain.audit import SubjectDigester
 from domain.pipeline import Enricher, PipelineSettings
+from domain.subjects import SubjectRights
 from domain.webhooks import GoogleAdsIntake, GoogleAdsSettings, WebhookIntake
 from domain.work_modules import WorkModules
 from infra.breaker import BreakerRegistry
@@ -51,12 +53,14 @@ from infra.db.keys import PgApiKeyStore
 from infra.db.lead_messages import PgLeadMessages
 from infra.db.pool import create_pool
 from infra.db.repository import PgPartyRepository
+from infra.db.subjects import PgSubjectStore
 from infra.flags import FlagStore, defaults_from_settings
 from infra.hotread import RedisHotRead
 from infra.localcache import LocalDossierCache
 from infra.queue import provably_unsent
 from infra.ratelimit import RateLimiter, parse_policy
 from infra.sealing import AeadEnvelope
+from infra.subject_caches import RedisSubjectCaches
 from infra.upstream import (
     C2SClient,
     C2SConfig,
@@ -336,6 +340,7 @@ class Services:
         job_admin: Listing and redriving webhook events (dead letters).
         client_address: The client's address as far as trusted proxies vouch for it.
         identity_salt: Key of the client-identity digests (no raw IP in Redis).
+        subject_rights: Export and erasure of a person's data (LGPD, ``dpo`` scope).
     """
 
     settings: Settings
@@ -358,6 +363,7 @@ class Services:
     job_admin: PgJobAdmin
     client_address: ClientAddress
     identity_salt: bytes
+    subject_rights: SubjectRights
 
     async def check_postgres(self) -> None:
         """Raise unless PostgreSQL answers ``SELECT 1``.
@@ -507,6 +513,17 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             channel=dossier_invalidation_channel(settings),
             local=await _local_dossier_cache(settings, redis, stack),
         )
+        # Erasure tombstones, checked before every paid fetch (domain/subjects.py).
+        subject_store = PgSubjectStore(pool, SubjectDigester(salt), acquire_timeout=acquire_timeout)
+        lead_locks = RedisLeadLocks(
+            redis,
+            keys,
+            AeadEnvelope(hmac_keys, purpose="lead_replay"),
+            settings.lead_lock_ttl_s,
+            settings.lead_replay_ttl_s,
+            listener,
+        )
+        recent_cpfs = RedisRecentCpfs(redis, keys, settings.recent_cpf_ttl_s, listener)
         enricher = Enricher(
             c2s=upstreams.c2s,
             diretrix=upstreams.diretrix,
@@ -520,15 +537,8 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
                 settings.contact_cache_negative_ttl_s,
                 listener,
             ),
-            lead_locks=RedisLeadLocks(
-                redis,
-                keys,
-                AeadEnvelope(hmac_keys, purpose="lead_replay"),
-                settings.lead_lock_ttl_s,
-                settings.lead_replay_ttl_s,
-                listener,
-            ),
-            recent_cpfs=RedisRecentCpfs(redis, keys, settings.recent_cpf_ttl_s, listener),
+            lead_locks=lead_locks,
+            recent_cpfs=recent_cpfs,
             observer=PipelineObserver(),
             clock=SystemClock(),
             settings=PipelineSettings(
@@ -537,6 +547,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             flags=flags,
             fill_locks=RedisFillLocks(redis, keys, settings.fill_lock_ttl_s, listener),
             lead_messages=PgLeadMessages(pool, salt=settings.cache_key_salt.get().encode()),
+            erasure_holds=subject_store,
         )
         # Local admission: the limiter's view is synced in the background (ADR 0009).
         rate_limiter = await stack.enter_async_context(_rate_limiter(settings, redis).running())
@@ -558,6 +569,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
                 cache=dossier_cache,
                 flags=flags,
                 single_flight=enricher.single_flight,
+                erasure_holds=subject_store,
             ),
             dossier_cache=dossier_cache,
             flags=flags,
@@ -587,6 +599,22 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             job_admin=PgJobAdmin(pool, acquire_timeout=acquire_timeout),
             client_address=client_address,
             identity_salt=salt,
+            subject_rights=SubjectRights(
+                store=subject_store,
+                caches=RedisSubjectCaches(
+                    redis,
+                    keys,
+                    settings.redis_key_prefix,
+                    dossiers=dossier_cache,
+                    lead_locks=lead_locks,
+                    recent=recent_cpfs,
+                ),
+                digester=SubjectDigester(salt),
+                clock=SystemClock(),
+                # The audit trail (Services.audit, its own branch) goes here when wired.
+                audit=None,
+                hold_days=settings.erasure_hold_days,
+            ),
         )
         await _warm_up(pool)
         log.info(

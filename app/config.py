@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import sys
 from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn
 from urllib.parse import urlsplit, urlunsplit
@@ -234,6 +235,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Where `c2s-api backup` writes when --out is not given (empty: --out is required).
     backup_dir: str = ""
 
+    # --- data-subject rights and retention (LGPD; docs/security.md) -------------------------
+    # Days during which a person erased at their request is not bought again (without consent).
+    erasure_hold_days: NonNegInt = 180
+    # Parties not refreshed for this long are purged; raw upstream payloads older than
+    # raw_retention_days; audit partitions older than audit_retention_months.
+    retention_days: PositiveInt = 730
+    raw_retention_days: PositiveInt = 90
+    audit_retention_months: PositiveInt = 24
+    # Rows per purge transaction, and when `c2s-api worker` runs the purge (cron, UTC).
+    retention_batch: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 1000
+    retention_cron: str = "17 3 * * *"
+
 
 _SECRET_FIELDS = frozenset(
     name
@@ -287,6 +300,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             "(and CACHE_KEY_SALT)"
         )
     _check_webhook_secrets(settings)
+    if not _cron_ok(settings.retention_cron):
+        raise ConfigError("invalid configuration: RETENTION_CRON: expected a cron expression")
     for var, spec in (
         ("RATE_LIMIT_IP", settings.rate_limit_ip),
         ("RATE_LIMIT_KEY", settings.rate_limit_key),
@@ -340,6 +355,15 @@ def parse_hmac_keys(raw: str) -> list[tuple[str, bytes]]:
         kid, _, secret = part.strip().partition(":")
         keys.append((kid, secret.encode()))
     return keys
+
+
+_CRON_FIELD = r"[0-9A-Za-z*/,\-]+"
+_CRON = re.compile(rf"^\s*{_CRON_FIELD}(\s+{_CRON_FIELD}){{4}}\s*$")
+
+
+def _cron_ok(expression: str) -> bool:
+    """Five cron fields (minute hour day month weekday); pgqueuer checks the values."""
+    return _CRON.match(expression) is not None
 
 
 def _limits_ok(spec: str) -> bool:

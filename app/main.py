@@ -39,11 +39,13 @@ from app.http.routes.customers import CustomerController
 from app.http.routes.docs import DocsController, swagger_static_router
 from app.http.routes.health import HealthController
 from app.http.routes.leads import LeadController
+from app.http.routes.subjects import SubjectController
 from app.http.routes.webhooks import WebhookController, webhook_guard
 from app.http.routes.work import WorkController
 from app.version import SERVICE_VERSION
 from domain.pipeline import Enricher
 from domain.ports import FlagAdmin, JobAdmin
+from domain.subjects import SubjectRights
 from domain.webhooks import GoogleAdsIntake, WebhookIntake
 from domain.work_modules import WorkModules
 from observability.logging import configure_logging
@@ -119,6 +121,9 @@ def _dependencies(handle: ServicesHandle) -> dict[str, Provide]:
     def job_admin() -> JobAdmin:
         return handle.services.job_admin
 
+    def subject_rights() -> SubjectRights:
+        return handle.services.subject_rights
+
     providers: list[Callable[..., object]] = [
         services,
         settings,
@@ -128,6 +133,7 @@ def _dependencies(handle: ServicesHandle) -> dict[str, Provide]:
         intake,
         google_ads,
         job_admin,
+        subject_rights,
     ]
     return {p.__name__: Provide(p, sync_to_thread=False) for p in providers}
 
@@ -214,6 +220,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 guards=[webhook_guard(settings)],
             ),
             AdminController,
+            SubjectController,
         ],
         dependencies=_dependencies(handle),
         # Handlers annotate with these under TYPE_CHECKING; Litestar resolves them here.
@@ -224,6 +231,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "JobAdmin": JobAdmin,
             "Services": Services,
             "Settings": Settings,
+            "SubjectRights": SubjectRights,
             "WebhookIntake": WebhookIntake,
             "WorkModules": WorkModules,
         },

@@ -31,6 +31,7 @@ from domain.flags import Flag, require_enabled
 from domain.models import LeadCustomer, PartyWithContacts
 from domain.phones import parse_br_phone
 from domain.pipeline import MatchInfo  # runtime: a field type of UnifiedCustomer
+from domain.subjects import lift_hold
 
 if TYPE_CHECKING:
     import datetime as dt
@@ -69,12 +70,17 @@ NOT_STORED: Final = (
 
 
 class CustomerQuery(msgspec.Struct, frozen=True, kw_only=True):
-    """Identifiers to look a customer up by; at least one is required."""
+    """Identifiers to look a customer up by; at least one is required.
+
+    ``consent``: the person consented (again) to their data being fetched, which lifts the hold
+    of an erasure at their request (``domain/subjects.py``).
+    """
 
     cpf: str | None = None
     email: str | None = None
     phone: str | None = None
     name: str | None = None
+    consent: bool = False
 
 
 class PersonalInfo(msgspec.Struct, frozen=True, kw_only=True):
@@ -168,7 +174,7 @@ def _clean(query: CustomerQuery) -> CustomerQuery:
         raise InvalidInput("name", "name must have at least 2 characters")
     if not (cpf or email or phone or name):
         raise InvalidInput("cpf", "At least one identifier required (cpf, email, phone, or name)")
-    return CustomerQuery(cpf=cpf, email=email, phone=phone, name=name)
+    return CustomerQuery(cpf=cpf, email=email, phone=phone, name=name, consent=query.consent)
 
 
 async def _find_in_db(enricher: Enricher, query: CustomerQuery) -> PartyWithContacts | None:
@@ -209,6 +215,8 @@ async def lookup_customer(
         InvalidInput: no usable identifier, or an invalid one.
         NotFound: nowhere to be found (:data:`NOT_STORED` without ``may_fetch``).
         DependencyUnavailable: the Work API or Diretrix is down and nothing is stored.
+        SubjectErased: the person's data was erased at their request (hold running) and the
+            query does not carry their renewed ``consent`` (451).
     """
     query = _clean(query)
     found = await _find_in_db(enricher, query)
@@ -238,6 +246,8 @@ async def lookup_customer(
             raise DependencyUnavailable("diretrix", "CPF resolution unavailable", retry_after=5)
     if cpf is None:
         raise NotFound("Customer not found in database or Work API")
+    if query.consent:
+        await lift_hold(enricher.erasure_holds, cpf)
     try:
         async with enricher.observer.step("fetch_dossier"):
             dossier, raw = await enricher.fetch_dossier(cpf, use_cache=True)

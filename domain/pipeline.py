@@ -51,6 +51,7 @@ from domain.resolution import (
     ResolvedPerson,
 )
 from domain.singleflight import SingleFlight
+from domain.subjects import ERASED_NOT_ENRICHED, SubjectErased, refuse_erased
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -62,6 +63,7 @@ if TYPE_CHECKING:
         ContactCpfCache,
         DiretrixPort,
         DossierCache,
+        ErasureHolds,
         FillLocks,
         Flags,
         LeadLocks,
@@ -141,6 +143,7 @@ class Enricher:
         flags: Flags | None = None,
         fill_locks: FillLocks | None = None,
         lead_messages: LeadMessages | None = None,
+        erasure_holds: ErasureHolds | None = None,
     ) -> None:
         self.c2s = c2s
         self.diretrix = diretrix
@@ -159,6 +162,8 @@ class Enricher:
         self.lead_messages: LeadMessages = (
             lead_messages if lead_messages is not None else UnrecordedLeadMessages()
         )
+        # Erased people are not bought again during their hold (domain/subjects.py).
+        self.erasure_holds = erasure_holds
         # Cache misses of one key share one Work API call (in this process and, with fill
         # locks, across processes).
         self.single_flight = SingleFlight(
@@ -271,10 +276,17 @@ class Enricher:
                 best = (cpf, result.score, result.method, result.matched)
         return best
 
-    async def fetch_dossiers(self, cpfs: Sequence[str], *, use_cache: bool) -> dict[str, _Fetched]:
+    async def fetch_dossiers(
+        self,
+        cpfs: Sequence[str],
+        *,
+        use_cache: bool,
+        refused: dict[str, SubjectErased] | None = None,
+    ) -> dict[str, _Fetched]:
         """Fetch each CPF's dossier concurrently; a CPF whose fetch failed is simply absent.
 
         Results are keyed by CPF, so a failure of one CPF can never shift another CPF's data.
+        A CPF refused because the person's data was erased on request is added to ``refused``.
         """
         async with self.observer.step("fetch_dossier"):
             results = await asyncio.gather(
@@ -285,6 +297,8 @@ class Enricher:
         for cpf, result in zip(cpfs, results, strict=True):
             if isinstance(result, tuple):
                 out[cpf] = result
+            elif isinstance(result, SubjectErased) and refused is not None:
+                refused[cpf] = result
             elif not isinstance(result, DomainError):
                 raise result  # a bug, not an upstream failure: let it surface
         return out
@@ -294,7 +308,8 @@ class Enricher:
 
         Only successful bodies are cached: the Work API client raises on soft errors. With the
         ``use_dossier_cache`` flag off the cache is neither read nor written. Concurrent misses
-        of one CPF make one Work API call (:class:`~domain.singleflight.SingleFlight`).
+        of one CPF make one Work API call (:class:`~domain.singleflight.SingleFlight`); a paid
+        call of an erased person within the hold raises :class:`SubjectErased`.
         """
         key = _dossier_key(cpf)
         cache_on = self.flags.enabled(Flag.USE_DOSSIER_CACHE)
@@ -306,6 +321,7 @@ class Enricher:
             fetched: list[Dossier] = []
 
             async def fetch_raw() -> bytes:
+                await refuse_erased(self.erasure_holds, cpf)
                 dossier, body = await self.work_api.fetch_dossier(cpf)
                 fetched.append(dossier)
                 return body
@@ -313,6 +329,7 @@ class Enricher:
             raw = await self.single_flight.load(key, fetch_raw)
             # The caller that fetched holds the decoded dossier; the others decode the bytes.
             return (fetched[0] if fetched else decode_dossier(raw)), raw
+        await refuse_erased(self.erasure_holds, cpf)
         dossier, raw = await self.work_api.fetch_dossier(cpf)
         if cache_on:
             await self.dossier_cache.put(key, raw)
@@ -456,8 +473,11 @@ class Enricher:
                 entities_stored=0,
                 matches=resolution.people,
             ), "duplicate"
-        fresh = await self.fetch_dossiers(todo, use_cache=True) if todo else {}
+        refused: dict[str, SubjectErased] = {}
+        fresh = await self.fetch_dossiers(todo, use_cache=True, refused=refused) if todo else {}
         if not fresh and not reused:
+            if refused and len(refused) == len(todo):
+                return fail(ERASED_NOT_ENRICHED, "not_found")
             return fail("Failed to enrich any CPFs")
         if fresh:
             await self.recent_cpfs.mark(list(fresh))
@@ -532,8 +552,11 @@ class Enricher:
         if not resolution.people:
             raise NotFound("Could not find CPF via Diretrix")
         cpfs = [p.cpf for p in resolution.people]
-        dossiers = await self.fetch_dossiers(cpfs, use_cache=False)
+        refused: dict[str, SubjectErased] = {}
+        dossiers = await self.fetch_dossiers(cpfs, use_cache=False, refused=refused)
         if not dossiers:
+            if len(refused) == len(cpfs):
+                raise next(iter(refused.values()))
             raise UpstreamError("work_api", "Failed to enrich any CPFs")
         stored = await self.store(dossiers, lead_id)
         async with self.observer.step("format"):
@@ -581,8 +604,13 @@ class Enricher:
                 dossiers[cpf] = (decode_dossier(stored.raw_payload), stored.raw_payload)
         used_stored = bool(dossiers)
         missing = [cpf for cpf in cpfs if cpf not in dossiers]
-        fresh = await self.fetch_dossiers(missing, use_cache=True) if missing else {}
+        refused: dict[str, SubjectErased] = {}
+        fresh: dict[str, _Fetched] = {}
+        if missing:
+            fresh = await self.fetch_dossiers(missing, use_cache=True, refused=refused)
         if not dossiers and not fresh:
+            if refused and len(refused) == len(missing):
+                raise next(iter(refused.values()))  # terminal for the job: erased on request
             raise UpstreamError("work_api", "Failed to enrich any CPFs")
         stored_ids = await self.store(fresh, lead.id) if fresh else []
         dossiers.update(fresh)

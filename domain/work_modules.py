@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING, Final
 from domain.documents import normalize_cpf
 from domain.errors import InvalidInput, NotFound, UpstreamSoftError
 from domain.flags import Flag
+from domain.subjects import refuse_erased
 
 if TYPE_CHECKING:
     from domain.admission import Prefetched
-    from domain.ports import DossierCache, Flags, WorkApiPort
+    from domain.ports import DossierCache, ErasureHolds, Flags, WorkApiPort
     from domain.singleflight import SingleFlight
 
 __all__ = ["NOT_CACHED", "WorkModules"]
@@ -45,9 +46,11 @@ class WorkModules:
         flags: Runtime flags (``use_dossier_cache``).
         single_flight: Shared with the pipeline, so that a proxy miss and a pipeline miss of one
             CPF cost one Work API call.
+        erasure_holds: Erasure tombstones: a miss of a CPF erased on request is refused (451)
+            during the hold, before any Work API call (a cache hit never asks).
     """
 
-    __slots__ = ("_cache", "_flags", "_single_flight", "_work_api")
+    __slots__ = ("_cache", "_flags", "_holds", "_single_flight", "_work_api")
 
     def __init__(
         self,
@@ -56,11 +59,13 @@ class WorkModules:
         cache: DossierCache,
         flags: Flags,
         single_flight: SingleFlight,
+        erasure_holds: ErasureHolds | None = None,
     ) -> None:
         self._work_api = work_api
         self._cache = cache
         self._flags = flags
         self._single_flight = single_flight
+        self._holds = erasure_holds
 
     def read_ahead(self, documento: str) -> str | None:
         """The cache key ``all_modules(documento)`` will read, to prefetch during admission
@@ -125,6 +130,8 @@ class WorkModules:
                 return cached
         if not may_fetch:
             raise NotFound(NOT_CACHED)
+        if module == "cpf":
+            await refuse_erased(self._holds, query)
 
         async def fetch() -> bytes:
             return await self._work_api.fetch_module(module, query)

@@ -39,7 +39,7 @@ from observability.metrics import track_pool
 from observability.tracing import configure_tracing, flush_tracing
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import AsyncIterator, Awaitable, Callable
 
     import asyncpg
 
@@ -175,7 +175,7 @@ async def _serve(
         environment=settings.environment,
         version=SERVICE_VERSION,
     )
-    async with open_services(settings) as services:
+    async with open_services(settings) as services, _scheduled_retention(settings, services.pool):
         # db_client_connections_* of this process are its own pool's (read at scrape time).
         untrack_pool = track_pool(services.pool)
         log.info(
@@ -206,6 +206,38 @@ async def _serve(
             loop.remove_signal_handler(signum)
     flush_tracing()
     return code
+
+
+@contextlib.asynccontextmanager
+async def _scheduled_retention(settings: Settings, pool: asyncpg.Pool) -> AsyncIterator[None]:
+    """The retention purge on pgqueuer's scheduler (``RETENTION_CRON``) for the block's life."""
+    from app.cli.retention import RetentionMetrics, retention_policy
+    from infra.db.retention import PgRetention, retention_scheduler
+
+    retention = PgRetention(
+        pool,
+        retention_policy(settings),
+        acquire_timeout=settings.db_connect_timeout_s,
+        listener=RetentionMetrics(),
+    )
+    scheduler = retention_scheduler(pool, retention, settings.retention_cron)
+    task = asyncio.create_task(_run_scheduler(scheduler.run), name="retention-scheduler")
+    try:
+        yield
+    finally:
+        scheduler.shutdown.set()
+        await asyncio.wait({task}, timeout=_CLEANUP_S)
+        if not task.done():
+            task.cancel()
+
+
+async def _run_scheduler(run: Callable[[], Awaitable[None]]) -> None:
+    """Run the scheduler; a failure (schema missing, PostgreSQL down) is logged, never fatal to
+    the webhook jobs: the next worker start schedules again."""
+    try:
+        await run()
+    except Exception as exc:
+        log.error("retention_scheduler_failed", error_type=type(exc).__name__)
 
 
 def run_worker(

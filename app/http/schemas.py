@@ -31,12 +31,17 @@ ShortText = Annotated[str, msgspec.Meta(max_length=256)]
 
 
 class EnrichRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """``POST /api/v1/enrich``: any of the identifiers (at least one)."""
+    """``POST /api/v1/enrich``: any of the identifiers (at least one).
+
+    ``consent``: the person consented again, lifting the hold of an erasure at their request
+    (otherwise a paid fetch of an erased person is refused with 451 ``subject-erased``).
+    """
 
     cpf: ShortText | None = None
     email: ShortText | None = None
     phone: ShortText | None = None
     name: ShortText | None = None
+    consent: bool = False
 
 
 class BatchItem(EnrichRequest, frozen=True, kw_only=True, forbid_unknown_fields=True):

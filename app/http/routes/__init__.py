@@ -17,6 +17,7 @@ from app.config import Settings
 from domain.keys import grants
 from domain.pipeline import Enricher
 from domain.ports import FlagAdmin, JobAdmin
+from domain.subjects import SubjectRights
 from domain.webhooks import GoogleAdsIntake, WebhookIntake
 from domain.work_modules import WorkModules
 
@@ -32,6 +33,7 @@ __all__ = [
     "JobAdminDep",
     "ServicesDep",
     "SettingsDep",
+    "SubjectRightsDep",
     "WebhookIntakeDep",
     "WorkModulesDep",
     "may_spend",
@@ -47,6 +49,7 @@ FlagStoreDep: TypeAlias = NamedDependency[SkipValidation[FlagAdmin]]
 WebhookIntakeDep: TypeAlias = NamedDependency[SkipValidation[WebhookIntake]]
 JobAdminDep: TypeAlias = NamedDependency[SkipValidation[JobAdmin]]
 GoogleAdsDep: TypeAlias = NamedDependency[SkipValidation[GoogleAdsIntake]]
+SubjectRightsDep: TypeAlias = NamedDependency[SkipValidation[SubjectRights]]
 
 # Either header carries the API key (see the security schemes in app.main.openapi_config).
 API_KEY_SECURITY: list[dict[str, list[str]]] = [{"ApiKey": []}, {"Bearer": []}]
