@@ -13,6 +13,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import msgspec
+
 from domain.dossier import decode_dossier, normalize_dossier
 from domain.errors import DependencyUnavailable, NotFound, UpstreamError, UpstreamSoftError
 from domain.models import (
@@ -28,6 +30,7 @@ from domain.models import (
     StoredEnrichment,
 )
 from domain.pipeline import Enricher, PipelineSettings
+from domain.subjects import ErasedData, ErasureCounts, SubjectRecords, Tombstone
 from domain.tenancy import current_tenant
 from domain.webhooks import AcceptResult, GoogleLeadClaim, QueueStats, StoredEvent
 from tests.support.clocks import FakeClock
@@ -35,6 +38,7 @@ from tests.support.clocks import FakeClock
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping, Sequence
 
+    from domain.audit import AccessRecord, SubjectDigester
     from domain.dossier import Dossier
     from domain.flags import StaticFlags
     from domain.webhooks import EventStatus, WebhookEvent
@@ -398,6 +402,7 @@ class World:
     recent_cpfs: FakeRecentCpfs | None = None
     fill_locks: FakeFillLocks | None = None
     lead_messages: FakeLeadMessages = field(default_factory=FakeLeadMessages)
+    erasure_holds: FakeErasureHolds | None = None
 
     def enricher(
         self, settings: PipelineSettings | None = None, flags: StaticFlags | None = None
@@ -419,6 +424,7 @@ class World:
             flags=flags,
             fill_locks=self.fill_locks,
             lead_messages=self.lead_messages,
+            erasure_holds=self.erasure_holds,
         )
 
 
@@ -585,3 +591,91 @@ class FakeClaims:
 
     async def fail(self, google_lead_id: str, reason: str) -> None:
         self.rows[google_lead_id] = ("failed", None, reason)
+
+
+# --- data-subject rights (domain/subjects.py) ---------------------------------------------------
+
+
+@dataclass
+class FakeAuditTrail:
+    """The audit trail: records kept in order, read back per tenant and subject."""
+
+    records: list[AccessRecord] = field(default_factory=list)
+
+    def record(self, record: AccessRecord) -> None:
+        self.records.append(record)
+
+    async def flush(self) -> None:
+        return None
+
+    async def about(self, tenant: str | None, subject: str) -> list[AccessRecord]:
+        return [
+            r
+            for r in self.records
+            if r.subject == subject and (tenant is None or r.tenant == tenant)
+        ]
+
+
+@dataclass
+class FakeErasureHolds:
+    """Erasure tombstones by CPF digest, like ``core.erasures`` (hold checked against the clock).
+
+    ``checks`` counts the hold look-ups (the paid path's one round trip)."""
+
+    digester: SubjectDigester
+    clock: FakeClock
+    tombstones: dict[str, Tombstone] = field(default_factory=dict)
+    checks: int = 0
+
+    def _now(self) -> dt.datetime:
+        return dt.datetime.fromtimestamp(self.clock.now(), dt.UTC)
+
+    async def held(self, cpf: str) -> Tombstone | None:
+        self.checks += 1
+        found = self.tombstones.get(self.digester.digest(cpf))
+        return found if found is not None and found.holds(self._now()) else None
+
+    async def lift(self, cpf: str) -> bool:
+        subject = self.digester.digest(cpf)
+        found = self.tombstones.get(subject)
+        if found is None or not found.holds(self._now()):
+            return False
+        self.tombstones[subject] = msgspec.structs.replace(found, lifted_at=self._now())
+        return True
+
+
+@dataclass
+class FakeSubjectStore:
+    """What PostgreSQL holds about people: the records of each CPF, and the tombstones (shared
+    with :class:`FakeErasureHolds`)."""
+
+    holds: FakeErasureHolds
+    records: dict[str, SubjectRecords] = field(default_factory=dict)
+    contacts: dict[str, tuple[list[str], list[str]]] = field(default_factory=dict)
+
+    async def export(self, cpf: str) -> SubjectRecords | None:
+        return self.records.get(cpf)
+
+    async def erase(self, cpf: str, tombstone: Tombstone) -> ErasedData | None:
+        if self.records.pop(cpf, None) is None:
+            return None
+        emails, phones = self.contacts.pop(cpf, ([], []))
+        self.holds.tombstones[tombstone.subject] = tombstone
+        return ErasedData(
+            counts=ErasureCounts(parties=1, contacts=len(emails) + len(phones)),
+            emails=emails,
+            phones=phones,
+        )
+
+    async def tombstone(self, subject: str) -> Tombstone | None:
+        return self.holds.tombstones.get(subject)
+
+
+@dataclass
+class FakeSubjectCaches:
+    """Cache entries naming a CPF (what Redis would hold); ``forget`` drops them."""
+
+    entries: dict[str, set[str]] = field(default_factory=dict)
+
+    async def forget(self, cpf: str, erased: ErasedData) -> int:
+        return len(self.entries.pop(cpf, set()))
