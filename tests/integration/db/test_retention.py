@@ -222,3 +222,32 @@ async def test_the_worker_scheduler_runs_the_purge(pool: asyncpg.Pool) -> None:
     finally:
         scheduler.shutdown.set()
         await asyncio.wait_for(task, timeout=10)
+
+
+async def test_the_worker_process_runs_the_scheduled_purge(
+    pool: asyncpg.Pool, scratch_database: tuple[str, str], base_env: dict[str, str]
+) -> None:
+    """``c2s-api worker``'s own wiring (``app.cli.worker``) schedules the purge on its pool."""
+    from app.cli.worker import _scheduled_retention
+    from app.config import load_settings
+
+    settings = load_settings(
+        {**base_env, "DATABASE_URL": scratch_database[1], "RETENTION_CRON": "5 4 * * *"}
+    )
+    repo = PgPartyRepository(pool)
+    cpf = await store(repo, own_street=f"RUA WORKER {new_token()}")
+    await age(pool, cpf, party_days=800, raw_days=800)
+    await pool.execute(
+        "INSERT INTO queue.pgqueuer_schedules (expression, entrypoint, next_run) "
+        "VALUES ('5 4 * * *', $1, now() - interval '1 second')",
+        RETENTION_ENTRYPOINT,
+    )
+    async with _scheduled_retention(settings, pool):
+
+        async def purged() -> bool:
+            count = await pool.fetchval(
+                "SELECT count(*) FROM core.parties WHERE cpf_cnpj = $1", cpf
+            )
+            return bool(count == 0)
+
+        await wait_until(purged, 15, what="the worker's scheduled purge")
