@@ -228,6 +228,8 @@ async def test_export_erase_hold_and_consent(
     # --- the dpo scope alone may export or erase; admin does not grant it ---
     assert (await app_client.get(f"/api/v1/subjects/{cpf}", headers=admin)).status_code == 403
     assert (await app_client.get(f"/api/v1/subjects/{cpf}", headers=enrich)).status_code == 403
+    allowed = await app_client.options(f"/api/v1/subjects/{cpf}")
+    assert allowed.headers["allow"] == "DELETE, GET, OPTIONS"
     invalid = await app_client.get("/api/v1/subjects/12345678900", headers=dpo)
     assert invalid.status_code == 400
     assert "12345678900" not in invalid.text

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from litestar import Controller, delete, get
+from litestar import Controller, HttpMethod, Response, delete, get, route
 from litestar.params import PathParameter, QueryParameter
 
 from app.http.problems import problem_responses
@@ -51,6 +51,20 @@ class SubjectController(Controller):
     tags = ["subjects"]  # noqa: RUF012 - Litestar reads class attributes
     security = API_KEY_SECURITY
     opt = {"scope": "dpo"}  # noqa: RUF012 - Litestar reads class attributes
+
+    # Litestar registers a controller's handlers one by one (by name) and builds the automatic
+    # OPTIONS answer of a path from the first one only, so two methods on one path would be
+    # answered "Allow: DELETE, OPTIONS". This handler's name sorts first: the path's OPTIONS is
+    # this one, listing both methods (tests/api/test_fuzz.py checks Allow).
+    @route(
+        "/{cpf:str}",
+        http_method=[HttpMethod.OPTIONS],
+        include_in_schema=False,
+        status_code=204,
+        sync_to_thread=False,
+    )
+    def allowed_methods(self) -> Response[None]:
+        return Response(None, status_code=204, headers={"Allow": "DELETE, GET, OPTIONS"})
 
     @get(
         "/{cpf:str}",
