@@ -31,6 +31,7 @@ import structlog
 from pgqueuer import AsyncpgPoolDriver
 from pgqueuer.core.sm import SchedulerManager
 
+from domain.audit import AccessRecord
 from infra.db.events import PooledStore
 from infra.db.subjects import erase_parties
 from infra.queue import queue_queries
@@ -40,6 +41,9 @@ if TYPE_CHECKING:
 
     import asyncpg
     from pgqueuer.models import Schedule
+
+    from domain.audit import SubjectDigester
+    from domain.ports import AuditTrail
 
 __all__ = [
     "RETENTION_ENTRYPOINT",
@@ -172,6 +176,8 @@ class PgRetention(PooledStore):
         acquire_timeout: Seconds to wait for a pooled connection.
         listener: Metrics.
         now: The current time (tests pass a fixed one).
+        audit: The audit trail: one ``retention`` record per purged person (with ``digester``).
+        digester: Names a purged person in the audit trail.
     """
 
     def __init__(
@@ -182,11 +188,15 @@ class PgRetention(PooledStore):
         acquire_timeout: float = 2.0,
         listener: RetentionListener | None = None,
         now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+        audit: AuditTrail | None = None,
+        digester: SubjectDigester | None = None,
     ) -> None:
         super().__init__(pool, acquire_timeout=acquire_timeout)
         self.policy = policy
         self._listener: RetentionListener = listener or NullRetentionListener()
         self._now = now
+        self._audit = audit
+        self._digester = digester
 
     async def run(self, *, dry_run: bool = False) -> RetentionReport:
         """Purge (or count, ``dry_run``) everything past its retention.
@@ -243,9 +253,26 @@ class PgRetention(PooledStore):
                 )
             total += erased.counts.parties
             self._listener.purged("parties", erased.counts.parties)
+            self._record([r["cpf_cnpj"] for r in rows if r["cpf_cnpj"]])
             if len(rows) < self.policy.batch:
                 break
         return total
+
+    def _record(self, cpfs: list[str]) -> None:
+        """One ``retention`` audit record per purged person (a CPF-less party has none)."""
+        if self._audit is None or self._digester is None:
+            return
+        at = self._now()
+        for cpf in sorted(set(cpfs)):
+            self._audit.record(
+                AccessRecord(
+                    at=at,
+                    tenant="",
+                    key_id=None,
+                    operation="retention",
+                    subject=self._digester.digest(cpf),
+                )
+            )
 
     async def _batches(self, kind: str, statement: str, cut: dt.datetime) -> int:
         total = 0

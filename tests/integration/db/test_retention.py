@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 import pytest
 
+from domain.audit import SubjectDigester
 from domain.dossier import decode_dossier
 from infra.db.migrate import migrate
 from infra.db.repository import PgPartyRepository
@@ -23,6 +24,7 @@ from infra.db.retention import (
 from infra.db.retention import RetentionReport as Report
 from tests.support.db import create_database
 from tests.support.factories import dossier_payload, encode, new_cpf, new_mobile, new_token
+from tests.support.fakes import FakeAuditTrail
 from tests.support.polling import wait_until
 
 if TYPE_CHECKING:
@@ -136,7 +138,10 @@ async def test_purges_exactly_what_is_past_its_age_and_a_dry_run_nothing(
     assert before["addresses"] == 6  # one shared by all, one of each
 
     purged = Purged()
-    retention = PgRetention(pool, POLICY, listener=purged)
+    audit = FakeAuditTrail()
+    retention = PgRetention(
+        pool, POLICY, listener=purged, audit=audit, digester=SubjectDigester(b"retention-salt")
+    )
     dry = await retention.run(dry_run=True)
     assert dry == Report(dry_run=True, parties=3, raw_payloads=4, enrichment_history=4)
     assert await snapshot(pool) == before
@@ -155,6 +160,11 @@ async def test_purges_exactly_what_is_past_its_age_and_a_dry_run_nothing(
     assert after["raw_purged"] == 1
     assert after["history"] == 1
     assert purged.kinds["parties"] == 3
+    # One audit record per purged person, by digest.
+    assert sorted(r.subject for r in audit.records) == sorted(
+        SubjectDigester(b"retention-salt").digest(cpf) for cpf in old
+    )
+    assert {r.operation for r in audit.records} == {"retention"}
     assert len(purged.runs) == 1
     remaining = {r["cpf_cnpj"] for r in await pool.fetch("SELECT cpf_cnpj FROM core.parties")}
     assert remaining == {stale_raw, young}
