@@ -87,6 +87,8 @@ SEMANTIC_RULES: dict[str, tuple[str, str]] = {
         "positive_data_acceptance",
         "the Work API decides which modules exist (400 'no such module')",
     ),
+    "GET /api/v1/subjects/{cpf}": ("positive_data_acceptance", "CPF check digits"),
+    "DELETE /api/v1/subjects/{cpf}": ("positive_data_acceptance", "CPF check digits"),
 }
 
 schema = schemathesis.pytest.from_fixture("fuzz_schema")
@@ -127,7 +129,7 @@ def fuzz_key(database_url: str) -> str:
     """A key with every scope, so no 403 hides a real answer."""
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
         future = pool.submit(
-            asyncio.run, issue_key(database_url, tenant="fuzz", scopes="read,enrich,admin")
+            asyncio.run, issue_key(database_url, tenant="fuzz", scopes="read,enrich,admin,dpo")
         )
         return future.result()[0]
 
