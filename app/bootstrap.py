@@ -32,9 +32,10 @@ from app.config import parse_hmac_keys, redact_url
 from app.http.middleware.auth import KeyVerifier
 from app.http.middleware.idempotency import IdempotencyStore
 from app.http.middleware.ratelimit import AUTH_FAILURE_POLICY, AuthFailureGuard, ClientAddress
-from domain.audit import SubjectDigester
+from domain.audit import Auditor, SubjectDigester
 from domain.pipeline import Enricher, PipelineSettings
 from domain.subjects import SubjectRights
+from domain.usage import MeteredDiretrix, MeteredWorkApi, PaidCalls, UsageReports
 from domain.webhooks import GoogleAdsIntake, GoogleAdsSettings, WebhookIntake
 from domain.work_modules import WorkModules
 from infra.breaker import BreakerRegistry
@@ -47,6 +48,7 @@ from infra.cache import (
     RedisLeadLocks,
     RedisRecentCpfs,
 )
+from infra.db.audit import PgAuditTrail
 from infra.db.events import PgEventStore, PgGoogleLeadClaims
 from infra.db.jobs import PgJobAdmin
 from infra.db.keys import PgApiKeyStore
@@ -54,6 +56,7 @@ from infra.db.lead_messages import PgLeadMessages
 from infra.db.pool import create_pool
 from infra.db.repository import PgPartyRepository
 from infra.db.subjects import PgSubjectStore
+from infra.db.usage import PgUsageLedger
 from infra.flags import FlagStore, defaults_from_settings
 from infra.hotread import RedisHotRead
 from infra.localcache import LocalDossierCache
@@ -71,6 +74,7 @@ from infra.upstream import (
     create_session,
     create_upstream_clients,
 )
+from infra.usage import TenantLabels, UsageRecorder
 from observability.metrics import (
     DOSSIER_LOCAL_CACHE_BYTES,
     DOSSIER_LOCAL_CACHE_ENTRIES,
@@ -87,6 +91,7 @@ from observability.tracing import untraced
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterable
+    from contextlib import AbstractAsyncContextManager
 
     from app.config import Settings
     from domain.admission import Tier
@@ -340,6 +345,10 @@ class Services:
         job_admin: Listing and redriving webhook events (dead letters).
         client_address: The client's address as far as trusted proxies vouch for it.
         identity_salt: Key of the client-identity digests (no raw IP in Redis).
+        usage: The paid-call meter (counts in batches, per-key daily quotas).
+        usage_reports: The usage report of ``GET /api/v1/usage``.
+        audit: The audit trail (buffered appends, flushed on exit; docs/security.md).
+        subjects: The keyed digest naming a person (CPF) in the audit trail.
         subject_rights: Export and erasure of a person's data (LGPD, ``dpo`` scope).
     """
 
@@ -363,6 +372,10 @@ class Services:
     job_admin: PgJobAdmin
     client_address: ClientAddress
     identity_salt: bytes
+    usage: UsageRecorder
+    usage_reports: UsageReports
+    audit: PgAuditTrail
+    subjects: SubjectDigester
     subject_rights: SubjectRights
 
     async def check_postgres(self) -> None:
@@ -449,6 +462,20 @@ def _auth_failure_guard(
     return AuthFailureGuard(limiter, client_address, salt)
 
 
+def _usage_recorder(
+    settings: Settings, redis: aioredis.Redis, ledger: PgUsageLedger
+) -> AbstractAsyncContextManager[UsageRecorder]:
+    """The paid-call meter, flushing every ``USAGE_FLUSH_MS`` until the drain."""
+    allow = [t.strip() for t in settings.usage_metric_tenants.split(",") if t.strip()]
+    return UsageRecorder(
+        ledger,
+        redis,
+        prefix=settings.redis_key_prefix,
+        flush_s=settings.usage_flush_ms / 1000,
+        labels=TenantLabels(allow, settings.usage_metric_tenants_max),
+    ).running()
+
+
 def dossier_invalidation_channel(settings: Settings) -> str:
     """The pub/sub channel on which every process announces a rewritten dossier (ADR 0010)."""
     return f"{settings.redis_key_prefix}wa:invalidated"
@@ -481,13 +508,21 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
     connects on first use, so the process starts and reports "not ready" instead of
     crash-looping. On exit, in order: pending API-key use writes, the rate limiter's grants
     (what was spent is pushed, the rest given back), the dossier cache's invalidation listener,
-    the flag poller, upstream breakers and HTTP session, Redis, the pool.
+    the flag poller, the paid-call counts not yet written (one last upsert), upstream breakers
+    and HTTP session, Redis, the pool.
+    the flag poller, upstream breakers and HTTP session, Redis, the audit trail's buffered
+    records, the pool.
     """
     async with AsyncExitStack() as stack:
         pool = await stack.enter_async_context(open_pool(settings))
         redis = open_redis(settings)
         stack.push_async_callback(redis.aclose)
         salt = settings.cache_key_salt.get().encode()
+        # The audit trail is written until the last moment: flushed on exit, before the pool.
+        audit = PgAuditTrail.configured(pool, settings)
+        await stack.enter_async_context(audit.running())
+        subjects = SubjectDigester(salt)
+        auditor = Auditor(audit, subjects, SystemClock())
         keys = KeySpace(settings.redis_key_prefix, salt)
         listener = CacheMetrics()
         hmac_keys = parse_hmac_keys(settings.cache_hmac_keys.get())
@@ -495,6 +530,11 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         repository = PgPartyRepository(pool, acquire_timeout=acquire_timeout)
         event_store = PgEventStore(pool, acquire_timeout=acquire_timeout)
         upstreams = await stack.enter_async_context(_open_upstreams(settings, redis))
+        # Paid calls: metered and quota-checked; the drain writes the last counts (pool open).
+        usage_ledger = PgUsageLedger(pool, acquire_timeout=acquire_timeout)
+        usage = await stack.enter_async_context(_usage_recorder(settings, redis, usage_ledger))
+        paid = PaidCalls(usage, SystemClock())
+        work_api = MeteredWorkApi(upstreams.work_api, paid)
         # Feature flags: overrides polled from Redis every FLAG_CACHE_TTL_S (ADR 0007).
         flags = await stack.enter_async_context(
             FlagStore(
@@ -514,7 +554,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             local=await _local_dossier_cache(settings, redis, stack),
         )
         # Erasure tombstones, checked before every paid fetch (domain/subjects.py).
-        subject_store = PgSubjectStore(pool, SubjectDigester(salt), acquire_timeout=acquire_timeout)
+        subject_store = PgSubjectStore(pool, subjects, acquire_timeout=acquire_timeout)
         lead_locks = RedisLeadLocks(
             redis,
             keys,
@@ -526,8 +566,8 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         recent_cpfs = RedisRecentCpfs(redis, keys, settings.recent_cpf_ttl_s, listener)
         enricher = Enricher(
             c2s=upstreams.c2s,
-            diretrix=upstreams.diretrix,
-            work_api=upstreams.work_api,
+            diretrix=MeteredDiretrix(upstreams.diretrix, paid),
+            work_api=work_api,
             repository=repository,
             dossier_cache=dossier_cache,
             contact_cache=RedisContactCpfCache(
@@ -542,12 +582,15 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             observer=PipelineObserver(),
             clock=SystemClock(),
             settings=PipelineSettings(
-                income_multiplier=settings.income_multiplier, fill_wait_s=settings.fill_wait_s
+                income_multiplier=settings.income_multiplier,
+                fill_wait_s=settings.fill_wait_s,
+                min_likelihood=settings.min_likelihood,
             ),
             flags=flags,
             fill_locks=RedisFillLocks(redis, keys, settings.fill_lock_ttl_s, listener),
             lead_messages=PgLeadMessages(pool, salt=settings.cache_key_salt.get().encode()),
             erasure_holds=subject_store,
+            audit=auditor,
         )
         # Local admission: the limiter's view is synced in the background (ADR 0009).
         rate_limiter = await stack.enter_async_context(_rate_limiter(settings, redis).running())
@@ -565,11 +608,12 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             upstreams=upstreams,
             enricher=enricher,
             work_modules=WorkModules(
-                work_api=upstreams.work_api,
+                work_api=work_api,
                 cache=dossier_cache,
                 flags=flags,
                 single_flight=enricher.single_flight,
                 erasure_holds=subject_store,
+                audit=auditor,
             ),
             dossier_cache=dossier_cache,
             flags=flags,
@@ -599,6 +643,10 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             job_admin=PgJobAdmin(pool, acquire_timeout=acquire_timeout),
             client_address=client_address,
             identity_salt=salt,
+            usage=usage,
+            usage_reports=UsageReports(usage, usage_ledger, SystemClock()),
+            audit=audit,
+            subjects=subjects,
             subject_rights=SubjectRights(
                 store=subject_store,
                 caches=RedisSubjectCaches(
@@ -609,10 +657,9 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
                     lead_locks=lead_locks,
                     recent=recent_cpfs,
                 ),
-                digester=SubjectDigester(salt),
+                digester=subjects,
                 clock=SystemClock(),
-                # The audit trail (Services.audit, its own branch) goes here when wired.
-                audit=None,
+                audit=audit,
                 hold_days=settings.erasure_hold_days,
             ),
         )

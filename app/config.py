@@ -235,14 +235,43 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Where `c2s-api backup` writes when --out is not given (empty: --out is required).
     backup_dir: str = ""
 
+    # --- bulk-job callbacks (c2s-api worker; docs/callbacks.md) -----------------------------
+    # Per attempt: the whole POST (connect, send, answer) must end within this.
+    callback_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=60)] = 10.0
+    # First cap of the retry backoff (doubling per attempt up to 1 h, full jitter, for 24 h
+    # after the first attempt). Smaller only where time is compressed (tests, drills).
+    callback_retry_base_s: Annotated[float, msgspec.Meta(ge=0.01, le=600)] = 10.0
+    # Deliveries one worker posts at once, and how often it looks for due ones when idle.
+    callback_concurrency: Annotated[int, msgspec.Meta(ge=1, le=64)] = 4
+    callback_poll_s: Annotated[float, msgspec.Meta(gt=0, le=60)] = 1.0
+    # --- usage and paid-call quotas -----------------------------------------------------------
+    # Paid calls are counted in memory and written to core.usage_daily every USAGE_FLUSH_MS
+    # (one statement), and at shutdown.
+    usage_flush_ms: Annotated[int, msgspec.Meta(ge=10, le=60_000)] = 1000
+    # The tenant label of paid_calls_total & co.: "a,b,c" = only these tenants by name; empty =
+    # the first USAGE_METRIC_TENANTS_MAX tenants each process sees. Every other one: "other".
+    usage_metric_tenants: str = ""
+    usage_metric_tenants_max: Annotated[int, msgspec.Meta(ge=0, le=200)] = 20
+    # --- audit trail (docs/security.md, "Audit trail") --------------------------------------
+    # Buffered records are written at least this often (one INSERT per flush).
+    audit_flush_ms: Annotated[int, msgspec.Meta(ge=10, le=60_000)] = 200
+    # ... or as soon as this many are waiting.
+    audit_batch: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 500
+    # Records kept in memory while PostgreSQL cannot take them; past it the oldest are dropped.
+    audit_buffer_max: Annotated[int, msgspec.Meta(ge=100)] = 100_000
+    # Months of audit records kept (whole monthly partitions are dropped by the retention job).
+    audit_retention_months: Annotated[int, msgspec.Meta(ge=1)] = 24
+    # --- match threshold --------------------------------------------------------------------
+    # Default min_likelihood of the lookups, batch and /leads/process: a CPF resolved from a
+    # phone/e-mail with a lower name-match score is neither enriched nor messaged (0: all are).
+    min_likelihood: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.0
     # --- data-subject rights and retention (LGPD; docs/security.md) -------------------------
     # Days during which a person erased at their request is not bought again (without consent).
     erasure_hold_days: NonNegInt = 180
     # Parties not refreshed for this long are purged; raw upstream payloads older than
-    # raw_retention_days; audit partitions older than audit_retention_months.
+    # raw_retention_days (audit partitions: audit_retention_months, above).
     retention_days: PositiveInt = 730
     raw_retention_days: PositiveInt = 90
-    audit_retention_months: PositiveInt = 24
     # Rows per purge transaction, and when `c2s-api worker` runs the purge (cron, UTC).
     retention_batch: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 1000
     retention_cron: str = "17 3 * * *"

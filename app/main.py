@@ -40,12 +40,14 @@ from app.http.routes.docs import DocsController, swagger_static_router
 from app.http.routes.health import HealthController
 from app.http.routes.leads import LeadController
 from app.http.routes.subjects import SubjectController
+from app.http.routes.usage import UsageController
 from app.http.routes.webhooks import WebhookController, webhook_guard
 from app.http.routes.work import WorkController
 from app.version import SERVICE_VERSION
 from domain.pipeline import Enricher
 from domain.ports import FlagAdmin, JobAdmin
 from domain.subjects import SubjectRights
+from domain.usage import UsageReports
 from domain.webhooks import GoogleAdsIntake, WebhookIntake
 from domain.work_modules import WorkModules
 from observability.logging import configure_logging
@@ -124,6 +126,9 @@ def _dependencies(handle: ServicesHandle) -> dict[str, Provide]:
     def subject_rights() -> SubjectRights:
         return handle.services.subject_rights
 
+    def usage_reports() -> UsageReports:
+        return handle.services.usage_reports
+
     providers: list[Callable[..., object]] = [
         services,
         settings,
@@ -134,6 +139,7 @@ def _dependencies(handle: ServicesHandle) -> dict[str, Provide]:
         google_ads,
         job_admin,
         subject_rights,
+        usage_reports,
     ]
     return {p.__name__: Provide(p, sync_to_thread=False) for p in providers}
 
@@ -221,6 +227,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ),
             AdminController,
             SubjectController,
+            UsageController,
         ],
         dependencies=_dependencies(handle),
         # Handlers annotate with these under TYPE_CHECKING; Litestar resolves them here.
@@ -234,6 +241,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "SubjectRights": SubjectRights,
             "WebhookIntake": WebhookIntake,
             "WorkModules": WorkModules,
+            "UsageReports": UsageReports,
         },
         lifespan=[_lifespan(settings, handle)],
         exception_handlers=exception_handlers(),

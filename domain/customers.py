@@ -15,33 +15,49 @@ from uuid import UUID
 
 import msgspec
 
-from domain.documents import normalize_cpf
+from domain.audit import paid_scope
+from domain.documents import is_valid_cpf, normalize_cpf
 from domain.dossier import NormalizedPerson, normalize_dossier
 from domain.emails import is_valid_email, normalize_email
 from domain.errors import (
     DependencyUnavailable,
     DomainError,
     ErrorOutcome,
+    Forbidden,
     InvalidInput,
     NotFound,
     UpstreamError,
     error_outcome,
 )
 from domain.flags import Flag, require_enabled
+from domain.freshness import (
+    check_max_age,
+    check_min_likelihood,
+    data_age_s,
+    is_too_old,
+    likelihood_or,
+    split_by_likelihood,
+)
 from domain.models import LeadCustomer, PartyWithContacts
 from domain.phones import parse_br_phone
 from domain.pipeline import MatchInfo  # runtime: a field type of UnifiedCustomer
+from domain.resolution import REASON_BELOW_MIN_LIKELIHOOD
 from domain.subjects import lift_hold
 
 if TYPE_CHECKING:
     import datetime as dt
     from collections.abc import Sequence
 
+    from domain.audit import Operation
+    from domain.dossier import Dossier
+    from domain.models import Party
     from domain.pipeline import Enricher
+    from domain.resolution import ResolvedPerson
 
 __all__ = [
     "BATCH_CONCURRENCY",
     "NOT_STORED",
+    "STALE_NEEDS_ENRICH",
     "AddressView",
     "BasicLead",
     "BasicLeadResult",
@@ -67,6 +83,11 @@ NOT_STORED: Final = (
     "Customer not found in the stored data; a key with the 'enrich' scope would fetch it "
     "from the Work API"
 )
+# A lookup with ``max_age`` by a key without the ``enrich`` scope found only older stored data.
+STALE_NEEDS_ENRICH: Final = (
+    "The stored data is older than max_age; a key with the 'enrich' scope would fetch it "
+    "again from the Work API"
+)
 
 
 class CustomerQuery(msgspec.Struct, frozen=True, kw_only=True):
@@ -74,6 +95,9 @@ class CustomerQuery(msgspec.Struct, frozen=True, kw_only=True):
 
     ``consent``: the person consented (again) to their data being fetched, which lifts the hold
     of an erasure at their request (``domain/subjects.py``).
+
+    ``max_age_s`` and ``min_likelihood``, when set, win over the lookup's own (a batch item's
+    over its batch's; ``domain/freshness.py``).
     """
 
     cpf: str | None = None
@@ -81,6 +105,8 @@ class CustomerQuery(msgspec.Struct, frozen=True, kw_only=True):
     phone: str | None = None
     name: str | None = None
     consent: bool = False
+    max_age_s: float | None = None
+    min_likelihood: float | None = None
 
 
 class PersonalInfo(msgspec.Struct, frozen=True, kw_only=True):
@@ -158,6 +184,14 @@ class UnifiedCustomer(msgspec.Struct, frozen=True, kw_only=True):
     metadata: Metadata
     wealth_assessment: None
     match: MatchInfo | None = None
+    # Freshness (additive, issue #15.4): when the stored dossier was bought (ISO 8601, UTC;
+    # null if never) and its age in whole seconds at the answer's time.
+    enriched_at: str | None = None
+    data_age_s: int | None = None
+    # False when the CPF resolved from the contacts scored below min_likelihood: nothing was
+    # fetched, ``match`` carries the score and ``reason`` says why (issue #15.5).
+    matched: bool = True
+    reason: str | None = None
 
 
 def _clean(query: CustomerQuery) -> CustomerQuery:
@@ -193,7 +227,14 @@ async def _find_in_db(enricher: Enricher, query: CustomerQuery) -> PartyWithCont
 
 
 async def lookup_customer(
-    enricher: Enricher, query: CustomerQuery, *, now: dt.datetime, may_fetch: bool = True
+    enricher: Enricher,
+    query: CustomerQuery,
+    *,
+    now: dt.datetime,
+    may_fetch: bool = True,
+    operation: Operation = "lookup",
+    max_age_s: float | None = None,
+    min_likelihood: float | None = None,
 ) -> UnifiedCustomer:
     """Find a customer: database first (cpf > email > phone > name), then the Work API.
 
@@ -205,33 +246,73 @@ async def lookup_customer(
     data only: no Diretrix or Work API call (paid), no cache read, no database write; a party
     found but never enriched is answered as stored.
 
+    A customer answered is recorded in the audit trail (``operation``; one record, its paid
+    calls: a Diretrix resolution, a Work API fetch that was not a cache hit); a lookup that
+    answers an error records nothing.
+
+    Freshness (``domain/freshness.py``): stored data older than ``max_age_s`` is fetched again
+    (a paid call; without ``may_fetch``: :class:`Forbidden`), and a cached Work API body older
+    than it is not used. A CPF resolved from the e-mail/phone whose match score is below
+    ``min_likelihood`` (default: the ``MIN_LIKELIHOOD`` setting) is not fetched: the answer has
+    ``matched: false``, the score in ``match`` and ``reason``.
+
     Args:
         enricher: The pipeline.
-        query: The identifiers.
-        now: The view's timestamp.
+        query: The identifiers (its own ``max_age_s``/``min_likelihood`` win).
+        now: The view's timestamp (and the reference of the data's age).
         may_fetch: Whether upstream calls (and the writes that store their data) are allowed.
+        operation: What the audit record calls this lookup.
+        max_age_s: How old (seconds) the answer's data may be; ``None``: any age.
+        min_likelihood: The match threshold (0..1) of a CPF resolved from the contacts.
 
     Raises:
-        InvalidInput: no usable identifier, or an invalid one.
+        InvalidInput: no usable identifier, or an invalid one (``max_age``, ``min_likelihood``
+            included).
         NotFound: nowhere to be found (:data:`NOT_STORED` without ``may_fetch``).
-        DependencyUnavailable: the Work API or Diretrix is down and nothing is stored.
+        Forbidden: stored data older than ``max_age_s`` without ``may_fetch``
+            (:data:`STALE_NEEDS_ENRICH`).
+        DependencyUnavailable: the Work API or Diretrix is down and nothing is stored (or the
+            stored data is too old).
         SubjectErased: the person's data was erased at their request (hold running) and the
             query does not carry their renewed ``consent`` (451).
     """
+    with paid_scope():
+        view = await _lookup(
+            enricher,
+            query,
+            now=now,
+            may_fetch=may_fetch,
+            max_age_s=max_age_s,
+            min_likelihood=min_likelihood,
+        )
+        cpf = view.personal_info.cpf
+        if cpf and is_valid_cpf(cpf):
+            diretrix = view.match is not None and view.match.source == "diretrix"
+            enricher.audit.record(
+                operation, normalize_cpf(cpf), upstreams=("diretrix",) if diretrix else ()
+            )
+    return view
+
+
+async def _lookup(
+    enricher: Enricher,
+    query: CustomerQuery,
+    *,
+    now: dt.datetime,
+    may_fetch: bool,
+    max_age_s: float | None,
+    min_likelihood: float | None,
+) -> UnifiedCustomer:
+    max_age = check_max_age(query.max_age_s if query.max_age_s is not None else max_age_s)
+    threshold = likelihood_or(
+        query.min_likelihood if query.min_likelihood is not None else min_likelihood,
+        enricher.settings.min_likelihood,
+    )
     query = _clean(query)
     found = await _find_in_db(enricher, query)
-    person: NormalizedPerson | None = None
-    sources: list[str] = []
     match: MatchInfo | None = None
     if found is not None:
-        sources.append("local_db")
-        if found.normalized_data is not None:
-            person = msgspec.json.decode(found.normalized_data, type=NormalizedPerson)
-        elif may_fetch and found.party.cpf_cnpj and found.party.party_type == "person":
-            person = await _enrich_quietly(enricher, normalize_cpf(found.party.cpf_cnpj))
-            if person is not None:
-                sources.append("work_api")
-        return _view(found, person, sources, now=now, match=None)
+        return await _from_stored(enricher, found, now=now, may_fetch=may_fetch, max_age_s=max_age)
     if not may_fetch:
         raise NotFound(NOT_STORED)
     cpf = query.cpf
@@ -240,8 +321,11 @@ async def lookup_customer(
             LeadCustomer(name=query.name, email=query.email, phone=query.phone)
         )
         if resolution.people:
-            cpf = resolution.people[0].cpf
-            match = resolution.people[0].match
+            usable, shown = split_by_likelihood(resolution.people, threshold)
+            if not usable:
+                return _unmatched(shown[0], now=now)
+            cpf = usable[0].cpf
+            match = usable[0].match
         elif "unavailable" in (resolution.phone.status, resolution.email.status):
             raise DependencyUnavailable("diretrix", "CPF resolution unavailable", retry_after=5)
     if cpf is None:
@@ -250,23 +334,109 @@ async def lookup_customer(
         await lift_hold(enricher.erasure_holds, cpf)
     try:
         async with enricher.observer.step("fetch_dossier"):
-            dossier, raw = await enricher.fetch_dossier(cpf, use_cache=True)
+            dossier, raw = await enricher.fetch_dossier(cpf, use_cache=True, max_age_s=max_age)
     except (UpstreamError, NotFound):
         # An outage (DependencyUnavailable) propagates as a 503: retrying later can help.
         raise NotFound("Customer not found in database or Work API") from None
     stored = await enricher.store({cpf: (dossier, raw)}, None)
     person = normalize_dossier(dossier)
     stored_found = await enricher.repository.find_by_cpf(cpf) if stored else None
-    return _view(stored_found, person, ["work_api"], now=now, match=match)
+    enriched_at = stored_found.enriched_at if stored_found is not None else None
+    return _view(stored_found, person, ["work_api"], now=now, match=match, enriched_at=enriched_at)
 
 
-async def _enrich_quietly(enricher: Enricher, cpf: str) -> NormalizedPerson | None:
-    """Enrich a stored, never-enriched party; on failure answer from the database only."""
-    dossiers = await enricher.fetch_dossiers([cpf], use_cache=True)
-    if cpf not in dossiers:
+async def _from_stored(
+    enricher: Enricher,
+    found: PartyWithContacts,
+    *,
+    now: dt.datetime,
+    may_fetch: bool,
+    max_age_s: float | None,
+) -> UnifiedCustomer:
+    """The view of a stored party: as stored, enriched on the way (never enriched before), or
+    fetched again (stored data older than ``max_age_s``)."""
+    stored = (
+        msgspec.json.decode(found.normalized_data, type=NormalizedPerson)
+        if found.normalized_data is not None
+        else None
+    )
+    too_old = stored is not None and is_too_old(found.enriched_at, now, max_age_s)
+    cpf = found.party.cpf_cnpj if found.party.party_type == "person" else None
+    if too_old and not may_fetch:
+        raise Forbidden(STALE_NEEDS_ENRICH)
+    if (stored is not None and not too_old) or not may_fetch or not cpf:
+        return _view(
+            found, stored, ["local_db"], now=now, match=None, enriched_at=found.enriched_at
+        )
+    cpf = normalize_cpf(cpf)
+    fetched: tuple[Dossier, bytes] | None
+    if too_old:
+        # The caller asked for younger data: a failure to fetch it is an error, not old data.
+        async with enricher.observer.step("fetch_dossier"):
+            fetched = await enricher.fetch_dossier(cpf, use_cache=True, max_age_s=max_age_s)
+    else:
+        fetched = await _fetch_quietly(enricher, cpf, max_age_s)
+    if fetched is None:  # never enriched, and the Work API failed: as stored
+        return _view(found, None, ["local_db"], now=now, match=None, enriched_at=None)
+    written = await enricher.store({cpf: fetched}, None)
+    refreshed = await enricher.repository.find_by_cpf(cpf) if written else None
+    return _view(
+        refreshed or found,
+        normalize_dossier(fetched[0]),
+        ["local_db", "work_api"],
+        now=now,
+        match=None,
+        enriched_at=refreshed.enriched_at if refreshed is not None else None,
+    )
+
+
+async def _fetch_quietly(
+    enricher: Enricher, cpf: str, max_age_s: float | None
+) -> tuple[Dossier, bytes] | None:
+    """The dossier of a stored, never-enriched party; ``None`` when the fetch failed."""
+    try:
+        async with enricher.observer.step("fetch_dossier"):
+            return await enricher.fetch_dossier(cpf, use_cache=True, max_age_s=max_age_s)
+    except DomainError:
         return None
-    await enricher.store(dossiers, None)
-    return normalize_dossier(dossiers[cpf][0])
+
+
+def _unmatched(person: ResolvedPerson, *, now: dt.datetime) -> UnifiedCustomer:
+    """The answer for a CPF resolved below the match threshold: no personal data (the CPF may
+    be someone else's), ``matched: false``, the score in ``match`` and the reason."""
+    empty = PersonalInfo(
+        cpf=None,
+        name=None,
+        birth_date=None,
+        gender=None,
+        mother_name=None,
+        father_name=None,
+        marital_status=None,
+        rg=None,
+    )
+    return UnifiedCustomer(
+        source="c2s-api",
+        type="customer",
+        personal_info=empty,
+        contact_info=ContactInfo(emails=[], phones=[]),
+        addresses=[],
+        financial_info=None,
+        interests=None,
+        metadata=Metadata(
+            enriched=False,
+            sources=[person.match.source] if person.match is not None else [],
+            timestamp=_stamp(now),
+            modules_consulted=[],
+        ),
+        wealth_assessment=None,
+        match=person.match,
+        matched=False,
+        reason=REASON_BELOW_MIN_LIKELIHOOD,
+    )
+
+
+def _stamp(moment: dt.datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
 
 
 def _view(
@@ -276,6 +446,7 @@ def _view(
     *,
     now: dt.datetime,
     match: MatchInfo | None,
+    enriched_at: dt.datetime | None,
 ) -> UnifiedCustomer:
     party = found.party if found is not None else None
     emails: dict[str, EmailView] = {}
@@ -380,12 +551,14 @@ def _view(
         metadata=Metadata(
             enriched=enriched,
             sources=sources,
-            timestamp=now.isoformat().replace("+00:00", "Z"),
+            timestamp=_stamp(now),
             modules_consulted=["cpf"] if "work_api" in sources or enriched else [],
             party_id=str(party.id) if party is not None else None,
         ),
         wealth_assessment=None,
         match=match,
+        enriched_at=_stamp(enriched_at) if enriched_at is not None else None,
+        data_age_s=data_age_s(enriched_at, now),
     )
 
 
@@ -406,6 +579,8 @@ async def lookup_batch(
     now: dt.datetime,
     concurrency: int = BATCH_CONCURRENCY,
     may_fetch: bool = True,
+    max_age_s: float | None = None,
+    min_likelihood: float | None = None,
 ) -> list[BatchItemOutcome]:
     """Look up each query on its own (:func:`lookup_customer`); one failing does not sink the rest.
 
@@ -415,20 +590,34 @@ async def lookup_batch(
         now: The timestamp of every view.
         concurrency: Lookups in flight at once.
         may_fetch: Whether the lookups may call the upstreams (:func:`lookup_customer`).
+        max_age_s: The batch's ``max_age``; an item's own wins.
+        min_likelihood: The batch's ``min_likelihood``; an item's own wins.
 
     Returns:
-        One outcome per query, in order; a failed item carries the status and text of its error.
+        One outcome per query, in order; a failed item carries the status and text of its error
+        (an item's invalid ``max_age``/``min_likelihood`` included).
 
     Raises:
+        InvalidInput: The batch's ``max_age_s`` or ``min_likelihood`` is out of range.
         FeatureDisabled: The ``enable_batch`` flag is off (nothing was looked up).
     """
+    check_max_age(max_age_s)
+    check_min_likelihood(min_likelihood)
     require_enabled(enricher.flags, Flag.ENABLE_BATCH)
     gate = asyncio.Semaphore(max(1, concurrency))
 
     async def one(query: CustomerQuery) -> BatchItemOutcome:
         async with gate:
             try:
-                customer = await lookup_customer(enricher, query, now=now, may_fetch=may_fetch)
+                customer = await lookup_customer(
+                    enricher,
+                    query,
+                    now=now,
+                    may_fetch=may_fetch,
+                    max_age_s=max_age_s,
+                    min_likelihood=min_likelihood,
+                    operation="batch",
+                )
             except DomainError as exc:
                 return BatchItemOutcome(error=error_outcome(exc))
         return BatchItemOutcome(customer=customer)
@@ -448,7 +637,15 @@ async def get_customer(enricher: Enricher, customer_id: UUID) -> PartyWithContac
     found = await enricher.repository.get_party(customer_id)
     if found is None or found.party.party_type != "person":
         raise NotFound(f"Customer with id {customer_id} not found")
+    if (cpf := _person_cpf(found.party)) is not None:
+        enricher.audit.record("customer", cpf)
     return found
+
+
+def _person_cpf(party: Party) -> str | None:
+    """A stored person's CPF, normalised, or ``None`` (no CPF, or not a valid one)."""
+    raw = party.cpf_cnpj
+    return normalize_cpf(raw) if raw and is_valid_cpf(raw) else None
 
 
 class BasicLead(msgspec.Struct, frozen=True, kw_only=True):
@@ -498,7 +695,7 @@ async def process_basic_lead(
         name=lead.name,
     )
     try:
-        view = await lookup_customer(enricher, query, now=now)
+        view = await lookup_customer(enricher, query, now=now, operation="lead")
     except DomainError as exc:
         reason = exc.detail if isinstance(exc, InvalidInput | NotFound) else _LEAD_DEPENDENCY_FAILED
         return BasicLeadResult(success=False, message=_LEAD_FAILED.format(reason=reason))

@@ -27,6 +27,7 @@ __all__ = [
     "Forbidden",
     "InvalidInput",
     "NotFound",
+    "QuotaExceeded",
     "Unauthorized",
     "UpstreamError",
     "UpstreamSoftError",
@@ -142,6 +143,22 @@ class UpstreamSoftError(UpstreamError):
         super().__init__(upstream, detail, status=200)
         self.code = code
         self.kind = kind
+
+
+class QuotaExceeded(DomainError):
+    """The API key spent its daily paid-call quota: the upstream was not called (HTTP 429).
+
+    Attributes:
+        upstream: The paid upstream that was not called (``work_api``, ``diretrix``).
+        retry_after: Seconds until the UTC day ends (the quota starts again).
+    """
+
+    http_status: ClassVar[int] = 429
+
+    def __init__(self, upstream: str, retry_after: float) -> None:
+        super().__init__("Daily paid-call quota of this API key exceeded; it resets at 00:00 UTC")
+        self.upstream = upstream
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True, slots=True)

@@ -102,6 +102,7 @@ class NewApiKey(msgspec.Struct, frozen=True, kw_only=True):
         digest: SHA-256 of the key.
         scopes: Granted scopes.
         expires_at: When the key stops working, or ``None`` for never.
+        paid_quota_daily: Paid upstream calls per UTC day at most, or ``None`` for no quota.
     """
 
     name: str
@@ -110,6 +111,7 @@ class NewApiKey(msgspec.Struct, frozen=True, kw_only=True):
     digest: bytes
     scopes: tuple[Scope, ...]
     expires_at: datetime | None = None
+    paid_quota_daily: int | None = None
 
 
 class ApiKey(msgspec.Struct, frozen=True, kw_only=True):
@@ -125,6 +127,8 @@ class ApiKey(msgspec.Struct, frozen=True, kw_only=True):
         expires_at: Expiry, or ``None``.
         revoked_at: Revocation time, or ``None``.
         last_used_at: Last successful use (updated at most once a minute).
+        paid_quota_daily: Paid upstream calls per UTC day at most (``domain/usage.py``), or
+            ``None`` for no quota.
     """
 
     id: UUID
@@ -136,6 +140,7 @@ class ApiKey(msgspec.Struct, frozen=True, kw_only=True):
     expires_at: datetime | None = None
     revoked_at: datetime | None = None
     last_used_at: datetime | None = None
+    paid_quota_daily: int | None = None
 
 
 def generate_key() -> GeneratedKey:
@@ -291,6 +296,7 @@ def new_api_key(
     scopes: str | Iterable[str],
     now: datetime,
     expires_days: int | None = None,
+    paid_quota_daily: int | None = None,
 ) -> tuple[GeneratedKey, NewApiKey]:
     """Validate the inputs and generate a key to store.
 
@@ -300,6 +306,8 @@ def new_api_key(
         scopes: Scopes, comma-separated or iterable.
         now: The current time (for the expiry).
         expires_days: Lifetime in days, or ``None`` for no expiry.
+        paid_quota_daily: Paid calls per UTC day at most (already parsed, see
+            :func:`domain.usage.parse_paid_quota`), or ``None`` for no quota.
 
     Returns:
         The generated key (plaintext shown once) and the record to store.
@@ -319,4 +327,5 @@ def new_api_key(
         digest=generated.digest,
         scopes=record_scopes,
         expires_at=expires_at,
+        paid_quota_daily=paid_quota_daily,
     )

@@ -28,16 +28,23 @@ Two rules the contract leaves open: abbreviations and suffixes are matched as wh
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import msgspec
 
+from domain.documents import is_valid_cpf, normalize_cpf
 from domain.text import strip_accents
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from domain.models import CpfCandidate
 
 __all__ = [
     "DEFAULT_THRESHOLD",
     "NameMatch",
     "NameMatchMethod",
+    "best_candidate",
     "levenshtein",
     "match_names",
     "normalize_name",
@@ -261,3 +268,26 @@ def match_names(
     # Float arithmetic must not push a score out of [0, 1].
     score = min(1.0, max(0.0, score))
     return NameMatch(score=score, method=method, matched=method != "none")
+
+
+def best_candidate(
+    candidates: Sequence[CpfCandidate], lead_name: str | None, threshold: float
+) -> tuple[str, float, str, bool] | None:
+    """The candidate whose name best matches the lead's (the first valid one on ties), as
+    ``(normalised CPF, score, method, matched)``; ``None`` when no candidate has a valid CPF.
+
+    A lookup's first answer is not trusted blindly: a better-matching later candidate wins, and
+    the score is reported so a client can judge a weak match. Without a lead name the first
+    candidate with a valid CPF is taken (score 0, method ``none``).
+    """
+    best: tuple[str, float, str, bool] | None = None
+    for candidate in candidates:
+        if not is_valid_cpf(candidate.cpf):
+            continue
+        cpf = normalize_cpf(candidate.cpf)
+        if not lead_name or not lead_name.strip():
+            return (cpf, 0.0, "none", False)
+        result = match_names(lead_name, candidate.name, threshold)
+        if best is None or result.score > best[1]:
+            best = (cpf, result.score, result.method, result.matched)
+    return best

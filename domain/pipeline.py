@@ -6,7 +6,7 @@ Written against the ports only. Three entry points share the steps:
   replay of the finished answer, recent-CPF dedup, cached dossiers; always an answer object.
 * :meth:`Enricher.enrich_lead` — ``POST /api/v1/c2s/enrich/{lead_id}``: no dedup, fresh dossiers,
   failures raised as domain errors (HTTP errors).
-* :meth:`Enricher.enrich_event` — the durable webhook job: stored/cached data first.
+* :meth:`Enricher.prepare_event` — the durable webhook job: stored/cached data first.
 
 Rules (``docs/contract.md`` §2, §7): CPF and dossier are paired by CPF, never by list index;
 Diretrix lookups run concurrently; phones are validated before Diretrix (national digits, never
@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Literal
 
 import msgspec
 
-from domain.documents import is_valid_cpf, normalize_cpf
+from domain.audit import Auditor, note_paid_call, paid_scope
 from domain.dossier import Dossier, decode_dossier
 from domain.emails import is_valid_email, normalize_email
 from domain.errors import (
@@ -31,12 +31,14 @@ from domain.errors import (
     DomainError,
     InvalidInput,
     NotFound,
+    QuotaExceeded,
     UpstreamError,
 )
 from domain.flags import Flag, StaticFlags
+from domain.freshness import below_likelihood_result, likelihood_or, split_by_likelihood
 from domain.lead_messages import UnrecordedLeadMessages, contact_fingerprint
 from domain.message import PersonSource, format_lead_message
-from domain.names import match_names
+from domain.names import best_candidate
 from domain.phones import diretrix_form, parse_br_phone
 from domain.resolution import (
     CPF_LOOKUP_UNAVAILABLE,
@@ -97,6 +99,7 @@ class PipelineSettings:
     stored_dossier_max_age_s: float = 30 * 24 * 3600.0
     # How long a process waits for another process's fill of a missed dossier before calling.
     fill_wait_s: float = 5.0
+    min_likelihood: float = 0.0  # MIN_LIKELIHOOD: the default threshold (domain/freshness.py)
 
 
 # A Diretrix answer to cache: (kind, contact value, candidates).
@@ -115,12 +118,6 @@ def _no_cpf_outcome(resolution: Resolution) -> EnrichmentOutcome:
     """No CPF is a correct answer, unless a lookup could not be made (Diretrix down)."""
     lookups = (resolution.phone.status, resolution.email.status)
     return "failed" if "unavailable" in lookups else "not_found"
-
-
-def _valid_cpf(raw: str) -> str | None:
-    if not is_valid_cpf(raw):
-        return None
-    return normalize_cpf(raw)
 
 
 class Enricher:
@@ -144,6 +141,7 @@ class Enricher:
         fill_locks: FillLocks | None = None,
         lead_messages: LeadMessages | None = None,
         erasure_holds: ErasureHolds | None = None,
+        audit: Auditor | None = None,
     ) -> None:
         self.c2s = c2s
         self.diretrix = diretrix
@@ -164,6 +162,8 @@ class Enricher:
         )
         # Erased people are not bought again during their hold (domain/subjects.py).
         self.erasure_holds = erasure_holds
+        # One audit record per person whose data an operation used (none without a trail).
+        self.audit = audit if audit is not None else Auditor.disabled()
         # Cache misses of one key share one Work API call (in this process and, with fill
         # locks, across processes).
         self.single_flight = SingleFlight(
@@ -242,7 +242,7 @@ class Enricher:
             except UpstreamError:
                 return ContactLookup(status="unavailable"), None
             answer = (kind, value, candidates)
-        chosen = self._choose(candidates, lead_name)
+        chosen = best_candidate(candidates, lead_name, self.settings.name_match_threshold)
         if chosen is None:
             return ContactLookup(status="not_found"), answer
         cpf, score, method, matched = chosen
@@ -256,26 +256,6 @@ class Enricher:
             ),
         ), answer
 
-    def _choose(
-        self, candidates: Sequence[CpfCandidate], lead_name: str | None
-    ) -> tuple[str, float, str, bool] | None:
-        """Pick the candidate whose name best matches the lead's (the first valid one on ties).
-
-        Diretrix's first answer is not trusted blindly: a better-matching later candidate wins,
-        and the score is reported so a client can judge a weak match.
-        """
-        best: tuple[str, float, str, bool] | None = None
-        for candidate in candidates:
-            cpf = _valid_cpf(candidate.cpf)
-            if cpf is None:
-                continue
-            if not lead_name or not lead_name.strip():
-                return (cpf, 0.0, "none", False)
-            result = match_names(lead_name, candidate.name, self.settings.name_match_threshold)
-            if best is None or result.score > best[1]:
-                best = (cpf, result.score, result.method, result.matched)
-        return best
-
     async def fetch_dossiers(
         self,
         cpfs: Sequence[str],
@@ -284,10 +264,8 @@ class Enricher:
         refused: dict[str, SubjectErased] | None = None,
     ) -> dict[str, _Fetched]:
         """Fetch each CPF's dossier concurrently; a CPF whose fetch failed is simply absent.
-
         Results are keyed by CPF, so a failure of one CPF can never shift another CPF's data.
-        A CPF refused because the person's data was erased on request is added to ``refused``.
-        """
+        A CPF refused because the person's data was erased on request is added to ``refused``."""
         async with self.observer.step("fetch_dossier"):
             results = await asyncio.gather(
                 *(self.fetch_dossier(cpf, use_cache=use_cache) for cpf in cpfs),
@@ -299,20 +277,28 @@ class Enricher:
                 out[cpf] = result
             elif isinstance(result, SubjectErased) and refused is not None:
                 refused[cpf] = result
-            elif not isinstance(result, DomainError):
-                raise result  # a bug, not an upstream failure: let it surface
+            elif isinstance(result, QuotaExceeded) or not isinstance(result, DomainError):
+                raise result  # a bug, or the key's quota (429): not one CPF's upstream failure
         return out
 
-    async def fetch_dossier(self, cpf: str, *, use_cache: bool) -> _Fetched:
+    async def fetch_dossier(
+        self, cpf: str, *, use_cache: bool, max_age_s: float | None = None
+    ) -> _Fetched:
         """One CPF's dossier: the shared cache first (when allowed), then the Work API.
 
         Only successful bodies are cached: the Work API client raises on soft errors. With the
         ``use_dossier_cache`` flag off the cache is neither read nor written. Concurrent misses
         of one CPF make one Work API call (:class:`~domain.singleflight.SingleFlight`); a paid
         call of an erased person within the hold raises :class:`SubjectErased`.
+        With ``max_age_s`` an older cached body is not served: the Work API is called (no
+        single-flight: its waiters may get an older cached body).
         """
         key = _dossier_key(cpf)
         cache_on = self.flags.enabled(Flag.USE_DOSSIER_CACHE)
+        if use_cache and cache_on and max_age_s is not None:
+            if (young := await self.dossier_cache.get_fresh(key, max_age_s)) is not None:
+                return decode_dossier(young), young
+            use_cache = False
         if use_cache and cache_on:
             cached = await self.dossier_cache.get(key)
             if cached is not None:
@@ -323,6 +309,7 @@ class Enricher:
             async def fetch_raw() -> bytes:
                 await refuse_erased(self.erasure_holds, cpf)
                 dossier, body = await self.work_api.fetch_dossier(cpf)
+                note_paid_call(cpf, "work_api")  # in the fetching caller's operation only
                 fetched.append(dossier)
                 return body
 
@@ -331,6 +318,7 @@ class Enricher:
             return (fetched[0] if fetched else decode_dossier(raw)), raw
         await refuse_erased(self.erasure_holds, cpf)
         dossier, raw = await self.work_api.fetch_dossier(cpf)
+        note_paid_call(cpf, "work_api")
         if cache_on:
             await self.dossier_cache.put(key, raw)
         return dossier, raw
@@ -401,8 +389,14 @@ class Enricher:
 
     # --- entry points --------------------------------------------------------------------------
 
-    async def process_lead(self, lead_id: str) -> ProcessResult:
-        """``/leads/process``: deduplicated, cached, always an answer (``success`` tells)."""
+    async def process_lead(
+        self, lead_id: str, *, min_likelihood: float | None = None
+    ) -> ProcessResult:
+        """``/leads/process``: deduplicated, cached, always an answer (``success`` tells).
+
+        ``min_likelihood``: see ``domain/freshness.py`` (InvalidInput when out of range).
+        """
+        threshold = likelihood_or(min_likelihood, self.settings.min_likelihood)
         lock = await self.lead_locks.acquire(lead_id)
         if not lock.acquired:
             self.observer.enrichment_finished("leads_process", "duplicate")
@@ -421,7 +415,8 @@ class Enricher:
                 duplicate_request=True,
             )
         try:
-            result, outcome = await self._process(lead_id)
+            with paid_scope():
+                result, outcome = await self._process(lead_id, threshold)
         except BaseException as exc:
             if isinstance(exc, Exception):
                 self.observer.enrichment_finished("leads_process", "failed")
@@ -436,7 +431,7 @@ class Enricher:
             await self.lead_locks.abandon(lead_id)
         return result
 
-    async def _process(self, lead_id: str) -> _Answered:
+    async def _process(self, lead_id: str, min_likelihood: float = 0.0) -> _Answered:
         def fail(message: str, outcome: EnrichmentOutcome = "failed") -> _Answered:
             return ProcessResult(success=False, message=message, lead_id=lead_id), outcome
 
@@ -456,6 +451,10 @@ class Enricher:
             ), "failed"
         if not resolution.people:
             return fail("Could not find CPF from phone or email", _no_cpf_outcome(resolution))
+        usable, shown = split_by_likelihood(resolution.people, min_likelihood)
+        if not usable:
+            return below_likelihood_result(lead_id, shown, min_likelihood), "not_found"
+        resolution = msgspec.structs.replace(resolution, people=usable)
         cpfs = [p.cpf for p in resolution.people]
         # CPFs enriched within the window are not paid for again: their dossier is reused from
         # the cache or the database (a second lead of the same person still gets its message).
@@ -471,7 +470,7 @@ class Enricher:
                 lead_id=lead_id,
                 cpfs_processed=cpfs,
                 entities_stored=0,
-                matches=resolution.people,
+                matches=shown,
             ), "duplicate"
         refused: dict[str, SubjectErased] = {}
         fresh = await self.fetch_dossiers(todo, use_cache=True, refused=refused) if todo else {}
@@ -485,6 +484,7 @@ class Enricher:
         dossiers = {
             cpf: (reused.get(cpf) or fresh[cpf]) for cpf in cpfs if cpf in reused or cpf in fresh
         }
+        self.audit.people("lead", resolution, dossiers)
         async with self.observer.step("format"):
             message = self.format(resolution, dossiers, "process")
         try:
@@ -504,7 +504,7 @@ class Enricher:
             lead_id=lead_id,
             cpfs_processed=cpfs,
             entities_stored=len(stored),
-            matches=resolution.people,
+            matches=shown,
             message_sent=None if sent else False,
         ), "enriched"
 
@@ -532,7 +532,8 @@ class Enricher:
                 Diretrix failure that left no CPF: an outage is never "not found" (503).
         """
         try:
-            result = await self._enrich_lead(lead_id)
+            with paid_scope():
+                result = await self._enrich_lead(lead_id)
         except NotFound:
             self.observer.enrichment_finished("c2s_enrich", "not_found")
             raise
@@ -558,6 +559,7 @@ class Enricher:
             if len(refused) == len(cpfs):
                 raise next(iter(refused.values()))
             raise UpstreamError("work_api", "Failed to enrich any CPFs")
+        self.audit.people("lead", resolution, dossiers)
         stored = await self.store(dossiers, lead_id)
         async with self.observer.step("format"):
             message = self.format(resolution, dossiers, "webhook")
@@ -614,6 +616,7 @@ class Enricher:
             raise UpstreamError("work_api", "Failed to enrich any CPFs")
         stored_ids = await self.store(fresh, lead.id) if fresh else []
         dossiers.update(fresh)
+        self.audit.people("webhook", resolution, dossiers)
         async with self.observer.step("format"):
             message = self.format(resolution, dossiers, "webhook")
         return (

@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
     from contextlib import AbstractAsyncContextManager
+    from datetime import date
     from uuid import UUID
 
     from domain.admission import Admission, Tier
-    from domain.audit import AccessRecord
+    from domain.audit import AccessRecord, AuditPage, AuditQuery
     from domain.dossier import Dossier
     from domain.flags import FlagState
     from domain.models import (
@@ -28,13 +29,16 @@ if TYPE_CHECKING:
         StoredDossier,
         StoredEnrichment,
     )
+    from domain.search import CustomerSearch, SearchHit, SearchPosition
     from domain.subjects import ErasedData, SubjectRecords, Tombstone
+    from domain.usage import UsageCount
     from domain.webhooks.events import AcceptResult, QueueStats, StoredEvent
     from domain.webhooks.google_ads import GoogleLeadClaim
     from domain.webhooks.jobs import JobState, JobView, RedriveOutcome
     from domain.webhooks.parsing import WebhookEvent
 
 __all__ = [
+    "AuditReader",
     "AuditTrail",
     "C2SPort",
     "Clock",
@@ -56,6 +60,8 @@ __all__ = [
     "StepObserver",
     "SubjectCaches",
     "SubjectStore",
+    "UsageLedger",
+    "UsageMeter",
     "WorkApiPort",
 ]
 
@@ -137,6 +143,13 @@ class PartyRepository(Protocol):
         """The current stored Work API payload of the newest party with this CPF."""
         ...
 
+    async def search_customers(
+        self, search: CustomerSearch, *, after: SearchPosition | None, limit: int
+    ) -> list[SearchHit]:
+        """Persons matching ``search`` (``domain/search.py``), best rank first then by id,
+        starting after ``after``; at most ``limit``, in one statement."""
+        ...
+
 
 class DossierCache(Protocol):
     """Shared cache of Work API bodies, integrity-protected (a tampered entry is a miss)."""
@@ -147,6 +160,11 @@ class DossierCache(Protocol):
 
     async def put(self, key: str, raw: bytes) -> None:
         """Store a successful body (never an error)."""
+        ...
+
+    async def get_fresh(self, key: str, max_age_s: float) -> bytes | None:
+        """Like :meth:`get`, but only an entry written at most ``max_age_s`` seconds ago (the
+        entry's age; an entry whose age cannot be told is a miss)."""
         ...
 
 
@@ -433,6 +451,51 @@ class AuditTrail(Protocol):
 
     async def about(self, tenant: str | None, subject: str) -> list[AccessRecord]:
         """The records about ``subject`` (oldest first); ``tenant`` ``None``: every tenant's."""
+        ...
+
+
+class UsageMeter(Protocol):
+    """Counts paid upstream calls and each key's paid calls of the UTC day (``domain/usage.py``).
+
+    :meth:`record` never blocks (an in-process accumulator written in batches, flushed on
+    drain); :meth:`reserve` and :meth:`release` are the quota's shared per-key day counter (one
+    round trip; the adapter falls back to the process's own count when its store is down).
+    """
+
+    async def reserve(self, tenant: str, key_id: str, day: date, quota: int) -> bool:
+        """Take one unit of ``key_id``'s paid calls on ``day``; ``False`` (nothing taken) when
+        the key already made ``quota`` paid calls that day."""
+        ...
+
+    async def release(self, key_id: str, day: date) -> None:
+        """Give back a unit taken by :meth:`reserve` for a call that was not paid."""
+        ...
+
+    def record(self, count: UsageCount) -> None:
+        """Count paid calls (accumulated; written within the flush period)."""
+        ...
+
+    def refused(self, tenant: str, upstream: str) -> None:
+        """A paid call was refused for the quota (a metric; no I/O)."""
+        ...
+
+    async def flush(self) -> None:
+        """Write every count recorded so far."""
+        ...
+
+
+class UsageLedger(Protocol):
+    """The stored paid-call counts (per day, tenant, key and upstream)."""
+
+    async def usage(self, tenant: str, first: date, last: date) -> list[UsageCount]:
+        """The counts of ``tenant`` from ``first`` to ``last`` (UTC days, both included)."""
+
+
+class AuditReader(Protocol):
+    """Searching the audit trail (``GET /api/v1/admin/audit``)."""
+
+    async def search(self, query: AuditQuery) -> AuditPage:
+        """One page of ``query.tenant``'s records, newest first (keyset on ``(at, id)``)."""
         ...
 
 

@@ -13,6 +13,7 @@ import msgspec
 __all__ = [
     "CPF_LOOKUP_UNAVAILABLE",
     "DIRETRIX_RETRY_AFTER_S",
+    "REASON_BELOW_MIN_LIKELIHOOD",
     "REASON_UPSTREAM_UNAVAILABLE",
     "ContactLookup",
     "DirectResult",
@@ -35,11 +36,14 @@ LookupStatus = Literal["found", "not_found", "invalid", "absent", "unavailable"]
 # An outage is not "not found" (docs/contract.md §1.3, §1.4, §2).
 CPF_LOOKUP_UNAVAILABLE: Final = "Could not look up the CPF: Diretrix unavailable, try again later"
 REASON_UPSTREAM_UNAVAILABLE: Final = "upstream_unavailable"
+# A CPF resolved from a contact whose match score is below the caller's ``min_likelihood``: it
+# is neither enriched nor messaged (docs/contract.md §1.3, §1.5).
+REASON_BELOW_MIN_LIKELIHOOD: Final = "below_min_likelihood"
 # Retry-After of a Diretrix failure that gave none (an error status rather than an open breaker).
 DIRETRIX_RETRY_AFTER_S: Final = 5.0
 
 
-class MatchInfo(msgspec.Struct, frozen=True, kw_only=True):
+class MatchInfo(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """How a CPF was resolved from a contact.
 
     Attributes:
@@ -47,13 +51,17 @@ class MatchInfo(msgspec.Struct, frozen=True, kw_only=True):
             lead has no name to compare.
         method: The name-matching rule that decided (``exact``, ``fuzzy-full``... or ``none``).
         source: Where the candidate came from (``diretrix`` or ``cache``).
-        matched: Whether the names are considered the same person.
+        matched: Whether the names are considered the same person; ``False`` too when the
+            score is below the caller's ``min_likelihood`` (then ``reason`` says so).
+        reason: Why the CPF was not used (:data:`REASON_BELOW_MIN_LIKELIHOOD`); absent when it
+            was.
     """
 
     score: float
     method: str
     source: str
     matched: bool
+    reason: str | None = None
 
 
 class ResolvedPerson(msgspec.Struct, frozen=True, kw_only=True):

@@ -7,8 +7,9 @@ HTTP exchange)::
 
 * The timestamp is part of the signed bytes, so a captured request cannot be replayed outside the
   tolerance window (``|now - t| <= tolerance_s``, both directions, for clock skew).
-* Several ``v1=`` entries may be sent (a sender signing with two secrets during a rotation); one
-  match is enough. Unknown schemes (``v0=``, ``v2=``...) are ignored.
+* Several ``v1=`` entries may be sent (a sender signing with two secrets during a rotation,
+  :func:`sign_with`, as the bulk-job callbacks do); one match is enough. Unknown schemes
+  (``v0=``, ``v2=``...) are ignored.
 * A receiver holds one or more secrets (current first, then those being retired); every one of
   them verifies. Every comparison is constant-time and every secret is tried, so the answer time
   says nothing about which secret, or which prefix, matched.
@@ -34,6 +35,7 @@ __all__ = [
     "compute_signature",
     "parse_secrets",
     "sign",
+    "sign_with",
     "token_matches",
     "verify_signature",
 ]
@@ -73,6 +75,22 @@ def compute_signature(secret: str, timestamp: int, body: bytes) -> str:
 def sign(secret: str, timestamp: int, body: bytes) -> str:
     """The full header value ``t=<timestamp>,v1=<signature>`` for ``body``."""
     return f"t={timestamp},{SIGNATURE_SCHEME}={compute_signature(secret, timestamp, body)}"
+
+
+def sign_with(secrets: Sequence[str], timestamp: int, body: bytes) -> str:
+    """``t=<timestamp>,v1=<sig under secrets[0]>,v1=<sig under secrets[1]>...``: one ``v1=`` per
+    secret, in the given order (Stripe's practice while a secret is rolled: a receiver holding
+    either the new or the old secret verifies the same request).
+
+    Raises:
+        ValueError: No secret, or more than :func:`verify_signature` reads.
+    """
+    if not secrets or len(secrets) > _MAX_SIGNATURES:
+        raise ValueError(f"sign with 1 to {_MAX_SIGNATURES} secrets")
+    signatures = ",".join(
+        f"{SIGNATURE_SCHEME}={compute_signature(secret, timestamp, body)}" for secret in secrets
+    )
+    return f"t={timestamp},{signatures}"
 
 
 def _parse_header(header: str) -> tuple[int, list[str]] | None:

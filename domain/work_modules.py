@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final
 
+from domain.audit import Auditor
 from domain.documents import normalize_cpf
 from domain.errors import InvalidInput, NotFound, UpstreamSoftError
 from domain.flags import Flag
@@ -48,9 +49,11 @@ class WorkModules:
             CPF cost one Work API call.
         erasure_holds: Erasure tombstones: a miss of a CPF erased on request is refused (451)
             during the hold, before any Work API call (a cache hit never asks).
+        audit: Records each CPF answered (``work_module``; in memory, no await: the cached
+            read is the hot path). ``None``: nothing recorded.
     """
 
-    __slots__ = ("_cache", "_flags", "_holds", "_single_flight", "_work_api")
+    __slots__ = ("_audit", "_cache", "_flags", "_holds", "_single_flight", "_work_api")
 
     def __init__(
         self,
@@ -60,7 +63,9 @@ class WorkModules:
         flags: Flags,
         single_flight: SingleFlight,
         erasure_holds: ErasureHolds | None = None,
+        audit: Auditor | None = None,
     ) -> None:
+        self._audit = audit if audit is not None else Auditor.disabled()
         self._work_api = work_api
         self._cache = cache
         self._flags = flags
@@ -121,27 +126,38 @@ class WorkModules:
         may_fetch: bool,
     ) -> bytes:
         use_cache = self._flags.enabled(Flag.USE_DOSSIER_CACHE)
+        # A person's data is read only through the ``cpf`` module: each answer is audited.
+        cpf = query if module == "cpf" else None
         if use_cache:
             if prefetched is not None and prefetched.key == key:
                 cached = prefetched.body  # already read: a miss is not read twice
             else:
                 cached = await self._cache.get(key)
             if cached is not None:
+                if cpf is not None:
+                    self._audit.record("work_module", cpf)
                 return cached
         if not may_fetch:
             raise NotFound(NOT_CACHED)
-        if module == "cpf":
-            await refuse_erased(self._holds, query)
+        if cpf is not None:
+            await refuse_erased(self._holds, cpf)
+        fetched: list[bool] = []
 
         async def fetch() -> bytes:
-            return await self._work_api.fetch_module(module, query)
+            body = await self._work_api.fetch_module(module, query)
+            fetched.append(True)
+            return body
 
         try:
             # A miss: concurrent misses of one key share one Work API call (and fill the cache).
-            return await self._single_flight.load(key, fetch) if use_cache else await fetch()
+            body = await self._single_flight.load(key, fetch) if use_cache else await fetch()
         except UpstreamSoftError as exc:
             if exc.kind == "not_found":
                 raise NotFound("No data for this document") from None
             if exc.kind == "unknown_module":
                 raise InvalidInput("module", "The Work API has no such module") from None
             raise
+        if cpf is not None:
+            # Paid only for the caller whose fetch ran (the others shared its answer).
+            self._audit.record("work_module", cpf, upstreams=("work_api",) if fetched else ())
+        return body

@@ -241,6 +241,38 @@ class RedisDossierCache:
             local.fill(name, payload, int(pttl_ms) / 1000, epoch)
         return payload
 
+    async def get_fresh(self, key: str, max_age_s: float) -> bytes | None:
+        """The body of ``key`` if written at most ``max_age_s`` ago, else ``None``.
+
+        Every entry is written with this cache's TTL, so its age is that TTL minus the life it
+        has left (in this process's memory, or ``PTTL`` in Redis, read with the value in one
+        call). An entry with more life than the TTL (written under a longer
+        ``WORK_API_CACHE_TTL_S``) or none has no known age: a miss.
+        """
+        name = self.key(key)
+        local = self._local
+        if local is not None and local.serving():
+            held = local.get_with_life(name)
+            if held is not None and self._young(held[1], max_age_s):
+                self._listener.record(self.name, "hit_local")
+                return held[0]
+        try:
+            reply = await self._read_with_ttl(keys=[name])
+        except _ABSORBED:
+            self._listener.record(self.name, "error")
+            return None
+        if reply is None:
+            return self.verify(name, None)
+        sealed, pttl_ms = reply
+        if not self._young(int(pttl_ms) / 1000, max_age_s):
+            self._listener.record(self.name, "miss")
+            return None
+        return self.verify(name, bytes(sealed))
+
+    def _young(self, life_s: float, max_age_s: float) -> bool:
+        """Whether an entry with ``life_s`` seconds left is at most ``max_age_s`` old."""
+        return 0 < life_s <= self._ttl_s and self._ttl_s - life_s <= max_age_s
+
     async def put(self, key: str, raw: bytes) -> None:
         name = self.key(key)
         if self._local is not None:

@@ -173,6 +173,14 @@ class LocalDossierCache:
         self._entries.move_to_end(name)
         return body
 
+    def get_with_life(self, name: str) -> tuple[bytes, float] | None:
+        """:meth:`get`, with the seconds the entry has left (its age is the TTL it was written
+        with minus that)."""
+        body = self.get(name)
+        if body is None:
+            return None
+        return body, self._entries[name][1] - self._clock()
+
     def fill(self, name: str, body: bytes, ttl_s: float, epoch: int) -> bool:
         """Keep ``body`` read from Redis (``ttl_s`` left there) unless anything was invalidated
         since ``epoch`` was read; ``True`` if kept."""

@@ -48,10 +48,17 @@ if TYPE_CHECKING:
     from prometheus_client.registry import Collector
 
 __all__ = [
+    "AUDIT_BUFFER_RECORDS",
+    "AUDIT_FLUSH_DURATION",
+    "AUDIT_RECORDS_DROPPED",
+    "AUDIT_RECORDS_WRITTEN",
     "BREAKER_NAMES",
     "BREAKER_STATE_CODES",
     "CACHE_NAMES",
     "CACHE_REQUESTS",
+    "CALLBACK_DELIVERIES",
+    "CALLBACK_OUTCOMES",
+    "CALLBACK_PENDING",
     "CIRCUIT_BREAKER_REJECTIONS",
     "CIRCUIT_BREAKER_STATE",
     "CIRCUIT_BREAKER_STORAGE_DEGRADED",
@@ -71,6 +78,8 @@ __all__ = [
     "HTTP_CLIENT_REQUEST_DURATION",
     "HTTP_SERVER_ACTIVE_REQUESTS",
     "HTTP_SERVER_REQUEST_DURATION",
+    "PAID_CALLS",
+    "PAID_QUOTA_USE_RATIO",
     "PIPELINE_STEP_DURATION",
     "QUEUE_DEAD_LETTERS",
     "QUEUE_DEAD_LETTERS_PENDING",
@@ -78,6 +87,7 @@ __all__ = [
     "QUEUE_JOBS",
     "QUEUE_JOB_AGE",
     "QUEUE_OLDEST_JOB_AGE",
+    "QUOTA_EXCEEDED",
     "RATE_LIMIT_DECISIONS",
     "RATE_LIMIT_DEGRADED",
     "RATE_LIMIT_STORAGE_ERRORS",
@@ -448,6 +458,53 @@ FEATURE_FLAG_STORAGE_DEGRADED: Final = Gauge(
 )
 
 
+# --- bulk-job callbacks ----------------------------------------------------------------------
+
+CallbackOutcome = Literal["delivered", "retried", "failed"]
+CALLBACK_OUTCOMES: Final[tuple[CallbackOutcome, ...]] = ("delivered", "retried", "failed")
+CALLBACK_DELIVERIES: Final = Counter(
+    "callback_deliveries",
+    "Callback delivery attempts of bulk jobs by outcome: delivered (2xx), retried (failed, "
+    "another attempt scheduled), failed (given up: retry window over or URL refused).",
+    ["outcome"],
+    registry=REGISTRY,
+)
+"""``outcome`` in :data:`CALLBACK_OUTCOMES`."""
+CALLBACK_PENDING: Final = Gauge(
+    "callback_pending",
+    "Callback deliveries not yet delivered nor given up (sampled from PostgreSQL by every worker).",
+    registry=REGISTRY,
+)
+# --- usage and paid-call quotas ------------------------------------------------------------
+
+PAID_CALLS: Final = Counter(
+    "paid_calls",
+    "Paid upstream calls (a Work API call not served from a cache, a Diretrix resolution), "
+    "by tenant and upstream.",
+    ["tenant", "upstream"],
+    registry=REGISTRY,
+)
+"""``tenant`` is bounded by ``infra.usage.TenantLabels``: the configured allowlist
+(``USAGE_METRIC_TENANTS``) or the first ``USAGE_METRIC_TENANTS_MAX`` tenants this process saw,
+every other tenant ``other``; ``_system`` is work done for no key (webhook jobs). ``upstream``:
+``work_api``, ``diretrix``. Exact per-key counts are in ``core.usage_daily`` (``/api/v1/usage``)."""
+QUOTA_EXCEEDED: Final = Counter(
+    "quota_exceeded",
+    "Paid calls refused because the API key reached its daily paid-call quota (HTTP 429).",
+    ["tenant", "upstream"],
+    registry=REGISTRY,
+)
+"""Labels as :data:`PAID_CALLS`."""
+PAID_QUOTA_USE_RATIO: Final = Gauge(
+    "paid_quota_use_ratio",
+    "Today's (UTC) paid calls over the daily quota of the most used quota-bound key of the "
+    "tenant that this process served today (shared count; 1 = at quota).",
+    ["tenant"],
+    registry=REGISTRY,
+)
+"""Labels as :data:`PAID_CALLS`; a fleet-wide view is ``max by (tenant)``. Reset at 00:00 UTC."""
+
+
 def set_feature_flag(flag: str, enabled: bool) -> None:
     """Set ``feature_flag_enabled{flag}`` to 1 or 0."""
     FEATURE_FLAG_ENABLED.labels(flag).set(1 if enabled else 0)
@@ -456,6 +513,32 @@ def set_feature_flag(flag: str, enabled: bool) -> None:
 def set_feature_flag_storage_degraded(degraded: bool) -> None:
     """Set ``feature_flag_storage_degraded`` to 1 or 0."""
     FEATURE_FLAG_STORAGE_DEGRADED.set(1 if degraded else 0)
+
+
+# --- audit trail ----------------------------------------------------------------------------
+
+AUDIT_RECORDS_WRITTEN: Final = Counter(
+    "audit_records_written",
+    "Audit trail records written to PostgreSQL by this process.",
+    registry=REGISTRY,
+)
+AUDIT_RECORDS_DROPPED: Final = Counter(
+    "audit_records_dropped",
+    "Audit trail records dropped (oldest first) because the in-memory buffer was full while "
+    "PostgreSQL could not take them (AUDIT_BUFFER_MAX).",
+    registry=REGISTRY,
+)
+AUDIT_FLUSH_DURATION: Final = Histogram(
+    "audit_flush_seconds",
+    "Duration of one write of buffered audit records (one statement), successful or not.",
+    buckets=SEMCONV_DURATION_BUCKETS,
+    registry=REGISTRY,
+)
+AUDIT_BUFFER_RECORDS: Final = Gauge(
+    "audit_buffer_records",
+    "Audit trail records waiting in this process's buffer.",
+    registry=REGISTRY,
+)
 
 
 # --- build ----------------------------------------------------------------------------------
@@ -527,6 +610,8 @@ for _entrypoint in ENRICHMENT_ENTRYPOINTS:
     for _enrichment in ENRICHMENT_OUTCOMES:
         ENRICHMENTS.labels(_entrypoint, _enrichment)
 DEPENDENCY_DEGRADED.labels("redis")
+for _callback_outcome in CALLBACK_OUTCOMES:
+    CALLBACK_DELIVERIES.labels(_callback_outcome)
 
 
 # --- hot-path helpers -----------------------------------------------------------------------

@@ -13,6 +13,12 @@ SIGTERM/SIGINT:
 
 A worker killed outright (SIGKILL, OOM, lost VM) loses nothing either: its jobs' heartbeats stop
 and another worker re-picks them after ``lease_timeout_s``.
+
+Beside the consumer, the worker posts the callbacks of finished bulk jobs
+(:class:`infra.callbacks.CallbackDispatcher`, ``docs/callbacks.md``). On a signal it stops
+claiming; attempts in flight may end (each is bounded by ``CALLBACK_TIMEOUT_S``) for at most
+``min(CALLBACK_TIMEOUT_S, 0.75 * grace_s)`` after the consumer stopped, then are interrupted and
+given back (due again at once, for any worker).
 """
 
 from __future__ import annotations
@@ -24,8 +30,12 @@ from typing import TYPE_CHECKING, Final
 
 import structlog
 
+from app.config import parse_hmac_keys
 from app.version import SERVICE_VERSION
 from domain.webhooks import DEFAULT_RETRY_POLICY, RetryPolicy
+from infra.callbacks import CallbackDispatcher, PrometheusCallbackListener
+from infra.db.callback_secrets import SEALING_PURPOSE, PgCallbackSecrets
+from infra.db.callbacks import PgCallbackDeliveries
 from infra.db.events import PgEventStore
 from infra.queue import (
     DEFAULT_CONCURRENCY,
@@ -34,6 +44,7 @@ from infra.queue import (
     PrometheusQueueListener,
     QueueListener,
 )
+from infra.sealing import AeadEnvelope
 from observability.logging import configure_logging
 from observability.metrics import track_pool
 from observability.tracing import configure_tracing, flush_tracing
@@ -46,7 +57,13 @@ if TYPE_CHECKING:
     from app.config import Settings
     from domain.pipeline import Enricher
 
-__all__ = ["DEFAULT_GRACE_S", "DEFAULT_METRICS_PORT", "consume_until", "run_worker"]
+__all__ = [
+    "DEFAULT_GRACE_S",
+    "DEFAULT_METRICS_PORT",
+    "callback_dispatcher",
+    "consume_until",
+    "run_worker",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -142,6 +159,37 @@ async def consume_until(
     return 0
 
 
+def callback_dispatcher(settings: Settings, pool: asyncpg.Pool) -> CallbackDispatcher:
+    """The bulk-job callback delivery loop of this worker, configured from ``settings``."""
+    envelope = AeadEnvelope(
+        parse_hmac_keys(settings.cache_hmac_keys.get()), purpose=SEALING_PURPOSE
+    )
+    acquire_timeout = settings.db_connect_timeout_s
+    return CallbackDispatcher(
+        deliveries=PgCallbackDeliveries(pool, acquire_timeout=acquire_timeout),
+        secrets=PgCallbackSecrets(pool, envelope, acquire_timeout=acquire_timeout),
+        environment=settings.environment,
+        timeout_s=settings.callback_timeout_s,
+        retry_base_s=settings.callback_retry_base_s,
+        concurrency=settings.callback_concurrency,
+        poll_s=settings.callback_poll_s,
+        listener=PrometheusCallbackListener(),
+    )
+
+
+async def _stop_callbacks(
+    stop: asyncio.Event, delivering: asyncio.Task[None], bound_s: float
+) -> None:
+    """End the callback loop: attempts in flight get ``bound_s``, then are given back."""
+    stop.set()
+    await asyncio.wait({delivering}, timeout=bound_s)
+    if not delivering.done():
+        delivering.cancel()
+        await asyncio.wait({delivering}, timeout=_CLEANUP_S)
+    elif not delivering.cancelled() and (exc := delivering.exception()) is not None:
+        log.error("callbacks_failed", error_type=type(exc).__name__)
+
+
 async def _serve(
     settings: Settings,
     *,
@@ -184,6 +232,8 @@ async def _serve(
             lease_timeout_s=lease_timeout_s,
             grace_s=grace_s,
         )
+        callbacks = callback_dispatcher(settings, services.pool)
+        delivering = asyncio.create_task(callbacks.run(stop), name="callback-deliveries")
         code = await consume_until(
             stop,
             pool=services.pool,
@@ -199,6 +249,11 @@ async def _serve(
                 budget_s=settings.worker_retry_budget_s,
                 base_delay_s=settings.worker_retry_base_s,
             ),
+        )
+        # Attempts in flight started before the signal: they end within CALLBACK_TIMEOUT_S of
+        # their start, and never get more than the drain share of the grace from here.
+        await _stop_callbacks(
+            stop, delivering, min(settings.callback_timeout_s, grace_s * _DRAIN_SHARE)
         )
         untrack_pool()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -83,9 +83,10 @@ class Principal:
         tenant: The tenant the key acts for.
         scopes: Granted scopes.
         usable_until: Epoch seconds of the key's expiry (``inf`` when it has none).
+        paid_quota: The key's daily paid-call quota, or ``None`` for no quota.
     """
 
-    __slots__ = ("key_id", "key_id_text", "scopes", "tenant", "usable_until")
+    __slots__ = ("key_id", "key_id_text", "paid_quota", "scopes", "tenant", "usable_until")
 
     def __init__(self, key: ApiKey) -> None:
         self.key_id = key.id
@@ -93,6 +94,7 @@ class Principal:
         self.tenant = key.tenant
         self.scopes: tuple[str, ...] = key.scopes
         self.usable_until = key.expires_at.timestamp() if key.expires_at else math.inf
+        self.paid_quota = key.paid_quota_daily
 
 
 class KeyVerifier:

@@ -34,6 +34,7 @@ from domain.errors import (
     DependencyUnavailable,
     DomainError,
     InvalidInput,
+    QuotaExceeded,
     UpstreamError,
     error_outcome,
 )
@@ -62,9 +63,11 @@ def problem_response(
     dependency: str | None = None,
     retry_after: float | None = None,
     headers: dict[str, str] | None = None,
+    kind: str | None = None,
 ) -> Response[Problem]:
-    """Build a problem+json response for ``request``."""
-    type_uri, title = problem_type(status)
+    """Build a problem+json response for ``request`` (``kind``: a specific problem type of the
+    status, see :func:`app.http.problems.problem_type`)."""
+    type_uri, title = problem_type(status, kind)
     retry = math.ceil(retry_after) if retry_after is not None else None
     body = Problem(
         type=type_uri,
@@ -233,6 +236,15 @@ def _on_domain(request: Request[Any, Any, Any], exc: DomainError) -> Response[Pr
             outcome.status,
             outcome.detail,
             errors=[FieldError(field=exc.field, message=exc.detail)],
+        )
+    if isinstance(exc, QuotaExceeded):
+        # Not a rate limit: the key's paid calls of the UTC day; retry after midnight UTC.
+        return problem_response(
+            request,
+            outcome.status,
+            outcome.detail,
+            retry_after=exc.retry_after,
+            kind="quota-exceeded",
         )
     if isinstance(exc, FeatureDisabled):
         # An operator's switch, not a failing dependency: say which feature is off.

@@ -79,8 +79,17 @@ _TITLES: dict[int, tuple[str, str]] = {
 }
 
 
-def problem_type(status: int) -> tuple[str, str]:
-    """Return ``(type URI, title)`` for a status code."""
+# Problem types more specific than their status's (``kind`` of :func:`problem_type`).
+_KINDS: dict[str, str] = {
+    "quota-exceeded": "Paid-Call Quota Exceeded",
+}
+
+
+def problem_type(status: int, kind: str | None = None) -> tuple[str, str]:
+    """Return ``(type URI, title)`` for a status code, or for a specific ``kind`` of it
+    (``quota-exceeded``: a 429 that is the key's daily paid-call quota, not a rate limit)."""
+    if kind is not None and kind in _KINDS:
+        return PROBLEM_TYPE_BASE + kind, _KINDS[kind]
     slug, title = _TITLES.get(status, ("http-" + str(status), "HTTP " + str(status)))
     return PROBLEM_TYPE_BASE + slug, title
 
@@ -95,7 +104,8 @@ _DESCRIPTIONS: dict[int, str] = {
     413: "Request body larger than the configured limit.",
     415: "Unsupported Content-Type.",
     422: "Well-formed but semantically invalid request.",
-    429: "Rate limit exceeded; see Retry-After.",
+    429: "Rate limit (rate-limited) or the key's daily paid-call quota (quota-exceeded) "
+    "exceeded; see Retry-After.",
     451: "The person's data was erased at their request (LGPD); not fetched again during the "
     "hold unless the request carries their renewed consent.",
     502: "An upstream service failed.",

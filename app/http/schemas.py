@@ -23,11 +23,39 @@ __all__ = [
     "LeadPhone",
     "LeadRequest",
     "LeadResponse",
+    "MaxAge",
+    "MinLikelihood",
     "PhoneRow",
 ]
 
 LeadId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$", max_length=64)]
 ShortText = Annotated[str, msgspec.Meta(max_length=256)]
+# Freshness and match threshold (domain/freshness.py): seconds >= 0, and a score in [0, 1].
+# Litestar drops a bound of 0 from the OpenAPI document (a falsy value): stated again as extra.
+_AT_LEAST_ZERO = {"extra": {"minimum": 0}}
+MaxAge = Annotated[
+    float,
+    msgspec.Meta(
+        ge=0,
+        extra_json_schema=_AT_LEAST_ZERO,
+        description=(
+            "Seconds: stored data older than this is fetched again from the Work API (a paid "
+            "call, `enrich` scope), and a cached body older than this is not served"
+        ),
+    ),
+]
+MinLikelihood = Annotated[
+    float,
+    msgspec.Meta(
+        ge=0,
+        le=1,
+        extra_json_schema=_AT_LEAST_ZERO,
+        description=(
+            "0..1: a CPF resolved from the e-mail/phone whose match score is lower is neither "
+            "fetched nor used (`matched: false`, `reason`); default MIN_LIKELIHOOD"
+        ),
+    ),
+]
 
 
 class EnrichRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -41,17 +69,22 @@ class EnrichRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     email: ShortText | None = None
     phone: ShortText | None = None
     name: ShortText | None = None
+    max_age: MaxAge | None = None
+    min_likelihood: MinLikelihood | None = None
     consent: bool = False
 
 
 class BatchItem(EnrichRequest, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """One identifier set of a batch."""
+    """One identifier set of a batch (its ``max_age``/``min_likelihood`` win over the batch's)."""
 
 
 class BatchRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """``POST /api/v1/enrich/batch``: 1..100 items, answered item by item."""
+    """``POST /api/v1/enrich/batch``: 1..100 items, answered item by item; ``max_age`` and
+    ``min_likelihood`` apply to every item that does not set its own."""
 
     items: Annotated[list[BatchItem], msgspec.Meta(min_length=1, max_length=100)]
+    max_age: MaxAge | None = None
+    min_likelihood: MinLikelihood | None = None
 
 
 class BatchItemResult(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -93,6 +126,9 @@ class CustomerDetail(msgspec.Struct, frozen=True, kw_only=True):
     emails: list[EmailRow]
     phones: list[PhoneRow]
     enrichment_data: NormalizedPerson | None
+    # When the enrichment was bought (ISO 8601; null if never) and its age in whole seconds.
+    enriched_at: str | None = None
+    data_age_s: int | None = None
 
 
 class LeadPersonalInfo(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Final
 
 import msgspec
 
+from domain.audit import paid_scope
 from domain.emails import parse_email
 from domain.errors import DomainError, InvalidInput
 from domain.models import LeadCustomer, NewLead
@@ -185,19 +186,23 @@ async def _enrich_best_effort(
     The lead is worth creating without its enrichment, so any failure is swallowed here.
     """
     try:
-        async with asyncio.timeout(timeout_s):
-            resolution = await enricher.resolve(customer)
-            if not resolution.people:
-                return None
-            dossiers = await enricher.fetch_dossiers(
-                [p.cpf for p in resolution.people], use_cache=True
-            )
-            if not dossiers:
-                return None
-            await enricher.store(dossiers, None)
-            return enricher.format(resolution, dossiers, "webhook")
+        with paid_scope():
+            return await _enrich(enricher, customer, timeout_s)
     except (DomainError, TimeoutError):
         return None
+
+
+async def _enrich(enricher: Enricher, customer: LeadCustomer, timeout_s: float) -> str | None:
+    async with asyncio.timeout(timeout_s):
+        resolution = await enricher.resolve(customer)
+        if not resolution.people:
+            return None
+        dossiers = await enricher.fetch_dossiers([p.cpf for p in resolution.people], use_cache=True)
+        if not dossiers:
+            return None
+        enricher.audit.people("webhook", resolution, dossiers)
+        await enricher.store(dossiers, None)
+        return enricher.format(resolution, dossiers, "webhook")
 
 
 async def intake_google_lead(

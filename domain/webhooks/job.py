@@ -16,6 +16,7 @@ from uuid import UUID
 
 import msgspec
 
+from domain.audit import paid_scope
 from domain.errors import InvalidInput
 from domain.lead_messages import ALREADY_MESSAGED, contact_fingerprint
 from domain.webhooks.parsing import decode_stored_event
@@ -256,7 +257,9 @@ async def run_event_job(
         return await _complete_unsent(events, event)
     log = FailureLog()
     try:
-        result, _resolution = await watched(enricher, log).prepare_event(lead)
+        # One audit record per person used; the Work API calls it made count as paid.
+        with paid_scope():
+            result, _resolution = await watched(enricher, log).prepare_event(lead)
     except Exception as exc:  # every failure is classified and recorded
         return await _settle(events, event, classify_prepare_error(exc, log), policy, rand, clock)
     if not await events.mark_send_intent(event_id):

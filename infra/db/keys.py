@@ -32,17 +32,21 @@ __all__ = [
     "LOCK_DEV_KEY",
     "REVOKE_KEY",
     "TOUCH_KEY",
+    "UPDATE_PAID_QUOTA",
     "PgApiKeyStore",
 ]
 
 DEFAULT_ACQUIRE_TIMEOUT_S: Final = 2.0
 
 # $1 name text, $2 tenant text, $3 key_prefix text, $4 key_hash bytea, $5 scopes text[],
-# $6 expires_at timestamptz|null. Returns the new row (without key_hash).
+# $6 expires_at timestamptz|null, $7 paid_quota_daily integer|null. Returns the new row (without
+# key_hash).
 INSERT_KEY: Final = """
-INSERT INTO core.api_keys (name, tenant, key_prefix, key_hash, scopes, expires_at)
-VALUES ($1, $2, $3, $4, $5, $6)
-RETURNING id, name, tenant, key_prefix, scopes, created_at, expires_at, revoked_at, last_used_at
+INSERT INTO core.api_keys (name, tenant, key_prefix, key_hash, scopes, expires_at,
+                           paid_quota_daily)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+RETURNING id, name, tenant, key_prefix, scopes, created_at, expires_at, revoked_at, last_used_at,
+          paid_quota_daily
 """
 
 # Serialises "create the development key if none exists" across the workers of one start-up
@@ -53,17 +57,20 @@ LOCK_DEV_KEY: Final = "SELECT pg_advisory_xact_lock($1::bigint)"
 # Same parameters as INSERT_KEY; inserts only when no usable (unrevoked, unexpired) key exists.
 # Returns the new row, or no row. Run under LOCK_DEV_KEY in one transaction.
 INSERT_KEY_IF_NONE_ACTIVE: Final = """
-INSERT INTO core.api_keys (name, tenant, key_prefix, key_hash, scopes, expires_at)
-SELECT $1, $2, $3, $4, $5, $6
+INSERT INTO core.api_keys (name, tenant, key_prefix, key_hash, scopes, expires_at,
+                           paid_quota_daily)
+SELECT $1, $2, $3, $4, $5, $6, $7
  WHERE NOT EXISTS (
        SELECT 1 FROM core.api_keys
         WHERE revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now()))
-RETURNING id, name, tenant, key_prefix, scopes, created_at, expires_at, revoked_at, last_used_at
+RETURNING id, name, tenant, key_prefix, scopes, created_at, expires_at, revoked_at, last_used_at,
+          paid_quota_daily
 """
 
 # $1 include_revoked boolean. Oldest first; never selects key_hash.
 LIST_KEYS: Final = """
-SELECT id, name, tenant, key_prefix, scopes, created_at, expires_at, revoked_at, last_used_at
+SELECT id, name, tenant, key_prefix, scopes, created_at, expires_at, revoked_at, last_used_at,
+       paid_quota_daily
   FROM core.api_keys
  WHERE $1 OR revoked_at IS NULL
  ORDER BY created_at, id
@@ -73,7 +80,7 @@ SELECT id, name, tenant, key_prefix, scopes, created_at, expires_at, revoked_at,
 # plus key_hash for a constant-time re-check.
 FIND_BY_HASH: Final = """
 SELECT id, name, tenant, key_prefix, scopes, created_at, expires_at, revoked_at, last_used_at,
-       key_hash
+       paid_quota_daily, key_hash
   FROM core.api_keys
  WHERE key_hash = $1
 """
@@ -84,7 +91,8 @@ REVOKE_KEY: Final = """
 UPDATE core.api_keys
    SET revoked_at = coalesce(revoked_at, now())
  WHERE id = $1
-RETURNING id, name, tenant, key_prefix, scopes, created_at, expires_at, revoked_at, last_used_at
+RETURNING id, name, tenant, key_prefix, scopes, created_at, expires_at, revoked_at, last_used_at,
+          paid_quota_daily
 """
 
 # $1 id uuid. At most one write per key and minute, also across workers and instances (each
@@ -94,6 +102,16 @@ UPDATE core.api_keys
    SET last_used_at = now()
  WHERE id = $1
    AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')
+"""
+
+
+# $1 id uuid, $2 paid_quota_daily integer|null (null: no quota). Returns the row, or no row.
+UPDATE_PAID_QUOTA: Final = """
+UPDATE core.api_keys
+   SET paid_quota_daily = $2
+ WHERE id = $1
+RETURNING id, name, tenant, key_prefix, scopes, created_at, expires_at, revoked_at, last_used_at,
+          paid_quota_daily
 """
 
 
@@ -108,11 +126,20 @@ def _to_key(row: asyncpg.Record) -> ApiKey:
         expires_at=row["expires_at"],
         revoked_at=row["revoked_at"],
         last_used_at=row["last_used_at"],
+        paid_quota_daily=row["paid_quota_daily"],
     )
 
 
 def _insert_args(new: NewApiKey) -> tuple[object, ...]:
-    return (new.name, new.tenant, new.prefix, new.digest, list(new.scopes), new.expires_at)
+    return (
+        new.name,
+        new.tenant,
+        new.prefix,
+        new.digest,
+        list(new.scopes),
+        new.expires_at,
+        new.paid_quota_daily,
+    )
 
 
 class PgApiKeyStore:
@@ -128,6 +155,12 @@ class PgApiKeyStore:
     ) -> None:
         self._pool = pool
         self._acquire_timeout = acquire_timeout
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        """The pool the store runs on (for stores of the same key's data, e.g. its callback
+        secrets)."""
+        return self._pool
 
     def _connection(self) -> AbstractAsyncContextManager[PoolConnectionProxy]:
         """A pooled connection; outages become ``DependencyUnavailable``."""
@@ -195,6 +228,21 @@ class PgApiKeyStore:
         """
         async with self._connection() as conn:
             row = await conn.fetchrow(REVOKE_KEY, key_id)
+        return None if row is None else _to_key(row)
+
+    async def set_paid_quota(self, key_id: UUID, quota: int | None) -> ApiKey | None:
+        """Set (or with ``None`` remove) the key's daily paid-call quota.
+
+        Effective on every process within ``API_KEY_CACHE_TTL_S`` (the verifier's cache).
+
+        Returns:
+            The updated key, or ``None`` when no key has that id.
+
+        Raises:
+            DependencyUnavailable: PostgreSQL cannot serve now.
+        """
+        async with self._connection() as conn:
+            row = await conn.fetchrow(UPDATE_PAID_QUOTA, key_id, quota)
         return None if row is None else _to_key(row)
 
     async def find_by_hash(self, digest: bytes) -> ApiKey | None:

@@ -29,6 +29,7 @@ from domain.emails import normalize_email
 from domain.errors import InvalidInput
 from domain.models import Contact, Party, PartyWithContacts, StoredDossier, StoredEnrichment
 from domain.phones import storage_digits
+from domain.search import SearchHit
 from domain.tenancy import current_tenant
 from domain.text import fold, parse_cep, parse_uf
 from infra.db import sql
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     from asyncpg.pool import PoolConnectionProxy
 
     from domain.dossier import Dossier, NormalizedAddress, NormalizedPerson
+    from domain.search import CustomerSearch, SearchPosition
 
 __all__ = [
     "DEFAULT_ACQUIRE_TIMEOUT_S",
@@ -82,6 +84,7 @@ class _PartyDoc(msgspec.Struct, frozen=True):
 
 
 _DOC_DECODER: Final = msgspec.json.Decoder(_PartyDoc)
+_SEARCH_DECODER: Final = msgspec.json.Decoder(SearchHit)
 
 
 def _to_party(doc_text: str) -> PartyWithContacts:
@@ -442,6 +445,29 @@ class PgPartyRepository:
             raw_payload=row["raw_payload"].encode(),
             enriched_at=row["enriched_at"],
         )
+
+    async def search_customers(
+        self, search: CustomerSearch, *, after: SearchPosition | None, limit: int
+    ) -> list[SearchHit]:
+        """Persons matching ``search``, best rank first then by id, after ``after`` (one
+        statement; ``sql.search_customers_query``).
+
+        Raises:
+            DependencyUnavailable: PostgreSQL cannot serve now.
+        """
+        query = sql.search_customers_query(
+            name=search.name is not None,
+            city=search.city is not None,
+            uf=search.uf is not None,
+            after=after is not None,
+        )
+        args: list[object] = [current_tenant.get(), limit]
+        args.extend(v for v in (search.name, search.city, search.uf) if v is not None)
+        if after is not None:
+            args.extend((after.rank, after.party_id))
+        async with self._reading() as conn:
+            records = await conn.fetch(query, *args)
+        return [_SEARCH_DECODER.decode(record["doc"]) for record in records]
 
     # -------------------------------------------------------------------------------- store
 

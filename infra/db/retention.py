@@ -10,9 +10,10 @@ own short transaction (no long lock, no huge WAL burst):
   ``RAW_RETENTION_DAYS`` becomes JSON ``null`` (the normalised data stays with the party);
 * ``enrichment_history``: history rows (raw payloads) older than ``RAW_RETENTION_DAYS`` are
   deleted;
-* ``audit_partitions``: when the audit trail's ``audit.access_log`` exists and is partitioned,
-  its partitions wholly older than ``AUDIT_RETENTION_MONTHS`` are detached and dropped (found by
-  their bounds, whatever their names; the default partition is never dropped).
+* ``audit_partitions``: the audit trail's monthly partitions (``audit.access_log_YYYYMM``) of the
+  months before ``AUDIT_RETENTION_MONTHS`` ago are detached and dropped by the trail's own
+  ``audit.drop_partitions_before(month)`` (the DEFAULT partition never is); skipped when that
+  function does not exist.
 
 ``c2s-api worker`` runs it on pgqueuer's scheduler (:func:`retention_scheduler`, cron
 ``RETENTION_CRON``: one run per schedule across every worker); ``c2s-api retention [--dry-run]``
@@ -22,7 +23,6 @@ runs it by hand. A dry run counts what would go and changes nothing.
 from __future__ import annotations
 
 import datetime as dt
-import re
 import time
 from typing import TYPE_CHECKING, Final, Protocol
 
@@ -97,15 +97,18 @@ DELETE FROM core.party_enrichment_history
 """
 _COUNT_HISTORY: Final = "SELECT count(*) FROM core.party_enrichment_history WHERE enriched_at < $1"
 
-# The partitions of the audit trail, with their bounds (none when the table does not exist).
-_AUDIT_PARTITIONS: Final = """
-SELECT n.nspname AS schema, c.relname AS name, pg_get_expr(c.relpartbound, c.oid) AS bound
+# The audit trail's monthly partitions before a month, and their purge (the trail's own function,
+# infra/db/audit.py; nothing when the trail is not installed). $1 date: first kept month.
+_AUDIT_PARTITIONS_BEFORE: Final = """
+SELECT count(*)
   FROM pg_inherits AS i
   JOIN pg_class AS c ON c.oid = i.inhrelid
-  JOIN pg_namespace AS n ON n.oid = c.relnamespace
  WHERE i.inhparent = to_regclass('audit.access_log')
+   AND c.relname ~ '^access_log_[0-9]{6}$'
+   AND substr(c.relname, 12) < to_char($1::date, 'YYYYMM')
 """
-_UPPER_BOUND: Final = re.compile(r"TO \('([^']+)'\)")
+_HAS_AUDIT_DROP: Final = "SELECT to_regprocedure('audit.drop_partitions_before(date)') IS NOT NULL"
+_AUDIT_DROP: Final = "SELECT audit.drop_partitions_before($1::date)"
 
 
 class RetentionPolicy(msgspec.Struct, frozen=True, kw_only=True):
@@ -157,9 +160,9 @@ class NullRetentionListener:
         return None
 
 
-def _month_start(moment: dt.datetime, months_back: int) -> dt.datetime:
+def _month_start(moment: dt.datetime, months_back: int) -> dt.date:
     index = moment.year * 12 + (moment.month - 1) - months_back
-    return dt.datetime(index // 12, index % 12 + 1, 1, tzinfo=dt.UTC)
+    return dt.date(index // 12, index % 12 + 1, 1)
 
 
 def _count(status: str) -> int:
@@ -222,19 +225,19 @@ class PgRetention(PooledStore):
         return report
 
     async def _count(
-        self, party_cut: dt.datetime, raw_cut: dt.datetime, audit_cut: dt.datetime
+        self, party_cut: dt.datetime, raw_cut: dt.datetime, audit_cut: dt.date
     ) -> RetentionReport:
         async with self._connection() as conn:
             parties = await conn.fetchval(_COUNT_STALE_PARTIES, party_cut)
             raw = await conn.fetchval(_COUNT_RAW, raw_cut)
             history = await conn.fetchval(_COUNT_HISTORY, raw_cut)
-        partitions = await self._audit_partitions_before(audit_cut)
+            partitions = await conn.fetchval(_AUDIT_PARTITIONS_BEFORE, audit_cut)
         return RetentionReport(
             dry_run=True,
             parties=int(parties),
             raw_payloads=int(raw),
             enrichment_history=int(history),
-            audit_partitions=len(partitions),
+            audit_partitions=int(partitions),
         )
 
     async def _purge_parties(self, cut: dt.datetime) -> int:
@@ -286,28 +289,13 @@ class PgRetention(PooledStore):
                 break
         return total
 
-    async def _audit_partitions_before(self, cut: dt.datetime) -> list[str]:
-        """Qualified names of the audit partitions whose upper bound is at or before ``cut``."""
+    async def _drop_audit_partitions(self, cut: dt.date) -> int:
         async with self._connection() as conn:
-            rows = await conn.fetch(_AUDIT_PARTITIONS)
-            names: list[str] = []
-            for row in rows:
-                found = _UPPER_BOUND.search(row["bound"] or "")
-                if found is None:  # the DEFAULT partition, or not a range partition
-                    continue
-                upper = await conn.fetchval("SELECT $1::text::timestamptz", found[1])
-                if upper <= cut:
-                    names.append(f'"{row["schema"]}"."{row["name"]}"')
-        return names
-
-    async def _drop_audit_partitions(self, cut: dt.datetime) -> int:
-        names = await self._audit_partitions_before(cut)
-        for name in names:
-            async with self._connection() as conn, conn.transaction():
-                await conn.execute(f"ALTER TABLE audit.access_log DETACH PARTITION {name}")
-                await conn.execute(f"DROP TABLE {name}")
-            self._listener.purged("audit_partitions", 1)
-        return len(names)
+            if not await conn.fetchval(_HAS_AUDIT_DROP):
+                return 0
+            dropped = int(await conn.fetchval(_AUDIT_DROP, cut) or 0)
+        self._listener.purged("audit_partitions", dropped)
+        return dropped
 
 
 def retention_scheduler(pool: asyncpg.Pool, retention: PgRetention, cron: str) -> SchedulerManager:

@@ -13,6 +13,8 @@ decodes it with msgspec straight into Structs, without a Python loop over column
 
 from __future__ import annotations
 
+import functools
+
 __all__ = [
     "BEGIN_AND_LOCK_CPF",
     "FIND_BY_CPF",
@@ -23,6 +25,7 @@ __all__ = [
     "PARTY_LOCK_NAMESPACE",
     "SEARCH_BY_NAME",
     "STORE_DOSSIER",
+    "search_customers_query",
 ]
 
 # First key of the two-key advisory lock taken per CPF while storing. The two-int4 key space is
@@ -177,6 +180,66 @@ SELECT e.party_id, e.raw_payload::text AS raw_payload, e.enriched_at
    -- A raw payload purged by retention (JSON null) is no dossier to reuse.
    AND e.raw_payload <> 'null'::jsonb
 """
+
+# The customer search (domain/search.py): one page of persons, ranked, after a keyset position.
+# Built from constant fragments for the criteria present (8 shapes x with/without a position),
+# so each shape has its own plan: a "$n IS NULL OR ..." filter would keep a generic plan off the
+# indexes. Parameters, in order: $1 text tenant, $2 int limit, then as present: the folded name
+# (text), the folded city (text), the UF (text), the position's rank (float8) and party id (uuid).
+# Each row: doc = {"party": <core.parties row>, "rank": float8, "enriched_at": timestamptz|null}.
+# Indexes: idx_parties_name_trgm (GIN trigram on search_name) answers `name <% search_name`
+# (word similarity >= pg_trgm.word_similarity_threshold, 0.6 by default); idx_addresses_city_key
+# and idx_addresses_state (migration 20261208400001) the address filters, then
+# idx_party_addresses_address. rank = the mean of word_similarity and similarity to the whole
+# name (an exact full name first), computed once per row so the keyset compares the same value.
+_SEARCH_RANK = (
+    "(word_similarity({name}, p.search_name)::float8 + similarity({name}, p.search_name)::float8)"
+    " / 2"
+)
+
+
+_IN_PLACE = (
+    "p.id IN (SELECT pa.party_id FROM core.party_addresses AS pa"
+    " JOIN core.addresses AS a ON a.id = pa.address_id WHERE {filters})"
+)
+
+
+@functools.cache
+def search_customers_query(*, name: bool, city: bool, uf: bool, after: bool) -> str:
+    """The statement of one search shape (see the comment above); a constant per shape."""
+    params = iter(f"${n}" for n in range(3, 9))
+    where = ["p.party_type = 'person'", "($1::text IS NULL OR p.tenant IS NULL OR p.tenant = $1)"]
+    rank = "0::float8"
+    if name:
+        ref = f"{next(params)}::text"
+        where.append(f"{ref} <% p.search_name")
+        rank = _SEARCH_RANK.format(name=ref)
+    place = []
+    if city:
+        place.append(f"core.search_key(a.city) = {next(params)}::text")
+    if uf:
+        place.append(f"a.state = {next(params)}::text")
+    if place:
+        where.append(_IN_PLACE.format(filters=" AND ".join(place)))
+    keyset = ""
+    if after:
+        at_rank, at_id = f"{next(params)}::float8", f"{next(params)}::uuid"
+        keyset = f"WHERE q.rank < {at_rank} OR (q.rank = {at_rank} AND q.id > {at_id})"
+    # Constant fragments and $n placeholders only: no value is ever formatted into the text.
+    return f"""
+SELECT json_build_object('party', to_json(p), 'rank', p.rank, 'enriched_at', e.enriched_at)::text
+       AS doc
+  FROM (SELECT q.*
+          FROM (SELECT p.*, {rank} AS rank
+                  FROM core.parties AS p
+                 WHERE {" AND ".join(where)}) AS q
+         {keyset}
+         ORDER BY q.rank DESC, q.id
+         LIMIT $2) AS p
+  LEFT JOIN core.party_enrichments AS e ON e.party_id = p.id
+ ORDER BY p.rank DESC, p.id
+"""  # noqa: S608
+
 
 # --------------------------------------------------------------------------------------------
 # store_dossier: BEGIN_AND_LOCK_CPF, STORE_DOSSIER, COMMIT: one transaction, three round trips.

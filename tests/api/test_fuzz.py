@@ -87,6 +87,18 @@ SEMANTIC_RULES: dict[str, tuple[str, str]] = {
         "positive_data_acceptance",
         "the Work API decides which modules exist (400 'no such module')",
     ),
+    "GET /api/v1/usage": (
+        "positive_data_acceptance",
+        "'from' must not be after 'to'; a period covers at most 366 days",
+    ),
+    "GET /api/v1/admin/audit": (
+        "positive_data_acceptance",
+        "subject_cpf must be a CPF with valid check digits; cursor must be one the API issued",
+    ),
+    "GET /api/v1/customers": (
+        "positive_data_acceptance",
+        "a name of 2 folded characters, a city or a uf; uf a Brazilian unit; an opaque cursor",
+    ),
     "GET /api/v1/subjects/{cpf}": ("positive_data_acceptance", "CPF check digits"),
     "DELETE /api/v1/subjects/{cpf}": ("positive_data_acceptance", "CPF check digits"),
 }

@@ -19,6 +19,7 @@ from app.main import create_app
 from domain.documents import format_cpf
 from tests.support.db import REDIS_BASE_URL
 from tests.support.factories import issue_key
+from tests.support.polling import wait_until
 from tests.support.sandbox import PEOPLE, WEBHOOK_SECRET
 
 if TYPE_CHECKING:
@@ -234,9 +235,14 @@ async def test_export_erase_hold_and_consent(
     assert invalid.status_code == 400
     assert "12345678900" not in invalid.text
 
-    # --- export: every stored field of the person ---
-    exported = await app_client.get(f"/api/v1/subjects/{format_cpf(cpf)}", headers=dpo)
-    assert exported.status_code == 200, exported.text
+    # --- export: every stored field of the person, and the audit records about them ---
+    async def exported_with_audit() -> Any:
+        answer = await app_client.get(f"/api/v1/subjects/{format_cpf(cpf)}", headers=dpo)
+        assert answer.status_code == 200, answer.text
+        operations = {r["operation"] for r in answer.json()["audit"]}
+        return answer if "lead" in operations else None  # the lead processing, once flushed
+
+    exported: Any = await wait_until(exported_with_audit, 10, what="the lead's audit record")
     await assert_export_has_every_stored_field(db, seeded, exported.json())
 
     # --- erasure ---
@@ -261,6 +267,18 @@ async def test_export_erase_hold_and_consent(
     tombstone = await db.fetchrow("SELECT * FROM core.erasures WHERE consent_withdrawn")
     assert tombstone is not None
     assert cpf not in str(dict(tombstone))
+    # The export and the erasure are in the audit trail, under the person's digest.
+    subject = tombstone["subject"]
+
+    async def audited() -> bool:
+        rows = await db.fetch(
+            "SELECT DISTINCT operation FROM audit.access_log WHERE subject = $1 AND tenant = $2",
+            subject,
+            "lgpd",
+        )
+        return {"subject_export", "subject_erasure"} <= {r["operation"] for r in rows}
+
+    await wait_until(audited, 10, what="the export and erasure audit records")
 
     # --- a second erasure, and an export, are 404 with the erasure's date ---
     again = await app_client.delete(f"/api/v1/subjects/{cpf}", headers=dpo)

@@ -42,6 +42,7 @@ async def issue_key(
     scopes: str | Iterable[str] = "read,enrich",
     name: str = "test",
     expires_in: timedelta | None = None,
+    paid_quota: int | None = None,
 ) -> tuple[str, ApiKey]:
     """Create a key through the real store; return ``(plaintext, stored key)``.
 
@@ -51,6 +52,7 @@ async def issue_key(
         scopes: Granted scopes.
         name: Label.
         expires_in: Lifetime from now (may be negative: an already expired key).
+        paid_quota: The key's daily paid-call quota (``None``: no quota).
     """
     generated = generate_key()
     expires_at = datetime.now(UTC) + expires_in if expires_in is not None else None
@@ -64,6 +66,7 @@ async def issue_key(
                 digest=generated.digest,
                 scopes=parse_scopes(scopes),
                 expires_at=expires_at,
+                paid_quota_daily=paid_quota,
             )
         )
     finally:

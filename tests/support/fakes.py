@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
+from domain.audit import AccessRecord, Auditor, AuditPage, AuditQuery, SubjectDigester
 from domain.dossier import decode_dossier, normalize_dossier
 from domain.errors import DependencyUnavailable, NotFound, UpstreamError, UpstreamSoftError
 from domain.models import (
@@ -30,17 +31,21 @@ from domain.models import (
     StoredEnrichment,
 )
 from domain.pipeline import Enricher, PipelineSettings
+from domain.search import SearchHit
 from domain.subjects import ErasedData, ErasureCounts, SubjectRecords, Tombstone
 from domain.tenancy import current_tenant
+from domain.text import fold
+from domain.usage import MeteredDiretrix, MeteredWorkApi, PaidCalls, UsageCount
 from domain.webhooks import AcceptResult, GoogleLeadClaim, QueueStats, StoredEvent
 from tests.support.clocks import FakeClock
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping, Sequence
 
-    from domain.audit import AccessRecord, SubjectDigester
     from domain.dossier import Dossier
     from domain.flags import StaticFlags
+    from domain.ports import DiretrixPort, WorkApiPort
+    from domain.search import CustomerSearch, SearchPosition
     from domain.webhooks import EventStatus, WebhookEvent
 
 
@@ -220,6 +225,30 @@ class FakeRepository:
             addresses_added=0,
         )
 
+    async def search_customers(
+        self, search: CustomerSearch, *, after: SearchPosition | None, limit: int
+    ) -> list[SearchHit]:
+        """Names containing the folded name (rank: the share of the name it covers); the fake
+        keeps no addresses, so a city or UF filter finds nobody."""
+        self._check()
+        if search.city is not None or search.uf is not None:
+            return []
+        hits: list[SearchHit] = []
+        for row in self.rows.values():
+            key = fold(row.party.full_name)
+            if row.party.party_type != "person" or (search.name or "") not in key:
+                continue
+            rank = len(search.name or "") / len(key) if search.name else 0.0
+            hits.append(SearchHit(party=row.party, rank=rank, enriched_at=row.enriched_at))
+        hits.sort(key=lambda h: (-h.rank, h.party.id))
+        if after is not None:
+            hits = [
+                h
+                for h in hits
+                if h.rank < after.rank or (h.rank == after.rank and h.party.id > after.party_id)
+            ]
+        return hits[:limit]
+
     async def find_enrichment(self, cpf: str) -> StoredEnrichment | None:
         self._check()
         for row in self.rows.values():
@@ -233,12 +262,23 @@ class FakeRepository:
 @dataclass
 class FakeDossierCache:
     entries: dict[str, bytes] = field(default_factory=dict)
+    # When each entry was written (FakeClock seconds); an entry put in ``entries`` by hand has
+    # no age and is never "fresh".
+    written: dict[str, float] = field(default_factory=dict)
+    clock: FakeClock = field(default_factory=FakeClock)
 
     async def get(self, key: str) -> bytes | None:
         return self.entries.get(key)
 
     async def put(self, key: str, raw: bytes) -> None:
         self.entries[key] = raw
+        self.written[key] = self.clock.now()
+
+    async def get_fresh(self, key: str, max_age_s: float) -> bytes | None:
+        written = self.written.get(key)
+        if written is None or self.clock.now() - written > max_age_s:
+            return None
+        return self.entries.get(key)
 
 
 @dataclass
@@ -387,6 +427,79 @@ class RecordingObserver:
 
 
 @dataclass
+class FakeUsageMeter:
+    """The usage meter and ledger in memory: counts by (day, tenant, key, upstream), and each
+    key's paid calls of the day (the quota counter); ``flush`` has nothing to write."""
+
+    counts: dict[tuple[dt.date, str, str, str], int] = field(default_factory=dict)
+    day_calls: dict[tuple[str, dt.date], int] = field(default_factory=dict)
+    refusals: list[tuple[str, str]] = field(default_factory=list)
+
+    async def reserve(self, tenant: str, key_id: str, day: dt.date, quota: int) -> bool:
+        used = self.day_calls.get((key_id, day), 0)
+        if used >= quota:
+            return False
+        self.day_calls[(key_id, day)] = used + 1
+        return True
+
+    async def release(self, key_id: str, day: dt.date) -> None:
+        self.day_calls[(key_id, day)] = max(0, self.day_calls.get((key_id, day), 0) - 1)
+
+    def record(self, count: UsageCount) -> None:
+        key = (count.day, count.tenant, count.key_id, count.upstream)
+        self.counts[key] = self.counts.get(key, 0) + count.calls
+
+    def refused(self, tenant: str, upstream: str) -> None:
+        self.refusals.append((tenant, upstream))
+
+    async def flush(self) -> None:
+        return None
+
+    async def usage(self, tenant: str, first: dt.date, last: dt.date) -> list[UsageCount]:
+        return [
+            UsageCount(day, t, key_id, upstream, calls)
+            for (day, t, key_id, upstream), calls in self.counts.items()
+            if t == tenant and first <= day <= last
+        ]
+
+
+@dataclass
+class FakeAuditTrail:
+    """The audit trail as a list (written at once: nothing is buffered)."""
+
+    records: list[AccessRecord] = field(default_factory=list)
+
+    def record(self, record: AccessRecord) -> None:
+        self.records.append(record)
+
+    async def flush(self) -> None:
+        return None
+
+    async def about(self, tenant: str | None, subject: str) -> list[AccessRecord]:
+        return [
+            r
+            for r in self.records
+            if r.subject == subject and (tenant is None or r.tenant == tenant)
+        ]
+
+    async def search(self, query: AuditQuery) -> AuditPage:
+        found = [
+            r
+            for r in reversed(self.records)
+            if r.tenant == query.tenant
+            and query.subject in (None, r.subject)
+            and query.key_id in (None, r.key_id)
+            and (query.since is None or r.at >= query.since)
+            and (query.until is None or r.at < query.until)
+        ]
+        return AuditPage(records=found[: query.limit])
+
+
+SUBJECTS = SubjectDigester(b"unit-test-subject-key")
+"""The subject digest of the unit tests' audit records."""
+
+
+@dataclass
 class World:
     """Every fake wired into one :class:`Enricher`."""
 
@@ -402,6 +515,9 @@ class World:
     recent_cpfs: FakeRecentCpfs | None = None
     fill_locks: FakeFillLocks | None = None
     lead_messages: FakeLeadMessages = field(default_factory=FakeLeadMessages)
+    # Set: the Work API and Diretrix are metered paid calls (domain/usage.py), as in production.
+    meter: FakeUsageMeter | None = None
+    audit: FakeAuditTrail = field(default_factory=FakeAuditTrail)
     erasure_holds: FakeErasureHolds | None = None
 
     def enricher(
@@ -409,10 +525,15 @@ class World:
     ) -> Enricher:
         self.lead_locks = self.lead_locks or FakeLeadLocks(self.clock)
         self.recent_cpfs = self.recent_cpfs or FakeRecentCpfs(self.clock)
+        diretrix: DiretrixPort = self.diretrix
+        work_api: WorkApiPort = self.work_api
+        if self.meter is not None:
+            paid = PaidCalls(self.meter, self.clock)
+            diretrix, work_api = MeteredDiretrix(diretrix, paid), MeteredWorkApi(work_api, paid)
         return Enricher(
             c2s=self.c2s,
-            diretrix=self.diretrix,
-            work_api=self.work_api,
+            diretrix=diretrix,
+            work_api=work_api,
             repository=self.repository,
             dossier_cache=self.dossier_cache,
             contact_cache=self.contact_cache,
@@ -424,6 +545,7 @@ class World:
             flags=flags,
             fill_locks=self.fill_locks,
             lead_messages=self.lead_messages,
+            audit=Auditor(self.audit, SUBJECTS, self.clock),
             erasure_holds=self.erasure_holds,
         )
 
@@ -594,26 +716,6 @@ class FakeClaims:
 
 
 # --- data-subject rights (domain/subjects.py) ---------------------------------------------------
-
-
-@dataclass
-class FakeAuditTrail:
-    """The audit trail: records kept in order, read back per tenant and subject."""
-
-    records: list[AccessRecord] = field(default_factory=list)
-
-    def record(self, record: AccessRecord) -> None:
-        self.records.append(record)
-
-    async def flush(self) -> None:
-        return None
-
-    async def about(self, tenant: str | None, subject: str) -> list[AccessRecord]:
-        return [
-            r
-            for r in self.records
-            if r.subject == subject and (tenant is None or r.tenant == tenant)
-        ]
 
 
 @dataclass

@@ -1,5 +1,5 @@
-"""Small HTTP servers run in a thread by tests: an OTLP/HTTP trace receiver and a stand-in
-upstream that records the headers it gets."""
+"""Small HTTP servers run in a thread by tests: an OTLP/HTTP trace receiver, a stand-in
+upstream that records the headers it gets, and a callback receiver with scripted answers."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import contextlib
 import gzip
 import http.server
 import threading
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
 
     from opentelemetry.proto.trace.v1.trace_pb2 import Span as PbSpan
 
-__all__ = ["Receiver", "Upstream", "serving"]
+__all__ = ["CallbackReceiver", "ReceivedCallback", "Receiver", "Upstream", "serving"]
 
 ServerT = TypeVar("ServerT", bound=http.server.ThreadingHTTPServer)
 
@@ -88,6 +89,64 @@ class _UpstreamHandler(http.server.BaseHTTPRequestHandler):
         self.send_header("content-length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet."""
+
+
+@dataclass(frozen=True)
+class ReceivedCallback:
+    """One POST the callback receiver got."""
+
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+class CallbackReceiver(http.server.ThreadingHTTPServer):
+    """A bulk-job callback receiver: answers each POST with the next scripted status.
+
+    Args:
+        statuses: Statuses of the first answers, in order; every later POST gets 200.
+
+    Attributes:
+        received: Every POST, in order of arrival.
+        hold: While cleared, each POST waits for it before answering (a slow receiver);
+            ``arrived`` is set when a POST is waiting.
+    """
+
+    def __init__(self, statuses: list[int] | None = None) -> None:
+        super().__init__(("127.0.0.1", 0), _CallbackHandler)
+        self.statuses = list(statuses or [])
+        self.received: list[ReceivedCallback] = []
+        self.lock = threading.Lock()
+        self.hold = threading.Event()
+        self.hold.set()
+        self.arrived = threading.Event()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/hooks/c2s"
+
+
+class _CallbackHandler(http.server.BaseHTTPRequestHandler):
+    server: CallbackReceiver
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("content-length", "0")))
+        with self.server.lock:
+            self.server.received.append(
+                ReceivedCallback(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+            )
+            status = self.server.statuses.pop(0) if self.server.statuses else 200
+        self.server.arrived.set()
+        self.server.hold.wait(30)
+        reply = b'{"ok":true}' if status < 300 else b'{"error":"try later"}'
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(reply)))
+        self.end_headers()
+        self.wfile.write(reply)
 
     def log_message(self, format: str, *args: Any) -> None:
         """Quiet."""

@@ -221,6 +221,7 @@ class AuthMiddleware:
             tenant=principal.tenant,
             key_id=principal.key_id_text,
             request_id=request_state.get("request_id"),
+            paid_quota=principal.paid_quota,
         )
         with caller_scope(caller):
             await self.app(scope, receive, send)

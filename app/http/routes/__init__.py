@@ -18,6 +18,7 @@ from domain.keys import grants
 from domain.pipeline import Enricher
 from domain.ports import FlagAdmin, JobAdmin
 from domain.subjects import SubjectRights
+from domain.usage import UsageReports
 from domain.webhooks import GoogleAdsIntake, WebhookIntake
 from domain.work_modules import WorkModules
 
@@ -34,6 +35,7 @@ __all__ = [
     "ServicesDep",
     "SettingsDep",
     "SubjectRightsDep",
+    "UsageReportsDep",
     "WebhookIntakeDep",
     "WorkModulesDep",
     "may_spend",
@@ -50,6 +52,7 @@ WebhookIntakeDep: TypeAlias = NamedDependency[SkipValidation[WebhookIntake]]
 JobAdminDep: TypeAlias = NamedDependency[SkipValidation[JobAdmin]]
 GoogleAdsDep: TypeAlias = NamedDependency[SkipValidation[GoogleAdsIntake]]
 SubjectRightsDep: TypeAlias = NamedDependency[SkipValidation[SubjectRights]]
+UsageReportsDep: TypeAlias = NamedDependency[SkipValidation[UsageReports]]
 
 # Either header carries the API key (see the security schemes in app.main.openapi_config).
 API_KEY_SECURITY: list[dict[str, list[str]]] = [{"ApiKey": []}, {"Bearer": []}]

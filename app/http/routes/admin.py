@@ -1,11 +1,12 @@
-"""Operator endpoints: feature flags (``/api/v1/admin/flags``) and the webhook queue's jobs
-(``/api/v1/admin/jobs``), admin scope only.
+"""Operator endpoints: feature flags (``/api/v1/admin/flags``), the webhook queue's jobs
+(``/api/v1/admin/jobs``) and the audit trail (``/api/v1/admin/audit``), admin scope only.
 
 A flag change is stored in Redis and applied by every worker within ``FLAG_CACHE_TTL_S`` (ADR
 0007); ``c2s-api flags`` does the same from a shell. Flags are global, not per tenant: the
 ``admin`` scope is for the operators' keys only. The same holds for the jobs: webhook events carry
 no tenant (they come from the deployment's C2S account), so an admin key sees and redrives all of
-them, like ``c2s-api jobs`` (docs/security.md).
+them, like ``c2s-api jobs`` (docs/security.md). The audit trail is the one exception: an admin
+key reads its own tenant's records only.
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ from litestar.exceptions import HTTPException, NotFoundException
 from litestar.params import FromPath, JSONBody, PathParameter, QueryParameter
 
 from app.http.problems import problem_responses
-from app.http.routes import API_KEY_SECURITY, FlagStoreDep, JobAdminDep
+from app.http.routes import API_KEY_SECURITY, FlagStoreDep, JobAdminDep, ServicesDep
+from domain.audit import AUDIT_PAGE_DEFAULT, AUDIT_PAGE_MAX, AccessRecord, AuditLog, encode_cursor
 from domain.flags import Flag, spec_of
+from domain.tenancy import current_tenant
 from domain.webhooks.jobs import JobView, RedriveOutcome
 
 if TYPE_CHECKING:
@@ -29,6 +32,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AdminController",
+    "AuditList",
     "FlagList",
     "FlagUpdate",
     "FlagView",
@@ -127,6 +131,24 @@ JobStateParam = Annotated[
     ),
 ]
 JobLimit = Annotated[int, QueryParameter(ge=1, le=1000, description="At most this many")]
+
+
+class AuditList(msgspec.Struct, frozen=True, kw_only=True):
+    """A page of the caller's tenant's audit records, newest first.
+
+    Attributes:
+        records: The records (``subject`` is the keyed digest of the person's CPF).
+        next_cursor: Pass it as ``cursor`` for the next page; ``null`` on the last page.
+    """
+
+    records: list[AccessRecord]
+    next_cursor: str | None
+
+
+AuditLimit = Annotated[
+    int,
+    QueryParameter(ge=1, le=AUDIT_PAGE_MAX, description=f"At most this many (1-{AUDIT_PAGE_MAX})"),
+]
 
 
 def _actor(request: Request[Any, Any, Any]) -> str:
@@ -247,3 +269,47 @@ class AdminController(Controller):
     async def redrive_dead(self, job_admin: JobAdminDep) -> RedriveAll:
         ids = await job_admin.redrive_dead()
         return RedriveAll(redriven=len(ids), ids=ids)
+
+    # --- the audit trail (docs/security.md, "Audit trail") -----------------------------------
+
+    @get(
+        "/audit",
+        operation_id="listAuditRecords",
+        summary="Who read or fetched whose data: this tenant's audit records, newest first",
+        responses=problem_responses(400, 401, 403, 429, 503),
+    )
+    async def list_audit(
+        self,
+        services: ServicesDep,
+        subject_cpf: Annotated[
+            str | None,
+            QueryParameter(description="Only the records of this person (CPF; never echoed)"),
+        ] = None,
+        key_id: Annotated[
+            str | None, QueryParameter(description="Only the records of this API key id")
+        ] = None,
+        since: Annotated[
+            dt.datetime | None,
+            QueryParameter(name="from", description="At or after this time (RFC 3339)"),
+        ] = None,
+        until: Annotated[
+            dt.datetime | None,
+            QueryParameter(name="to", description="Before this time (RFC 3339)"),
+        ] = None,
+        cursor: Annotated[
+            str | None, QueryParameter(description="`next_cursor` of the previous page")
+        ] = None,
+        limit: AuditLimit = AUDIT_PAGE_DEFAULT,
+    ) -> AuditList:
+        # The caller's own tenant, always: an admin key never reads another tenant's trail.
+        page = await AuditLog(services.audit, services.subjects).search(
+            current_tenant.get() or "",
+            subject_cpf=subject_cpf,
+            key_id=key_id,
+            since=since,
+            until=until,
+            cursor=cursor,
+            limit=limit,
+        )
+        next_cursor = encode_cursor(page.next) if page.next is not None else None
+        return AuditList(records=page.records, next_cursor=next_cursor)

@@ -9,6 +9,8 @@ from uuid import UUID
 
 import msgspec
 from litestar import Controller, Request, get, post
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import Example
 from litestar.params import FromPath, JSONBody, QueryParameter
 
 from app.http.problems import problem_responses
@@ -34,6 +36,13 @@ from domain.customers import (
     process_basic_lead,
 )
 from domain.dossier import NormalizedPerson
+from domain.freshness import data_age_s
+from domain.search import (
+    DEFAULT_SEARCH_LIMIT,
+    MAX_SEARCH_LIMIT,
+    CustomerPage,
+    search_customers,
+)
 
 if TYPE_CHECKING:
     from domain.models import PartyWithContacts
@@ -57,6 +66,34 @@ def batch_cost(body: bytes) -> int:
 
 
 Identifier = Annotated[str | None, QueryParameter(max_length=256, required=False)]
+MaxAgeParam = Annotated[
+    float | None,
+    QueryParameter(
+        name="max_age",
+        ge=0,
+        schema_extra={"minimum": 0},  # Litestar drops a bound of 0 from the document
+        required=False,
+        description=(
+            "Seconds. Stored data older than this is fetched again from the Work API (a paid "
+            "call: with only the `read` scope, 403 naming `enrich`); a cached body older than "
+            "this is not served."
+        ),
+    ),
+]
+MinLikelihoodParam = Annotated[
+    float | None,
+    QueryParameter(
+        ge=0,
+        schema_extra={"minimum": 0},  # Litestar drops a bound of 0 from the document
+        le=1,
+        required=False,
+        description=(
+            "0..1. A CPF resolved from the e-mail/phone whose match score is lower is not "
+            "fetched: the answer has `matched: false`, `match.score` and `reason`. Default: "
+            "the MIN_LIKELIHOOD setting. A CPF given directly is not subject to it."
+        ),
+    ),
+]
 CONSENT_DOC = (
     "The person consented (again) to their data being fetched: lifts the hold of an erasure at "
     "their request (without it such a fetch is refused with 451 `subject-erased`)."
@@ -67,8 +104,9 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def customer_detail(found: PartyWithContacts) -> CustomerDetail:
-    """The customer document of ``docs/contract.md`` §1.6, with the stored enrichment."""
+def customer_detail(found: PartyWithContacts, now: dt.datetime | None = None) -> CustomerDetail:
+    """The customer document of ``docs/contract.md`` §1.6, with the stored enrichment and its
+    freshness (``enriched_at``, ``data_age_s``)."""
 
     def stamp(value: dt.datetime | None) -> str | None:
         return value.isoformat() if value is not None else None
@@ -89,8 +127,50 @@ def customer_detail(found: PartyWithContacts) -> CustomerDetail:
         else None
     )
     return CustomerDetail(
-        customer=found.party, emails=emails, phones=phones, enrichment_data=enrichment
+        customer=found.party,
+        emails=emails,
+        phones=phones,
+        enrichment_data=enrichment,
+        enriched_at=stamp(found.enriched_at),
+        data_age_s=data_age_s(found.enriched_at, now or _now()),
     )
+
+
+_SEARCH_EXAMPLE = ResponseSpec(
+    data_container=CustomerPage,
+    description="A page of hits, best first; `next_cursor` is null on the last page",
+    generate_examples=False,
+    examples=[
+        Example(
+            summary="First page of ?name=maria silva&uf=SP&limit=2",
+            value={
+                "items": [
+                    {
+                        "id": "3f0c9a52-1d6e-4c1b-9a53-2b8f0c1d2e3f",
+                        "name": "MARIA SILVA",
+                        "cpf": "52998224725",
+                        "birth_date": "1980-02-01",
+                        "score": 1.0,
+                        "enriched": True,
+                        "enriched_at": "2026-12-07T10:00:00Z",
+                        "data_age_s": 3600,
+                    },
+                    {
+                        "id": "7a1e2b3c-4d5e-4f60-8a7b-9c0d1e2f3a4b",
+                        "name": "MARIA DA SILVA SANTOS",
+                        "cpf": "39053344705",
+                        "birth_date": "1975-09-30",
+                        "score": 0.71875,
+                        "enriched": True,
+                        "enriched_at": "2026-11-20T08:30:00Z",
+                        "data_age_s": 612000,
+                    },
+                ],
+                "next_cursor": "WzAuNzE4NzUsIjdhMWUyYjNjLTRkNWUtNGY2MC04YTdiLTljMGQxZTJmM2E0YiJd",
+            },
+        )
+    ],
+)
 
 
 class CustomerController(Controller):
@@ -116,10 +196,17 @@ class CustomerController(Controller):
         phone: Identifier = None,
         name: Identifier = None,
         consent: Annotated[bool, QueryParameter(description=CONSENT_DOC)] = False,
+        max_age: MaxAgeParam = None,
+        min_likelihood: MinLikelihoodParam = None,
     ) -> UnifiedCustomer:
         query = CustomerQuery(cpf=cpf, email=email, phone=phone, name=name, consent=consent)
         return await lookup_customer(
-            enricher, query, now=_now(), may_fetch=may_spend(request.scope)
+            enricher,
+            query,
+            now=_now(),
+            may_fetch=may_spend(request.scope),
+            max_age_s=max_age,
+            min_likelihood=min_likelihood,
         )
 
     @post(
@@ -133,7 +220,13 @@ class CustomerController(Controller):
         query = CustomerQuery(
             cpf=data.cpf, email=data.email, phone=data.phone, name=data.name, consent=data.consent
         )
-        return await lookup_customer(enricher, query, now=_now())
+        return await lookup_customer(
+            enricher,
+            query,
+            now=_now(),
+            max_age_s=data.max_age,
+            min_likelihood=data.min_likelihood,
+        )
 
     @post(
         "/enrich/batch",
@@ -155,11 +248,19 @@ class CustomerController(Controller):
                 phone=item.phone,
                 name=item.name,
                 consent=item.consent,
+                max_age_s=item.max_age,
+                min_likelihood=item.min_likelihood,
             )
             for item in data.items
         ]
         # The enable_batch flag off: 503 + Retry-After (docs/adr/0007-feature-flags.md).
-        outcomes = await lookup_batch(enricher, queries, now=_now())
+        outcomes = await lookup_batch(
+            enricher,
+            queries,
+            now=_now(),
+            max_age_s=data.max_age,
+            min_likelihood=data.min_likelihood,
+        )
         results = [
             BatchItemResult(index=index, status=200, customer=outcome.customer)
             if outcome.error is None
@@ -174,6 +275,41 @@ class CustomerController(Controller):
         ]
         ok = sum(1 for r in results if r.status == 200)
         return BatchResult(results=results, succeeded=ok, failed=len(results) - ok)
+
+    @get(
+        "/customers",
+        operation_id="searchCustomers",
+        summary="Every stored person matching a name (fuzzy), a city and/or a UF, page by page",
+        description=(
+            "Needs `name` (at least 2 characters), `city` or `uf`. `name` is matched fuzzily "
+            "(typos tolerated, case and accents ignored); `city` and `uf` filter on the "
+            "person's addresses. Hits are ranked by similarity to the name (`score`), then by "
+            "id; pass `next_cursor` as `cursor` for the next page (`null` on the last). Only "
+            "stored data: no upstream call. Example: "
+            "`GET /api/v1/customers?name=maria%20silva&uf=SP&limit=2` (the 200 example)."
+        ),
+        responses={200: _SEARCH_EXAMPLE, **problem_responses(400, 401, 403, 429, 503)},
+    )
+    async def search(
+        self,
+        enricher: EnricherDep,
+        name: Identifier = None,
+        city: Identifier = None,
+        uf: Annotated[str | None, QueryParameter(max_length=16, required=False)] = None,
+        cursor: Annotated[str | None, QueryParameter(max_length=512, required=False)] = None,
+        limit: Annotated[
+            int, QueryParameter(ge=1, le=MAX_SEARCH_LIMIT, description="Hits per page")
+        ] = DEFAULT_SEARCH_LIMIT,
+    ) -> CustomerPage:
+        return await search_customers(
+            enricher.repository,
+            name=name,
+            city=city,
+            uf=uf,
+            cursor=cursor,
+            limit=limit,
+            now=_now(),
+        )
 
     @get(
         "/customers/{customer_id:uuid}",

@@ -39,8 +39,22 @@ class LeadController(Controller):
         lead_id: Annotated[
             str, QueryParameter(name="id", pattern=LEAD_ID_PATTERN, description=_LEAD_ID_DOC)
         ],
+        min_likelihood: Annotated[
+            float | None,
+            QueryParameter(
+                ge=0,
+                le=1,
+                schema_extra={"minimum": 0},  # Litestar drops a bound of 0 from the document
+                required=False,
+                description=(
+                    "0..1: a CPF resolved with a lower match score is neither enriched nor "
+                    "messaged (`matches[].match.matched: false`, `reason`); none left: "
+                    "`success: false`, `reason: below_min_likelihood`. Default MIN_LIKELIHOOD"
+                ),
+            ),
+        ] = None,
     ) -> ProcessResult:
-        return await enricher.process_lead(lead_id)
+        return await enricher.process_lead(lead_id, min_likelihood=min_likelihood)
 
     @post(
         "/c2s/enrich/{lead_id:str}",

@@ -178,28 +178,20 @@ async def test_purges_exactly_what_is_past_its_age_and_a_dry_run_nothing(
 async def test_old_audit_partitions_are_dropped_and_the_default_is_kept(
     pool: asyncpg.Pool,
 ) -> None:
-    await pool.execute(
-        """
-        CREATE SCHEMA IF NOT EXISTS audit;
-        CREATE TABLE IF NOT EXISTS audit.access_log (at timestamptz NOT NULL, subject text)
-            PARTITION BY RANGE (at);
-        CREATE TABLE audit.access_log_old PARTITION OF audit.access_log
-            FOR VALUES FROM ('2020-01-01') TO ('2020-02-01');
-        CREATE TABLE audit.access_log_recent PARTITION OF audit.access_log
-            FOR VALUES FROM (date_trunc('month', now()))
-                       TO (date_trunc('month', now()) + interval '1 month');
-        CREATE TABLE audit.access_log_default PARTITION OF audit.access_log DEFAULT;
-        """
-    )
+    # The audit trail's own partitions (migration, ensure_partition) plus one of long ago.
+    await pool.execute("SELECT audit.ensure_partition(DATE '2020-01-01')")
+    recent = await pool.fetchval("SELECT audit.ensure_partition(date_trunc('month', now())::date)")
     retention = PgRetention(pool, POLICY)
     assert (await retention.run(dry_run=True)).audit_partitions == 1
     assert (await retention.run()).audit_partitions == 1
     left = await pool.fetchval(
-        "SELECT array_agg(c.relname ORDER BY c.relname) FROM pg_inherits i "
+        "SELECT array_agg(c.relname::text ORDER BY c.relname) FROM pg_inherits i "
         "JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'audit.access_log'::regclass"
     )
-    assert left == ["access_log_default", "access_log_recent"]
-    assert await pool.fetchval("SELECT to_regclass('audit.access_log_old')") is None
+    assert "access_log_default" in left
+    assert "access_log_202001" not in left
+    assert str(recent).rsplit(".", 1)[-1] in left
+    assert (await retention.run(dry_run=True)).audit_partitions == 0
 
 
 async def test_the_worker_scheduler_runs_the_purge(pool: asyncpg.Pool) -> None:

@@ -244,3 +244,21 @@ async def test_redis_down_degrades_without_raising(keyspace: KeySpace) -> None:
         assert recorder.counts[("contact_cpf", "error")] == 3
     finally:
         await dead.aclose()
+
+
+async def test_get_fresh_serves_an_entry_no_older_than_asked(
+    client: aioredis.Redis, keyspace: KeySpace
+) -> None:
+    cache = RedisDossierCache(client, keyspace, HmacEnvelope(KEYS), 3600)
+    key = f"cpf:{CPF}:fresh"
+    await cache.put(key, b'{"status":200}')
+    assert await cache.get_fresh(key, 60) == b'{"status":200}'
+    # 3,000 s of its 3,600 s life gone: the entry is 3,000 s old.
+    await client.expire(cache.key(key), 600)
+    assert await cache.get_fresh(key, 60) is None
+    assert await cache.get_fresh(key, 3100) == b'{"status":200}'
+    assert await cache.get(key) == b'{"status":200}'  # a plain read still serves it
+    # More life than the cache's TTL (written under a longer one): its age is unknown, a miss.
+    await client.expire(cache.key(key), 7200)
+    assert await cache.get_fresh(key, 3600) is None
+    assert await cache.get_fresh("cpf:nobody", 60) is None

@@ -221,3 +221,15 @@ async def test_bodies_larger_than_the_byte_bound_evict_the_oldest(
     assert a.local.nbytes <= 3 * 6000
     assert await a.cache.get("cpf:0") == b"x" * 5000  # evicted from memory, still in Redis
     assert a.recorder.counts["hit"] == 1
+
+
+async def test_get_fresh_from_memory_respects_the_entry_age(
+    stack: AsyncExitStack, keyspace: KeySpace
+) -> None:
+    a = await start(stack, keyspace)
+    await a.cache.put(KEY, b'{"v":1}')
+    assert await a.cache.get_fresh(KEY, 5) == b'{"v":1}'
+    assert a.recorder.counts["hit_local"] == 1  # young, and held in memory
+    await asyncio.sleep(1.1)
+    assert await a.cache.get_fresh(KEY, 1) is None  # memory and Redis agree: over 1 s old
+    assert await a.cache.get(KEY) == b'{"v":1}'

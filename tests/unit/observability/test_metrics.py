@@ -45,6 +45,8 @@ EXPECTED = {
     "queue_dead_letters_total",
     "queue_dead_letters_pending",
     "worker_active_jobs",
+    "callback_deliveries_total",
+    "callback_pending",
     "pipeline_step_duration_seconds_bucket",
     "enrichments_total",
     "db_client_connections_usage",
