@@ -16,7 +16,9 @@ import asyncpg
 import msgspec
 
 from app.bootstrap import open_pool
+from domain.audit import SubjectDigester
 from domain.errors import DependencyUnavailable
+from infra.db.audit import PgAuditTrail
 from infra.db.retention import PgRetention, RetentionPolicy, RetentionReport
 from observability.metrics import RETENTION_LAST_RUN, RETENTION_PURGED
 
@@ -58,13 +60,18 @@ def retention_policy(settings: Settings) -> RetentionPolicy:
 
 async def _run(settings: Settings, dry_run: bool) -> RetentionReport:
     async with open_pool(settings) as pool:
-        retention = PgRetention(
-            pool,
-            retention_policy(settings),
-            acquire_timeout=settings.db_connect_timeout_s,
-            listener=RetentionMetrics(),
-        )
-        return await retention.run(dry_run=dry_run)
+        # Each purged person gets a `retention` audit record, written before the pool closes.
+        audit = PgAuditTrail.configured(pool, settings)
+        async with audit.running():
+            retention = PgRetention(
+                pool,
+                retention_policy(settings),
+                acquire_timeout=settings.db_connect_timeout_s,
+                listener=RetentionMetrics(),
+                audit=audit,
+                digester=SubjectDigester(settings.cache_key_salt.get().encode()),
+            )
+            return await retention.run(dry_run=dry_run)
 
 
 def retention_command(
