@@ -145,6 +145,8 @@ class SubjectRecords(msgspec.Struct, frozen=True, kw_only=True):
         enrichment_history: Every enrichment ever stored (``core.party_enrichment_history``).
         lead_messages: C2S messages that named the CPF (tenant, lead id, time).
         webhook_events: Webhook events of the leads enriched with the person (their payloads).
+        enrich_job_items: Items of bulk enrichment jobs that asked for or found the person
+            (``null`` where bulk jobs are not installed).
     """
 
     parties: msgspec.Raw
@@ -155,6 +157,7 @@ class SubjectRecords(msgspec.Struct, frozen=True, kw_only=True):
     enrichment_history: msgspec.Raw
     lead_messages: msgspec.Raw
     webhook_events: msgspec.Raw
+    enrich_job_items: msgspec.Raw | None = None
 
 
 class SubjectExport(msgspec.Struct, frozen=True, kw_only=True):
@@ -185,6 +188,7 @@ class ErasureCounts(msgspec.Struct, frozen=True, kw_only=True):
     enrichment_history: int = 0
     lead_messages: int = 0
     webhook_events: int = 0
+    enrich_job_items: int = 0
 
 
 class ErasedData(msgspec.Struct, frozen=True, kw_only=True):

@@ -12,7 +12,10 @@ call it inside their own transaction. It removes, for the given parties:
   for a subject erasure (``deep``), of any event whose payload names the CPF (plain or
   formatted), one of their e-mails or phones: the payload becomes ``{"erased": true}`` and an
   open event fails with ``subject erased`` (its queued job then finds it terminal and does
-  nothing). pgqueuer job payloads hold only event ids.
+  nothing). pgqueuer job payloads hold only event ids;
+* the items of bulk enrichment jobs (``core.enrich_job_items``, when that table exists) that
+  asked for the CPF, one of their e-mails or phones, or found the CPF: their identifiers and
+  result are cleared (``result`` ``{"erased": true}``), a queued one is cancelled.
 
 The audit trail (``audit.access_log``) holds keyed digests only and is kept (it is the record of
 processing the LGPD asks for); dropping its old partitions is the retention job's.
@@ -114,6 +117,17 @@ UPDATE core.webhook_events
         OR ($2::text[] IS NOT NULL AND lower(payload_raw::text) LIKE ANY($2::text[])))
 """
 
+# The e-mails (lower case) and phones of the CPF's visible parties. $1 CPF, $2 tenant or NULL.
+_PERSON_CONTACTS: Final = """
+SELECT coalesce(array_agg(DISTINCT lower(c.value)) FILTER (WHERE c.contact_type = 'email'), '{}')
+           AS emails,
+       coalesce(array_agg(DISTINCT c.value) FILTER (WHERE c.contact_type <> 'email'), '{}')
+           AS phones
+  FROM core.party_contacts AS c
+  JOIN core.parties AS p ON p.id = c.party_id
+ WHERE p.cpf_cnpj = $1 AND ($2::text IS NULL OR p.tenant IS NULL OR p.tenant = $2)
+"""
+
 _UPSERT_TOMBSTONE: Final = """
 INSERT INTO core.erasures AS e
        (subject, erased_at, hold_until, tenant, key_id, consent_withdrawn, lifted_at)
@@ -179,6 +193,36 @@ SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM p) THEN NULL ELSE json_build_object(
 )::text END
 """
 
+# Bulk enrichment job items (the bulk jobs' table; skipped while it does not exist).
+_HAS_JOB_ITEMS: Final = "SELECT to_regclass('core.enrich_job_items') IS NOT NULL"
+# $1 text[]: CPFs. $2 text[]: e-mails (lower case). $3 text[]: phones (storage digits).
+_JOB_ITEMS_WHERE: Final = """
+ WHERE cpf = ANY($1::text[]) OR subject_cpf = ANY($1::text[])
+    OR lower(email) = ANY($2::text[])
+    OR regexp_replace(phone, '\\D', '', 'g') = ANY($3::text[])
+    OR regexp_replace(phone, '\\D', '', 'g') = ANY(SELECT '55' || p FROM unnest($3::text[]) AS p)
+"""
+_ERASE_JOB_ITEMS: Final = (
+    """
+UPDATE core.enrich_job_items
+   SET cpf = NULL, email = NULL, phone = NULL, name = NULL, subject_cpf = NULL,
+       result = CASE WHEN result IS NULL THEN NULL ELSE '{"erased": true}'::jsonb END,
+       state = CASE WHEN state = 'queued' THEN 'cancelled' ELSE state END
+"""
+    + _JOB_ITEMS_WHERE
+)
+_EXPORT_JOB_ITEMS: Final = """
+SELECT coalesce(json_agg(to_json(i) ORDER BY i.job_id, i.seq), '[]')::text
+  FROM core.enrich_job_items AS i
+ WHERE (cpf = ANY($1::text[]) OR subject_cpf = ANY($1::text[])
+        OR lower(email) = ANY($2::text[])
+        OR regexp_replace(phone, '\\D', '', 'g') = ANY($3::text[])
+        OR regexp_replace(phone, '\\D', '', 'g')
+           = ANY(SELECT '55' || p FROM unnest($3::text[]) AS p))
+   AND ($4::text IS NULL
+        OR EXISTS (SELECT 1 FROM core.enrich_jobs AS j WHERE j.id = i.job_id AND j.tenant = $4))
+"""
+
 _RECORDS: Final = msgspec.json.Decoder(SubjectRecords)
 
 
@@ -235,6 +279,11 @@ async def erase_parties(
     events = 0
     if lead_ids or patterns:
         events = _count(await conn.execute(_REDACT_EVENTS, lead_ids, patterns))
+    items = 0
+    if await conn.fetchval(_HAS_JOB_ITEMS):
+        asked = [*cpf_list, *(format_cpf(c) for c in cpf_list)]  # as sent, either form
+        lower = [e.lower() for e in emails]
+        items = _count(await conn.execute(_ERASE_JOB_ITEMS, asked, lower, phones))
     return ErasedData(
         counts=ErasureCounts(
             parties=parties,
@@ -244,6 +293,7 @@ async def erase_parties(
             enrichment_history=int(row["history"]),
             lead_messages=messages,
             webhook_events=events,
+            enrich_job_items=items,
         ),
         emails=emails,
         phones=phones,
@@ -280,9 +330,20 @@ class PgSubjectStore(PooledStore):
         self._digester = digester
 
     async def export(self, cpf: str) -> SubjectRecords | None:
+        tenant = current_tenant.get()
         async with self._connection() as conn:
-            doc: str | None = await conn.fetchval(_EXPORT, cpf, current_tenant.get())
-        return None if doc is None else _RECORDS.decode(doc)
+            doc: str | None = await conn.fetchval(_EXPORT, cpf, tenant)
+            if doc is None:
+                return None
+            records = _RECORDS.decode(doc)
+            if await conn.fetchval(_HAS_JOB_ITEMS):
+                contacts = await conn.fetchrow(_PERSON_CONTACTS, cpf, tenant)
+                emails = list(contacts["emails"]) if contacts is not None else []
+                phones = list(contacts["phones"]) if contacts is not None else []
+                asked = [cpf, format_cpf(cpf)]
+                items: str = await conn.fetchval(_EXPORT_JOB_ITEMS, asked, emails, phones, tenant)
+                records = msgspec.structs.replace(records, enrich_job_items=msgspec.Raw(items))
+        return records
 
     async def erase(self, cpf: str, tombstone: Tombstone) -> ErasedData | None:
         async with self._connection() as conn, conn.transaction():

@@ -5,8 +5,10 @@ lifting, addresses kept while another party lives there."""
 from __future__ import annotations
 
 import datetime as dt
-from typing import TYPE_CHECKING
+import uuid
 
+import asyncpg
+import msgspec
 import pytest
 
 from domain.audit import SubjectDigester
@@ -16,9 +18,6 @@ from domain.tenancy import tenant_scope
 from infra.db.repository import PgPartyRepository
 from infra.db.subjects import PgSubjectStore
 from tests.support.factories import dossier_payload, encode, new_cpf, new_mobile, new_token
-
-if TYPE_CHECKING:
-    import asyncpg
 
 pytestmark = pytest.mark.integration
 
@@ -122,3 +121,80 @@ async def test_the_hold_is_held_until_lifted_or_over(db_pool: asyncpg.Pool) -> N
     await _store(repo, cpf, f"RUA {new_token()}")
     assert await store.erase(cpf, _tombstone(cpf)) is not None
     assert await store.held(cpf) is not None
+
+
+# The bulk jobs' item table (its own migration on another branch), as far as an erasure needs it.
+_BULK_TABLES = """
+CREATE TABLE IF NOT EXISTS core.enrich_jobs (id uuid PRIMARY KEY, tenant text NOT NULL);
+CREATE TABLE IF NOT EXISTS core.enrich_job_items (
+    job_id uuid NOT NULL REFERENCES core.enrich_jobs (id) ON DELETE CASCADE,
+    seq bigint NOT NULL,
+    ref text, cpf text, email text, phone text, name text,
+    state text NOT NULL DEFAULT 'queued',
+    result jsonb,
+    subject_cpf text,
+    PRIMARY KEY (job_id, seq)
+);
+"""
+
+
+async def test_bulk_job_items_naming_the_person_are_exported_and_cleared(
+    scratch_database: tuple[str, str],
+) -> None:
+    from infra.db.migrate import migrate
+    from tests.support.db import create_database
+
+    name, url = scratch_database
+    await create_database(name)
+    await migrate(url)
+    pool = await asyncpg.create_pool(url, min_size=1, max_size=2)
+    try:
+        await pool.execute(_BULK_TABLES)
+        repo = PgPartyRepository(pool)
+        store = PgSubjectStore(pool, DIGESTER, acquire_timeout=2)
+        cpf, other = new_cpf(), new_cpf()
+        await _store(repo, cpf, f"RUA {new_token()}")
+        email = await pool.fetchval(
+            "SELECT c.value FROM core.party_contacts c JOIN core.parties p ON p.id = c.party_id "
+            "WHERE p.cpf_cnpj = $1 AND c.contact_type = 'email'",
+            cpf,
+        )
+        job = uuid.uuid4()
+        await pool.execute("INSERT INTO core.enrich_jobs VALUES ($1, 'acme')", job)
+        await pool.executemany(
+            "INSERT INTO core.enrich_job_items (job_id, seq, cpf, email, state, result, "
+            "subject_cpf) VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7)",
+            [
+                (job, 1, cpf, None, "done", f'{{"cpf": "{cpf}"}}', cpf),  # asked by CPF
+                (job, 2, None, email.upper(), "done", f'{{"cpf": "{cpf}"}}', cpf),  # by e-mail
+                (job, 3, None, None, "queued", None, None),
+                (job, 4, other, None, "done", f'{{"cpf": "{other}"}}', other),  # someone else
+            ],
+        )
+        await pool.execute(
+            "UPDATE core.enrich_job_items SET email = $2 WHERE job_id = $1 AND seq = 3",
+            job,
+            email,
+        )
+        exported = await store.export(cpf)
+        assert exported is not None
+        assert exported.enrich_job_items is not None
+        items = msgspec.json.decode(exported.enrich_job_items)
+        assert sorted(i["seq"] for i in items) == [1, 2, 3]
+        erased = await store.erase(cpf, _tombstone(cpf))
+        assert erased is not None
+        assert erased.counts.enrich_job_items == 3
+        rows = {
+            r["seq"]: r
+            for r in await pool.fetch(
+                "SELECT seq, state, cpf, email, result::text AS result, subject_cpf "
+                "FROM core.enrich_job_items ORDER BY seq"
+            )
+        }
+        for seq in (1, 2, 3):
+            assert cpf not in str(dict(rows[seq]))
+            assert email not in str(dict(rows[seq])).lower()
+        assert rows[3]["state"] == "cancelled"
+        assert rows[4]["cpf"] == other  # untouched
+    finally:
+        await pool.close()
