@@ -123,8 +123,10 @@ async def test_the_hold_is_held_until_lifted_or_over(db_pool: asyncpg.Pool) -> N
     assert await store.held(cpf) is not None
 
 
-# The bulk jobs' item table (its own migration on another branch), as far as an erasure needs it.
+# The bulk jobs' item table as far as an erasure reads it (the real one, from the bulk jobs'
+# migration, has more columns): replaced in this throwaway database.
 _BULK_TABLES = """
+DROP TABLE IF EXISTS core.enrich_job_items, core.enrich_jobs CASCADE;
 CREATE TABLE IF NOT EXISTS core.enrich_jobs (id uuid PRIMARY KEY, tenant text NOT NULL);
 CREATE TABLE IF NOT EXISTS core.enrich_job_items (
     job_id uuid NOT NULL REFERENCES core.enrich_jobs (id) ON DELETE CASCADE,
