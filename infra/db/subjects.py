@@ -211,6 +211,14 @@ UPDATE core.enrich_job_items
 """
     + _JOB_ITEMS_WHERE
 )
+# The retention's (per batch): by CPF only, both columns indexed. $1 text[]: CPFs.
+_ERASE_JOB_ITEMS_BY_CPF: Final = """
+UPDATE core.enrich_job_items
+   SET cpf = NULL, email = NULL, phone = NULL, name = NULL, subject_cpf = NULL,
+       result = CASE WHEN result IS NULL THEN NULL ELSE '{"erased": true}'::jsonb END,
+       state = CASE WHEN state = 'queued' THEN 'cancelled' ELSE state END
+ WHERE cpf = ANY($1::text[]) OR subject_cpf = ANY($1::text[])
+"""
 _EXPORT_JOB_ITEMS: Final = """
 SELECT coalesce(json_agg(to_json(i) ORDER BY i.job_id, i.seq), '[]')::text
   FROM core.enrich_job_items AS i
@@ -256,8 +264,9 @@ async def erase_parties(
         conn: A connection inside a transaction (the caller commits).
         party_ids: The parties to remove (already locked by the caller, or lockable).
         cpfs: Their CPFs (to remove from lead-message records).
-        deep: Also redact every event whose payload names the person (a subject erasure; a scan
-            of the events), not only the events of their leads.
+        deep: Also redact every event whose payload names the person, and clear the bulk job
+            items that asked for their e-mail or phone (a subject erasure; scans), not only the
+            events of their leads and the items of their CPF (retention).
 
     Returns:
         What was removed and what the caches must forget.
@@ -282,8 +291,11 @@ async def erase_parties(
     items = 0
     if await conn.fetchval(_HAS_JOB_ITEMS):
         asked = [*cpf_list, *(format_cpf(c) for c in cpf_list)]  # as sent, either form
-        lower = [e.lower() for e in emails]
-        items = _count(await conn.execute(_ERASE_JOB_ITEMS, asked, lower, phones))
+        if deep:  # also the items that asked by e-mail or phone (a scan of the items)
+            lower = [e.lower() for e in emails]
+            items = _count(await conn.execute(_ERASE_JOB_ITEMS, asked, lower, phones))
+        else:
+            items = _count(await conn.execute(_ERASE_JOB_ITEMS_BY_CPF, asked))
     return ErasedData(
         counts=ErasureCounts(
             parties=parties,
