@@ -35,6 +35,7 @@ from app.http.middleware.ratelimit import AUTH_FAILURE_POLICY, AuthFailureGuard,
 from domain.audit import Auditor, SubjectDigester
 from domain.bulk import BulkJobs
 from domain.pipeline import Enricher, PipelineSettings
+from domain.subjects import SubjectRights
 from domain.usage import MeteredDiretrix, MeteredWorkApi, PaidCalls, UsageReports
 from domain.webhooks import GoogleAdsIntake, GoogleAdsSettings, WebhookIntake
 from domain.work_modules import WorkModules
@@ -57,6 +58,7 @@ from infra.db.keys import PgApiKeyStore
 from infra.db.lead_messages import PgLeadMessages
 from infra.db.pool import create_pool
 from infra.db.repository import PgPartyRepository
+from infra.db.subjects import PgSubjectStore
 from infra.db.usage import PgUsageLedger
 from infra.flags import FlagStore, defaults_from_settings
 from infra.hotread import RedisHotRead
@@ -64,6 +66,7 @@ from infra.localcache import LocalDossierCache
 from infra.queue import provably_unsent
 from infra.ratelimit import RateLimiter, parse_policy
 from infra.sealing import AeadEnvelope
+from infra.subject_caches import RedisSubjectCaches
 from infra.upstream import (
     C2SClient,
     C2SConfig,
@@ -351,6 +354,7 @@ class Services:
         subjects: The keyed digest naming a person (CPF) in the audit trail.
         bulk_store: Bulk enrichment jobs and their items (the worker's claim queue too).
         bulk_jobs: Submitting, reading and cancelling bulk jobs (tenant-scoped).
+        subject_rights: Export and erasure of a person's data (LGPD, ``dpo`` scope).
     """
 
     settings: Settings
@@ -379,6 +383,7 @@ class Services:
     subjects: SubjectDigester
     bulk_store: PgBulkJobs
     bulk_jobs: BulkJobs
+    subject_rights: SubjectRights
 
     async def check_postgres(self) -> None:
         """Raise unless PostgreSQL answers ``SELECT 1``.
@@ -555,6 +560,17 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             channel=dossier_invalidation_channel(settings),
             local=await _local_dossier_cache(settings, redis, stack),
         )
+        # Erasure tombstones, checked before every paid fetch (domain/subjects.py).
+        subject_store = PgSubjectStore(pool, subjects, acquire_timeout=acquire_timeout)
+        lead_locks = RedisLeadLocks(
+            redis,
+            keys,
+            AeadEnvelope(hmac_keys, purpose="lead_replay"),
+            settings.lead_lock_ttl_s,
+            settings.lead_replay_ttl_s,
+            listener,
+        )
+        recent_cpfs = RedisRecentCpfs(redis, keys, settings.recent_cpf_ttl_s, listener)
         enricher = Enricher(
             c2s=upstreams.c2s,
             diretrix=MeteredDiretrix(upstreams.diretrix, paid),
@@ -568,15 +584,8 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
                 settings.contact_cache_negative_ttl_s,
                 listener,
             ),
-            lead_locks=RedisLeadLocks(
-                redis,
-                keys,
-                AeadEnvelope(hmac_keys, purpose="lead_replay"),
-                settings.lead_lock_ttl_s,
-                settings.lead_replay_ttl_s,
-                listener,
-            ),
-            recent_cpfs=RedisRecentCpfs(redis, keys, settings.recent_cpf_ttl_s, listener),
+            lead_locks=lead_locks,
+            recent_cpfs=recent_cpfs,
             observer=PipelineObserver(),
             clock=SystemClock(),
             settings=PipelineSettings(
@@ -587,6 +596,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             flags=flags,
             fill_locks=RedisFillLocks(redis, keys, settings.fill_lock_ttl_s, listener),
             lead_messages=PgLeadMessages(pool, salt=settings.cache_key_salt.get().encode()),
+            erasure_holds=subject_store,
             audit=auditor,
         )
         # Local admission: the limiter's view is synced in the background (ADR 0009).
@@ -617,6 +627,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
                 cache=dossier_cache,
                 flags=flags,
                 single_flight=enricher.single_flight,
+                erasure_holds=subject_store,
                 audit=auditor,
             ),
             dossier_cache=dossier_cache,
@@ -656,6 +667,21 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
                 bulk_store,
                 max_items=settings.bulk_max_items,
                 environment=settings.environment,
+            ),
+            subject_rights=SubjectRights(
+                store=subject_store,
+                caches=RedisSubjectCaches(
+                    redis,
+                    keys,
+                    settings.redis_key_prefix,
+                    dossiers=dossier_cache,
+                    lead_locks=lead_locks,
+                    recent=recent_cpfs,
+                ),
+                digester=subjects,
+                clock=SystemClock(),
+                audit=audit,
+                hold_days=settings.erasure_hold_days,
             ),
         )
         await _warm_up(pool)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import sys
 from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn
 from urllib.parse import urlsplit, urlunsplit
@@ -278,6 +279,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     bulk_poll_interval_s: Annotated[float, msgspec.Meta(gt=0, le=60)] = 1.0
     # Runs of one item before a transient failure (upstream down) is its final outcome.
     bulk_item_attempts: Annotated[int, msgspec.Meta(ge=1, le=20)] = 3
+    # --- data-subject rights and retention (LGPD; docs/security.md) -------------------------
+    # Days during which a person erased at their request is not bought again (without consent).
+    erasure_hold_days: NonNegInt = 180
+    # Parties not refreshed for this long are purged; raw upstream payloads older than
+    # raw_retention_days (audit partitions: audit_retention_months, above).
+    retention_days: PositiveInt = 730
+    raw_retention_days: PositiveInt = 90
+    # Rows per purge transaction, and when `c2s-api worker` runs the purge (cron, UTC).
+    retention_batch: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 1000
+    retention_cron: str = "17 3 * * *"
 
 
 _SECRET_FIELDS = frozenset(
@@ -332,6 +343,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             "(and CACHE_KEY_SALT)"
         )
     _check_webhook_secrets(settings)
+    if not _cron_ok(settings.retention_cron):
+        raise ConfigError("invalid configuration: RETENTION_CRON: expected a cron expression")
     for var, spec in (
         ("RATE_LIMIT_IP", settings.rate_limit_ip),
         ("RATE_LIMIT_KEY", settings.rate_limit_key),
@@ -385,6 +398,15 @@ def parse_hmac_keys(raw: str) -> list[tuple[str, bytes]]:
         kid, _, secret = part.strip().partition(":")
         keys.append((kid, secret.encode()))
     return keys
+
+
+_CRON_FIELD = r"[0-9A-Za-z*/,\-]+"
+_CRON = re.compile(rf"^\s*{_CRON_FIELD}(\s+{_CRON_FIELD}){{4}}\s*$")
+
+
+def _cron_ok(expression: str) -> bool:
+    """Five cron fields (minute hour day month weekday); pgqueuer checks the values."""
+    return _CRON.match(expression) is not None
 
 
 def _limits_ok(spec: str) -> bool:

@@ -41,6 +41,7 @@ from app.http.routes.customers import CustomerController
 from app.http.routes.docs import DocsController, swagger_static_router
 from app.http.routes.health import HealthController
 from app.http.routes.leads import LeadController
+from app.http.routes.subjects import SubjectController
 from app.http.routes.usage import UsageController
 from app.http.routes.webhooks import WebhookController, webhook_guard
 from app.http.routes.work import WorkController
@@ -48,6 +49,7 @@ from app.version import SERVICE_VERSION
 from domain.bulk import BulkJobs
 from domain.pipeline import Enricher
 from domain.ports import FlagAdmin, JobAdmin
+from domain.subjects import SubjectRights
 from domain.usage import UsageReports
 from domain.webhooks import GoogleAdsIntake, WebhookIntake
 from domain.work_modules import WorkModules
@@ -124,6 +126,9 @@ def _dependencies(handle: ServicesHandle) -> dict[str, Provide]:
     def job_admin() -> JobAdmin:
         return handle.services.job_admin
 
+    def subject_rights() -> SubjectRights:
+        return handle.services.subject_rights
+
     def usage_reports() -> UsageReports:
         return handle.services.usage_reports
 
@@ -139,6 +144,7 @@ def _dependencies(handle: ServicesHandle) -> dict[str, Provide]:
         intake,
         google_ads,
         job_admin,
+        subject_rights,
         usage_reports,
         bulk_jobs,
     ]
@@ -246,6 +252,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 guards=[webhook_guard(settings)],
             ),
             AdminController,
+            SubjectController,
             UsageController,
             # Bulk jobs take up to BULK_MAX_BODY_BYTES (10,000 items), this route alone.
             Router(
@@ -264,6 +271,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "BulkJobs": BulkJobs,
             "Services": Services,
             "Settings": Settings,
+            "SubjectRights": SubjectRights,
             "WebhookIntake": WebhookIntake,
             "WorkModules": WorkModules,
             "UsageReports": UsageReports,

@@ -42,6 +42,7 @@ from domain.models import LeadCustomer, PartyWithContacts
 from domain.phones import parse_br_phone
 from domain.pipeline import MatchInfo  # runtime: a field type of UnifiedCustomer
 from domain.resolution import REASON_BELOW_MIN_LIKELIHOOD
+from domain.subjects import lift_hold
 
 if TYPE_CHECKING:
     import datetime as dt
@@ -93,6 +94,9 @@ STALE_NEEDS_ENRICH: Final = (
 class CustomerQuery(msgspec.Struct, frozen=True, kw_only=True):
     """Identifiers to look a customer up by; at least one is required.
 
+    ``consent``: the person consented (again) to their data being fetched, which lifts the hold
+    of an erasure at their request (``domain/subjects.py``).
+
     ``max_age_s`` and ``min_likelihood``, when set, win over the lookup's own (a batch item's
     over its batch's; ``domain/freshness.py``).
     """
@@ -101,6 +105,7 @@ class CustomerQuery(msgspec.Struct, frozen=True, kw_only=True):
     email: str | None = None
     phone: str | None = None
     name: str | None = None
+    consent: bool = False
     max_age_s: float | None = None
     min_likelihood: float | None = None
 
@@ -204,7 +209,7 @@ def _clean(query: CustomerQuery) -> CustomerQuery:
         raise InvalidInput("name", "name must have at least 2 characters")
     if not (cpf or email or phone or name):
         raise InvalidInput("cpf", "At least one identifier required (cpf, email, phone, or name)")
-    return CustomerQuery(cpf=cpf, email=email, phone=phone, name=name)
+    return CustomerQuery(cpf=cpf, email=email, phone=phone, name=name, consent=query.consent)
 
 
 def validate_query(query: CustomerQuery) -> CustomerQuery:
@@ -279,6 +284,8 @@ async def lookup_customer(
             (:data:`STALE_NEEDS_ENRICH`).
         DependencyUnavailable: the Work API or Diretrix is down and nothing is stored (or the
             stored data is too old).
+        SubjectErased: the person's data was erased at their request (hold running) and the
+            query does not carry their renewed ``consent`` (451).
     """
     with paid_scope():
         view = await _lookup(
@@ -334,6 +341,8 @@ async def _lookup(
             raise DependencyUnavailable("diretrix", "CPF resolution unavailable", retry_after=5)
     if cpf is None:
         raise NotFound("Customer not found in database or Work API")
+    if query.consent:
+        await lift_hold(enricher.erasure_holds, cpf)
     try:
         async with enricher.observer.step("fetch_dossier"):
             dossier, raw = await enricher.fetch_dossier(cpf, use_cache=True, max_age_s=max_age)

@@ -54,7 +54,7 @@ __all__ = [
     "validate_tenant",
 ]
 
-Scope = Literal["read", "enrich", "admin"]
+Scope = Literal["read", "enrich", "admin", "dpo"]
 KeyStatus = Literal["active", "expired", "revoked"]
 
 ALL_SCOPES: Final[tuple[Scope, ...]] = get_args(Scope)
@@ -210,15 +210,16 @@ def parse_scopes(raw: str | Iterable[str]) -> tuple[Scope, ...]:
 def grants(granted: Collection[str], required: str) -> bool:
     """Whether a key with scopes ``granted`` may do what needs ``required``.
 
-    ``admin`` grants everything; ``read`` and ``enrich`` are independent (an enrich-only
-    integration cannot browse stored customers, a read-only dashboard cannot spend upstream
-    credits).
+    ``admin`` grants everything but ``dpo``; ``read`` and ``enrich`` are independent (an
+    enrich-only integration cannot browse stored customers, a read-only dashboard cannot spend
+    upstream credits). ``dpo`` (export and erase a person's data, LGPD art. 18) is granted by
+    itself only: an operator's ``admin`` key cannot read or erase everything about a person.
 
     Args:
         granted: The key's scopes.
         required: The scope the route needs.
     """
-    return required in granted or "admin" in granted
+    return required in granted or ("admin" in granted and required != "dpo")
 
 
 def required_scope(method: str, declared: str | None = None) -> str:

@@ -53,6 +53,7 @@ from domain.resolution import (
     ResolvedPerson,
 )
 from domain.singleflight import SingleFlight
+from domain.subjects import ERASED_NOT_ENRICHED, SubjectErased, refuse_erased
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -64,6 +65,7 @@ if TYPE_CHECKING:
         ContactCpfCache,
         DiretrixPort,
         DossierCache,
+        ErasureHolds,
         FillLocks,
         Flags,
         LeadLocks,
@@ -138,6 +140,7 @@ class Enricher:
         flags: Flags | None = None,
         fill_locks: FillLocks | None = None,
         lead_messages: LeadMessages | None = None,
+        erasure_holds: ErasureHolds | None = None,
         audit: Auditor | None = None,
     ) -> None:
         self.c2s = c2s
@@ -157,6 +160,8 @@ class Enricher:
         self.lead_messages: LeadMessages = (
             lead_messages if lead_messages is not None else UnrecordedLeadMessages()
         )
+        # Erased people are not bought again during their hold (domain/subjects.py).
+        self.erasure_holds = erasure_holds
         # One audit record per person whose data an operation used (none without a trail).
         self.audit = audit if audit is not None else Auditor.disabled()
         # Cache misses of one key share one Work API call (in this process and, with fill
@@ -251,9 +256,16 @@ class Enricher:
             ),
         ), answer
 
-    async def fetch_dossiers(self, cpfs: Sequence[str], *, use_cache: bool) -> dict[str, _Fetched]:
+    async def fetch_dossiers(
+        self,
+        cpfs: Sequence[str],
+        *,
+        use_cache: bool,
+        refused: dict[str, SubjectErased] | None = None,
+    ) -> dict[str, _Fetched]:
         """Fetch each CPF's dossier concurrently; a CPF whose fetch failed is simply absent.
-        Results are keyed by CPF, so a failure of one CPF can never shift another CPF's data."""
+        Results are keyed by CPF, so a failure of one CPF can never shift another CPF's data.
+        A CPF refused because the person's data was erased on request is added to ``refused``."""
         async with self.observer.step("fetch_dossier"):
             results = await asyncio.gather(
                 *(self.fetch_dossier(cpf, use_cache=use_cache) for cpf in cpfs),
@@ -263,6 +275,8 @@ class Enricher:
         for cpf, result in zip(cpfs, results, strict=True):
             if isinstance(result, tuple):
                 out[cpf] = result
+            elif isinstance(result, SubjectErased) and refused is not None:
+                refused[cpf] = result
             elif isinstance(result, QuotaExceeded) or not isinstance(result, DomainError):
                 raise result  # a bug, or the key's quota (429): not one CPF's upstream failure
         return out
@@ -274,7 +288,8 @@ class Enricher:
 
         Only successful bodies are cached: the Work API client raises on soft errors. With the
         ``use_dossier_cache`` flag off the cache is neither read nor written. Concurrent misses
-        of one CPF make one Work API call (:class:`~domain.singleflight.SingleFlight`).
+        of one CPF make one Work API call (:class:`~domain.singleflight.SingleFlight`); a paid
+        call of an erased person within the hold raises :class:`SubjectErased`.
         With ``max_age_s`` an older cached body is not served: the Work API is called (no
         single-flight: its waiters may get an older cached body).
         """
@@ -292,6 +307,7 @@ class Enricher:
             fetched: list[Dossier] = []
 
             async def fetch_raw() -> bytes:
+                await refuse_erased(self.erasure_holds, cpf)
                 dossier, body = await self.work_api.fetch_dossier(cpf)
                 note_paid_call(cpf, "work_api")  # in the fetching caller's operation only
                 fetched.append(dossier)
@@ -300,6 +316,7 @@ class Enricher:
             raw = await self.single_flight.load(key, fetch_raw)
             # The caller that fetched holds the decoded dossier; the others decode the bytes.
             return (fetched[0] if fetched else decode_dossier(raw)), raw
+        await refuse_erased(self.erasure_holds, cpf)
         dossier, raw = await self.work_api.fetch_dossier(cpf)
         note_paid_call(cpf, "work_api")
         if cache_on:
@@ -455,8 +472,11 @@ class Enricher:
                 entities_stored=0,
                 matches=shown,
             ), "duplicate"
-        fresh = await self.fetch_dossiers(todo, use_cache=True) if todo else {}
+        refused: dict[str, SubjectErased] = {}
+        fresh = await self.fetch_dossiers(todo, use_cache=True, refused=refused) if todo else {}
         if not fresh and not reused:
+            if refused and len(refused) == len(todo):
+                return fail(ERASED_NOT_ENRICHED, "not_found")
             return fail("Failed to enrich any CPFs")
         if fresh:
             await self.recent_cpfs.mark(list(fresh))
@@ -533,8 +553,11 @@ class Enricher:
         if not resolution.people:
             raise NotFound("Could not find CPF via Diretrix")
         cpfs = [p.cpf for p in resolution.people]
-        dossiers = await self.fetch_dossiers(cpfs, use_cache=False)
+        refused: dict[str, SubjectErased] = {}
+        dossiers = await self.fetch_dossiers(cpfs, use_cache=False, refused=refused)
         if not dossiers:
+            if len(refused) == len(cpfs):
+                raise next(iter(refused.values()))
             raise UpstreamError("work_api", "Failed to enrich any CPFs")
         self.audit.people("lead", resolution, dossiers)
         stored = await self.store(dossiers, lead_id)
@@ -583,8 +606,13 @@ class Enricher:
                 dossiers[cpf] = (decode_dossier(stored.raw_payload), stored.raw_payload)
         used_stored = bool(dossiers)
         missing = [cpf for cpf in cpfs if cpf not in dossiers]
-        fresh = await self.fetch_dossiers(missing, use_cache=True) if missing else {}
+        refused: dict[str, SubjectErased] = {}
+        fresh: dict[str, _Fetched] = {}
+        if missing:
+            fresh = await self.fetch_dossiers(missing, use_cache=True, refused=refused)
         if not dossiers and not fresh:
+            if refused and len(refused) == len(missing):
+                raise next(iter(refused.values()))  # terminal for the job: erased on request
             raise UpstreamError("work_api", "Failed to enrich any CPFs")
         stored_ids = await self.store(fresh, lead.id) if fresh else []
         dossiers.update(fresh)

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
         StoredEnrichment,
     )
     from domain.search import CustomerSearch, SearchHit, SearchPosition
+    from domain.subjects import ErasedData, SubjectRecords, Tombstone
     from domain.usage import UsageCount
     from domain.webhooks.events import AcceptResult, QueueStats, StoredEvent
     from domain.webhooks.google_ads import GoogleLeadClaim
@@ -54,6 +55,7 @@ __all__ = [
     "ContactCpfCache",
     "DiretrixPort",
     "DossierCache",
+    "ErasureHolds",
     "EventStore",
     "FillLocks",
     "FlagAdmin",
@@ -66,6 +68,8 @@ __all__ = [
     "PartyRepository",
     "RecentCpfs",
     "StepObserver",
+    "SubjectCaches",
+    "SubjectStore",
     "UsageLedger",
     "UsageMeter",
     "WorkApiPort",
@@ -551,4 +555,44 @@ class BulkQueue(Protocol):
 
     async def sample(self) -> BulkStats:
         """Jobs by state and the oldest open job's age."""
+        ...
+
+
+class SubjectStore(Protocol):
+    """Everything PostgreSQL stores about one person, and the erasure tombstones
+    (``domain/subjects.py``). Scoped like the lookups: the parties of the caller's tenant
+    (:data:`domain.tenancy.current_tenant`) and the shared ones; every tenant's when ``None``."""
+
+    async def export(self, cpf: str) -> SubjectRecords | None:
+        """The stored records of the CPF (11 digits); ``None`` when no party has it."""
+        ...
+
+    async def erase(self, cpf: str, tombstone: Tombstone) -> ErasedData | None:
+        """Remove every record of the CPF and write ``tombstone``, in ONE transaction;
+        ``None`` (nothing written) when no party has it."""
+        ...
+
+    async def tombstone(self, subject: str) -> Tombstone | None:
+        """The tombstone of a subject digest, lifted or not."""
+        ...
+
+
+class SubjectCaches(Protocol):
+    """The shared caches (Redis, and each process's in-memory copy) holding a person's data."""
+
+    async def forget(self, cpf: str, erased: ErasedData) -> int:
+        """Drop every entry about the person (dossiers, contact -> CPF answers, recent marks,
+        lead replays); the number of entries removed. Never raises for a storage failure."""
+        ...
+
+
+class ErasureHolds(Protocol):
+    """The erasure tombstones as the pipeline sees them, before any paid fetch of a CPF."""
+
+    async def held(self, cpf: str) -> Tombstone | None:
+        """The tombstone refusing a paid fetch of ``cpf`` now (hold running, not lifted)."""
+        ...
+
+    async def lift(self, cpf: str) -> bool:
+        """The person consented again: lift the hold; whether one was running."""
         ...

@@ -15,10 +15,11 @@ from domain.audit import Auditor
 from domain.documents import normalize_cpf
 from domain.errors import InvalidInput, NotFound, UpstreamSoftError
 from domain.flags import Flag
+from domain.subjects import refuse_erased
 
 if TYPE_CHECKING:
     from domain.admission import Prefetched
-    from domain.ports import DossierCache, Flags, WorkApiPort
+    from domain.ports import DossierCache, ErasureHolds, Flags, WorkApiPort
     from domain.singleflight import SingleFlight
 
 __all__ = ["NOT_CACHED", "WorkModules"]
@@ -46,11 +47,13 @@ class WorkModules:
         flags: Runtime flags (``use_dossier_cache``).
         single_flight: Shared with the pipeline, so that a proxy miss and a pipeline miss of one
             CPF cost one Work API call.
+        erasure_holds: Erasure tombstones: a miss of a CPF erased on request is refused (451)
+            during the hold, before any Work API call (a cache hit never asks).
         audit: Records each CPF answered (``work_module``; in memory, no await: the cached
             read is the hot path). ``None``: nothing recorded.
     """
 
-    __slots__ = ("_audit", "_cache", "_flags", "_single_flight", "_work_api")
+    __slots__ = ("_audit", "_cache", "_flags", "_holds", "_single_flight", "_work_api")
 
     def __init__(
         self,
@@ -59,6 +62,7 @@ class WorkModules:
         cache: DossierCache,
         flags: Flags,
         single_flight: SingleFlight,
+        erasure_holds: ErasureHolds | None = None,
         audit: Auditor | None = None,
     ) -> None:
         self._audit = audit if audit is not None else Auditor.disabled()
@@ -66,6 +70,7 @@ class WorkModules:
         self._cache = cache
         self._flags = flags
         self._single_flight = single_flight
+        self._holds = erasure_holds
 
     def read_ahead(self, documento: str) -> str | None:
         """The cache key ``all_modules(documento)`` will read, to prefetch during admission
@@ -134,6 +139,8 @@ class WorkModules:
                 return cached
         if not may_fetch:
             raise NotFound(NOT_CACHED)
+        if cpf is not None:
+            await refuse_erased(self._holds, cpf)
         fetched: list[bool] = []
 
         async def fetch() -> bytes:

@@ -289,6 +289,27 @@ class RedisDossierCache:
         except _ABSORBED:
             self._listener.record(self.name, "error")
 
+    async def forget(self, key: str) -> int:
+        """Drop ``key`` from Redis and from every process's memory (a subject erasure).
+
+        This process's copy goes at once; the others drop theirs on the invalidation message,
+        published in the same round trip as the delete. Returns the Redis entries removed (0
+        when Redis failed: the entry then expires with its TTL).
+        """
+        name = self.key(key)
+        if self._local is not None:
+            self._local.invalidate(name)
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                pipe.delete(name)
+                if self._channel is not None:
+                    pipe.publish(self._channel, self._origin + b" " + name.encode())
+                replies = await pipe.execute()
+        except _ABSORBED:
+            self._listener.record(self.name, "error")
+            return 0
+        return int(replies[0])
+
 
 _CANDIDATES = msgspec.json.Decoder(list[CpfCandidate])
 

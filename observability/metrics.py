@@ -97,6 +97,9 @@ __all__ = [
     "RATE_LIMIT_DEGRADED",
     "RATE_LIMIT_STORAGE_ERRORS",
     "REGISTRY",
+    "RETENTION_KINDS",
+    "RETENTION_LAST_RUN",
+    "RETENTION_PURGED",
     "SEMCONV_DURATION_BUCKETS",
     "UNMATCHED_ROUTE",
     "UPSTREAM_RETRIES",
@@ -573,6 +576,26 @@ def set_build_info(version: str | None = None, commit: str | None = None) -> Non
 
 
 set_build_info()
+
+# --- retention (LGPD) ---------------------------------------------------------------------
+
+RETENTION_KINDS: Final = ("parties", "raw_payloads", "enrichment_history", "audit_partitions")
+RETENTION_PURGED: Final = Counter(
+    "retention_purged",
+    "Rows (audit: partitions) purged by the retention job, by kind.",
+    ["kind"],
+    registry=REGISTRY,
+)
+"""``kind``: parties (not refreshed for RETENTION_DAYS, removed completely), raw_payloads
+(current enrichments' raw payloads older than RAW_RETENTION_DAYS), enrichment_history (history
+rows older than RAW_RETENTION_DAYS), audit_partitions (older than AUDIT_RETENTION_MONTHS)."""
+RETENTION_LAST_RUN: Final = Gauge(
+    "retention_last_run_timestamp_seconds",
+    "When the retention job last finished a run (Unix time; 0 before the first).",
+    registry=REGISTRY,
+)
+for _kind in RETENTION_KINDS:
+    RETENTION_PURGED.labels(_kind)
 
 # Pre-create the series of known label sets, so rate() and absent-free dashboards see zeros
 # from the first scrape instead of no data.

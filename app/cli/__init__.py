@@ -120,6 +120,12 @@ def _flags(args: argparse.Namespace) -> int:
     )
 
 
+def _retention(args: argparse.Namespace) -> int:
+    from app.cli.retention import retention_command
+
+    return retention_command(settings_or_exit(), dry_run=args.dry_run, as_json=args.json)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests)."""
     from app.cli.keys import add_keys_parser
@@ -184,6 +190,13 @@ def build_parser() -> argparse.ArgumentParser:
     flag_unset = flag_actions.add_parser("unset", help="remove an override (back to default)")
     flag_unset.add_argument("name", choices=[f.value for f in Flag])
     flags.set_defaults(handler=_flags)
+
+    retention = sub.add_parser(
+        "retention", help="purge data past its retention (what the worker runs daily)"
+    )
+    retention.add_argument("--dry-run", action="store_true", help="count only, purge nothing")
+    retention.add_argument("--json", action="store_true", help="one JSON object of counts")
+    retention.set_defaults(handler=_retention)
     for name, action in sub.choices.items():
         if name == "keys":
             action.set_defaults(handler=_keys)

@@ -77,7 +77,7 @@ def add_keys_parser(subparsers: Any) -> None:  # Any: argparse's private _SubPar
     create.add_argument(
         "--scopes",
         default=",".join(DEFAULT_SCOPES),
-        help="comma-separated: read, enrich, admin (default: read,enrich)",
+        help="comma-separated: read, enrich, admin, dpo (default: read,enrich)",
     )
     create.add_argument(
         "--expires-days", type=int, default=None, help="lifetime in days (default: no expiry)"

@@ -14,6 +14,9 @@ SIGTERM/SIGINT:
 A worker killed outright (SIGKILL, OOM, lost VM) loses nothing either: its jobs' heartbeats stop
 and another worker re-picks them after ``lease_timeout_s``.
 
+The worker also runs the retention purge on pgqueuer's scheduler (``RETENTION_CRON``, daily;
+:mod:`infra.db.retention`, docs/security.md "LGPD"): one worker runs each schedule.
+
 Beside the consumer, the worker posts the callbacks of finished bulk jobs
 (:class:`infra.callbacks.CallbackDispatcher`, ``docs/callbacks.md``). On a signal it stops
 claiming; attempts in flight may end (each is bounded by ``CALLBACK_TIMEOUT_S``) for at most
@@ -55,13 +58,15 @@ from observability.metrics import BulkMetrics, track_pool
 from observability.tracing import configure_tracing, flush_tracing
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import AsyncIterator, Awaitable, Callable
 
     import asyncpg
 
     from app.bootstrap import Services
     from app.config import Settings
+    from domain.audit import SubjectDigester
     from domain.pipeline import Enricher
+    from domain.ports import AuditTrail
 
 __all__ = [
     "DEFAULT_GRACE_S",
@@ -229,7 +234,12 @@ async def _serve(
         environment=settings.environment,
         version=SERVICE_VERSION,
     )
-    async with open_services(settings) as services:
+    async with (
+        open_services(settings) as services,
+        _scheduled_retention(
+            settings, services.pool, audit=services.audit, digester=services.subjects
+        ),
+    ):
         # db_client_connections_* of this process are its own pool's (read at scrape time).
         untrack_pool = track_pool(services.pool)
         log.info(
@@ -332,6 +342,47 @@ async def _stop_bulk(
         await asyncio.wait({running}, timeout=_CLEANUP_S)
     watcher.cancel()
     log.info("bulk_runner_stopped", in_flight=runner.in_flight)
+
+
+@contextlib.asynccontextmanager
+async def _scheduled_retention(
+    settings: Settings,
+    pool: asyncpg.Pool,
+    *,
+    audit: AuditTrail | None = None,
+    digester: SubjectDigester | None = None,
+) -> AsyncIterator[None]:
+    """The retention purge on pgqueuer's scheduler (``RETENTION_CRON``) for the block's life;
+    each purged person gets a ``retention`` audit record (with ``audit`` and ``digester``)."""
+    from app.cli.retention import RetentionMetrics, retention_policy
+    from infra.db.retention import PgRetention, retention_scheduler
+
+    retention = PgRetention(
+        pool,
+        retention_policy(settings),
+        acquire_timeout=settings.db_connect_timeout_s,
+        listener=RetentionMetrics(),
+        audit=audit,
+        digester=digester,
+    )
+    scheduler = retention_scheduler(pool, retention, settings.retention_cron)
+    task = asyncio.create_task(_run_scheduler(scheduler.run), name="retention-scheduler")
+    try:
+        yield
+    finally:
+        scheduler.shutdown.set()
+        await asyncio.wait({task}, timeout=_CLEANUP_S)
+        if not task.done():
+            task.cancel()
+
+
+async def _run_scheduler(run: Callable[[], Awaitable[None]]) -> None:
+    """Run the scheduler; a failure (schema missing, PostgreSQL down) is logged, never fatal to
+    the webhook jobs: the next worker start schedules again."""
+    try:
+        await run()
+    except Exception as exc:
+        log.error("retention_scheduler_failed", error_type=type(exc).__name__)
 
 
 def run_worker(

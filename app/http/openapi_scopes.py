@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from litestar.openapi.spec import Operation
 from litestar.routes import HTTPRoute
 
-from domain.keys import required_scope
+from domain.keys import grants, required_scope
 
 if TYPE_CHECKING:
     from litestar import Litestar
@@ -58,6 +58,10 @@ def state_operation_scopes(app: Litestar) -> None:
                 continue
             scope, note = scopes[operation.operation_id]
             sentence = f"Requires an API key with the `{scope}` scope (or `admin`)."
+            if not grants(("admin",), scope):  # dpo: granted by itself only
+                sentence = (
+                    f"Requires an API key with the `{scope}` scope (`admin` does not grant it)."
+                )
             if note:
                 sentence = f"{sentence} {note}"
             values = {f.name: getattr(operation, f.name) for f in fields(Operation)}

@@ -70,6 +70,7 @@ _TITLES: dict[int, tuple[str, str]] = {
     415: ("unsupported-media-type", "Unsupported Media Type"),
     422: ("unprocessable-content", "Unprocessable Content"),
     429: ("rate-limited", "Too Many Requests"),
+    451: ("subject-erased", "Unavailable For Legal Reasons"),
     499: ("client-closed-request", "Client Closed Request"),
     500: ("internal", "Internal Server Error"),
     502: ("upstream-error", "Bad Gateway"),
@@ -105,6 +106,8 @@ _DESCRIPTIONS: dict[int, str] = {
     422: "Well-formed but semantically invalid request.",
     429: "Rate limit (rate-limited) or the key's daily paid-call quota (quota-exceeded) "
     "exceeded; see Retry-After.",
+    451: "The person's data was erased at their request (LGPD); not fetched again during the "
+    "hold unless the request carries their renewed consent.",
     502: "An upstream service failed.",
     503: "A dependency is unavailable; see Retry-After.",
 }

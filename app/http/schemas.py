@@ -59,7 +59,11 @@ MinLikelihood = Annotated[
 
 
 class EnrichRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """``POST /api/v1/enrich``: any of the identifiers (at least one)."""
+    """``POST /api/v1/enrich``: any of the identifiers (at least one).
+
+    ``consent``: the person consented again, lifting the hold of an erasure at their request
+    (otherwise a paid fetch of an erased person is refused with 451 ``subject-erased``).
+    """
 
     cpf: ShortText | None = None
     email: ShortText | None = None
@@ -67,6 +71,7 @@ class EnrichRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     name: ShortText | None = None
     max_age: MaxAge | None = None
     min_likelihood: MinLikelihood | None = None
+    consent: bool = False
 
 
 class BatchItem(EnrichRequest, frozen=True, kw_only=True, forbid_unknown_fields=True):

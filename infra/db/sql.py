@@ -165,8 +165,8 @@ WHERE p.id = $1 AND ($2::text IS NULL OR p.tenant IS NULL OR p.tenant = $2)
 """,
 )
 
-# The current Work API payload of the newest person party with this CPF.
-# $1 text: CPF, 11 digits.   $2 text: tenant.
+# The current Work API payload of the newest person party with this CPF (none once retention
+# purged it). $1 text: CPF, 11 digits.   $2 text: tenant.
 # Index: idx_parties_cpf_cnpj, then uq_party_enrichments_party.
 FIND_ENRICHMENT = """
 SELECT e.party_id, e.raw_payload::text AS raw_payload, e.enriched_at
@@ -177,6 +177,8 @@ SELECT e.party_id, e.raw_payload::text AS raw_payload, e.enriched_at
          ORDER BY updated_at DESC
          LIMIT 1) AS p
   JOIN core.party_enrichments AS e ON e.party_id = p.id
+   -- A raw payload purged by retention (JSON null) is no dossier to reuse.
+   AND e.raw_payload <> 'null'::jsonb
 """
 
 # The customer search (domain/search.py): one page of persons, ranked, after a keyset position.

@@ -147,6 +147,8 @@ EXPECTED_SCOPES = {
     ("/api/v1/enrich/jobs/{job_id}", "get"): "read",
     ("/api/v1/enrich/jobs/{job_id}/results", "get"): "read",
     ("/api/v1/enrich/jobs/{job_id}", "delete"): "enrich",
+    ("/api/v1/subjects/{cpf}", "get"): "dpo",
+    ("/api/v1/subjects/{cpf}", "delete"): "dpo",
 }
 
 
@@ -159,6 +161,8 @@ async def test_openapi_states_the_scope_of_every_operation(
         assert op["x-required-scope"] == scope, (path, method)
         assert op["security"] == [{"ApiKey": [scope]}, {"Bearer": [scope]}], (path, method)
         assert f"the `{scope}` scope" in op["description"], (path, method)
+    subjects = document["paths"]["/api/v1/subjects/{cpf}"]["delete"]["description"]
+    assert "`admin` does not grant it" in subjects
     lookup = document["paths"]["/api/v1/contributor/customer"]["get"]["description"]
     assert "`enrich`" in lookup  # the read/enrich split is stated where it applies
     for path in ("/api/v1/webhooks/c2s", "/api/v1/webhooks/google-ads"):

@@ -107,6 +107,8 @@ SEMANTIC_RULES: dict[str, tuple[str, str]] = {
         "positive_data_acceptance",
         "the cursor is opaque: only a next_cursor the API returned is valid",
     ),
+    "GET /api/v1/subjects/{cpf}": ("positive_data_acceptance", "CPF check digits"),
+    "DELETE /api/v1/subjects/{cpf}": ("positive_data_acceptance", "CPF check digits"),
 }
 
 schema = schemathesis.pytest.from_fixture("fuzz_schema")
@@ -147,7 +149,7 @@ def fuzz_key(database_url: str) -> str:
     """A key with every scope, so no 403 hides a real answer."""
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
         future = pool.submit(
-            asyncio.run, issue_key(database_url, tenant="fuzz", scopes="read,enrich,admin")
+            asyncio.run, issue_key(database_url, tenant="fuzz", scopes="read,enrich,admin,dpo")
         )
         return future.result()[0]
 

@@ -45,6 +45,7 @@ from domain.models import (
 )
 from domain.pipeline import Enricher, PipelineSettings
 from domain.search import SearchHit
+from domain.subjects import ErasedData, ErasureCounts, SubjectRecords, Tombstone
 from domain.tenancy import current_tenant
 from domain.text import fold
 from domain.usage import MeteredDiretrix, MeteredWorkApi, PaidCalls, UsageCount
@@ -530,6 +531,7 @@ class World:
     # Set: the Work API and Diretrix are metered paid calls (domain/usage.py), as in production.
     meter: FakeUsageMeter | None = None
     audit: FakeAuditTrail = field(default_factory=FakeAuditTrail)
+    erasure_holds: FakeErasureHolds | None = None
 
     def enricher(
         self, settings: PipelineSettings | None = None, flags: StaticFlags | None = None
@@ -557,6 +559,7 @@ class World:
             fill_locks=self.fill_locks,
             lead_messages=self.lead_messages,
             audit=Auditor(self.audit, SUBJECTS, self.clock),
+            erasure_holds=self.erasure_holds,
         )
 
 
@@ -911,3 +914,71 @@ def _bulk_item_view(row: _BulkItem) -> ItemView:
         customer=customer,
         error=error,
     )
+
+
+# --- data-subject rights (domain/subjects.py) ---------------------------------------------------
+
+
+@dataclass
+class FakeErasureHolds:
+    """Erasure tombstones by CPF digest, like ``core.erasures`` (hold checked against the clock).
+
+    ``checks`` counts the hold look-ups (the paid path's one round trip)."""
+
+    digester: SubjectDigester
+    clock: FakeClock
+    tombstones: dict[str, Tombstone] = field(default_factory=dict)
+    checks: int = 0
+
+    def _now(self) -> dt.datetime:
+        return dt.datetime.fromtimestamp(self.clock.now(), dt.UTC)
+
+    async def held(self, cpf: str) -> Tombstone | None:
+        self.checks += 1
+        found = self.tombstones.get(self.digester.digest(cpf))
+        return found if found is not None and found.holds(self._now()) else None
+
+    async def lift(self, cpf: str) -> bool:
+        subject = self.digester.digest(cpf)
+        found = self.tombstones.get(subject)
+        if found is None or not found.holds(self._now()):
+            return False
+        self.tombstones[subject] = msgspec.structs.replace(found, lifted_at=self._now())
+        return True
+
+
+@dataclass
+class FakeSubjectStore:
+    """What PostgreSQL holds about people: the records of each CPF, and the tombstones (shared
+    with :class:`FakeErasureHolds`)."""
+
+    holds: FakeErasureHolds
+    records: dict[str, SubjectRecords] = field(default_factory=dict)
+    contacts: dict[str, tuple[list[str], list[str]]] = field(default_factory=dict)
+
+    async def export(self, cpf: str) -> SubjectRecords | None:
+        return self.records.get(cpf)
+
+    async def erase(self, cpf: str, tombstone: Tombstone) -> ErasedData | None:
+        if self.records.pop(cpf, None) is None:
+            return None
+        emails, phones = self.contacts.pop(cpf, ([], []))
+        self.holds.tombstones[tombstone.subject] = tombstone
+        return ErasedData(
+            counts=ErasureCounts(parties=1, contacts=len(emails) + len(phones)),
+            emails=emails,
+            phones=phones,
+        )
+
+    async def tombstone(self, subject: str) -> Tombstone | None:
+        return self.holds.tombstones.get(subject)
+
+
+@dataclass
+class FakeSubjectCaches:
+    """Cache entries naming a CPF (what Redis would hold); ``forget`` drops them."""
+
+    entries: dict[str, set[str]] = field(default_factory=dict)
+
+    async def forget(self, cpf: str, erased: ErasedData) -> int:
+        return len(self.entries.pop(cpf, set()))

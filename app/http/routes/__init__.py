@@ -18,6 +18,7 @@ from domain.bulk import BulkJobs
 from domain.keys import grants
 from domain.pipeline import Enricher
 from domain.ports import FlagAdmin, JobAdmin
+from domain.subjects import SubjectRights
 from domain.usage import UsageReports
 from domain.webhooks import GoogleAdsIntake, WebhookIntake
 from domain.work_modules import WorkModules
@@ -35,6 +36,7 @@ __all__ = [
     "JobAdminDep",
     "ServicesDep",
     "SettingsDep",
+    "SubjectRightsDep",
     "UsageReportsDep",
     "WebhookIntakeDep",
     "WorkModulesDep",
@@ -51,6 +53,7 @@ FlagStoreDep: TypeAlias = NamedDependency[SkipValidation[FlagAdmin]]
 WebhookIntakeDep: TypeAlias = NamedDependency[SkipValidation[WebhookIntake]]
 JobAdminDep: TypeAlias = NamedDependency[SkipValidation[JobAdmin]]
 GoogleAdsDep: TypeAlias = NamedDependency[SkipValidation[GoogleAdsIntake]]
+SubjectRightsDep: TypeAlias = NamedDependency[SkipValidation[SubjectRights]]
 UsageReportsDep: TypeAlias = NamedDependency[SkipValidation[UsageReports]]
 BulkJobsDep: TypeAlias = NamedDependency[SkipValidation[BulkJobs]]
 

@@ -94,6 +94,10 @@ MinLikelihoodParam = Annotated[
         ),
     ),
 ]
+CONSENT_DOC = (
+    "The person consented (again) to their data being fetched: lifts the hold of an erasure at "
+    "their request (without it such a fetch is refused with 451 `subject-erased`)."
+)
 
 
 def _now() -> dt.datetime:
@@ -180,7 +184,7 @@ class CustomerController(Controller):
         "/contributor/customer",
         operation_id="getContributorCustomer",
         summary="Find a customer by cpf > email > phone > name (database, then Work API)",
-        responses=problem_responses(400, 401, 403, 404, 429, 503),
+        responses=problem_responses(400, 401, 403, 404, 429, 451, 503),
         opt={"scope": "read", "scope_note": READ_OR_ENRICH},
     )
     async def contributor_customer(
@@ -191,10 +195,11 @@ class CustomerController(Controller):
         email: Identifier = None,
         phone: Identifier = None,
         name: Identifier = None,
+        consent: Annotated[bool, QueryParameter(description=CONSENT_DOC)] = False,
         max_age: MaxAgeParam = None,
         min_likelihood: MinLikelihoodParam = None,
     ) -> UnifiedCustomer:
-        query = CustomerQuery(cpf=cpf, email=email, phone=phone, name=name)
+        query = CustomerQuery(cpf=cpf, email=email, phone=phone, name=name, consent=consent)
         return await lookup_customer(
             enricher,
             query,
@@ -209,10 +214,12 @@ class CustomerController(Controller):
         operation_id="enrichCustomer",
         summary="Same as the customer lookup, identifiers in a JSON body",
         status_code=200,
-        responses=problem_responses(400, 401, 403, 404, 413, 415, 429, 503),
+        responses=problem_responses(400, 401, 403, 404, 413, 415, 429, 451, 503),
     )
     async def enrich(self, enricher: EnricherDep, data: JSONBody[EnrichRequest]) -> UnifiedCustomer:
-        query = CustomerQuery(cpf=data.cpf, email=data.email, phone=data.phone, name=data.name)
+        query = CustomerQuery(
+            cpf=data.cpf, email=data.email, phone=data.phone, name=data.name, consent=data.consent
+        )
         return await lookup_customer(
             enricher,
             query,
@@ -240,6 +247,7 @@ class CustomerController(Controller):
                 email=item.email,
                 phone=item.phone,
                 name=item.name,
+                consent=item.consent,
                 max_age_s=item.max_age,
                 min_likelihood=item.min_likelihood,
             )

@@ -61,7 +61,7 @@ class LeadController(Controller):
         operation_id="enrichLead",
         summary="Enrich a C2S lead now (no dedup, fresh data); failures are HTTP errors",
         status_code=200,
-        responses=problem_responses(400, 401, 403, 404, 429, 502, 503),
+        responses=problem_responses(400, 401, 403, 404, 429, 451, 502, 503),
     )
     async def enrich(
         self,

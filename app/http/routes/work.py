@@ -61,7 +61,7 @@ class WorkController(Controller):
         "/all",
         operation_id="getWorkModulesAll",
         summary="The full Work API dossier (modulo=cpf) for a CPF, cached for an hour",
-        responses=problem_responses(400, 401, 403, 404, 429, 502, 503),
+        responses=problem_responses(400, 401, 403, 404, 429, 451, 502, 503),
         # A cached dossier is not paid for: `read` is answered from the cache, a miss needs
         # `enrich` (docs/security.md, "Scopes per operation").
         opt={"scope": "read", "scope_note": READ_OR_ENRICH, "read_ahead": _read_ahead_dossier},
@@ -84,7 +84,7 @@ class WorkController(Controller):
         "/{module:str}",
         operation_id="getWorkModule",
         summary="One Work API module (cep, cnpj, ...) for a document, cached for an hour",
-        responses=problem_responses(400, 401, 403, 404, 429, 502, 503),
+        responses=problem_responses(400, 401, 403, 404, 429, 451, 502, 503),
         opt={"scope": "read", "scope_note": READ_OR_ENRICH},
         response_description="The Work API body, verbatim",
     )

@@ -169,3 +169,14 @@ async def test_argparse_wiring(settings: Settings, capsys: pytest.CaptureFixture
     defaults = parser.parse_args(["keys", "create", "--name", "n", "--tenant", "t"])
     assert defaults.scopes == "read,enrich"
     assert defaults.expires_days is None
+
+
+async def test_create_a_dpo_key(settings: Settings, pool: asyncpg.Pool) -> None:
+    status, output = await _create(settings, scopes="dpo")
+    assert status == EXIT_OK
+    plaintext = _KEY.search(output)
+    assert plaintext is not None
+    stored = await pool.fetchval(
+        "SELECT scopes FROM core.api_keys WHERE key_hash = $1", digest_key(plaintext[0])
+    )
+    assert list(stored) == ["dpo"]

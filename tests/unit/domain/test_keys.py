@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from domain.errors import InvalidInput
 from domain.keys import (
     ALL_SCOPES,
+    DEFAULT_SCOPES,
     ApiKey,
     digest_key,
     digests_equal,
@@ -113,7 +114,9 @@ def test_key_format_check_never_raises(candidate: str) -> None:
 def test_parses_scopes_into_canonical_order_without_duplicates() -> None:
     assert parse_scopes("enrich, read,read") == ("read", "enrich")
     assert parse_scopes(["ADMIN"]) == ("admin",)
-    assert parse_scopes("read,enrich,admin") == ALL_SCOPES
+    assert parse_scopes("read,enrich,admin,dpo") == ALL_SCOPES
+    assert parse_scopes("dpo") == ("dpo",)
+    assert "dpo" not in DEFAULT_SCOPES
 
 
 def test_rejects_unknown_scope_naming_it() -> None:
@@ -139,6 +142,11 @@ def test_rejects_empty_scope_list() -> None:
         (("admin",), "enrich", True),
         (("read", "enrich"), "admin", False),
         ((), "read", False),
+        # dpo (a person's export and erasure) is granted by itself only, not by admin.
+        (("dpo",), "dpo", True),
+        (("admin",), "dpo", False),
+        (("read", "enrich"), "dpo", False),
+        (("dpo",), "read", False),
     ],
 )
 def test_scope_grants(granted: tuple[str, ...], required: str, allowed: bool) -> None:
