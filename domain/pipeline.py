@@ -24,12 +24,11 @@ from typing import TYPE_CHECKING, Literal
 import msgspec
 
 from domain.audit import Auditor, note_paid_call, paid_scope
+from domain.contact_resolution import ContactResolver
 from domain.dossier import Dossier, decode_dossier
-from domain.emails import is_valid_email, normalize_email
 from domain.errors import (
     DependencyUnavailable,
     DomainError,
-    InvalidInput,
     NotFound,
     QuotaExceeded,
     UpstreamError,
@@ -38,8 +37,6 @@ from domain.flags import Flag, StaticFlags
 from domain.freshness import below_likelihood_result, likelihood_or, split_by_likelihood
 from domain.lead_messages import UnrecordedLeadMessages, contact_fingerprint
 from domain.message import PersonSource, format_lead_message
-from domain.names import best_candidate
-from domain.phones import diretrix_form, parse_br_phone
 from domain.resolution import (
     CPF_LOOKUP_UNAVAILABLE,
     REASON_UPSTREAM_UNAVAILABLE,
@@ -164,6 +161,9 @@ class Enricher:
         self.erasure_holds = erasure_holds
         # One audit record per person whose data an operation used (none without a trail).
         self.audit = audit if audit is not None else Auditor.disabled()
+        self.resolver = ContactResolver(
+            diretrix, contact_cache, name_match_threshold=self.settings.name_match_threshold
+        )
         # Cache misses of one key share one Work API call (in this process and, with fill
         # locks, across processes).
         self.single_flight = SingleFlight(
@@ -178,83 +178,9 @@ class Enricher:
             return await self.c2s.fetch_lead(lead_id)
 
     async def resolve(self, customer: LeadCustomer) -> Resolution:
-        """Resolve the customer's CPF(s) from phone and e-mail, concurrently.
-
-        A failing lookup (Diretrix down, breaker open) counts as ``unavailable`` for that contact
-        only; the other contact still resolves.
-        """
+        """Resolve the customer's CPF(s) from phone and e-mail (:class:`ContactResolver`)."""
         async with self.observer.step("resolve_cpf"):
-            (phone, phone_answer), (email, email_answer) = await asyncio.gather(
-                self._lookup_phone(customer), self._lookup_email(customer)
-            )
-            # Diretrix's answers are cached together: one round trip for both.
-            answers = (a for a in (phone_answer, email_answer) if a is not None)
-            await asyncio.gather(*(self.contact_cache.put(*answer) for answer in answers))
-        people: list[ResolvedPerson] = []
-        if phone.person is not None and email.person is not None:
-            if phone.person.cpf == email.person.cpf:
-                people.append(msgspec.structs.replace(phone.person, via="both", contact=None))
-            else:
-                people.extend([phone.person, email.person])
-        elif phone.person is not None:
-            people.append(phone.person)
-        elif email.person is not None:
-            people.append(email.person)
-        return Resolution(people=people, phone=phone, email=email)
-
-    async def _lookup_phone(self, customer: LeadCustomer) -> tuple[ContactLookup, _Answer | None]:
-        raw = customer.phone or customer.phone2
-        if not raw or not raw.strip():
-            return ContactLookup(status="absent"), None
-        try:
-            phone = parse_br_phone(raw)
-        except InvalidInput:
-            return ContactLookup(status="invalid"), None
-        national = diretrix_form(phone)
-        return await self._lookup("phone", national, customer.name, national)
-
-    async def _lookup_email(self, customer: LeadCustomer) -> tuple[ContactLookup, _Answer | None]:
-        raw = customer.email
-        if not raw or not raw.strip():
-            return ContactLookup(status="absent"), None
-        if not is_valid_email(raw):
-            return ContactLookup(status="invalid"), None
-        email = normalize_email(raw)
-        return await self._lookup("email", email, customer.name, email)
-
-    async def _lookup(
-        self, kind: Literal["phone", "email"], value: str, lead_name: str | None, shown: str
-    ) -> tuple[ContactLookup, _Answer | None]:
-        """The contact's lookup, and Diretrix's answer to cache (None: cached, or an error)."""
-        source = "cache"
-        answer: _Answer | None = None
-        candidates = await self.contact_cache.get(kind, value)
-        if candidates is None:
-            source = "diretrix"
-            try:
-                if kind == "phone":
-                    candidates = await self.diretrix.search_by_phone(value)
-                else:
-                    candidates = await self.diretrix.search_by_email(value)
-            except DependencyUnavailable as exc:
-                # Never cached, never "not found": the caller answers an outage.
-                return ContactLookup(status="unavailable", retry_after=exc.retry_after), None
-            except UpstreamError:
-                return ContactLookup(status="unavailable"), None
-            answer = (kind, value, candidates)
-        chosen = best_candidate(candidates, lead_name, self.settings.name_match_threshold)
-        if chosen is None:
-            return ContactLookup(status="not_found"), answer
-        cpf, score, method, matched = chosen
-        return ContactLookup(
-            status="found",
-            person=ResolvedPerson(
-                cpf=cpf,
-                via=kind,
-                contact=shown,
-                match=MatchInfo(score=score, method=method, source=source, matched=matched),
-            ),
-        ), answer
+            return await self.resolver.resolve(customer)
 
     async def fetch_dossiers(
         self,
