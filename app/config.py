@@ -288,6 +288,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     raw_retention_days: PositiveInt = 90
     # Rows per purge transaction, and when `c2s-api worker` runs the purge (cron, UTC).
     retention_batch: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 1000
+    # Bulk jobs (their items: identifiers and results) are purged this long after they ended.
+    bulk_retention_days: PositiveInt = 30
     retention_cron: str = "17 3 * * *"
 
 

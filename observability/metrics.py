@@ -579,7 +579,13 @@ set_build_info()
 
 # --- retention (LGPD) ---------------------------------------------------------------------
 
-RETENTION_KINDS: Final = ("parties", "raw_payloads", "enrichment_history", "audit_partitions")
+RETENTION_KINDS: Final = (
+    "parties",
+    "raw_payloads",
+    "enrichment_history",
+    "audit_partitions",
+    "bulk_jobs",
+)
 RETENTION_PURGED: Final = Counter(
     "retention_purged",
     "Rows (audit: partitions) purged by the retention job, by kind.",
@@ -588,7 +594,8 @@ RETENTION_PURGED: Final = Counter(
 )
 """``kind``: parties (not refreshed for RETENTION_DAYS, removed completely), raw_payloads
 (current enrichments' raw payloads older than RAW_RETENTION_DAYS), enrichment_history (history
-rows older than RAW_RETENTION_DAYS), audit_partitions (older than AUDIT_RETENTION_MONTHS)."""
+rows older than RAW_RETENTION_DAYS), audit_partitions (older than AUDIT_RETENTION_MONTHS),
+bulk_jobs (ended more than BULK_RETENTION_DAYS ago, with their items)."""
 RETENTION_LAST_RUN: Final = Gauge(
     "retention_last_run_timestamp_seconds",
     "When the retention job last finished a run (Unix time; 0 before the first).",

@@ -55,6 +55,7 @@ def retention_policy(settings: Settings) -> RetentionPolicy:
         raw_days=settings.raw_retention_days,
         batch=settings.retention_batch,
         audit_months=settings.audit_retention_months,
+        bulk_days=settings.bulk_retention_days,
     )
 
 

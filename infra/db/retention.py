@@ -97,6 +97,21 @@ DELETE FROM core.party_enrichment_history
 """
 _COUNT_HISTORY: Final = "SELECT count(*) FROM core.party_enrichment_history WHERE enriched_at < $1"
 
+# Bulk enrichment jobs ended before the cut-off, with their items (identifiers and results:
+# personal data) by cascade. $2: jobs per batch (a job holds up to 10,000 items).
+_PURGE_BULK_JOBS: Final = """
+DELETE FROM core.enrich_jobs
+ WHERE id IN (
+       SELECT id FROM core.enrich_jobs
+        WHERE finished_at < $1
+        ORDER BY finished_at
+        LIMIT $2
+          FOR UPDATE SKIP LOCKED)
+"""
+_COUNT_BULK_JOBS: Final = "SELECT count(*) FROM core.enrich_jobs WHERE finished_at < $1"
+# Items of a job per row of a party batch: a batch of bulk jobs is this many times smaller.
+_ITEMS_PER_JOB_BATCH: Final = 100
+
 # The audit trail's monthly partitions before a month, and their purge (the trail's own function,
 # infra/db/audit.py; nothing when the trail is not installed). $1 date: first kept month.
 _AUDIT_PARTITIONS_BEFORE: Final = """
@@ -118,6 +133,7 @@ class RetentionPolicy(msgspec.Struct, frozen=True, kw_only=True):
     raw_days: int = 90
     batch: int = 1000
     audit_months: int = 24
+    bulk_days: int = 30
 
 
 class RetentionReport(msgspec.Struct, frozen=True, kw_only=True):
@@ -128,6 +144,7 @@ class RetentionReport(msgspec.Struct, frozen=True, kw_only=True):
     raw_payloads: int = 0
     enrichment_history: int = 0
     audit_partitions: int = 0
+    bulk_jobs: int = 0
 
     def lines(self) -> list[str]:
         """The report as the CLI prints it."""
@@ -137,6 +154,7 @@ class RetentionReport(msgspec.Struct, frozen=True, kw_only=True):
             f"{verb} raw_payloads: {self.raw_payloads}",
             f"{verb} enrichment_history: {self.enrichment_history}",
             f"{verb} audit_partitions: {self.audit_partitions}",
+            f"{verb} bulk_jobs: {self.bulk_jobs}",
         ]
 
 
@@ -211,33 +229,46 @@ class PgRetention(PooledStore):
         party_cut = now - dt.timedelta(days=self.policy.days)
         raw_cut = now - dt.timedelta(days=self.policy.raw_days)
         audit_cut = _month_start(now, self.policy.audit_months)
+        bulk_cut = now - dt.timedelta(days=self.policy.bulk_days)
         if dry_run:
-            return await self._count(party_cut, raw_cut, audit_cut)
+            return await self._count(party_cut, raw_cut, audit_cut, bulk_cut)
         report = RetentionReport(
             dry_run=False,
             parties=await self._purge_parties(party_cut),
             raw_payloads=await self._batches("raw_payloads", _PURGE_RAW, raw_cut),
             enrichment_history=await self._batches("enrichment_history", _PURGE_HISTORY, raw_cut),
             audit_partitions=await self._drop_audit_partitions(audit_cut),
+            bulk_jobs=await self._batches(
+                "bulk_jobs",
+                _PURGE_BULK_JOBS,
+                bulk_cut,
+                batch=max(1, self.policy.batch // _ITEMS_PER_JOB_BATCH),
+            ),
         )
         self._listener.finished(time.time())
         log.info("retention_finished", **msgspec.structs.asdict(report))
         return report
 
     async def _count(
-        self, party_cut: dt.datetime, raw_cut: dt.datetime, audit_cut: dt.date
+        self,
+        party_cut: dt.datetime,
+        raw_cut: dt.datetime,
+        audit_cut: dt.date,
+        bulk_cut: dt.datetime,
     ) -> RetentionReport:
         async with self._connection() as conn:
             parties = await conn.fetchval(_COUNT_STALE_PARTIES, party_cut)
             raw = await conn.fetchval(_COUNT_RAW, raw_cut)
             history = await conn.fetchval(_COUNT_HISTORY, raw_cut)
             partitions = await conn.fetchval(_AUDIT_PARTITIONS_BEFORE, audit_cut)
+            bulk_jobs = await conn.fetchval(_COUNT_BULK_JOBS, bulk_cut)
         return RetentionReport(
             dry_run=True,
             parties=int(parties),
             raw_payloads=int(raw),
             enrichment_history=int(history),
             audit_partitions=int(partitions),
+            bulk_jobs=int(bulk_jobs),
         )
 
     async def _purge_parties(self, cut: dt.datetime) -> int:
@@ -277,15 +308,18 @@ class PgRetention(PooledStore):
                 )
             )
 
-    async def _batches(self, kind: str, statement: str, cut: dt.datetime) -> int:
+    async def _batches(
+        self, kind: str, statement: str, cut: dt.datetime, *, batch: int | None = None
+    ) -> int:
+        size = batch or self.policy.batch
         total = 0
         for _ in range(_MAX_BATCHES):
             async with self._connection() as conn, conn.transaction():
                 await conn.execute(_BATCH_TIMEOUT)
-                done = _count(await conn.execute(statement, cut, self.policy.batch))
+                done = _count(await conn.execute(statement, cut, size))
             total += done
             self._listener.purged(kind, done)
-            if done < self.policy.batch:
+            if done < size:
                 break
         return total
 

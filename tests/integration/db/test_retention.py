@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import uuid
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.integration
 
-POLICY = RetentionPolicy(days=730, raw_days=90, batch=2, audit_months=24)
+POLICY = RetentionPolicy(days=730, raw_days=90, batch=2, audit_months=24, bulk_days=30)
 SHARED_STREET = f"RUA {new_token()}"
 
 
@@ -192,6 +193,45 @@ async def test_old_audit_partitions_are_dropped_and_the_default_is_kept(
     assert "access_log_202001" not in left
     assert str(recent).rsplit(".", 1)[-1] in left
     assert (await retention.run(dry_run=True)).audit_partitions == 0
+
+
+async def test_bulk_jobs_ended_past_their_retention_go_with_their_items(
+    pool: asyncpg.Pool,
+) -> None:
+    async def job(ended_days_ago: float | None, items: int) -> uuid.UUID:
+        job_id = uuid.uuid4()
+        finished = (
+            None
+            if ended_days_ago is None
+            else dt.datetime.now(dt.UTC) - dt.timedelta(days=ended_days_ago)
+        )
+        await pool.execute(
+            "INSERT INTO core.enrich_jobs (id, tenant, may_fetch, total, open_items, state, "
+            "finished_at) VALUES ($1, 'acme', true, $2, $3, $4, $5)",
+            job_id,
+            items,
+            0 if finished else items,
+            "done" if finished else "running",
+            finished,
+        )
+        await pool.executemany(
+            "INSERT INTO core.enrich_job_items (job_id, seq, cpf, state) VALUES ($1, $2, $3, $4)",
+            [(job_id, n, new_cpf(), "done" if finished else "queued") for n in range(items)],
+        )
+        return job_id
+
+    old = [await job(45, 3) for _ in range(3)]  # 3 jobs, batches of one job (batch=2 // 100)
+    recent = await job(5, 2)
+    running = await job(None, 2)
+    retention = PgRetention(pool, POLICY)
+    assert (await retention.run(dry_run=True)).bulk_jobs == 3
+    assert await pool.fetchval("SELECT count(*) FROM core.enrich_jobs") == 5
+    assert (await retention.run()).bulk_jobs == 3
+    left = {r["id"] for r in await pool.fetch("SELECT id FROM core.enrich_jobs")}
+    assert left == {recent, running}
+    assert not set(old) & left
+    items = await pool.fetchval("SELECT count(*) FROM core.enrich_job_items")
+    assert items == 4  # the old jobs' items went with them
 
 
 async def test_the_worker_scheduler_runs_the_purge(pool: asyncpg.Pool) -> None:

@@ -37,6 +37,7 @@ async def test_dry_run_prints_counts_per_kind(settings: Settings) -> None:
         "would purge raw_payloads",
         "would purge enrichment_history",
         "would purge audit_partitions",
+        "would purge bulk_jobs",
     ]
     out = io.StringIO()
     await asyncio.to_thread(retention_command, settings, dry_run=True, as_json=True, out=out)
@@ -48,6 +49,7 @@ async def test_dry_run_prints_counts_per_kind(settings: Settings) -> None:
         "raw_payloads",
         "enrichment_history",
         "audit_partitions",
+        "bulk_jobs",
     }
 
 
