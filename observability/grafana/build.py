@@ -794,6 +794,40 @@ def _bulk_row(lay: _Layout) -> None:
         ),
         w=8,
     )
+    lay.add(
+        timeseries(
+            "Job callbacks: deliveries by outcome, pending",
+            _targets(
+                (
+                    "sum by (outcome) "
+                    f"(rate(callback_deliveries_total{{{SEL}}}[$__rate_interval]))",
+                    "{{outcome}} /s",
+                ),
+                (f"max(callback_pending{{{SEL}}})", "pending"),
+            ),
+            description="Signed job callbacks (docs/callbacks.md; alert CallbackDeliveriesFailing).",
+        ),
+        w=12,
+    )
+    lay.add(
+        timeseries(
+            "Paid upstream calls per second by tenant, audit records written",
+            _targets(
+                (
+                    "sum by (tenant, upstream) "
+                    f"(rate(paid_calls_total{{{SEL}}}[$__rate_interval]))",
+                    "{{tenant}} {{upstream}}",
+                ),
+                (
+                    f"sum(rate(audit_records_written_total{{{SEL}}}[$__rate_interval]))",
+                    "audit records /s",
+                ),
+            ),
+            description="Usage per tenant (alert TenantNearPaidQuota) and the audit trail.",
+            unit="reqps",
+        ),
+        w=12,
+    )
 
 
 def _db_row(lay: _Layout) -> None:
