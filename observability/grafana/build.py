@@ -805,7 +805,7 @@ def _bulk_row(lay: _Layout) -> None:
                 ),
                 (f"max(callback_pending{{{SEL}}})", "pending"),
             ),
-            description="Signed job callbacks (docs/callbacks.md; alert CallbackDeliveriesFailing).",
+            description="Signed job callbacks (alert CallbackDeliveriesFailing).",
         ),
         w=12,
     )
