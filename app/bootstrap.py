@@ -50,6 +50,7 @@ from infra.db.jobs import PgJobAdmin
 from infra.db.keys import PgApiKeyStore
 from infra.db.lead_messages import PgLeadMessages
 from infra.db.pool import create_pool
+from infra.db.replica import ReadRouting, open_read_routing
 from infra.db.repository import PgPartyRepository
 from infra.flags import FlagStore, defaults_from_settings
 from infra.hotread import RedisHotRead
@@ -336,6 +337,7 @@ class Services:
         job_admin: Listing and redriving webhook events (dead letters).
         client_address: The client's address as far as trusted proxies vouch for it.
         identity_salt: Key of the client-identity digests (no raw IP in Redis).
+        reads: Where lookups read: the read replica while it serves, else ``pool`` (ADR 0015).
     """
 
     settings: Settings
@@ -358,6 +360,7 @@ class Services:
     job_admin: PgJobAdmin
     client_address: ClientAddress
     identity_salt: bytes
+    reads: ReadRouting
 
     async def check_postgres(self) -> None:
         """Raise unless PostgreSQL answers ``SELECT 1``.
@@ -486,7 +489,8 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         listener = CacheMetrics()
         hmac_keys = parse_hmac_keys(settings.cache_hmac_keys.get())
         acquire_timeout = settings.db_connect_timeout_s
-        repository = PgPartyRepository(pool, acquire_timeout=acquire_timeout)
+        reads = await stack.enter_async_context(open_read_routing(settings, pool))
+        repository = PgPartyRepository(pool, acquire_timeout=acquire_timeout, reads=reads)
         event_store = PgEventStore(pool, acquire_timeout=acquire_timeout)
         upstreams = await stack.enter_async_context(_open_upstreams(settings, redis))
         # Feature flags: overrides polled from Redis every FLAG_CACHE_TTL_S (ADR 0007).
@@ -587,6 +591,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             job_admin=PgJobAdmin(pool, acquire_timeout=acquire_timeout),
             client_address=client_address,
             identity_salt=salt,
+            reads=reads,
         )
         await _warm_up(pool)
         log.info(
