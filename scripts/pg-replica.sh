@@ -121,9 +121,21 @@ start() {
         mkdir -p "$dir"
         if [ "$(id -u)" -eq 0 ]; then chown postgres: "$dir"; fi
         chmod 700 "$dir"
-        log "base backup of $primary_host:$primary_port into $dir/data"
-        as_owner "$bin/pg_basebackup" -R -D "$dir/data" -h "$primary_host" -p "$primary_port" \
-            -U postgres -X stream --no-sync
+        # Retried: on a shared server another client may terminate the backup's connections.
+        local attempt
+        for attempt in 1 2 3 4 5; do
+            log "base backup of $primary_host:$primary_port into $dir/data (attempt $attempt)"
+            if as_owner "$bin/pg_basebackup" -R -D "$dir/data" -h "$primary_host" \
+                -p "$primary_port" -U postgres -X stream --checkpoint=fast --no-sync; then
+                break
+            fi
+            rm -rf "$dir/data"
+            if [ "$attempt" -eq 5 ]; then
+                log "base backup failed"
+                exit 1
+            fi
+            sleep 1
+        done
         write_config
     fi
     rm -f "$dir/data/postmaster.pid"
