@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import time
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Final, Literal, Protocol, TypeVar
@@ -58,18 +59,26 @@ log = structlog.get_logger(__name__)
 T = TypeVar("T")
 ReadTarget = Literal["replica", "primary"]
 
-# How far the replica's replay is behind, in seconds. Not in recovery (a promoted replica, or a
-# primary given as DATABASE_READ_URL): 0. Every WAL record received is replayed: 0, however old
-# the last replayed transaction is (an idle primary writes nothing, and "now() - last replay"
-# would grow without bound). Otherwise the age of the last replayed transaction; unknown (none
-# replayed since the replica started, while WAL waits): infinity, i.e. lagging.
+# How far the replica's replay is behind, in seconds, and the WAL position it has received.
+# $1: the position received at the previous check (NULL: none), $2: seconds since that check.
+# * Not in recovery (a promoted replica, or a primary given as DATABASE_READ_URL): 0.
+# * Streaming from the primary and every WAL record received is replayed: 0, however old the
+#   last replayed transaction is (an idle primary writes nothing, so "now() - last replay" would
+#   grow without bound while the replica is perfectly current).
+# * Everything received by the previous check is replayed now: at most the time since then (a
+#   long transaction being streamed, or a busy primary, keeps "received" just ahead of
+#   "replayed" at every check, and its commit is not replayed until it ends).
+# * Otherwise (replay stuck or slower than the stream, or no stream): the age of the last
+#   replayed transaction; unknown (none replayed since the replica started): infinity.
 REPLICA_LAG_SQL: Final = """
 SELECT CASE
   WHEN NOT pg_is_in_recovery() THEN 0
-  WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0
+  WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn()
+       AND EXISTS (SELECT FROM pg_stat_wal_receiver WHERE status = 'streaming') THEN 0
+  WHEN $1::text IS NOT NULL AND pg_last_wal_replay_lsn() >= $1::text::pg_lsn THEN $2::float8
   ELSE coalesce(
     extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8, 'Infinity'::float8)
-END::float8
+END::float8 AS lag_s, pg_last_wal_receive_lsn()::text AS received
 """
 
 _wrote: ContextVar[bool] = ContextVar("c2s_db_wrote", default=False)
@@ -138,6 +147,9 @@ class ReadRouting:
         self._serving = False
         self._up = False
         self._lag_s: float | None = None
+        # What the replica had received at the previous check, and when (monotonic).
+        self._received: str | None = None
+        self._received_at = 0.0
         self._checker: asyncio.Task[None] | None = None
 
     # --- state -------------------------------------------------------------------------------
@@ -219,15 +231,20 @@ class ReadRouting:
         replica = self._replica
         if replica is None:
             return False
+        started = time.monotonic()
+        previous, since = self._received, started - self._received_at
         try:
             with untraced():
                 async with ReadConnection(replica, self._timeout) as conn:
-                    lag = await conn.fetchval(REPLICA_LAG_SQL)
+                    row = await conn.fetchrow(REPLICA_LAG_SQL, previous, since)
         except DependencyUnavailable as exc:
             if self._up:
                 log.warning("db_replica_down", error_type=type(exc.__cause__ or exc).__name__)
+            self._received = None
             self._set(up=False, lag_s=None)
             return False
+        lag = row["lag_s"] if row is not None else None
+        self._received, self._received_at = (row["received"] if row else None), started
         self._set(up=True, lag_s=float(lag) if lag is not None else math.inf)
         return self._serving
 
