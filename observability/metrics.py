@@ -839,8 +839,8 @@ class _ReplicaCollector:
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
         up, serving, lag = self._families()
-        if not self.reported:
-            return ()
+        if not self.reported:  # the families without samples: HELP and TYPE only
+            return up, serving, lag
         up.add_metric([], 1 if self.up else 0)
         serving.add_metric([], 1 if self.serving else 0)
         if self.lag_s is not None:
