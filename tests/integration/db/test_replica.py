@@ -17,6 +17,8 @@ from domain.dossier import decode_dossier
 from infra.db.pool import create_pool
 from infra.db.replica import ReadRouting
 from infra.db.repository import PgPartyRepository
+from tests.support.chaos.proxy import FaultProxy
+from tests.support.chaos.scenario import via_port
 from tests.support.db import DbSettings
 from tests.support.factories import dossier_payload, encode, new_cpf
 
@@ -155,7 +157,7 @@ async def test_a_lagging_replica_stops_serving_until_it_catches_up(
     world: World, replica: PgReplica
 ) -> None:
     world.routing.max_lag_s = 0.5
-    assert await world.routing.check()
+    await _until(world.routing.check)  # the shared server's other writers may be streaming
     await replica.pause_replay()
     cpf = new_cpf()
     await world.store_elsewhere(cpf)
@@ -228,3 +230,67 @@ async def test_a_replica_stopped_under_lookups_fails_no_read_and_serves_again_wh
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_a_read_cut_or_refused_on_the_replica_is_answered_by_the_primary(
+    database_url: str, replica: PgReplica
+) -> None:
+    primary = await create_pool(DbSettings(database_url, pool_max=2))
+    log = ReadLog()
+    with FaultProxy("replica", "127.0.0.1", replica.port) as proxy:
+        secondary = await create_pool(
+            DbSettings(database_url, pool_max=2),
+            url=via_port(replica.url_for(database_url), proxy.port),
+        )
+        routing = ReadRouting(primary, secondary, max_lag_s=3600.0, listener=log)
+        repo = PgPartyRepository(primary, reads=routing)
+        try:
+            cpf = new_cpf()
+            raw = encode(dossier_payload(cpf, name="CORTADO NO MEIO"))
+            await asyncio.create_task(repo.store_dossier(cpf, decode_dossier(raw), raw, None))
+            await replica.wait_caught_up()
+            assert await routing.check()
+
+            # Reset mid-query: the replica's answer is held by the proxy, then the connection
+            # is aborted with an RST.
+            await proxy.set_mode("latency", latency_ms=800)
+            lookup = asyncio.create_task(repo.find_by_cpf(cpf))
+            await asyncio.sleep(0.3)
+            await proxy.set_mode("reset")
+            found = await lookup
+            assert found is not None
+            assert found.party.full_name == "CORTADO NO MEIO"
+            assert log.take() == ["primary"]
+            assert not routing.serving  # until a check finds it healthy
+
+            await proxy.set_mode("pass")
+            assert await routing.check()
+            assert await repo.find_by_cpf(cpf) is not None
+            assert log.take() == ["replica"]
+
+            # Refused (the replica's server gone): the same.
+            await proxy.set_mode("refuse")
+            assert await repo.find_by_cpf(cpf) is not None
+            assert log.take() == ["primary"]
+            assert not await routing.check()
+            assert not routing.up
+        finally:
+            await secondary.close()
+            await primary.close()
+
+
+async def test_without_a_replica_every_read_is_on_the_primary(database_url: str) -> None:
+    primary = await create_pool(DbSettings(database_url))
+    log = ReadLog()
+    routing = ReadRouting(primary, None, listener=log)
+    try:
+        async with routing.running():
+            assert routing.for_read() is primary
+            assert not await routing.check()
+            repo = PgPartyRepository(primary, reads=routing)
+            assert await repo.find_by_cpf(new_cpf()) is None
+            assert await repo.search_by_name("NINGUEM", limit=1) == []
+        assert log.reads == ["primary", "primary"]
+        assert not routing.serving
+    finally:
+        await primary.close()
