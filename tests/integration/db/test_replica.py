@@ -19,7 +19,7 @@ from infra.db.replica import ReadRouting
 from infra.db.repository import PgPartyRepository
 from tests.support.chaos.proxy import FaultProxy
 from tests.support.chaos.scenario import via_port
-from tests.support.db import DbSettings
+from tests.support.db import DbSettings, database_url_for
 from tests.support.factories import dossier_payload, encode, new_cpf
 
 if TYPE_CHECKING:
@@ -293,4 +293,27 @@ async def test_without_a_replica_every_read_is_on_the_primary(database_url: str)
         assert log.reads == ["primary", "primary"]
         assert not routing.serving
     finally:
+        await primary.close()
+
+
+async def test_a_replica_without_the_schema_yet_is_not_an_error(database_url: str) -> None:
+    # Stand-in for a replica that has not replayed a migration: a database of the same server
+    # without the schema (not in recovery, so its lag is 0 and it serves).
+    primary = await create_pool(DbSettings(database_url))
+    behind = await create_pool(DbSettings(database_url), url=database_url_for("postgres"))
+    log = ReadLog()
+    routing = ReadRouting(primary, behind, listener=log)
+    try:
+        assert await routing.check()
+        cpf = new_cpf()
+        raw = encode(dossier_payload(cpf, name="ESQUEMA NOVO"))
+        repo = PgPartyRepository(primary, reads=routing)
+        await asyncio.create_task(repo.store_dossier(cpf, decode_dossier(raw), raw, None))
+        found = await repo.find_by_cpf(cpf)
+        assert found is not None
+        assert found.party.full_name == "ESQUEMA NOVO"
+        assert log.reads == ["primary"]
+        assert not routing.serving
+    finally:
+        await behind.close()
         await primary.close()
