@@ -65,20 +65,31 @@ ReadTarget = Literal["replica", "primary"]
 # * Streaming from the primary and every WAL record received is replayed: 0, however old the
 #   last replayed transaction is (an idle primary writes nothing, so "now() - last replay" would
 #   grow without bound while the replica is perfectly current).
-# * Everything received by the previous check is replayed now: at most the time since then (a
-#   long transaction being streamed, or a busy primary, keeps "received" just ahead of
-#   "replayed" at every check, and its commit is not replayed until it ends).
-# * Otherwise (replay stuck or slower than the stream, or no stream): the age of the last
-#   replayed transaction; unknown (none replayed since the replica started): infinity.
+# * Streaming, and everything received by the previous check is replayed now: at most the time
+#   since then (a long transaction being streamed, or a busy primary, keeps "received" just
+#   ahead of "replayed" at every check, and its commit is not replayed until it ends).
+# * Otherwise (replay stuck or slower than the stream, or no stream from the primary): the age
+#   of the last replayed transaction; unknown (none replayed since the replica started):
+#   infinity. A replica cut off from the primary thus stops serving once the primary has
+#   written anything for longer than the bound.
+# Without pg_read_all_stats the WAL receiver's status reads NULL (its pid is always visible).
 REPLICA_LAG_SQL: Final = """
+WITH r AS (
+  SELECT pg_is_in_recovery() AS recovering,
+         EXISTS (SELECT FROM pg_stat_wal_receiver
+                  WHERE pid IS NOT NULL AND coalesce(status, 'streaming') = 'streaming')
+           AS streaming,
+         pg_last_wal_receive_lsn() AS received,
+         pg_last_wal_replay_lsn() AS replayed
+)
 SELECT CASE
-  WHEN NOT pg_is_in_recovery() THEN 0
-  WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn()
-       AND EXISTS (SELECT FROM pg_stat_wal_receiver WHERE status = 'streaming') THEN 0
-  WHEN $1::text IS NOT NULL AND pg_last_wal_replay_lsn() >= $1::text::pg_lsn THEN $2::float8
+  WHEN NOT recovering THEN 0
+  WHEN streaming AND received = replayed THEN 0
+  WHEN streaming AND $1::text IS NOT NULL AND replayed >= $1::text::pg_lsn THEN $2::float8
   ELSE coalesce(
     extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8, 'Infinity'::float8)
-END::float8 AS lag_s, pg_last_wal_receive_lsn()::text AS received
+END::float8 AS lag_s, received::text AS received
+FROM r
 """
 
 # A replica within the lag bound may not have replayed the migration the running code needs yet
