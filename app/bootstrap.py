@@ -57,6 +57,7 @@ from infra.db.jobs import PgJobAdmin
 from infra.db.keys import PgApiKeyStore
 from infra.db.lead_messages import PgLeadMessages
 from infra.db.pool import create_pool
+from infra.db.replica import ReadRouting, open_read_routing
 from infra.db.repository import PgPartyRepository
 from infra.db.subjects import PgSubjectStore
 from infra.db.usage import PgUsageLedger
@@ -355,6 +356,7 @@ class Services:
         bulk_store: Bulk enrichment jobs and their items (the worker's claim queue too).
         bulk_jobs: Submitting, reading and cancelling bulk jobs (tenant-scoped).
         subject_rights: Export and erasure of a person's data (LGPD, ``dpo`` scope).
+        reads: Where lookups read: the read replica while it serves, else ``pool`` (ADR 0015).
     """
 
     settings: Settings
@@ -384,6 +386,7 @@ class Services:
     bulk_store: PgBulkJobs
     bulk_jobs: BulkJobs
     subject_rights: SubjectRights
+    reads: ReadRouting
 
     async def check_postgres(self) -> None:
         """Raise unless PostgreSQL answers ``SELECT 1``.
@@ -534,7 +537,8 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         listener = CacheMetrics()
         hmac_keys = parse_hmac_keys(settings.cache_hmac_keys.get())
         acquire_timeout = settings.db_connect_timeout_s
-        repository = PgPartyRepository(pool, acquire_timeout=acquire_timeout)
+        reads = await stack.enter_async_context(open_read_routing(settings, pool))
+        repository = PgPartyRepository(pool, acquire_timeout=acquire_timeout, reads=reads)
         event_store = PgEventStore(pool, acquire_timeout=acquire_timeout)
         upstreams = await stack.enter_async_context(_open_upstreams(settings, redis))
         # Paid calls: metered and quota-checked; the drain writes the last counts (pool open).
@@ -683,6 +687,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
                 audit=audit,
                 hold_days=settings.erasure_hold_days,
             ),
+            reads=reads,
         )
         await _warm_up(pool)
         log.info(

@@ -101,6 +101,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     db_pool_max: PositiveInt = 10
     db_statement_timeout_ms: PositiveInt = 2000
     db_connect_timeout_s: PositiveFloat = 2.0
+    # Optional streaming read replica (ADR 0015): lookups, name search and get_party read from it
+    # while a check every REPLICA_CHECK_S finds it at most REPLICA_MAX_LAG_S behind; otherwise,
+    # and for writes and the reads that must see them, the primary. Empty: no replica.
+    database_read_url: Annotated[str, msgspec.Meta(pattern=r"^(postgres(ql)?://\S+)?$")] = ""
+    replica_check_s: PositiveFloat = 1.0
+    replica_max_lag_s: PositiveFloat = 5.0
 
     # --- Redis ------------------------------------------------------------------------------
     redis_url: RedisUrl = "redis://127.0.0.1:6379/0"

@@ -68,6 +68,7 @@ __all__ = [
     "CIRCUIT_BREAKER_STATE",
     "CIRCUIT_BREAKER_STORAGE_DEGRADED",
     "CIRCUIT_BREAKER_TRANSITIONS",
+    "DB_READS",
     "DEPENDENCY_DEGRADED",
     "DEPENDENCY_READY",
     "DOSSIER_LOCAL_CACHE_BYTES",
@@ -107,6 +108,7 @@ __all__ = [
     "BreakerMetrics",
     "BulkMetrics",
     "PipelineObserver",
+    "ReplicaMetrics",
     "current_exemplar",
     "http_method_label",
     "metric_names",
@@ -912,6 +914,79 @@ def track_pool(pool: _Pool) -> Callable[[], None]:
         A function that stops tracking the pool (call it before closing the pool).
     """
     return _POOLS.track(pool)
+
+
+# --- PostgreSQL read replica (ADR 0015) ------------------------------------------------------
+
+DB_READS: Final = Counter(
+    "db_reads",
+    "Party reads (lookups, name search, get_party) by the server that answered them.",
+    ["target"],
+    registry=REGISTRY,
+)
+"""``target`` in replica/primary: the primary answers every read without ``DATABASE_READ_URL``,
+after this request wrote, while the replica is not serving, and a read that failed on it."""
+
+
+class _ReplicaCollector:
+    """``db_replica_up``, ``db_replica_serving`` and ``db_replica_lag_seconds``: the last check's
+    result, exported only once a process with a replica reported one (no replica, no series, so
+    the alerts do not fire where none is configured)."""
+
+    def __init__(self) -> None:
+        self.reported = False
+        self.up = False
+        self.serving = False
+        self.lag_s: float | None = None
+
+    def _families(self) -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
+        up = GaugeMetricFamily(
+            "db_replica_up", "1 while the last check reached the PostgreSQL read replica."
+        )
+        serving = GaugeMetricFamily(
+            "db_replica_serving",
+            "1 while reads go to the PostgreSQL read replica (reachable and within "
+            "REPLICA_MAX_LAG_S); 0 while they fall back to the primary.",
+        )
+        lag = GaugeMetricFamily(
+            "db_replica_lag_seconds",
+            "How far the read replica's replay is behind the primary at the last check "
+            "(0 when it replayed everything it received; absent while unreachable).",
+        )
+        return up, serving, lag
+
+    def describe(self) -> Iterable[GaugeMetricFamily]:
+        return self._families()
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        up, serving, lag = self._families()
+        if not self.reported:  # the families without samples: HELP and TYPE only
+            return up, serving, lag
+        up.add_metric([], 1 if self.up else 0)
+        serving.add_metric([], 1 if self.serving else 0)
+        if self.lag_s is not None:
+            lag.add_metric([], self.lag_s)
+        return up, serving, lag
+
+
+_REPLICA: Final = _ReplicaCollector()
+REGISTRY.register(_REPLICA)
+
+
+class ReplicaMetrics:
+    """The read routing's listener (``infra.db.replica.ReplicaListener``): ``db_reads_total``
+    per read, the replica gauges per check."""
+
+    def __init__(self) -> None:
+        self._replica = DB_READS.labels("replica")
+        self._primary = DB_READS.labels("primary")
+
+    def read(self, target: Literal["replica", "primary"]) -> None:
+        (self._replica if target == "replica" else self._primary).inc()
+
+    def health(self, *, up: bool, lag_s: float | None, serving: bool) -> None:
+        _REPLICA.reported = True
+        _REPLICA.up, _REPLICA.serving, _REPLICA.lag_s = up, serving, lag_s
 
 
 # --- exposition -----------------------------------------------------------------------------

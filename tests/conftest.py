@@ -22,6 +22,7 @@ from tests.support.db import (
     delete_redis_keys,
     drop_database,
 )
+from tests.support.pg_replica import PgReplica, running_replica
 from tests.support.sandbox import SandboxAdmin, serve_sandbox
 
 if TYPE_CHECKING:
@@ -115,3 +116,11 @@ async def sandbox(_sandbox_session: SandboxAdmin) -> SandboxAdmin:
     """The shared sandbox's admin API, reset for this test."""
     await _sandbox_session.reset()
     return _sandbox_session
+
+
+@pytest.fixture(scope="session")
+def pg_replica() -> Iterator[PgReplica]:
+    """A streaming read replica of the test PostgreSQL server (started only for the tests that
+    ask for it; stopped and deleted at the end of the session)."""
+    with running_replica() as replica:
+        yield replica

@@ -197,13 +197,16 @@ class PoolSettings(Protocol):
     def service_name(self) -> str: ...
 
 
-async def create_pool(settings: PoolSettings, *, min_size: int | None = None) -> asyncpg.Pool:
+async def create_pool(
+    settings: PoolSettings, *, min_size: int | None = None, url: str | None = None
+) -> asyncpg.Pool:
     """Create a pool whose every query is bounded by the statement timeout.
 
     Args:
         settings: Database settings.
         min_size: Override ``db_pool_min``; 0 opens connections lazily, so a process can start
             (and report "not ready") while PostgreSQL is down.
+        url: Another server than ``settings.database_url`` (the read replica), same bounds.
 
     Returns:
         The pool, with ``min_size`` connections open.
@@ -212,7 +215,7 @@ async def create_pool(settings: PoolSettings, *, min_size: int | None = None) ->
         OSError: When ``min_size`` > 0 and PostgreSQL is unreachable (as from asyncpg).
     """
     return await asyncpg.create_pool(
-        settings.database_url,
+        url or settings.database_url,
         min_size=settings.db_pool_min if min_size is None else min_size,
         max_size=settings.db_pool_max,
         timeout=settings.db_connect_timeout_s,

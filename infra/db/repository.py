@@ -6,6 +6,10 @@
   trips (``BEGIN`` with the CPF's advisory lock, one statement writing every table, ``COMMIT``),
   serialised per CPF by that transaction-level lock: a dossier is stored whole or not at all,
   never half written.
+* With a read replica (``reads``, ADR 0015) the lookups (by CPF, e-mail, phone, name, id) read
+  from it while it serves; a task that stored reads the primary afterwards (read-your-writes).
+  :meth:`PgPartyRepository.find_enrichment` (whose answer decides whether to fetch and store
+  again) always reads the primary.
 * Any sign that PostgreSQL cannot serve now (refused or dropped connection, pool exhausted,
   statement timeout, server shutting down, deadlock) surfaces as
   ``DependencyUnavailable("postgres", ...)``; programming errors (bad SQL, constraint
@@ -34,6 +38,7 @@ from domain.tenancy import current_tenant
 from domain.text import fold, parse_cep, parse_uf
 from infra.db import sql
 from infra.db.pool import ReadConnection, pooled_connection
+from infra.db.replica import ReadRouting, mark_wrote
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -302,6 +307,7 @@ class PgPartyRepository:
             every query; this class bounds the wait for a free connection.
         acquire_timeout: Seconds to wait for a pooled connection (including connecting).
         name_candidates: How many name matches are ranked at most (``sql.SEARCH_BY_NAME``).
+        reads: Where lookups read (a replica and its fallback, ADR 0015); default: ``pool``.
     """
 
     def __init__(
@@ -310,10 +316,12 @@ class PgPartyRepository:
         *,
         acquire_timeout: float = DEFAULT_ACQUIRE_TIMEOUT_S,
         name_candidates: int = DEFAULT_NAME_CANDIDATES,
+        reads: ReadRouting | None = None,
     ) -> None:
         self._pool = pool
         self._acquire_timeout = acquire_timeout
         self._name_candidates = name_candidates
+        self._reads = reads or ReadRouting(pool, acquire_timeout=acquire_timeout)
 
     def _connection(self) -> AbstractAsyncContextManager[PoolConnectionProxy]:
         """A pooled connection; outages become ``DependencyUnavailable``."""
@@ -324,9 +332,9 @@ class PgPartyRepository:
         return ReadConnection(self._pool, self._acquire_timeout)
 
     async def _fetch_one(self, query: str, *args: object) -> PartyWithContacts | None:
-        # One statement, no transaction, the tenant a parameter: one round trip per lookup.
-        async with self._reading() as conn:
-            doc: str | None = await conn.fetchval(query, *args)
+        # One statement, no transaction, the tenant a parameter: one round trip per lookup, on
+        # the replica while it serves (ADR 0015).
+        doc: str | None = await self._reads.read(lambda conn: conn.fetchval(query, *args))
         return None if doc is None else _to_party(doc)
 
     # ------------------------------------------------------------------------------ lookups
@@ -405,15 +413,12 @@ class PgPartyRepository:
             return []
         bounded = max(1, min(limit, _MAX_NAME_LIMIT))
         candidates = max(self._name_candidates, bounded)
-        async with self._reading() as conn:
-            records = await conn.fetch(
-                sql.SEARCH_BY_NAME,
-                key,
-                contains_pattern(key),
-                bounded,
-                candidates,
-                current_tenant.get(),
+        tenant = current_tenant.get()
+        records = await self._reads.read(
+            lambda conn: conn.fetch(
+                sql.SEARCH_BY_NAME, key, contains_pattern(key), bounded, candidates, tenant
             )
+        )
         return [_to_party(record["doc"]) for record in records]
 
     async def get_party(self, party_id: UUID) -> PartyWithContacts | None:
@@ -433,6 +438,9 @@ class PgPartyRepository:
     async def find_enrichment(self, cpf: str) -> StoredEnrichment | None:
         """The current stored Work API payload of the newest person party with ``cpf``.
 
+        Read on the primary, never a replica: the answer's age decides whether the dossier is
+        fetched and stored again (``stored_dossier_max_age_s``, the webhook job).
+
         Raises:
             DependencyUnavailable: PostgreSQL cannot serve now.
         """
@@ -450,7 +458,7 @@ class PgPartyRepository:
         self, search: CustomerSearch, *, after: SearchPosition | None, limit: int
     ) -> list[SearchHit]:
         """Persons matching ``search``, best rank first then by id, after ``after`` (one
-        statement; ``sql.search_customers_query``).
+        statement, ``sql.search_customers_query``, read on the replica while it serves).
 
         Raises:
             DependencyUnavailable: PostgreSQL cannot serve now.
@@ -465,8 +473,8 @@ class PgPartyRepository:
         args.extend(v for v in (search.name, search.city, search.uf) if v is not None)
         if after is not None:
             args.extend((after.rank, after.party_id))
-        async with self._reading() as conn:
-            records = await conn.fetch(query, *args)
+        # One statement: on the replica while it serves (ADR 0015).
+        records = await self._reads.read(lambda conn: conn.fetch(query, *args))
         return [_SEARCH_DECODER.decode(record["doc"]) for record in records]
 
     # -------------------------------------------------------------------------------- store
@@ -508,6 +516,8 @@ class PgPartyRepository:
         addresses = _address_rows(person.addresses)
 
         begin = sql.BEGIN_AND_LOCK_CPF.format(cpf=key)
+        # From now on this task reads the primary: a replica may not have the write yet.
+        mark_wrote()
         async with self._connection() as conn:
             # Three round trips: BEGIN with the CPF's lock, the one statement that writes
             # everything, COMMIT. On any failure the pool rolls the transaction back when the

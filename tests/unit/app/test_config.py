@@ -52,6 +52,9 @@ def test_cors_origins_are_a_comma_separated_list() -> None:
         ({"INCOME_MULTIPLIER": "-1"}, "INCOME_MULTIPLIER"),
         ({"DB_POOL_MIN": "50"}, "DB_POOL_MIN"),
         ({"AUTH_FAILURE_LIMIT": "twenty a minute"}, "AUTH_FAILURE_LIMIT"),
+        ({"DATABASE_READ_URL": "replica-host:5432"}, "DATABASE_READ_URL"),
+        ({"REPLICA_MAX_LAG_S": "0"}, "REPLICA_MAX_LAG_S"),
+        ({"REPLICA_CHECK_S": "-1"}, "REPLICA_CHECK_S"),
     ],
 )
 def test_invalid_value_names_the_variable(env: dict[str, str], variable: str) -> None:
