@@ -23,10 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import asyncpg
-import redis.asyncio as aioredis
 import structlog
-from redis.asyncio.connection import AbstractConnection, Connection, SSLConnection
-from redis.exceptions import ConnectionError as RedisConnectionError
 
 from app.config import parse_hmac_keys, redact_url
 from app.http.middleware.auth import KeyVerifier
@@ -56,6 +53,8 @@ from infra.hotread import RedisHotRead
 from infra.localcache import LocalDossierCache
 from infra.queue import provably_unsent
 from infra.ratelimit import RateLimiter, parse_policy
+from infra.redisclient import RedisClient, connect
+from infra.redisclient import prepare as prepare_redis
 from infra.sealing import AeadEnvelope
 from infra.upstream import (
     C2SClient,
@@ -82,7 +81,7 @@ from observability.metrics import (
 from observability.tracing import untraced
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterable
+    from collections.abc import AsyncIterator
 
     from app.config import Settings
     from domain.admission import Tier
@@ -164,52 +163,15 @@ class SystemClock:
 # --- Redis ------------------------------------------------------------------------------------
 
 
-class _ClosedWriteIsConnectionError(AbstractConnection):
-    """Report a write to a socket the peer already closed as ``ConnectionError``.
-
-    Under uvloop, writing to a transport that Redis (or the network) reset raises
-    ``RuntimeError: unable to perform operation on <TCPTransport closed=True ...>``, which
-    redis-py lets through after dropping the connection; every adapter's ``except RedisError``
-    would miss it and the request would answer 500 (tests/chaos/test_stateful.py). As a
-    ``ConnectionError`` the client's retry reconnects, or the adapters degrade as designed.
-    """
-
-    async def send_packed_command(
-        self, command: bytes | str | Iterable[bytes], check_health: bool = True
-    ) -> None:
-        try:
-            await super().send_packed_command(command, check_health)
-        except RuntimeError as exc:
-            raise RedisConnectionError(f"Error while writing to socket: {exc}") from exc
-
-
-class _TcpConnection(_ClosedWriteIsConnectionError, Connection):
-    """``redis://``."""
-
-
-class _SslConnection(_ClosedWriteIsConnectionError, SSLConnection):
-    """``rediss://``."""
-
-
-_CONNECTION_CLASSES: dict[type[AbstractConnection], type[AbstractConnection]] = {
-    Connection: _TcpConnection,
-    SSLConnection: _SslConnection,
-}
-
-
-def open_redis(settings: Settings) -> aioredis.Redis:
-    """The process's Redis client; commands are bounded by ``REDIS_TIMEOUT_S``."""
-    client = aioredis.Redis.from_url(
+def open_redis(settings: Settings) -> RedisClient:
+    """The process's Redis client, one server or a Redis Cluster by ``REDIS_URL``'s scheme
+    (ADR 0014); commands are bounded by ``REDIS_TIMEOUT_S``."""
+    return connect(
         settings.redis_url,
-        socket_timeout=settings.redis_timeout_s,
-        socket_connect_timeout=settings.redis_timeout_s,
+        timeout_s=settings.redis_timeout_s,
         max_connections=settings.redis_max_connections,
-        health_check_interval=30,
+        cluster_retries=settings.redis_cluster_retries,
     )
-    # The URL's scheme picked the class (from_url overrides a connection_class argument).
-    pool = client.connection_pool
-    pool.connection_class = _CONNECTION_CLASSES.get(pool.connection_class, pool.connection_class)
-    return client
 
 
 # --- PostgreSQL -------------------------------------------------------------------------------
@@ -284,7 +246,7 @@ BREAKER_SYNC_INTERVAL_S = 5.0
 
 
 @asynccontextmanager
-async def _open_upstreams(settings: Settings, redis: aioredis.Redis) -> AsyncIterator[Upstreams]:
+async def _open_upstreams(settings: Settings, redis: RedisClient) -> AsyncIterator[Upstreams]:
     """Open the HTTP session and breakers; close them (breakers first) on exit."""
     session = create_session(settings.upstream_max_connections)
     gauges = BreakerMetrics()
@@ -340,7 +302,7 @@ class Services:
 
     settings: Settings
     pool: asyncpg.Pool
-    redis: aioredis.Redis
+    redis: RedisClient
     repository: PgPartyRepository
     upstreams: Upstreams
     enricher: Enricher
@@ -413,7 +375,7 @@ class ServicesHandle:
         self._services = None
 
 
-def _rate_limiter(settings: Settings, redis: aioredis.Redis) -> RateLimiter:
+def _rate_limiter(settings: Settings, redis: RedisClient) -> RateLimiter:
     return RateLimiter(
         redis,
         prefix=settings.redis_key_prefix,
@@ -429,7 +391,7 @@ def _rate_limiter(settings: Settings, redis: aioredis.Redis) -> RateLimiter:
 
 
 def _auth_failure_guard(
-    settings: Settings, redis: aioredis.Redis, client_address: ClientAddress, salt: bytes
+    settings: Settings, redis: RedisClient, client_address: ClientAddress, salt: bytes
 ) -> AuthFailureGuard | None:
     policy = parse_policy(settings.auth_failure_limit)
     if not policy:
@@ -449,7 +411,7 @@ def dossier_invalidation_channel(settings: Settings) -> str:
 
 
 async def _local_dossier_cache(
-    settings: Settings, redis: aioredis.Redis, stack: AsyncExitStack
+    settings: Settings, redis: RedisClient, stack: AsyncExitStack
 ) -> LocalDossierCache | None:
     """The in-memory copy of hot dossiers and its invalidation listener (ADR 0010), or ``None``
     when ``DOSSIER_LOCAL_CACHE_MB`` is 0."""
@@ -481,6 +443,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         pool = await stack.enter_async_context(open_pool(settings))
         redis = open_redis(settings)
         stack.push_async_callback(redis.aclose)
+        await prepare_redis(redis)  # a cluster's slot map, before traffic (ADR 0014)
         salt = settings.cache_key_salt.get().encode()
         keys = KeySpace(settings.redis_key_prefix, salt)
         listener = CacheMetrics()
