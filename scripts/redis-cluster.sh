@@ -28,6 +28,13 @@ wait_ok() {
         all=0
         break
       fi
+      # A replica that never finished its first sync could not be promoted.
+      local repl
+      repl="$(redis-cli -p "$p" info replication 2>/dev/null || true)"
+      if grep -q '^role:slave' <<<"$repl" && ! grep -q '^master_link_status:up' <<<"$repl"; then
+        all=0
+        break
+      fi
       views+="$(redis-cli -p "$p" cluster slots 2>/dev/null | sort | md5sum)"$'\n'
     done
     if ((all)) && [[ "$(sort -u <<<"${views%$'\n'}" | wc -l)" == 1 ]]; then return 0; fi
@@ -42,7 +49,7 @@ start() {
   for p in $(ports); do
     redis-server --port "$p" --bind 127.0.0.1 --dir "$dir" --cluster-enabled yes \
       --cluster-config-file "nodes-$p.conf" --cluster-node-timeout "${REDIS_CLUSTER_NODE_TIMEOUT_MS:-1000}" \
-      --appendonly no --save '' --daemonize yes --pidfile "$dir/redis-$p.pid" \
+      --cluster-replica-validity-factor 0 --appendonly no --save '' --daemonize yes --pidfile "$dir/redis-$p.pid" \
       --logfile "$dir/redis-$p.log" --protected-mode no
   done
   for p in $(ports); do
