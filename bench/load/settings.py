@@ -55,6 +55,7 @@ SCENARIOS: Final = (
     "webhook",
     "worker",
     "two_workers",
+    "cluster",
 )
 
 

@@ -52,6 +52,9 @@ def test_cors_origins_are_a_comma_separated_list() -> None:
         ({"INCOME_MULTIPLIER": "-1"}, "INCOME_MULTIPLIER"),
         ({"DB_POOL_MIN": "50"}, "DB_POOL_MIN"),
         ({"AUTH_FAILURE_LIMIT": "twenty a minute"}, "AUTH_FAILURE_LIMIT"),
+        ({"REDIS_URL": "redis+cluster://10.0.0.1"}, "REDIS_URL"),
+        ({"REDIS_URL": "redis+cluster://10.0.0.1:7000/3"}, "REDIS_URL"),
+        ({"REDIS_CLUSTER_RETRIES": "9"}, "REDIS_CLUSTER_RETRIES"),
     ],
 )
 def test_invalid_value_names_the_variable(env: dict[str, str], variable: str) -> None:
