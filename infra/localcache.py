@@ -277,13 +277,14 @@ class LocalDossierCache:
         # In a Redis Cluster the channel is sharded: the listener subscribes on the master of
         # the channel's slot, where every SPUBLISH of it is served (infra.redisclient).
         subscribe, self._message_type = subscribe_command(self._client)
+        lost = False
         while not self._stopping:
             client: Any = None
             pubsub: Any = None  # Any: redis-py's PubSub is partly untyped
             try:
                 # A background task of no request: not traced (a root trace per ping otherwise).
                 with untraced():
-                    client = await subscriber(self._client, self._channel)
+                    client = await subscriber(self._client, self._channel, refresh=lost)
                     pubsub = client.pubsub()
                     await getattr(pubsub, subscribe)(self._channel)
                     backoff = 0.05
@@ -293,6 +294,7 @@ class LocalDossierCache:
             except Exception as exc:  # a bug must not leave memory serving without a listener
                 log.error("dossier_local_cache_listener_failed", error_type=type(exc).__name__)
             finally:
+                lost = True
                 self._confirmed_at = float("-inf")
                 self._set_serving(False)
                 with contextlib.suppress(*_ABSORBED, RuntimeError):

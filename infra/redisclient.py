@@ -245,16 +245,17 @@ def publish(pipe: Any, channel: str, message: bytes, *, cluster: bool) -> None:
         pipe.publish(channel, message)
 
 
-async def subscriber(client: RedisClient, channel: str) -> aioredis.Redis:
+async def subscriber(client: RedisClient, channel: str, *, refresh: bool) -> aioredis.Redis:
     """A client for a listener of ``channel``: ``client`` itself, or in a cluster a new client
     of the master that serves the channel's slot now (the caller closes it).
 
-    In a cluster the slot map is refreshed first, so a listener that lost its master to a
-    failover finds the promoted replica.
+    In a cluster, with ``refresh`` (a listener that lost its connection: maybe its master to a
+    failover) the slot map is read again first, so the promoted replica is found.
     """
     if not isinstance(client, RedisCluster):
         return client
-    await client.nodes_manager.initialize()
+    if refresh or not client.nodes_manager.slots_cache:
+        await client.nodes_manager.initialize()
     node = client.nodes_manager.get_node_from_slot(client.keyslot(channel))  # the primary
     kwargs = dict(node.connection_kwargs)
     kwargs.pop("max_connections", None)
