@@ -23,15 +23,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import asyncpg
-import redis.asyncio as aioredis
 import structlog
-from redis.asyncio.connection import AbstractConnection, Connection, SSLConnection
-from redis.exceptions import ConnectionError as RedisConnectionError
 
 from app.config import parse_hmac_keys, redact_url
 from app.http.middleware.auth import KeyVerifier
 from app.http.middleware.idempotency import IdempotencyStore
-from app.http.middleware.ratelimit import AUTH_FAILURE_POLICY, AuthFailureGuard, ClientAddress
+from app.http.middleware.ratelimit import AuthFailureGuard, ClientAddress
+from app.listeners import AuthFailureMetrics, CacheMetrics, LocalCacheMetrics, RateLimitMetrics
+from app.upstreams import Upstreams, open_upstreams
 from domain.audit import Auditor, SubjectDigester
 from domain.bulk import BulkJobs
 from domain.pipeline import Enricher, PipelineSettings
@@ -39,7 +38,6 @@ from domain.subjects import SubjectRights
 from domain.usage import MeteredDiretrix, MeteredWorkApi, PaidCalls, UsageReports
 from domain.webhooks import GoogleAdsIntake, GoogleAdsSettings, WebhookIntake
 from domain.work_modules import WorkModules
-from infra.breaker import BreakerRegistry
 from infra.cache import (
     HmacEnvelope,
     KeySpace,
@@ -66,39 +64,21 @@ from infra.hotread import RedisHotRead
 from infra.localcache import LocalDossierCache
 from infra.queue import provably_unsent
 from infra.ratelimit import RateLimiter, parse_policy
+from infra.redisclient import RedisClient, connect
+from infra.redisclient import prepare as prepare_redis
 from infra.sealing import AeadEnvelope
 from infra.subject_caches import RedisSubjectCaches
-from infra.upstream import (
-    C2SClient,
-    C2SConfig,
-    DiretrixClient,
-    DiretrixConfig,
-    WorkApiClient,
-    WorkApiConfig,
-    create_session,
-    create_upstream_clients,
-)
 from infra.usage import TenantLabels, UsageRecorder
 from observability.metrics import (
-    DOSSIER_LOCAL_CACHE_BYTES,
-    DOSSIER_LOCAL_CACHE_ENTRIES,
-    DOSSIER_LOCAL_CACHE_EVICTIONS,
-    DOSSIER_LOCAL_CACHE_INVALIDATIONS,
-    DOSSIER_LOCAL_CACHE_SERVING,
-    RATE_LIMIT_DEGRADED,
-    BreakerMetrics,
     PipelineObserver,
-    record_cache,
-    record_rate_limit,
 )
 from observability.tracing import untraced
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterable
+    from collections.abc import AsyncIterator
     from contextlib import AbstractAsyncContextManager
 
     from app.config import Settings
-    from domain.admission import Tier
     from domain.ports import HotRead
 
 __all__ = [
@@ -106,65 +86,13 @@ __all__ = [
     "ServicesHandle",
     "ServicesNotRunning",
     "SystemClock",
-    "Upstreams",
     "dossier_invalidation_channel",
     "open_pool",
     "open_redis",
     "open_services",
-    "upstream_configs",
 ]
 
 log = structlog.get_logger(__name__)
-
-
-# --- metrics listeners ------------------------------------------------------------------------
-
-
-class CacheMetrics:
-    """Feeds cache outcomes to ``cache_requests_total``."""
-
-    def record(self, cache: str, result: str) -> None:
-        record_cache(cache, result)  # type: ignore[arg-type]  # adapters use the bounded names
-
-
-class LocalCacheMetrics:
-    """Feeds the in-memory dossier cache's size and events to Prometheus."""
-
-    def held(self, entries: int, nbytes: int) -> None:
-        DOSSIER_LOCAL_CACHE_ENTRIES.set(entries)
-        DOSSIER_LOCAL_CACHE_BYTES.set(nbytes)
-
-    def evicted(self, reason: str, count: int) -> None:
-        DOSSIER_LOCAL_CACHE_EVICTIONS.labels(reason).inc(count)
-
-    def invalidated(self, reason: str, count: int) -> None:
-        DOSSIER_LOCAL_CACHE_INVALIDATIONS.labels(reason).inc(count)
-
-    def serving(self, active: bool) -> None:
-        DOSSIER_LOCAL_CACHE_SERVING.set(1 if active else 0)
-
-
-class RateLimitMetrics:
-    """Feeds limiter decisions and the degraded flag to Prometheus."""
-
-    def decided(self, tier: Tier | None, allowed: bool) -> None:
-        record_rate_limit(tier or "all", allowed=allowed)
-
-    def degraded(self, active: bool) -> None:
-        RATE_LIMIT_DEGRADED.set(1 if active else 0)
-
-
-class AuthFailureMetrics:
-    """Feeds failed-authentication decisions to Prometheus (policy ``auth_failure``).
-
-    The degraded flag is left to the request limiter: both share one Redis.
-    """
-
-    def decided(self, tier: Tier | None, allowed: bool) -> None:
-        record_rate_limit(AUTH_FAILURE_POLICY, allowed=allowed)
-
-    def degraded(self, active: bool) -> None:
-        return None
 
 
 class SystemClock:
@@ -177,52 +105,15 @@ class SystemClock:
 # --- Redis ------------------------------------------------------------------------------------
 
 
-class _ClosedWriteIsConnectionError(AbstractConnection):
-    """Report a write to a socket the peer already closed as ``ConnectionError``.
-
-    Under uvloop, writing to a transport that Redis (or the network) reset raises
-    ``RuntimeError: unable to perform operation on <TCPTransport closed=True ...>``, which
-    redis-py lets through after dropping the connection; every adapter's ``except RedisError``
-    would miss it and the request would answer 500 (tests/chaos/test_stateful.py). As a
-    ``ConnectionError`` the client's retry reconnects, or the adapters degrade as designed.
-    """
-
-    async def send_packed_command(
-        self, command: bytes | str | Iterable[bytes], check_health: bool = True
-    ) -> None:
-        try:
-            await super().send_packed_command(command, check_health)
-        except RuntimeError as exc:
-            raise RedisConnectionError(f"Error while writing to socket: {exc}") from exc
-
-
-class _TcpConnection(_ClosedWriteIsConnectionError, Connection):
-    """``redis://``."""
-
-
-class _SslConnection(_ClosedWriteIsConnectionError, SSLConnection):
-    """``rediss://``."""
-
-
-_CONNECTION_CLASSES: dict[type[AbstractConnection], type[AbstractConnection]] = {
-    Connection: _TcpConnection,
-    SSLConnection: _SslConnection,
-}
-
-
-def open_redis(settings: Settings) -> aioredis.Redis:
-    """The process's Redis client; commands are bounded by ``REDIS_TIMEOUT_S``."""
-    client = aioredis.Redis.from_url(
+def open_redis(settings: Settings) -> RedisClient:
+    """The process's Redis client, one server or a Redis Cluster by ``REDIS_URL``'s scheme
+    (ADR 0014); commands are bounded by ``REDIS_TIMEOUT_S``."""
+    return connect(
         settings.redis_url,
-        socket_timeout=settings.redis_timeout_s,
-        socket_connect_timeout=settings.redis_timeout_s,
+        timeout_s=settings.redis_timeout_s,
         max_connections=settings.redis_max_connections,
-        health_check_interval=30,
+        cluster_retries=settings.redis_cluster_retries,
     )
-    # The URL's scheme picked the class (from_url overrides a connection_class argument).
-    pool = client.connection_pool
-    pool.connection_class = _CONNECTION_CLASSES.get(pool.connection_class, pool.connection_class)
-    return client
 
 
 # --- PostgreSQL -------------------------------------------------------------------------------
@@ -251,73 +142,6 @@ async def _warm_up(pool: asyncpg.Pool) -> None:
 
 
 # --- upstreams --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Upstreams:
-    """The process's upstream clients and their breaker registry."""
-
-    c2s: C2SClient
-    diretrix: DiretrixClient
-    work_api: WorkApiClient
-    breakers: BreakerRegistry
-
-
-def upstream_configs(settings: Settings) -> tuple[C2SConfig, DiretrixConfig, WorkApiConfig]:
-    """The configured upstream URLs and credentials.
-
-    An unset ``*_BASE_URL`` points at ``http://127.0.0.1:SANDBOX_PORT`` with the configured
-    credentials; ``c2s-api serve`` fills in the local sandbox's credentials when it starts one.
-    """
-    local = f"http://127.0.0.1:{settings.sandbox_port}"
-    c2s = C2SConfig(
-        base_url=settings.c2s_base_url or local,
-        token=settings.c2s_token.get(),
-        timeout_s=settings.c2s_timeout_s,
-        connect_timeout_s=settings.c2s_connect_timeout_s,
-    )
-    diretrix = DiretrixConfig(
-        base_url=settings.diretrix_base_url or local,
-        user=settings.diretrix_user,
-        password=settings.diretrix_pass.get(),
-        timeout_s=settings.diretrix_timeout_s,
-        connect_timeout_s=settings.diretrix_connect_timeout_s,
-    )
-    work_api = WorkApiConfig(
-        base_url=settings.work_api_base_url or local,
-        token=settings.work_api_token.get(),
-        timeout_s=settings.work_api_timeout_s,
-        connect_timeout_s=settings.work_api_connect_timeout_s,
-    )
-    return c2s, diretrix, work_api
-
-
-BREAKER_SYNC_INTERVAL_S = 5.0
-"""How often the breaker state gauges are re-read from Redis (one small script per breaker)."""
-
-
-@asynccontextmanager
-async def _open_upstreams(settings: Settings, redis: aioredis.Redis) -> AsyncIterator[Upstreams]:
-    """Open the HTTP session and breakers; close them (breakers first) on exit."""
-    session = create_session(settings.upstream_max_connections)
-    gauges = BreakerMetrics()
-    breakers = BreakerRegistry(redis, key_prefix=f"{settings.redis_key_prefix}cb:", listener=gauges)
-    try:
-        c2s, diretrix, work_api = upstream_configs(settings)
-        clients = create_upstream_clients(
-            session, breakers, c2s=c2s, diretrix=diretrix, work_api=work_api
-        )
-        # The state gauges follow the shared state, not this process's last call.
-        breakers.start_sync(BREAKER_SYNC_INTERVAL_S, gauges.publish)
-        yield Upstreams(
-            c2s=clients.c2s,
-            diretrix=clients.diretrix,
-            work_api=clients.work_api,
-            breakers=breakers,
-        )
-    finally:
-        await breakers.aclose()
-        await session.close()
 
 
 # --- the graph --------------------------------------------------------------------------------
@@ -361,7 +185,7 @@ class Services:
 
     settings: Settings
     pool: asyncpg.Pool
-    redis: aioredis.Redis
+    redis: RedisClient
     repository: PgPartyRepository
     upstreams: Upstreams
     enricher: Enricher
@@ -442,7 +266,7 @@ class ServicesHandle:
         self._services = None
 
 
-def _rate_limiter(settings: Settings, redis: aioredis.Redis) -> RateLimiter:
+def _rate_limiter(settings: Settings, redis: RedisClient) -> RateLimiter:
     return RateLimiter(
         redis,
         prefix=settings.redis_key_prefix,
@@ -458,7 +282,7 @@ def _rate_limiter(settings: Settings, redis: aioredis.Redis) -> RateLimiter:
 
 
 def _auth_failure_guard(
-    settings: Settings, redis: aioredis.Redis, client_address: ClientAddress, salt: bytes
+    settings: Settings, redis: RedisClient, client_address: ClientAddress, salt: bytes
 ) -> AuthFailureGuard | None:
     policy = parse_policy(settings.auth_failure_limit)
     if not policy:
@@ -473,7 +297,7 @@ def _auth_failure_guard(
 
 
 def _usage_recorder(
-    settings: Settings, redis: aioredis.Redis, ledger: PgUsageLedger
+    settings: Settings, redis: RedisClient, ledger: PgUsageLedger
 ) -> AbstractAsyncContextManager[UsageRecorder]:
     """The paid-call meter, flushing every ``USAGE_FLUSH_MS`` until the drain."""
     allow = [t.strip() for t in settings.usage_metric_tenants.split(",") if t.strip()]
@@ -492,7 +316,7 @@ def dossier_invalidation_channel(settings: Settings) -> str:
 
 
 async def _local_dossier_cache(
-    settings: Settings, redis: aioredis.Redis, stack: AsyncExitStack
+    settings: Settings, redis: RedisClient, stack: AsyncExitStack
 ) -> LocalDossierCache | None:
     """The in-memory copy of hot dossiers and its invalidation listener (ADR 0010), or ``None``
     when ``DOSSIER_LOCAL_CACHE_MB`` is 0."""
@@ -527,6 +351,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         pool = await stack.enter_async_context(open_pool(settings))
         redis = open_redis(settings)
         stack.push_async_callback(redis.aclose)
+        await prepare_redis(redis)  # a cluster's slot map, before traffic (ADR 0014)
         salt = settings.cache_key_salt.get().encode()
         # The audit trail is written until the last moment: flushed on exit, before the pool.
         audit = PgAuditTrail.configured(pool, settings)
@@ -540,7 +365,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         reads = await stack.enter_async_context(open_read_routing(settings, pool))
         repository = PgPartyRepository(pool, acquire_timeout=acquire_timeout, reads=reads)
         event_store = PgEventStore(pool, acquire_timeout=acquire_timeout)
-        upstreams = await stack.enter_async_context(_open_upstreams(settings, redis))
+        upstreams = await stack.enter_async_context(open_upstreams(settings, redis))
         # Paid calls: metered and quota-checked; the drain writes the last counts (pool open).
         usage_ledger = PgUsageLedger(pool, acquire_timeout=acquire_timeout)
         usage = await stack.enter_async_context(_usage_recorder(settings, redis, usage_ledger))

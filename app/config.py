@@ -79,7 +79,7 @@ NonNegInt = Annotated[int, msgspec.Meta(ge=0)]
 PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
 HttpUrl = Annotated[str, msgspec.Meta(pattern=r"^https?://\S+$")]
 PostgresUrl = Annotated[str, msgspec.Meta(pattern=r"^postgres(ql)?://\S+$")]
-RedisUrl = Annotated[str, msgspec.Meta(pattern=r"^rediss?://\S+$")]
+RedisUrl = Annotated[str, msgspec.Meta(pattern=r"^rediss?(\+cluster)?://\S+$")]
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -113,6 +113,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     redis_key_prefix: str = "c2s:"
     redis_timeout_s: PositiveFloat = 0.25
     redis_max_connections: PositiveInt = 512
+    # redis+cluster:// only: extra attempts of a failed command on a refreshed slot map (ADR 0014).
+    redis_cluster_retries: Annotated[int, msgspec.Meta(ge=0, le=5)] = 2
 
     # --- shared caches (Redis) ---------------------------------------------------------------
     # "kid:secret[,kid:secret]": the first signs new entries, every listed key verifies (rotation).
@@ -368,7 +370,19 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             raise ConfigError("invalid configuration: TRUSTED_PROXIES: not a CIDR list") from None
     if settings.db_pool_min > settings.db_pool_max:
         raise ConfigError("invalid configuration: DB_POOL_MIN: must not exceed DB_POOL_MAX")
+    _check_redis_url(settings.redis_url)
     return settings
+
+
+def _check_redis_url(url: str) -> None:
+    from infra.redisclient import is_cluster_url, parse_cluster_url
+
+    if not is_cluster_url(url):
+        return
+    try:
+        parse_cluster_url(url)
+    except ValueError as exc:
+        raise ConfigError(f"invalid configuration: REDIS_URL: {exc}") from None
 
 
 _MIN_WEBHOOK_SECRET_LENGTH = 16

@@ -27,17 +27,16 @@ from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 import msgspec
 import structlog
-from redis.exceptions import RedisError
 
 from domain.models import CpfCandidate, LeadLockState
 from domain.tenancy import current_tenant
+from infra.redisclient import REDIS_ERRORS, is_cluster, mget, publish
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
 
-    import redis.asyncio as aioredis
-
     from infra.localcache import LocalDossierCache
+    from infra.redisclient import RedisClient
     from infra.sealing import AeadEnvelope
 
 __all__ = [
@@ -57,7 +56,7 @@ _In = TypeVar("_In")
 _Out = TypeVar("_Out")
 
 # Redis failures the adapters absorb: connection/timeouts and the breaker's open state.
-_ABSORBED: tuple[type[BaseException], ...] = (RedisError, OSError, TimeoutError)
+_ABSORBED: tuple[type[BaseException], ...] = REDIS_ERRORS
 
 
 class CacheListener(Protocol):
@@ -168,7 +167,7 @@ class RedisDossierCache:
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: RedisClient,
         keys: KeySpace,
         envelope: HmacEnvelope,
         ttl_s: int,
@@ -284,7 +283,8 @@ class RedisDossierCache:
                 return
             async with self._client.pipeline(transaction=False) as pipe:
                 pipe.set(name, sealed, ex=self._ttl_s)
-                pipe.publish(self._channel, self._origin + b" " + name.encode())
+                message = self._origin + b" " + name.encode()
+                publish(pipe, self._channel, message, cluster=is_cluster(self._client))
                 await pipe.execute()
         except _ABSORBED:
             self._listener.record(self.name, "error")
@@ -379,7 +379,7 @@ class RedisContactCpfCache:
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: RedisClient,
         keys: KeySpace,
         ttl_s: int,
         negative_ttl_s: int,
@@ -394,7 +394,7 @@ class RedisContactCpfCache:
         self._sets: _SameTurnBatch[tuple[str, bytes, int], object] = _SameTurnBatch(self._set_all)
 
     async def _mget(self, names: list[str]) -> list[bytes | None]:
-        values = await self._client.mget(names)
+        values = await mget(self._client, names)
         return [v.encode() if isinstance(v, str) else v for v in values]
 
     async def _set_all(self, entries: list[tuple[str, bytes, int]]) -> list[object]:
@@ -486,7 +486,7 @@ class RedisLeadLocks:
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: RedisClient,
         keys: KeySpace,
         envelope: AeadEnvelope,
         lock_ttl_s: int,
@@ -582,7 +582,7 @@ class RedisRecentCpfs:
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: RedisClient,
         keys: KeySpace,
         ttl_s: int,
         listener: CacheListener | None = None,
@@ -650,7 +650,7 @@ class RedisFillLocks:
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: RedisClient,
         keys: KeySpace,
         ttl_s: float,
         listener: CacheListener | None = None,

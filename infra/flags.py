@@ -26,17 +26,18 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Final, Protocol, TextIO
 
 import msgspec
-import redis.asyncio as aioredis
 import structlog
-from redis.exceptions import RedisError
 
 from domain.errors import DependencyUnavailable
 from domain.flags import DEFAULTS, FLAG_SPECS, FlagOverride, FlagState, spec_of
+from infra.redisclient import REDIS_ERRORS, connect
 from observability.metrics import set_feature_flag, set_feature_flag_storage_degraded
 from observability.tracing import untraced
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+
+    from infra.redisclient import RedisClient
 
 __all__ = [
     "DEFAULT_TTL_S",
@@ -55,7 +56,7 @@ DEFAULT_TTL_S: Final = 2.0
 _KEY_SUFFIX: Final = "flags"
 # What a dead, refusing or hung Redis raises through redis.asyncio (timeouts are bounded by the
 # client's socket timeouts, REDIS_TIMEOUT_S).
-_REDIS_ERRORS: Final = (RedisError, OSError, TimeoutError)
+_REDIS_ERRORS: Final = REDIS_ERRORS
 
 
 class UnknownFlag(LookupError):
@@ -120,7 +121,7 @@ class FlagStore:
 
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: RedisClient,
         *,
         prefix: str,
         defaults: Mapping[str, bool] | None = None,
@@ -387,7 +388,7 @@ def _print_states(states: list[FlagState], out: TextIO) -> None:
 
 
 async def _flags_command(
-    redis: aioredis.Redis,
+    redis: RedisClient,
     *,
     prefix: str,
     defaults: Mapping[str, bool],
@@ -454,9 +455,7 @@ def flags_command(
     """
 
     async def run() -> int:
-        client = aioredis.Redis.from_url(
-            redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
-        )
+        client = connect(redis_url, timeout_s=timeout_s, max_connections=4)
         try:
             return await _flags_command(
                 client,

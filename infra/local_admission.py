@@ -39,7 +39,7 @@ import structlog
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Sequence
 
-    import redis.asyncio as aioredis
+    from infra.redisclient import RedisClient
 
 __all__ = [
     "SYNC_SCRIPT",
@@ -157,7 +157,7 @@ class RedisGrantStore:
 
     __slots__ = ("_script",)
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: RedisClient) -> None:
         self._script = client.register_script(SYNC_SCRIPT)
 
     async def sync(

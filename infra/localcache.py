@@ -29,14 +29,15 @@ from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
-from redis.exceptions import RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
 
+from infra.redisclient import REDIS_ERRORS, subscribe_command, subscriber
 from observability.tracing import untraced
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
 
-    import redis.asyncio as aioredis
+    from infra.redisclient import RedisClient
 
 __all__ = ["ENTRY_OVERHEAD_BYTES", "LocalCacheListener", "LocalDossierCache"]
 
@@ -46,7 +47,7 @@ ENTRY_OVERHEAD_BYTES = 240
 """What one entry costs besides its body: key string, tuple, LRU node and dict slot (CPython
 3.11, measured); counted against the byte bound so small bodies cannot overrun it."""
 
-_ABSORBED: tuple[type[BaseException], ...] = (RedisError, OSError, TimeoutError)
+_ABSORBED: tuple[type[BaseException], ...] = REDIS_ERRORS
 
 
 class LocalCacheListener(Protocol):
@@ -106,6 +107,7 @@ class LocalDossierCache:
         "_confirmed_at",
         "_entries",
         "_listener",
+        "_message_type",
         "_serving",
         "_stopping",
         "_task",
@@ -118,7 +120,7 @@ class LocalDossierCache:
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: RedisClient,
         channel: str,
         *,
         max_bytes: int,
@@ -144,6 +146,7 @@ class LocalDossierCache:
         self._serving = False
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._message_type = "message"
 
     # --- the store ---------------------------------------------------------------------------
 
@@ -279,12 +282,19 @@ class LocalDossierCache:
 
     async def _listen(self) -> None:
         backoff = 0.05
+        # In a Redis Cluster the channel is sharded: the listener subscribes on the master of
+        # the channel's slot, where every SPUBLISH of it is served (infra.redisclient).
+        subscribe, self._message_type = subscribe_command(self._client)
+        lost = False
         while not self._stopping:
-            pubsub: Any = self._client.pubsub()  # Any: redis-py's PubSub is partly untyped
+            client: Any = None
+            pubsub: Any = None  # Any: redis-py's PubSub is partly untyped
             try:
                 # A background task of no request: not traced (a root trace per ping otherwise).
                 with untraced():
-                    await pubsub.subscribe(self._channel)
+                    client = await subscriber(self._client, self._channel, refresh=lost)
+                    pubsub = client.pubsub()
+                    await getattr(pubsub, subscribe)(self._channel)
                     backoff = 0.05
                     await self._pump(pubsub)
             except _ABSORBED as exc:
@@ -292,10 +302,14 @@ class LocalDossierCache:
             except Exception as exc:  # a bug must not leave memory serving without a listener
                 log.error("dossier_local_cache_listener_failed", error_type=type(exc).__name__)
             finally:
+                lost = True
                 self._confirmed_at = float("-inf")
                 self._set_serving(False)
                 with contextlib.suppress(*_ABSORBED, RuntimeError):
-                    await pubsub.aclose()
+                    if pubsub is not None:
+                        await pubsub.aclose()
+                    if client is not None and client is not self._client:
+                        await client.aclose()
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, max(self.stale_bound_s, 1.0))
 
@@ -319,7 +333,7 @@ class LocalDossierCache:
                 self._set_serving(self.serving())
                 continue
             kind = message["type"]
-            if kind == "message":
+            if kind == self._message_type:
                 self._on_message(message["data"])
             elif kind == "pong":
                 sent = pending.pop(message["data"], None)
@@ -328,6 +342,9 @@ class LocalDossierCache:
                     for token in [t for t, at in pending.items() if at < sent]:
                         del pending[token]  # lost with a dropped connection
                 self._set_serving(self.serving())
-            elif kind == "subscribe":
+            elif kind == "sunsubscribe":
+                # The cluster moved the channel's slot (a failover): subscribe again there.
+                raise RedisConnectionError("invalidation channel: slot moved")
+            elif kind in ("subscribe", "ssubscribe"):
                 # First subscription, or redis-py reconnected and subscribed again by itself.
                 self._on_subscribed()

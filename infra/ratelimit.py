@@ -38,16 +38,16 @@ import limits
 import structlog
 from limits.aio.storage import MemoryStorage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
-from redis.exceptions import RedisError
 
 from domain.admission import Decision, LimitState, Tier
 from infra.local_admission import LocalAdmission, RedisGrantStore
+from infra.redisclient import REDIS_ERRORS
 from observability.metrics import RATE_LIMIT_STORAGE_ERRORS
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping, Sequence
 
-    import redis.asyncio as aioredis
+    from infra.redisclient import RedisClient
 
 __all__ = [
     "Decision",
@@ -160,7 +160,7 @@ class RateLimiter:
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: RedisClient,
         *,
         prefix: str,
         policies: Mapping[Tier, Sequence[limits.RateLimitItem]],
@@ -297,7 +297,7 @@ class RateLimiter:
         if self._redis_available():
             try:
                 decision = await self._check_redis(applicable)
-            except (RedisError, OSError, TimeoutError) as exc:
+            except REDIS_ERRORS as exc:
                 self._storage_failed(exc)
             else:
                 self._storage_ok()

@@ -25,22 +25,22 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Final
 
 import structlog
-from redis.exceptions import RedisError
+
+from infra.redisclient import REDIS_ERRORS
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    import redis.asyncio as aioredis
-
     from domain.subjects import ErasedData
     from infra.cache import KeySpace, RedisDossierCache, RedisLeadLocks, RedisRecentCpfs
+    from infra.redisclient import RedisClient
 
 __all__ = ["SCAN_COUNT", "RedisSubjectCaches"]
 
 log = structlog.get_logger(__name__)
 
 SCAN_COUNT: Final = 1000
-_ABSORBED: tuple[type[BaseException], ...] = (RedisError, OSError, TimeoutError)
+_ABSORBED: tuple[type[BaseException], ...] = REDIS_ERRORS
 
 
 class RedisSubjectCaches:
@@ -57,7 +57,7 @@ class RedisSubjectCaches:
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: RedisClient,
         keys: KeySpace,
         prefix: str,
         *,
@@ -101,23 +101,27 @@ class RedisSubjectCaches:
         return sum(int(reply) for reply in replies)
 
     async def _scan_contacts(self, cpf: str) -> int:
-        """Delete every contact -> CPF answer whose candidates name ``cpf``."""
-        needle = cpf.encode()
+        """Delete every contact -> CPF answer whose candidates name ``cpf`` (every node of a
+        cluster is scanned: ``scan_iter`` walks each master in turn)."""
         removed = 0
-        cursor: int = 0
-        pattern = f"{self._prefix}cc:*"
-        while True:
-            cursor, batch = await self._client.scan(cursor, match=pattern, count=SCAN_COUNT)
-            if batch:
-                async with self._client.pipeline(transaction=False) as pipe:
-                    for name in batch:
-                        pipe.get(name)
-                    values = await pipe.execute()
-                naming = [
-                    name
-                    for name, value in zip(batch, values, strict=True)
-                    if value is not None and needle in value
-                ]
-                removed += await self._delete(naming)
-            if cursor == 0:
-                return removed
+        batch: list[bytes] = []
+        async for name in self._client.scan_iter(match=f"{self._prefix}cc:*", count=SCAN_COUNT):
+            batch.append(name)
+            if len(batch) >= SCAN_COUNT:
+                removed += await self._forget_naming(cpf, batch)
+                batch = []
+        if batch:
+            removed += await self._forget_naming(cpf, batch)
+        return removed
+
+    async def _forget_naming(self, cpf: str, names: list[bytes]) -> int:
+        """Delete those of ``names`` whose value names ``cpf``."""
+        needle = cpf.encode()
+        async with self._client.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.get(name)
+            values = await pipe.execute()
+        naming = [
+            name for name, value in zip(names, values, strict=True) if value and needle in value
+        ]
+        return await self._delete(naming)

@@ -24,17 +24,18 @@ import time
 from typing import TYPE_CHECKING, Final, Protocol
 
 import structlog
-from redis.exceptions import RedisError
 
 from domain.errors import DependencyUnavailable
 from domain.usage import SYSTEM_TENANT, UsageCount, utc_day
+from infra.redisclient import REDIS_ERRORS
 from observability.metrics import PAID_CALLS, PAID_QUOTA_USE_RATIO, QUOTA_EXCEEDED
 from observability.tracing import untraced
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Collection, Sequence
 
-    import redis.asyncio as aioredis
+    from infra.redisclient import RedisClient
+
 
 __all__ = ["OTHER_TENANTS", "TenantLabels", "UsageRecorder", "UsageWriter"]
 
@@ -43,7 +44,7 @@ log = structlog.get_logger(__name__)
 OTHER_TENANTS: Final = "other"
 # A day's counter outlives the day by this much (clock skew between hosts and Redis).
 _EXPIRY_MARGIN_S: Final = 3600
-_ABSORBED: Final[tuple[type[BaseException], ...]] = (RedisError, OSError, TimeoutError)
+_ABSORBED: Final[tuple[type[BaseException], ...]] = REDIS_ERRORS
 _WRITE_FAILED: Final[tuple[type[BaseException], ...]] = (DependencyUnavailable, *_ABSORBED)
 
 # KEYS[1] the key's day counter; ARGV[1] quota, ARGV[2] expiry (epoch s).
@@ -142,7 +143,7 @@ class UsageRecorder:
     def __init__(
         self,
         writer: UsageWriter,
-        redis: aioredis.Redis,
+        redis: RedisClient,
         *,
         prefix: str,
         flush_s: float = 1.0,

@@ -24,6 +24,7 @@ from tests.support.db import (
 )
 from tests.support.pg_replica import PgReplica, running_replica
 from tests.support.sandbox import SandboxAdmin, serve_sandbox
+from tests.support.topology import redis_cluster_topology  # noqa: F401 (session fixture)
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator

@@ -236,6 +236,7 @@ def _extras(result: Result) -> list[str]:
         *_memory_section(result.get("memory", {})),
         *_caches_full_section(result.get("caches_full", {})),
         *_two_workers_section(result.get("two_workers", {})),
+        *_cluster_section(result.get("cluster", {})),
         *_micro_section(result.get("micro", {})),
         *_round_trips_section(result.get("setup", {}).get("redis_round_trips")),
     ]
@@ -343,6 +344,24 @@ def _two_workers_section(two: dict[str, Any]) -> list[str]:
                 f"| {name} | {concurrency} | {point['rps']:,.0f} | "
                 f"{point['p50_ms']:.2f} | {point['p99_ms']:.2f} |"
             )
+    return lines
+
+
+def _cluster_section(row: dict[str, Any]) -> list[str]:
+    if not row:
+        return []
+    lines = ["", "## Redis Cluster (informative; ratios to the single Redis, same run)", ""]
+    if row.get("status") != "ok":
+        return [*lines, str(row.get("status"))]
+    lines += [
+        "| scenario | c | single req/s | cluster req/s | req/s ratio | p50 ratio |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, ratio in row["ratios"].items():
+        lines.append(
+            f"| {name} | {row['concurrency']} | {row['single'][name]['rps']:,.0f} | "
+            f"{row['cluster'][name]['rps']:,.0f} | {ratio['rps']} | {ratio['p50']} |"
+        )
     return lines
 
 

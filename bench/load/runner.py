@@ -89,9 +89,10 @@ def _server_versions() -> tuple[str | None, str | None]:
 
 
 def default_scenarios(profile: Profile) -> tuple[str, ...]:
-    """Everything, except the informative 2-worker row in short mode (it gates nothing)."""
+    """Everything, except the informative 2-worker and Redis Cluster rows in short mode (they
+    gate nothing)."""
     if profile.name == "short":
-        return tuple(s for s in SCENARIOS if s != "two_workers")
+        return tuple(s for s in SCENARIOS if s not in ("two_workers", "cluster"))
     return SCENARIOS
 
 

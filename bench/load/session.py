@@ -40,7 +40,7 @@ from bench.load.procs import (
     worker_pids,
 )
 from bench.load.roundtrips import count_round_trips
-from bench.load.scenarios import bulk, pipeline, reads, webhooks
+from bench.load.scenarios import bulk, cluster, pipeline, reads, webhooks
 from bench.load.settings import (
     CONCURRENCIES,
     HOT_CPFS,
@@ -323,6 +323,8 @@ class Run:
         if "hot" in self.selected:
             reads.fill_caches(self)
         self._record_memory()
+        if "cluster" in self.selected:
+            cluster.cluster_row(self)  # before two_workers, which stops the server
         if "two_workers" in self.selected:
             reads.two_workers(self)
 

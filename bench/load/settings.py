@@ -56,6 +56,7 @@ SCENARIOS: Final = (
     "worker",
     "bulk",
     "two_workers",
+    "cluster",
 )
 
 

@@ -34,7 +34,7 @@ from observability.tracing import untraced
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-    from redis.asyncio import Redis
+    from infra.redisclient import RedisClient
 
 __all__ = ["CircuitBreaker"]
 
@@ -72,7 +72,7 @@ class CircuitBreaker:
         name: str,
         config: BreakerConfig | None = None,
         *,
-        redis: Redis | None = None,
+        redis: RedisClient | None = None,
         key_prefix: str = "",
         listener: BreakerListener | None = None,
         is_failure: Callable[[BaseException], bool] | None = None,

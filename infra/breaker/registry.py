@@ -15,10 +15,9 @@ from observability.tracing import untraced
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping
 
-    from redis.asyncio import Redis
-
     from infra.breaker.settings import BreakerConfig
     from infra.breaker.state import BreakerListener, BreakerState
+    from infra.redisclient import RedisClient
 
     StatePublisher = Callable[[str, BreakerState, bool], None]
 
@@ -41,7 +40,7 @@ class BreakerRegistry:
 
     def __init__(
         self,
-        redis: Redis | None = None,
+        redis: RedisClient | None = None,
         *,
         key_prefix: str = "",
         configs: Mapping[str, BreakerConfig] | None = None,

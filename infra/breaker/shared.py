@@ -19,19 +19,19 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from redis.exceptions import RedisError
+from infra.redisclient import REDIS_ERRORS as _REDIS_ERRORS
 
 if TYPE_CHECKING:
-    from redis.asyncio import Redis
     from redis.commands.core import AsyncScript
 
     from infra.breaker.settings import BreakerConfig
     from infra.breaker.state import BreakerState
+    from infra.redisclient import RedisClient
 
 __all__ = ["REDIS_ERRORS", "SharedState", "SharedView", "breaker_keys"]
 
 # Redis trouble that degrades the breaker; anything else is a bug and propagates.
-REDIS_ERRORS = (RedisError, OSError, TimeoutError)
+REDIS_ERRORS = _REDIS_ERRORS
 
 _LUA_PRELUDE = """
 local function load()
@@ -277,7 +277,9 @@ class SharedState:
         config: The breaker's thresholds and timings, sent as script arguments.
     """
 
-    def __init__(self, redis: Redis, key_prefix: str, name: str, config: BreakerConfig) -> None:
+    def __init__(
+        self, redis: RedisClient, key_prefix: str, name: str, config: BreakerConfig
+    ) -> None:
         self.keys = breaker_keys(key_prefix, name)
         self._config = config
         self._read = redis.register_script(_LUA_READ)

@@ -27,14 +27,15 @@ from litestar.types.asgi_types import HTTPDisconnectEvent, HTTPRequestEvent
 from redis.exceptions import RedisError
 
 from app.http.problems import send_problem
+from infra.redisclient import REDIS_ERRORS
 from observability.metrics import record_cache
 
 if TYPE_CHECKING:
-    import redis.asyncio as aioredis
     from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
     from app.bootstrap import ServicesHandle
     from app.http.middleware.ratelimit import ClientAddress
+    from infra.redisclient import RedisClient
     from infra.sealing import AeadEnvelope
 
 __all__ = ["IdempotencyMiddleware", "IdempotencyStore", "canonical_body", "request_fingerprint"]
@@ -98,7 +99,7 @@ class IdempotencyStore:
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: RedisClient,
         prefix: str,
         ttl_s: int,
         lock_ttl_s: int,
@@ -239,7 +240,7 @@ class IdempotencyMiddleware:
         name = store.name(_owner(scope, store, services.client_address), key)
         try:
             existing = await store.claim(name, fingerprint)
-        except (RedisError, OSError, TimeoutError) as exc:
+        except REDIS_ERRORS as exc:
             log.warning("idempotency_storage_error", error_type=type(exc).__name__)
             record_cache("idempotency", "error")
             detail = "Idempotency store unavailable; retry later"
@@ -319,5 +320,5 @@ class IdempotencyMiddleware:
                     await store.complete(name, record)
                 else:
                     await store.release(name)
-            except (RedisError, OSError, TimeoutError) as exc:
+            except REDIS_ERRORS as exc:
                 log.warning("idempotency_storage_error", error_type=type(exc).__name__)

@@ -18,8 +18,10 @@ from infra.cache import (
     RedisLeadLocks,
     RedisRecentCpfs,
 )
+from infra.redisclient import connect, prepare
 from infra.sealing import AeadEnvelope
 from tests.support.db import REDIS_BASE_URL
+from tests.support.topology import REDIS_KINDS, redis_url_of
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -39,10 +41,12 @@ class Recorder:
         self.counts[(cache, result)] += 1
 
 
-@pytest.fixture
-async def client() -> AsyncIterator[aioredis.Redis]:
-    redis = aioredis.Redis.from_url(REDIS_BASE_URL)
-    yield redis
+@pytest.fixture(params=REDIS_KINDS)
+async def client(request: pytest.FixtureRequest) -> AsyncIterator[aioredis.Redis]:
+    """One Redis server, then the Redis Cluster (ADR 0014): the same semantics on both."""
+    redis = connect(redis_url_of(request, request.param), timeout_s=1.0, max_connections=64)
+    await prepare(redis)
+    yield cast("aioredis.Redis", redis)
     await redis.aclose()
 
 

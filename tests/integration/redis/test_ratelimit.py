@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import pytest
 import redis.asyncio as aioredis
 
 from infra.ratelimit import RateLimiter, parse_policy
-from tests.support.db import REDIS_BASE_URL
+from infra.redisclient import connect, prepare
+from tests.support.topology import REDIS_KINDS, redis_url_of
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -33,10 +34,12 @@ class Listener:
         self.degraded_events.append(active)
 
 
-@pytest.fixture
-async def client() -> AsyncIterator[aioredis.Redis]:
-    redis = aioredis.Redis.from_url(REDIS_BASE_URL)
-    yield redis
+@pytest.fixture(params=REDIS_KINDS)
+async def client(request: pytest.FixtureRequest) -> AsyncIterator[aioredis.Redis]:
+    """One Redis server, then the Redis Cluster (ADR 0014): the same semantics on both."""
+    redis = connect(redis_url_of(request, request.param), timeout_s=1.0, max_connections=64)
+    await prepare(redis)
+    yield cast("aioredis.Redis", redis)
     await redis.aclose()
 
 

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import pytest
-import redis.asyncio as aioredis
 from redis.crc import key_slot
 
 from domain.singleflight import SingleFlight
@@ -19,11 +18,14 @@ from infra.cache import (
     RedisLeadLocks,
     RedisRecentCpfs,
 )
+from infra.redisclient import connect, prepare
 from infra.sealing import AeadEnvelope
-from tests.support.db import REDIS_BASE_URL
+from tests.support.topology import REDIS_KINDS, redis_url_of
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
+
+    import redis.asyncio as aioredis
 
 pytestmark = pytest.mark.integration
 
@@ -33,10 +35,12 @@ SEAL = AeadEnvelope(KEYS, purpose="lead_replay")
 ANSWER = b'{"success":true,"cpfs_processed":["39053344705"],"contact":"helena@example.com"}'
 
 
-@pytest.fixture
-async def client() -> AsyncIterator[aioredis.Redis]:
-    redis = aioredis.Redis.from_url(REDIS_BASE_URL)
-    yield redis
+@pytest.fixture(params=REDIS_KINDS)
+async def client(request: pytest.FixtureRequest) -> AsyncIterator[aioredis.Redis]:
+    """One Redis server, then the Redis Cluster (ADR 0014): the same semantics on both."""
+    redis = connect(redis_url_of(request, request.param), timeout_s=1.0, max_connections=64)
+    await prepare(redis)
+    yield cast("aioredis.Redis", redis)
     await redis.aclose()
 
 

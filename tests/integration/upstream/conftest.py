@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import pytest
-import redis.asyncio as aioredis
 import stamina
 
 from infra.breaker import BreakerConfig, BreakerRegistry
+from infra.redisclient import connect, prepare
 from infra.upstream import (
     DEFAULT_RETRY,
     C2SConfig,
@@ -26,14 +26,16 @@ from infra.upstream import (
     create_session,
     create_upstream_clients,
 )
-from tests.support.db import REDIS_BASE_URL, delete_redis_keys
+from tests.support.db import delete_redis_keys
 from tests.support.sandbox import C2S_TOKEN, DIRETRIX_PASS, DIRETRIX_USER, WORK_API_TOKEN
+from tests.support.topology import REDIS_KINDS, redis_url_of
 from tests.support.upstream import LENIENT, RETRY_ATTEMPTS, MakeClients
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
 
     import aiohttp
+    import redis.asyncio as aioredis
 
     from tests.support.sandbox import SandboxAdmin
 
@@ -119,10 +121,21 @@ def breaker_prefix(redis_session_prefix: str) -> str:
     return f"{redis_session_prefix}{uuid.uuid4().hex[:8]}:"
 
 
+@pytest.fixture(params=REDIS_KINDS)
+def redis_url(request: pytest.FixtureRequest) -> str:
+    """The test Redis, then the Redis Cluster (ADR 0014)."""
+    return redis_url_of(request, request.param)
+
+
 @pytest.fixture
-async def redis_client(redis_session_prefix: str) -> AsyncIterator[aioredis.Redis]:
-    """A client of the test Redis; the session's keys are deleted afterwards."""
-    client = aioredis.Redis.from_url(REDIS_BASE_URL, socket_timeout=1.0, socket_connect_timeout=1.0)
+async def redis_client(redis_url: str, redis_session_prefix: str) -> AsyncIterator[aioredis.Redis]:
+    """A client of the test Redis, then of the Redis Cluster (ADR 0014); the session's keys are
+    deleted afterwards."""
+    client = cast(
+        "aioredis.Redis",
+        connect(redis_url, timeout_s=1.0, max_connections=64),
+    )
+    await prepare(client)
     try:
         yield client
     finally:

@@ -212,11 +212,11 @@ async def test_a_failed_probe_opens_the_breaker_again(
 SUBPROCESS_PROBE = textwrap.dedent(
     """
     import asyncio, json, sys
-    from redis.asyncio import Redis
     from infra.breaker import BreakerConfig, BreakerOpen, CircuitBreaker
+    from infra.redisclient import connect
 
     async def main():
-        client = Redis.from_url(sys.argv[1])
+        client = connect(sys.argv[1], timeout_s=1.0, max_connections=8)
         breaker = CircuitBreaker(
             "work_api", BreakerConfig(window_size=4, minimum_calls=4, wait_in_open_s=30),
             redis=client, key_prefix=sys.argv[2],
@@ -240,7 +240,7 @@ SUBPROCESS_PROBE = textwrap.dedent(
 
 
 async def test_another_process_sees_the_open_state_and_its_reset_is_seen_here(
-    redis_client: aioredis.Redis, breaker_prefix: str
+    redis_client: aioredis.Redis, redis_url: str, breaker_prefix: str
 ) -> None:
     breaker = CircuitBreaker("work_api", LONG_OPEN, redis=redis_client, key_prefix=breaker_prefix)
     try:
@@ -251,7 +251,7 @@ async def test_another_process_sees_the_open_state_and_its_reset_is_seen_here(
             sys.executable,
             "-c",
             SUBPROCESS_PROBE,
-            REDIS_BASE_URL,
+            redis_url,
             breaker_prefix,
             cwd=ROOT,
             stdout=asyncio.subprocess.PIPE,
@@ -357,9 +357,9 @@ async def test_breaker_protects_locally_when_redis_is_unreachable() -> None:
         await client.aclose()
 
 
-async def test_breaker_recovers_shared_state_when_redis_returns(
-    redis_client: aioredis.Redis, breaker_prefix: str
-) -> None:
+async def test_breaker_recovers_shared_state_when_redis_returns(breaker_prefix: str) -> None:
+    # One server behind a proxy and a watcher on the same server (not the cluster).
+    redis_client = aioredis.Redis.from_url(REDIS_BASE_URL)
     proxy = TcpProxy(
         aioredis.Redis.from_url(REDIS_BASE_URL).connection_pool.connection_kwargs["port"]
     )
@@ -402,6 +402,7 @@ async def test_breaker_recovers_shared_state_when_redis_returns(
         await watcher.aclose()
         await via_proxy.aclose()
         await proxy.stop()
+        await redis_client.aclose()
 
 
 async def test_exported_state_follows_the_shared_state_without_calls(run_id: str) -> None:
