@@ -1089,6 +1089,12 @@ _BULK_OUTCOMES: Final = frozenset({"done", "failed", "not_found", "retry"})
 _BULK_EVENTS: Final = frozenset(
     {"bulk_claim_failed", "bulk_finish_failed", "bulk_maintenance_failed", "bulk_item_error"}
 )
+# Zero series of every known outcome and event: the panels and the stuck-job alert have a line
+# before the first item runs.
+for _event in sorted(_BULK_EVENTS):
+    BULK_ERRORS.labels(_event)
+for _outcome in sorted(_BULK_OUTCOMES):
+    BULK_ITEMS.labels(_outcome)
 
 
 class BulkMetrics:

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
 
+    from tests.support.pg_replica import PgReplica
     from tests.support.sandbox import SandboxAdmin
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -173,10 +174,14 @@ def _scrape(url: str) -> dict[str, list[float]]:
 
 
 @pytest.fixture(scope="module")
-def live_env(base_env: dict[str, str], sandbox_url: str, run_id: str) -> dict[str, str]:
+def live_env(
+    base_env: dict[str, str], sandbox_url: str, run_id: str, pg_replica: PgReplica
+) -> dict[str, str]:
     return {
         **os.environ,
         **base_env,
+        # A read replica, so that its gauges (and the alerts on them) have samples too.
+        "DATABASE_READ_URL": pg_replica.url_for(base_env["DATABASE_URL"]),
         "REDIS_KEY_PREFIX": base_env["REDIS_KEY_PREFIX"] + "live:",
         "C2S_BASE_URL": sandbox_url,
         "C2S_TOKEN": C2S_TOKEN,
@@ -219,7 +224,10 @@ async def test_every_referenced_metric_has_samples_after_real_traffic(
     sandbox: SandboxAdmin,
     worker_metrics: str,
 ) -> None:
-    key, _ = await issue_key(database_url, tenant="live", scopes="read,enrich,admin")
+    # A key with a daily paid-call quota: its paid calls feed paid_quota_use_ratio.
+    key, _ = await issue_key(
+        database_url, tenant="live", scopes="read,enrich,admin", paid_quota=10_000
+    )
     auth = {"X-API-Key": key}
     with granian_server(APP_FACTORY, env=live_env, ready_path="/health/ready") as base:
         async with aiohttp.ClientSession(base_url=base) as http:
