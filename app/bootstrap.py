@@ -38,15 +38,7 @@ from domain.subjects import SubjectRights
 from domain.usage import MeteredDiretrix, MeteredWorkApi, PaidCalls, UsageReports
 from domain.webhooks import GoogleAdsIntake, GoogleAdsSettings, WebhookIntake
 from domain.work_modules import WorkModules
-from infra.cache import (
-    HmacEnvelope,
-    KeySpace,
-    RedisContactCpfCache,
-    RedisDossierCache,
-    RedisFillLocks,
-    RedisLeadLocks,
-    RedisRecentCpfs,
-)
+from infra.cache import HmacEnvelope, KeySpace, RedisContactCpfCache, RedisDossierCache
 from infra.db.audit import PgAuditTrail
 from infra.db.bulk import PgBulkJobs
 from infra.db.callbacks import enqueue_callback, latest_delivery
@@ -62,6 +54,7 @@ from infra.db.usage import PgUsageLedger
 from infra.flags import FlagStore, defaults_from_settings
 from infra.hotread import RedisHotRead
 from infra.localcache import LocalDossierCache
+from infra.locks import RedisFillLocks, RedisLeadLocks, RedisRecentCpfs
 from infra.queue import provably_unsent
 from infra.ratelimit import RateLimiter, parse_policy
 from infra.redisclient import RedisClient, connect

@@ -32,7 +32,8 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from domain.subjects import ErasedData
-    from infra.cache import KeySpace, RedisDossierCache, RedisLeadLocks, RedisRecentCpfs
+    from infra.cache import KeySpace, RedisDossierCache
+    from infra.locks import RedisLeadLocks, RedisRecentCpfs
     from infra.redisclient import RedisClient
 
 __all__ = ["SCAN_COUNT", "RedisSubjectCaches"]

@@ -10,14 +10,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from domain.models import CpfCandidate
-from infra.cache import (
-    HmacEnvelope,
-    KeySpace,
-    RedisContactCpfCache,
-    RedisDossierCache,
-    RedisLeadLocks,
-    RedisRecentCpfs,
-)
+from infra.cache import HmacEnvelope, KeySpace, RedisContactCpfCache, RedisDossierCache
+from infra.locks import RedisLeadLocks, RedisRecentCpfs
 from infra.redisclient import connect, prepare
 from infra.sealing import AeadEnvelope
 from tests.support.db import REDIS_BASE_URL

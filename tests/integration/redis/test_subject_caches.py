@@ -14,15 +14,9 @@ import redis.asyncio as aioredis
 from domain.models import CpfCandidate
 from domain.subjects import ErasedData, ErasureCounts
 from domain.tenancy import tenant_scope
-from infra.cache import (
-    HmacEnvelope,
-    KeySpace,
-    RedisContactCpfCache,
-    RedisDossierCache,
-    RedisLeadLocks,
-    RedisRecentCpfs,
-)
+from infra.cache import HmacEnvelope, KeySpace, RedisContactCpfCache, RedisDossierCache
 from infra.localcache import LocalDossierCache
+from infra.locks import RedisLeadLocks, RedisRecentCpfs
 from infra.sealing import AeadEnvelope
 from infra.subject_caches import RedisSubjectCaches
 from tests.support.db import REDIS_BASE_URL

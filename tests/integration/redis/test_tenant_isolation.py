@@ -10,14 +10,8 @@ from redis.crc import key_slot
 
 from domain.singleflight import SingleFlight
 from domain.tenancy import tenant_scope
-from infra.cache import (
-    HmacEnvelope,
-    KeySpace,
-    RedisDossierCache,
-    RedisFillLocks,
-    RedisLeadLocks,
-    RedisRecentCpfs,
-)
+from infra.cache import HmacEnvelope, KeySpace, RedisDossierCache
+from infra.locks import RedisFillLocks, RedisLeadLocks, RedisRecentCpfs
 from infra.redisclient import connect, prepare
 from infra.sealing import AeadEnvelope
 from tests.support.topology import REDIS_KINDS, redis_url_of

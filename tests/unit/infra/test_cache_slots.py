@@ -14,7 +14,8 @@ import pytest
 from redis.crc import key_slot
 
 from domain.tenancy import current_tenant
-from infra.cache import KeySpace, RedisFillLocks, RedisLeadLocks, RedisRecentCpfs
+from infra.cache import KeySpace
+from infra.locks import RedisFillLocks, RedisLeadLocks, RedisRecentCpfs
 from infra.sealing import AeadEnvelope
 
 KEYS = [("k1", b"secret-0123456789-abcdef")]
