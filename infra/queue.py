@@ -60,7 +60,6 @@ from domain.errors import DependencyUnavailable
 from domain.webhooks import DEFAULT_RETRY_POLICY, EventStore, is_provably_unsent, run_event_job
 from domain.webhooks.retry import NO_CPF_REASON
 from infra.breaker.state import BreakerOpen
-from observability import metrics
 from observability.tracing import traced_from, tracer, untraced
 
 if TYPE_CHECKING:
@@ -85,7 +84,6 @@ __all__ = [
     "EventConsumer",
     "NullQueueListener",
     "OrphanSweeper",
-    "PrometheusQueueListener",
     "QueueListener",
     "enqueue_event_jobs",
     "job_dedupe_key",
@@ -229,7 +227,8 @@ def provably_unsent(exc: BaseException) -> bool:
 
 
 class QueueListener(Protocol):
-    """Receives the queue's measurements (adapter: :class:`PrometheusQueueListener`)."""
+    """Receives the queue's measurements (adapter:
+    :class:`observability.queue.PrometheusQueueListener`)."""
 
     def job_started(self, age_s: float | None) -> None:
         """A job began running in this worker, ``age_s`` after it was enqueued."""
@@ -263,47 +262,6 @@ class NullQueueListener:
 
     def sampled(self, stats: QueueStats) -> None:
         """Ignore."""
-
-
-# Job outcomes -> the bounded ``queue_jobs_total{outcome}`` values of observability.metrics.
-_OUTCOME_LABELS: Final = {
-    "completed": "completed",
-    "failed": "failed",
-    "retry": "retried",
-    "error": "retried",
-    "released": "retried",
-}
-
-
-class PrometheusQueueListener:
-    """Feeds ``queue_depth``, ``queue_job_age_seconds``, ``queue_oldest_job_age_seconds``,
-    ``queue_jobs_total``, ``queue_dead_letters_total``, ``queue_dead_letters_pending`` and
-    ``worker_active_jobs``."""
-
-    def job_started(self, age_s: float | None) -> None:
-        """Count the job as active; observe its age at pick-up."""
-        metrics.WORKER_ACTIVE_JOBS.inc()
-        if age_s is not None:
-            metrics.QUEUE_JOB_AGE.observe(age_s)
-
-    def job_finished(self, outcome: str, duration_s: float) -> None:
-        """Count the outcome (skipped runs did no work and are not counted)."""
-        metrics.WORKER_ACTIVE_JOBS.dec()
-        label = _OUTCOME_LABELS.get(outcome)
-        if label is not None:
-            metrics.QUEUE_JOBS.labels(label).inc()
-
-    def dead_lettered(self) -> None:
-        """Count a dead letter."""
-        metrics.QUEUE_DEAD_LETTERS.inc()
-
-    def sampled(self, stats: QueueStats) -> None:
-        """Publish the depth by status and the oldest waiting event's age (0 when none)."""
-        for status, count in stats.counts.items():
-            metrics.QUEUE_DEPTH.labels(status).set(count)
-        metrics.QUEUE_OLDEST_JOB_AGE.set(stats.oldest_open_age_s or 0.0)
-        if stats.dead_letters is not None:
-            metrics.QUEUE_DEAD_LETTERS_PENDING.set(stats.dead_letters)
 
 
 class OrphanSweeper(Protocol):

@@ -49,12 +49,12 @@ from infra.queue import (
     DEFAULT_CONCURRENCY,
     DEFAULT_LEASE_TIMEOUT_S,
     EventConsumer,
-    PrometheusQueueListener,
     QueueListener,
 )
 from infra.sealing import AeadEnvelope
 from observability.logging import configure_logging
 from observability.metrics import BulkMetrics, track_pool
+from observability.queue import PrometheusQueueListener
 from observability.tracing import configure_tracing, flush_tracing
 
 if TYPE_CHECKING:

@@ -19,8 +19,8 @@ from app.main import create_app
 from domain.models import LeadCustomer
 from domain.webhooks import WebhookEvent
 from infra.db.events import PgEventStore
-from infra.queue import PrometheusQueueListener
 from observability import metrics
+from observability.queue import PrometheusQueueListener
 from tests.support.factories import issue_key
 
 if TYPE_CHECKING:
