@@ -189,7 +189,7 @@ SELECT e.party_id, e.raw_payload::text AS raw_payload, e.enriched_at
 # Each row: doc = {"party": <core.parties row>, "rank": float8, "enriched_at": timestamptz|null}.
 # Indexes: idx_parties_name_trgm (GIN trigram on search_name) answers `name <% search_name`
 # (word similarity >= pg_trgm.word_similarity_threshold, 0.6 by default); idx_addresses_city_key
-# and idx_addresses_state (migration 20261208400001) the address filters, then
+# and idx_addresses_state (migration 20261207400001) the address filters, then
 # idx_party_addresses_address. rank = the mean of word_similarity and similarity to the whole
 # name (an exact full name first), computed once per row so the keyset compares the same value.
 _SEARCH_RANK = (
