@@ -6,17 +6,33 @@ from __future__ import annotations
 import uuid
 from typing import TYPE_CHECKING, Any
 
+import asyncpg
 import pytest
 
+from tests.support.db import CANCEL_OPEN_BULK_JOBS
 from tests.support.factories import issue_key, new_cpf
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
     from litestar import Litestar
     from litestar.testing import AsyncTestClient
 
 pytestmark = pytest.mark.integration
 
 JOBS = "/api/v1/enrich/jobs"
+
+
+@pytest.fixture(autouse=True, scope="module")
+async def _no_job_left_open(database_url: str) -> AsyncIterator[None]:
+    """These jobs are never run: end them, so a worker started by a later test (the database is
+    the session's) does not spend thousands of upstream calls on them."""
+    yield
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute(CANCEL_OPEN_BULK_JOBS)
+    finally:
+        await conn.close()
 
 
 @pytest.fixture(scope="module")

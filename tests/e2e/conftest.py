@@ -19,6 +19,7 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from app.config import Settings, load_settings
+from tests.support.db import CANCEL_OPEN_BULK_JOBS
 from tests.support.processes import ChildProcess, worker_argv
 from tests.support.sandbox import (
     C2S_TOKEN,
@@ -84,9 +85,10 @@ async def _db_pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
 
 @pytest.fixture
 async def db(_db_pool: asyncpg.Pool) -> asyncpg.Pool:
-    """A pool for the tests' own reads; the queue starts empty (no other test's leftovers
-    for this test's workers to pick up)."""
+    """A pool for the tests' own reads; the queue starts empty and no bulk job is open (no other
+    test's leftovers for this test's workers to pick up)."""
     await _db_pool.execute("TRUNCATE queue.pgqueuer")
+    await _db_pool.execute(CANCEL_OPEN_BULK_JOBS)
     return _db_pool
 
 

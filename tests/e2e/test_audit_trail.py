@@ -72,7 +72,7 @@ async def test_every_read_of_a_person_is_one_record(
     key, stored = await issue_key(database_url, tenant=tenant, scopes="read,enrich")
     headers = auth(key)
     subjects = digester(e2e_settings)
-    lookup_cpf, enrich_cpf, work_cpf = (PEOPLE.cpf_for(n) for n in (611, 612, 613))
+    lookup_cpf, enrich_cpf, work_cpf = (PEOPLE.cpf_for(n) for n in (911, 912, 913))
     batch_cpfs = [PEOPLE.cpf_for(614), PEOPLE.cpf_for(615)]
 
     found = await client.get(

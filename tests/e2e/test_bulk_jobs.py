@@ -20,6 +20,7 @@ from app.config import Settings, parse_hmac_keys
 from infra.db.callback_secrets import SEALING_PURPOSE, PgCallbackSecrets
 from infra.sealing import AeadEnvelope
 from tests.support.callbacks import verify
+from tests.support.db import CANCEL_OPEN_BULK_JOBS
 from tests.support.factories import issue_key, new_cpf
 from tests.support.http_servers import CallbackReceiver, serving
 from tests.support.polling import wait_until
@@ -27,7 +28,7 @@ from tests.support.processes import ChildProcess, worker_argv
 from tests.support.sandbox import WEBHOOK_SECRET, SandboxAdmin
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import AsyncIterator, Callable, Iterator
 
     import asyncpg
     from litestar import Litestar
@@ -59,13 +60,11 @@ def start_bulk_worker(e2e_env: dict[str, str]) -> Iterator[Callable[..., ChildPr
 
 
 @pytest.fixture
-async def bulk_db(db: asyncpg.Pool) -> asyncpg.Pool:
-    """No other test's open jobs for this test's workers."""
-    await db.execute(
-        "UPDATE core.enrich_jobs SET state = 'cancelled', finished_at = now() "
-        "WHERE state IN ('queued', 'running')"
-    )
-    return db
+async def bulk_db(db: asyncpg.Pool) -> AsyncIterator[asyncpg.Pool]:
+    """No other test's open jobs for this test's workers (``db`` ends them), and none of this
+    test's left for a later test's workers."""
+    yield db
+    await db.execute(CANCEL_OPEN_BULK_JOBS)
 
 
 async def key_for(database_url: str, tenant: str) -> dict[str, str]:

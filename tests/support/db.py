@@ -13,6 +13,7 @@ import asyncpg
 import redis.asyncio as aioredis
 
 __all__ = [
+    "CANCEL_OPEN_BULK_JOBS",
     "PG_ADMIN_URL",
     "POOL_MAX",
     "REDIS_BASE_URL",
@@ -82,3 +83,10 @@ async def delete_redis_keys(prefix: str, url: str = REDIS_BASE_URL) -> None:
             await client.delete(key)
     finally:
         await client.aclose()
+
+
+CANCEL_OPEN_BULK_JOBS = (
+    "UPDATE core.enrich_jobs SET state = 'cancelled', finished_at = now() "
+    "WHERE state IN ('queued', 'running')"
+)
+"""Ends every open bulk job, so a worker started by a later test does not run its items."""
