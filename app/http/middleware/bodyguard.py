@@ -16,8 +16,10 @@ authentication work. For a request that declares a body (``Content-Length`` > 0 
   :class:`PendingBodiesFull`: 503 problem+json with ``Retry-After`` at once, instead of holding
   one more worker slot. While the cap is reached, a request with a body and no credentials
   header at all gets that 503 here already, before routing (the cheap path under attack).
-  Webhooks (token-based, no API key) are therefore capped; requests with a verified key are
-  bounded by the deadline and their rate limits only.
+  Requests with a verified key, and C2S webhooks whose token (``X-Webhook-Token``) the webhook
+  guard verified from the headers before the body is read (:func:`mark_authenticated`), are
+  bounded by the deadline and their rate limits only; webhooks signed over their body
+  (``X-C2S-Signature``) can only be verified with the body, so they are capped.
 * **Client gone.** An ``http.disconnect`` while the body is received raises
   :class:`ClientClosedRequest`, answered as status 499 (nginx's "client closed request"), which
   nobody receives: the metrics and the access log record the outcome as 499 at info level, not
@@ -49,6 +51,7 @@ __all__ = [
     "BodyRejected",
     "ClientClosedRequest",
     "PendingBodiesFull",
+    "mark_authenticated",
 ]
 
 CLIENT_CLOSED_REQUEST: Final = 499
@@ -57,7 +60,15 @@ _CONNECTION: Final = b"connection"
 _CLOSE: Final = (_CONNECTION, b"close")
 # Set in the scope's state by app.http.middleware.auth.AuthMiddleware once an API key is verified.
 _AUTHENTICATED_KEY: Final = "api_key_id"
-_CREDENTIAL_HEADERS: Final = frozenset({b"authorization", b"x-api-key"})
+# Set by mark_authenticated: a sender verified from the headers alone (a webhook token).
+_AUTHENTICATED_SENDER: Final = "sender_authenticated"
+_CREDENTIAL_HEADERS: Final = frozenset({b"authorization", b"x-api-key", b"x-webhook-token"})
+
+
+def mark_authenticated(scope: Scope) -> None:
+    """Record that this request's sender was verified from its headers, before its body is read
+    (the C2S webhook token): its body does not take one of the ``MAX_PENDING_BODIES`` slots."""
+    scope.setdefault("state", {})[_AUTHENTICATED_SENDER] = True
 
 
 def _presents_credentials(headers: Any) -> bool:  # Any: ASGI header pairs
@@ -171,7 +182,7 @@ class _BodyPhase:
 
     def _authenticated(self) -> bool:
         state: dict[str, Any] | None = self._scope.get("state")  # Any: the scope's state
-        return bool(state and state.get(_AUTHENTICATED_KEY))
+        return bool(state and (state.get(_AUTHENTICATED_KEY) or state.get(_AUTHENTICATED_SENDER)))
 
     def _reject(self, exc: BodyRejected) -> BodyRejected:
         self._rejected = exc

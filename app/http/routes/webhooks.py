@@ -47,6 +47,7 @@ from litestar.exceptions import HTTPException, NotAuthorizedException, Validatio
 from litestar.params import Body, HeaderParameter, JSONBody, QueryParameter
 from opentelemetry import propagate
 
+from app.http.middleware.bodyguard import mark_authenticated
 from app.http.problems import problem_responses
 from app.http.routes import GoogleAdsDep, WebhookIntakeDep
 from domain.signatures import (
@@ -115,8 +116,9 @@ async def c2s_webhook_guard(
 ) -> None:
     """Authenticate a C2S delivery by body signature or token, when a secret is configured.
 
-    The body is read only when a signature is presented (it is what the signature covers); the
-    handler's decode reuses the same bytes.
+    A valid token is checked first, from the headers (the request is then marked authenticated
+    for the body guard: its body is not capped); the body is read only when a signature is
+    presented (it is what the signature covers), and the handler's decode reuses the same bytes.
 
     Args:
         connection: The request.
@@ -127,6 +129,19 @@ async def c2s_webhook_guard(
         NotAuthorizedException: Neither a valid ``X-C2S-Signature`` nor a valid token.
     """
     if not secrets:
+        return
+    # The token first: it is verified from the headers, before the body is read, so the body
+    # guard does not count the delivery among the unauthenticated bodies it caps.
+    tokens = [
+        value
+        for value in (
+            connection.headers.get(TOKEN_HEADER),
+            connection.query_params.get("token"),
+        )
+        if value is not None
+    ]
+    if tokens and all(token_matches(value, secrets) for value in tokens):
+        mark_authenticated(connection.scope)
         return
     signature = connection.headers.get(SIGNATURE_HEADER)
     signature_check: SignatureCheck | None = None
@@ -140,16 +155,6 @@ async def c2s_webhook_guard(
         )
         if signature_check is SignatureCheck.VALID:
             return
-    tokens = [
-        value
-        for value in (
-            connection.headers.get(TOKEN_HEADER),
-            connection.query_params.get("token"),
-        )
-        if value is not None
-    ]
-    if tokens and all(token_matches(value, secrets) for value in tokens):
-        return
     # Which check failed, never what was presented.
     log.warning(
         "c2s_webhook_unauthorized",

@@ -15,7 +15,7 @@ import msgspec
 from litestar import Litestar, Request, get, post
 
 from app.http.errors import exception_handlers
-from app.http.middleware.bodyguard import BodyGuardMiddleware
+from app.http.middleware.bodyguard import BodyGuardMiddleware, mark_authenticated
 
 if TYPE_CHECKING:
     from litestar.types import ASGIApp, Message, Receive, Scope, Send
@@ -222,4 +222,51 @@ async def test_the_guard_answers_itself_when_its_exception_escapes_the_applicati
     assert stalled.status == 408
     assert stalled.json()["status"] == 408
     assert stalled.headers[b"connection"] == b"close"
+    assert guard.pending == 0
+
+
+class _WebhookToken:
+    """Stands in front like the webhook guard: a right token is verified from the headers and
+    marked before the body is read."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (b"x-webhook-token", b"right") in scope["headers"]:
+            mark_authenticated(scope)
+        await self.app(scope, receive, send)
+
+
+async def test_a_webhook_verified_by_its_token_is_not_capped_a_signed_one_is() -> None:
+    app = Litestar(
+        route_handlers=[echo],
+        exception_handlers=exception_handlers(),
+        middleware=[_WebhookToken],
+        logging_config=None,
+    )
+    guard = BodyGuardMiddleware(app.asgi_handler, timeout_s=TIMEOUT_S, max_pending=1)
+    app.asgi_handler = guard
+    stalled = Channel(_chunk(b"[", True))
+    holder = asyncio.create_task(app(_scope(), stalled.receive, stalled.send))
+    await asyncio.sleep(0.05)
+    assert guard.pending == 1
+
+    def webhook(header: tuple[bytes, bytes]) -> Scope:
+        scope = _scope(length=2)
+        scope["headers"] = [*scope["headers"], header]
+        return scope
+
+    token = Channel(_chunk(b"[]", False))
+    await app(webhook((b"x-webhook-token", b"right")), token.receive, token.send)
+    assert token.status == 201
+    # A signature covers the body: nothing is verified before it arrives, so the cap applies.
+    signed = Channel(_chunk(b"[]", False))
+    await app(webhook((b"x-c2s-signature", b"t=1,v1=00")), signed.receive, signed.send)
+    assert signed.status == 503
+    # A wrong token is not verified: it is capped too (and the guard answers it 401 anyway).
+    wrong = Channel(_chunk(b"[]", False))
+    await app(webhook((b"x-webhook-token", b"wrong")), wrong.receive, wrong.send)
+    assert wrong.status == 503
+    await holder
     assert guard.pending == 0
