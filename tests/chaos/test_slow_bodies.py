@@ -9,8 +9,8 @@ credential, or a token, is refused before its body is read); each one answered
 replaced by a new one. The steady mix runs before, during and after.
 
 Proves: cached reads and customer lookups (authenticated, no body) stay 2xx with no timeout and
-a bounded p99; webhooks are 2xx or a fast 503 with ``Retry-After`` (shed while the cap is full),
-never another 5xx; the attackers are answered 408/503, never left hanging; no hang-up is a 500.
+a bounded p99; C2S's webhooks (token verified from the headers, so outside the cap) are all 2xx,
+never a 5xx; the attackers are answered 408/503, never left hanging; no hang-up is a 500.
 """
 
 from __future__ import annotations
@@ -170,9 +170,9 @@ async def test_stalled_bodies_leave_legitimate_clients_served(
     assert reads, block
     assert read_figures.ok == read_figures.requests, block
     assert read_figures.p99_ms <= READ_P99_BOUND_S * 1000, block
-    # Legitimate webhooks get through, or a fast 503 with Retry-After while the cap is full.
-    assert all(s.ok or s.status == 503 for s in webhooks), block
-    assert figures(webhooks).ok > 0, block
+    # Legitimate webhooks (C2S's token, verified from the headers) are not capped: all served.
+    assert webhooks, block
+    assert all(s.ok for s in webhooks), block
     # The attackers were answered: 408 (deadline) or 503 (cap), none left hanging.
     assert attackers.statuses["408"] > 0, block
     assert set(attackers.statuses) <= {"408", "503"}, block
