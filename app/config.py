@@ -194,6 +194,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # The backoff's first cap (doubling per attempt up to 30 min). Smaller only where time is
     # compressed (chaos tests, staging drills).
     worker_retry_base_s: Annotated[float, msgspec.Meta(ge=0.1, le=300)] = 5.0
+    # Where the doubling stops (the longest wait between two attempts).
+    worker_retry_max_s: Annotated[float, msgspec.Meta(ge=0.1, le=86_400)] = 1800.0
 
     # --- domain -----------------------------------------------------------------------------
     income_multiplier: PositiveFloat = 1.9

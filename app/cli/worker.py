@@ -265,6 +265,7 @@ async def _serve(
             policy=RetryPolicy(
                 budget_s=settings.worker_retry_budget_s,
                 base_delay_s=settings.worker_retry_base_s,
+                max_delay_s=settings.worker_retry_max_s,
             ),
         )
         # Attempts in flight started before the signal: they end within CALLBACK_TIMEOUT_S of

@@ -381,8 +381,10 @@ def scenario_env(
         "RATE_LIMIT_KEY": "200/second",
         "RATE_LIMIT_GLOBAL": "",
         # Time is compressed here: retries of events failed under faults must come back within
-        # the ledger's drain (the production backoff reaches 80 s by the sixth attempt).
+        # the ledger's drain (the production backoff reaches 80 s by the sixth attempt; an event
+        # failed 8 times under faults waited up to 64 s with only the base compressed).
         "WORKER_RETRY_BASE_S": "0.5",
+        "WORKER_RETRY_MAX_S": "4",
         **overrides,
     }
 

@@ -55,6 +55,7 @@ def test_cors_origins_are_a_comma_separated_list() -> None:
         ({"DATABASE_READ_URL": "replica-host:5432"}, "DATABASE_READ_URL"),
         ({"REPLICA_MAX_LAG_S": "0"}, "REPLICA_MAX_LAG_S"),
         ({"REPLICA_CHECK_S": "-1"}, "REPLICA_CHECK_S"),
+        ({"WORKER_RETRY_MAX_S": "0"}, "WORKER_RETRY_MAX_S"),
         ({"REDIS_URL": "redis+cluster://10.0.0.1"}, "REDIS_URL"),
         ({"REDIS_URL": "redis+cluster://10.0.0.1:7000/3"}, "REDIS_URL"),
         ({"REDIS_CLUSTER_RETRIES": "9"}, "REDIS_CLUSTER_RETRIES"),
