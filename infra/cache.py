@@ -215,17 +215,12 @@ class RedisDossierCache:
                 self._listener.record(self.name, "hit_local")
                 return body
         epoch = local.epoch
-        try:
-            reply = await self._read_with_ttl(keys=[name])
-        except _ABSORBED:
-            self._listener.record(self.name, "error")
+        entry = await self._read_entry(name)
+        if entry is None:
             return None
-        if reply is None:
-            return self.verify(name, None)
-        sealed, pttl_ms = reply
-        payload = self.verify(name, bytes(sealed))
-        if payload is not None and int(pttl_ms) > 0:
-            local.fill(name, payload, int(pttl_ms) / 1000, epoch)
+        payload = self.verify(name, entry[0])
+        if payload is not None and entry[1] > 0:
+            local.fill(name, payload, entry[1], epoch)
         return payload
 
     async def get_fresh(self, key: str, max_age_s: float) -> bytes | None:
@@ -243,18 +238,27 @@ class RedisDossierCache:
             if held is not None and self._young(held[1], max_age_s):
                 self._listener.record(self.name, "hit_local")
                 return held[0]
+        entry = await self._read_entry(name)
+        if entry is None:
+            return None
+        if not self._young(entry[1], max_age_s):
+            self._listener.record(self.name, "miss")
+            return None
+        return self.verify(name, entry[0])
+
+    async def _read_entry(self, name: str) -> tuple[bytes, float] | None:
+        """The sealed entry of ``name`` in Redis and its life left (s), read in one call;
+        ``None`` when it is absent (a miss) or Redis failed (an error), both counted."""
         try:
             reply = await self._read_with_ttl(keys=[name])
         except _ABSORBED:
             self._listener.record(self.name, "error")
             return None
         if reply is None:
-            return self.verify(name, None)
-        sealed, pttl_ms = reply
-        if not self._young(int(pttl_ms) / 1000, max_age_s):
-            self._listener.record(self.name, "miss")
+            self.verify(name, None)
             return None
-        return self.verify(name, bytes(sealed))
+        sealed, pttl_ms = reply
+        return bytes(sealed), int(pttl_ms) / 1000
 
     def _young(self, life_s: float, max_age_s: float) -> bool:
         """Whether an entry with ``life_s`` seconds left is at most ``max_age_s`` old."""

@@ -246,10 +246,9 @@ def keys_revoke(settings: Settings, key_id: str, *, out: TextIO | None = None) -
         The exit status (1 when no key has that id).
     """
     stream = out or sys.stdout
-    try:
-        parsed = UUID(key_id.strip())
-    except ValueError:
-        return _invalid("key id must be a UUID, as shown by 'c2s-api keys list'")
+    parsed = _key_id(key_id)
+    if parsed is None:
+        return _invalid(_BAD_KEY_ID)
 
     async def revoke(store: PgApiKeyStore) -> int:
         key = await store.revoke(parsed)
@@ -291,10 +290,9 @@ def keys_callback_secret(
         The exit status (1 when no key has that id, 2 when two secrets are valid already).
     """
     stream = out or sys.stdout
-    try:
-        parsed = UUID(key_id.strip())
-    except ValueError:
-        return _invalid("key id must be a UUID, as shown by 'c2s-api keys list'")
+    parsed = _key_id(key_id)
+    if parsed is None:
+        return _invalid(_BAD_KEY_ID)
 
     async def manage(store: PgApiKeyStore) -> int:
         secrets = _callback_secrets(settings, store)
@@ -345,10 +343,9 @@ def keys_update(
         The exit status (1 when no key has that id).
     """
     stream = out or sys.stdout
-    try:
-        parsed = UUID(key_id.strip())
-    except ValueError:
-        return _invalid("key id must be a UUID, as shown by 'c2s-api keys list'")
+    parsed = _key_id(key_id)
+    if parsed is None:
+        return _invalid(_BAD_KEY_ID)
 
     try:
         quota = parse_paid_quota(paid_quota)
@@ -382,6 +379,17 @@ def _callback_secrets(settings: Settings, store: PgApiKeyStore) -> PgCallbackSec
 
 def _quota(value: int | None) -> str:
     return "none" if value is None else f"{value}/day"
+
+
+_BAD_KEY_ID = "key id must be a UUID, as shown by 'c2s-api keys list'"
+
+
+def _key_id(text: str) -> UUID | None:
+    """The key id given on the command line, or ``None`` when it is not a UUID."""
+    try:
+        return UUID(text.strip())
+    except ValueError:
+        return None
 
 
 def _invalid(detail: str) -> int:
