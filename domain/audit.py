@@ -62,7 +62,7 @@ Operation = Literal[
 OPERATIONS: Final[tuple[Operation, ...]] = get_args(Operation)
 
 
-class AccessRecord(msgspec.Struct, frozen=True, kw_only=True):
+class AccessRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """One read or fetch of one person's data.
 
     Attributes:

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 __all__ = ["Caller", "caller_scope", "current_caller", "current_tenant", "tenant_scope"]
 
 
-class Caller(msgspec.Struct, frozen=True, kw_only=True):
+class Caller(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """Who the current work is done for.
 
     Attributes:

@@ -40,7 +40,7 @@ from app.http.middleware.ratelimit import send_429
 from app.http.problems import send_problem
 from domain.errors import DependencyUnavailable
 from domain.keys import digest_key, grants, key_prefix_of, required_scope
-from domain.tenancy import Caller, caller_scope
+from domain.tenancy import Caller, current_caller, current_tenant
 
 if TYPE_CHECKING:
     from litestar.connection import ASGIConnection
@@ -223,8 +223,14 @@ class AuthMiddleware:
             request_id=request_state.get("request_id"),
             paid_quota=principal.paid_quota,
         )
-        with caller_scope(caller):
+        # Set inline (not caller_scope's generator): this runs on every authenticated request.
+        caller_token = current_caller.set(caller)
+        tenant_token = current_tenant.set(principal.tenant)
+        try:
             await self.app(scope, receive, send)
+        finally:
+            current_tenant.reset(tenant_token)
+            current_caller.reset(caller_token)
 
 
 def _auth_flood_detail(retry_after: int) -> str:
