@@ -4,8 +4,12 @@ Every stored person matching the criteria, page by page:
 
 * ``name`` is matched fuzzily (trigram word similarity, typos tolerated) against the person's
   search key (``core.search_key(full_name)``: upper case, no accents, single spaces; the twin of
-  :func:`domain.text.fold`); ``city`` (folded the same way) and ``uf`` filter on the person's
-  addresses. At least a name of 2 characters, a city or a UF is required.
+  :func:`domain.text.fold`): every word of 3 or more characters of the name must be found in it,
+  in any order and with any other words between them ("luciana gomes" finds LUCIANA HELENA
+  AZEVEDO GOMES), the longest :data:`MAX_NAME_WORDS` of them when there are more; shorter words
+  (DA, DE, DOS) count in the rank only; a name without such a word is matched whole. ``city``
+  (folded the same way) and ``uf`` filter on the person's addresses. At least a name of 2
+  characters, a city or a UF is required.
 * Ranked by similarity to the name (best first; 0 for every hit of a search without a name),
   then by party id: a total, stable order.
 * Keyset pagination: the opaque ``cursor`` of a page names the last hit (its rank and id) and
@@ -36,8 +40,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_SEARCH_LIMIT",
+    "MAX_NAME_WORDS",
     "MAX_SEARCH_LIMIT",
     "MIN_NAME_LENGTH",
+    "MIN_WORD_LENGTH",
     "CustomerHit",
     "CustomerPage",
     "CustomerSearch",
@@ -49,20 +55,41 @@ __all__ = [
 DEFAULT_SEARCH_LIMIT: Final = 20
 MAX_SEARCH_LIMIT: Final = 100
 MIN_NAME_LENGTH: Final = 2
+# Words of the name a hit must contain: those of at least MIN_WORD_LENGTH characters (a shorter
+# one has too few trigrams to be matched fuzzily), at most the MAX_NAME_WORDS longest (each is
+# one condition of the statement, answered by the trigram index).
+MIN_WORD_LENGTH: Final = 3
+MAX_NAME_WORDS: Final = 4
 
 
 class CustomerSearch(msgspec.Struct, frozen=True, kw_only=True):
     """Normalised criteria (at least one set).
 
     Attributes:
-        name: The folded name to match fuzzily, or ``None``.
+        name: The folded name the hits are ranked by, or ``None``.
+        words: The words of ``name`` each hit must contain, fuzzily (:func:`name_words`; empty
+            without a name).
         city: The folded city an address of the person must be in, or ``None``.
         uf: The UF an address of the person must be in, or ``None``.
     """
 
     name: str | None = None
+    words: tuple[str, ...] = ()
     city: str | None = None
     uf: str | None = None
+
+
+def name_words(name_key: str) -> tuple[str, ...]:
+    """The words of a folded name a hit must contain: its distinct words of at least
+    :data:`MIN_WORD_LENGTH` characters, the :data:`MAX_NAME_WORDS` longest (in the name's order),
+    or the whole name when it has no such word."""
+    words = list(dict.fromkeys(w for w in name_key.split() if len(w) >= MIN_WORD_LENGTH))
+    if not words:
+        return (name_key,)
+    if len(words) > MAX_NAME_WORDS:
+        kept = set(sorted(words, key=len, reverse=True)[:MAX_NAME_WORDS])
+        words = [w for w in words if w in kept][:MAX_NAME_WORDS]
+    return tuple(words)
 
 
 class SearchPosition(msgspec.Struct, frozen=True, kw_only=True):
@@ -130,7 +157,12 @@ def _criteria(name: str | None, city: str | None, uf: str | None) -> CustomerSea
             raise InvalidInput("uf", "uf must be a Brazilian federative unit (e.g. SP)")
     if not (name_key or city_key or state):
         raise InvalidInput("name", "Give a name (at least 2 characters), a city or a uf")
-    return CustomerSearch(name=name_key or None, city=city_key or None, uf=state)
+    return CustomerSearch(
+        name=name_key or None,
+        words=name_words(name_key) if name_key else (),
+        city=city_key or None,
+        uf=state,
+    )
 
 
 def _search_id(search: CustomerSearch) -> str:

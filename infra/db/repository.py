@@ -463,14 +463,17 @@ class PgPartyRepository:
         Raises:
             DependencyUnavailable: PostgreSQL cannot serve now.
         """
+        words = search.words if search.name is not None else ()
         query = sql.search_customers_query(
-            name=search.name is not None,
+            words=len(words),
             city=search.city is not None,
             uf=search.uf is not None,
             after=after is not None,
         )
         args: list[object] = [current_tenant.get(), limit]
-        args.extend(v for v in (search.name, search.city, search.uf) if v is not None)
+        if words:
+            args.extend((search.name, *words))
+        args.extend(v for v in (search.city, search.uf) if v is not None)
         if after is not None:
             args.extend((after.rank, after.party_id))
         # One statement: on the replica while it serves (ADR 0015).

@@ -182,13 +182,15 @@ SELECT e.party_id, e.raw_payload::text AS raw_payload, e.enriched_at
 """
 
 # The customer search (domain/search.py): one page of persons, ranked, after a keyset position.
-# Built from constant fragments for the criteria present (8 shapes x with/without a position),
-# so each shape has its own plan: a "$n IS NULL OR ..." filter would keep a generic plan off the
-# indexes. Parameters, in order: $1 text tenant, $2 int limit, then as present: the folded name
-# (text), the folded city (text), the UF (text), the position's rank (float8) and party id (uuid).
+# Built from constant fragments for the criteria present (0-4 name words x city x UF x with/without
+# a position), so each shape has its own plan: a "$n IS NULL OR ..." filter would keep a generic
+# plan off the indexes. Parameters, in order: $1 text tenant, $2 int limit, then as present: the
+# folded name (text) and each of its words a hit must contain (text, domain.search.name_words),
+# the folded city (text), the UF (text), the position's rank (float8) and party id (uuid).
 # Each row: doc = {"party": <core.parties row>, "rank": float8, "enriched_at": timestamptz|null}.
-# Indexes: idx_parties_name_trgm (GIN trigram on search_name) answers `name <% search_name`
-# (word similarity >= pg_trgm.word_similarity_threshold, 0.6 by default); idx_addresses_city_key
+# Indexes: idx_parties_name_trgm (GIN trigram on search_name) answers each `word <% search_name`
+# (word similarity >= pg_trgm.word_similarity_threshold, 0.6 by default; several words: a
+# BitmapAnd or one index scan and the others as filters); idx_addresses_city_key
 # and idx_addresses_state (migration 20261207400001) the address filters, then
 # idx_party_addresses_address. rank = the mean of word_similarity and similarity to the whole
 # name (an exact full name first), computed once per row so the keyset compares the same value.
@@ -205,15 +207,17 @@ _IN_PLACE = (
 
 
 @functools.cache
-def search_customers_query(*, name: bool, city: bool, uf: bool, after: bool) -> str:
-    """The statement of one search shape (see the comment above); a constant per shape."""
-    params = iter(f"${n}" for n in range(3, 9))
+def search_customers_query(*, words: int, city: bool, uf: bool, after: bool) -> str:
+    """The statement of one search shape (see the comment above); a constant per shape.
+
+    ``words``: 0 for a search without a name, else how many words of it a hit must contain.
+    """
+    params = iter(f"${n}" for n in range(3, 10 + words))
     where = ["p.party_type = 'person'", "($1::text IS NULL OR p.tenant IS NULL OR p.tenant = $1)"]
     rank = "0::float8"
-    if name:
-        ref = f"{next(params)}::text"
-        where.append(f"{ref} <% p.search_name")
-        rank = _SEARCH_RANK.format(name=ref)
+    if words:
+        rank = _SEARCH_RANK.format(name=f"{next(params)}::text")
+        where.extend(f"{next(params)}::text <% p.search_name" for _ in range(words))
     place = []
     if city:
         place.append(f"core.search_key(a.city) = {next(params)}::text")

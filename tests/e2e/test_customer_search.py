@@ -23,6 +23,8 @@ pytestmark = pytest.mark.integration
 SEARCH = "/api/v1/customers"
 TENANT, OTHER = "search-a", "search-b"
 EXACT = "ZEFERINO QUARTZOLINO"
+# First and last name with two others between them: found by a search of the first and last.
+MIDDLE_NAMES = "ZEFERINO ALBUQUERQUE MARANHAO QUARTZOLINO"
 # (full name, tenant, city, uf): four exact twins (one rank: ordered by id), longer names and a
 # typo, shared or the tenant's, some elsewhere; the other tenant's are never seen.
 ROWS: list[tuple[str, str | None, str, str]] = [
@@ -33,6 +35,7 @@ ROWS: list[tuple[str, str | None, str, str]] = [
     ("Zeferino Quartzolino da Conceição", None, "São Paulo", "SP"),
     ("ZEFERINO QUARTZOLINO NETO", TENANT, "Recife", "PE"),
     ("ZEFERINA QUARTZOLINO", None, "Sao Paulo", "SP"),
+    (MIDDLE_NAMES, TENANT, "Recife", "PE"),
     (EXACT, OTHER, "São Paulo", "SP"),
     ("ZEFERINO QUARTZOLINO FILHO", OTHER, "Recife", "PE"),
 ]
@@ -129,6 +132,21 @@ async def test_a_typo_still_finds_the_person(
 ) -> None:
     pages = await every_page(client, key, name="Zeferino Quartzolyno")
     assert {hit["id"] for page in pages for hit in page} == visible(parties)
+
+
+async def test_first_and_last_name_find_a_person_with_middle_names_in_any_order(
+    client: AsyncTestClient[Litestar],
+    key: str,
+    parties: dict[str, tuple[str, str | None, str, str]],
+) -> None:
+    middle = {pid for pid, row in parties.items() if row[0] == MIDDLE_NAMES}
+    for name in ("zeferino quartzolino", "Quartzolino, Zeferino", "zeferino da quartzolino"):
+        pages = await every_page(client, key, name=name)
+        assert middle <= {hit["id"] for page in pages for hit in page}, name
+    # Every word of 3+ characters must be found: a surname none of them has finds nobody.
+    assert await every_page(client, key, name="zeferino xilofonio") == [[]]
+    maranhao = await every_page(client, key, name="maranhão quartzolino")
+    assert {hit["id"] for page in maranhao for hit in page} == middle
 
 
 async def test_city_and_uf_filter_on_the_addresses(

@@ -241,15 +241,16 @@ class FakeRepository:
     async def search_customers(
         self, search: CustomerSearch, *, after: SearchPosition | None, limit: int
     ) -> list[SearchHit]:
-        """Names containing the folded name (rank: the share of the name it covers); the fake
-        keeps no addresses, so a city or UF filter finds nobody."""
+        """Names containing every word a hit must contain, exactly (rank: the share of the name
+        the searched name's length covers); the fake keeps no addresses, so a city or UF filter
+        finds nobody."""
         self._check()
         if search.city is not None or search.uf is not None:
             return []
         hits: list[SearchHit] = []
         for row in self.rows.values():
             key = fold(row.party.full_name)
-            if row.party.party_type != "person" or (search.name or "") not in key:
+            if row.party.party_type != "person" or not all(w in key for w in search.words):
                 continue
             rank = len(search.name or "") / len(key) if search.name else 0.0
             hits.append(SearchHit(party=row.party, rank=rank, enriched_at=row.enriched_at))

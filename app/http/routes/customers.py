@@ -281,8 +281,10 @@ class CustomerController(Controller):
         operation_id="searchCustomers",
         summary="Every stored person matching a name (fuzzy), a city and/or a UF, page by page",
         description=(
-            "Needs `name` (at least 2 characters), `city` or `uf`. `name` is matched fuzzily "
-            "(typos tolerated, case and accents ignored); `city` and `uf` filter on the "
+            "Needs `name` (at least 2 characters), `city` or `uf`. `name` is matched fuzzily: "
+            "each word of 3 or more characters must be found in the person's name, in any "
+            "order (typos tolerated, case and accents ignored; shorter words such as `da` only "
+            "rank); `city` and `uf` filter on the "
             "person's addresses. Hits are ranked by similarity to the name (`score`), then by "
             "id; pass `next_cursor` as `cursor` for the next page (`null` on the last). Only "
             "stored data: no upstream call. Example: "
