@@ -25,7 +25,9 @@ def _serve(args: argparse.Namespace) -> int:
     from app.cli.serve import serve
 
     settings = settings_or_exit()
-    return serve(settings, workers=args.workers, port=args.port, host=args.host)
+    return serve(
+        settings, workers=args.workers, port=args.port, host=args.host, worker=not args.no_worker
+    )
 
 
 def _worker(args: argparse.Namespace) -> int:
@@ -139,6 +141,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, default=None, help="Granian workers (WEB_WORKERS)")
     serve.add_argument("--port", type=int, default=None, help="listen port (PORT)")
     serve.add_argument("--host", default=None, help="listen address (HOST)")
+    serve.add_argument(
+        "--no-worker",
+        action="store_true",
+        help="development: do not run a `c2s-api worker` beside the API",
+    )
     serve.set_defaults(handler=_serve)
 
     worker = sub.add_parser("worker", help="process accepted webhook events from the queue")

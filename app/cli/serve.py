@@ -4,14 +4,17 @@ The embedded default is decided here, not in the composition root: an upstream w
 configured ``*_BASE_URL`` is the local sandbox (started on ``SANDBOX_PORT``) with the sandbox's
 credentials, passed to the app as explicit settings (:func:`embedded_upstreams`; the Granian
 workers read them from the environment). With ``ENVIRONMENT=development`` it applies the
-migrations first, so a fresh clone runs the whole pipeline with one command.
+migrations first and runs a ``c2s-api worker`` beside the API (:func:`embedded_worker`: webhook
+jobs, bulk job items, callbacks), so a fresh clone runs the whole pipeline with one command.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -36,6 +39,7 @@ __all__ = [
     "embedded_environment",
     "embedded_sandbox",
     "embedded_upstreams",
+    "embedded_worker",
     "serve",
 ]
 
@@ -128,6 +132,53 @@ def embedded_sandbox(settings: Settings) -> Iterator[str | None]:
             child.kill()
 
 
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _terminate_with_parent() -> None:  # pragma: no cover - runs in the forked child
+    """In the child before exec (Linux): SIGTERM when the parent dies, even by SIGKILL, so an
+    embedded worker never outlives its ``serve``."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def embedded_worker(settings: Settings, *, enabled: bool = True) -> Iterator[int | None]:
+    """In development, run ``c2s-api worker`` in a child process while the block runs.
+
+    So that on a laptop the webhook events and the bulk jobs the API accepts are processed, as a
+    deployment's separate worker processes would. The child has its own session (a Ctrl-C in the
+    terminal reaches the API only); it gets one SIGTERM when the block ends (or when this process
+    dies, on Linux), drains for ``WORKER_GRACE_S`` and is killed if it overruns that. Yields its
+    pid (None when not run: another environment, or ``enabled`` false: ``serve --no-worker``).
+    """
+    if not enabled or settings.environment != "development":
+        yield None
+        return
+    child = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "worker"],
+        env={**os.environ, **embedded_environment(settings)},
+        start_new_session=True,
+        preexec_fn=_terminate_with_parent,  # before Granian: no other thread runs yet
+    )
+    log.info(
+        "embedded_worker_started",
+        pid=child.pid,
+        metrics=f"http://{settings.host}:{settings.worker_metrics_port}/metrics",
+        note="development: webhook jobs and bulk jobs are processed by this child process",
+    )
+    try:
+        yield child.pid
+    finally:
+        if child.poll() is None:
+            child.terminate()
+        try:
+            child.wait(timeout=settings.worker_grace_s + 5)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait(timeout=10)
+
+
 async def _prepare_development(settings: Settings) -> None:
     """Embedded default: apply migrations and make sure a development API key exists."""
     from app.bootstrap import open_pool
@@ -150,8 +201,12 @@ def serve(
     workers: int | None = None,
     port: int | None = None,
     host: str | None = None,
+    worker: bool = True,
 ) -> int:
-    """Run the API in the foreground until SIGINT/SIGTERM; return the exit status."""
+    """Run the API in the foreground until SIGINT/SIGTERM; return the exit status.
+
+    In development a worker runs beside it unless ``worker`` is false (:func:`embedded_worker`).
+    """
     from granian import Granian
     from granian.constants import HTTPModes, Interfaces, Loops
     from granian.http import HTTP1Settings
@@ -161,7 +216,7 @@ def serve(
         asyncio.run(_prepare_development(settings))
     bind_port = port or settings.port
     bind_host = host or settings.host
-    with embedded_sandbox(settings):
+    with embedded_sandbox(settings), embedded_worker(settings, enabled=worker):
         # The Granian workers build their settings from the environment (app.main:create_app).
         os.environ.update(embedded_environment(settings))
         log.info(
