@@ -24,6 +24,7 @@ if TYPE_CHECKING:
         EnrichJobView,
         ItemOutcome,
         ItemView,
+        JobPosition,
         NewJob,
     )
     from domain.dossier import Dossier
@@ -527,6 +528,13 @@ class BulkJobStore(Protocol):
 
     async def cancel(self, tenant: str, job_id: UUID) -> EnrichJobView | None:
         """Cancel the job's items not started; the job after it (``None``: no such job)."""
+        ...
+
+    async def list_jobs(
+        self, tenant: str, *, state: str | None, before: JobPosition | None, limit: int
+    ) -> list[EnrichJobView]:
+        """Up to ``limit`` of ``tenant``'s jobs (of ``state`` if given), newest first (creation
+        time, then id, both descending), older than ``before`` if given."""
         ...
 
 

@@ -4,19 +4,27 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime as dt
 from typing import TYPE_CHECKING, Final
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import msgspec
 
-from domain.bulk.models import InvalidItems, NewJob, NewJobItem, ResultsPage
+from domain.bulk.models import (
+    JOB_STATES,
+    InvalidItems,
+    JobPosition,
+    JobsPage,
+    NewJob,
+    NewJobItem,
+    ResultsPage,
+)
 from domain.callbacks import validate_callback_url
 from domain.customers import validate_query
 from domain.errors import InvalidInput, NotFound
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
-    from uuid import UUID
 
     from domain.bulk.models import EnrichJobView
     from domain.customers import CustomerQuery
@@ -24,11 +32,15 @@ if TYPE_CHECKING:
     from domain.tenancy import Caller
 
 __all__ = [
+    "DEFAULT_JOBS_PAGE",
     "DEFAULT_PAGE",
+    "MAX_JOBS_PAGE",
     "MAX_PAGE",
     "BulkJobs",
     "decode_cursor",
+    "decode_jobs_cursor",
     "encode_cursor",
+    "encode_jobs_cursor",
     "results_path",
     "summary_body",
     "validate_items",
@@ -39,6 +51,10 @@ MAX_PAGE: Final = 1000
 # Invalid items named in a rejected job's problem (the first ones, in order).
 _MAX_ITEM_ERRORS: Final = 20
 _CURSOR_PREFIX: Final = "s1:"
+# The listing of a tenant's jobs (GET /api/v1/enrich/jobs), newest first.
+DEFAULT_JOBS_PAGE: Final = 20
+MAX_JOBS_PAGE: Final = 100
+_JOBS_CURSOR_PREFIX: Final = "j1:"
 
 
 def validate_items(
@@ -96,6 +112,41 @@ def decode_cursor(cursor: str | None) -> int:
     if seq < -1 or seq > 2**31:
         raise InvalidInput("cursor", "Invalid cursor")
     return seq
+
+
+def _b64(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def _unb64(cursor: str) -> str:
+    return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+
+
+def encode_jobs_cursor(position: JobPosition) -> str:
+    """The opaque cursor of the page of jobs older than ``position``."""
+    stamp = position.created_at.astimezone(dt.UTC).isoformat()
+    return _b64(f"{_JOBS_CURSOR_PREFIX}{stamp}|{position.job_id}")
+
+
+def decode_jobs_cursor(cursor: str | None) -> JobPosition | None:
+    """The position a cursor of the job listing continues after (``None``: the newest first).
+
+    Raises:
+        InvalidInput: Not a cursor of the job listing (field ``cursor``).
+    """
+    if cursor is None or not cursor.strip():
+        return None
+    try:
+        text = _unb64(cursor)
+        if not text.startswith(_JOBS_CURSOR_PREFIX):
+            raise ValueError(cursor)
+        stamp, job_id = text.removeprefix(_JOBS_CURSOR_PREFIX).split("|")
+        created_at = dt.datetime.fromisoformat(stamp)
+        if created_at.tzinfo is None:
+            raise ValueError(cursor)
+        return JobPosition(created_at=created_at, job_id=UUID(job_id))
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise InvalidInput("cursor", "Invalid cursor") from None
 
 
 def summary_body(view: EnrichJobView, *, results_url: str) -> bytes:
@@ -201,6 +252,31 @@ class BulkJobs:
         page = items[:limit]
         more = len(items) > limit
         return ResultsPage(items=page, next_cursor=encode_cursor(page[-1].seq) if more else None)
+
+    async def jobs(
+        self, tenant: str, *, state: str | None, cursor: str | None, limit: int
+    ) -> JobsPage:
+        """One page of the tenant's jobs, newest first, after ``cursor``, optionally of one
+        ``state``; each as :meth:`view` shows it, but for its callback's delivery (the job's
+        own view has its attempts).
+
+        Raises:
+            InvalidInput: An unknown state, a bad cursor or limit (each names its field).
+        """
+        if state is not None and state not in JOB_STATES:
+            raise InvalidInput("state", f"state must be one of {', '.join(JOB_STATES)}")
+        if not 1 <= limit <= MAX_JOBS_PAGE:
+            raise InvalidInput("limit", f"limit must be between 1 and {MAX_JOBS_PAGE}")
+        before = decode_jobs_cursor(cursor)
+        jobs = await self._store.list_jobs(tenant, state=state, before=before, limit=limit + 1)
+        page = jobs[:limit]
+        last = page[-1] if len(jobs) > limit else None
+        return JobsPage(
+            items=page,
+            next_cursor=encode_jobs_cursor(JobPosition(created_at=last.created_at, job_id=last.id))
+            if last is not None
+            else None,
+        )
 
     async def cancel(self, tenant: str, job_id: UUID) -> EnrichJobView:
         """Cancel the items not started; items running finish. An ended job is left as it is.

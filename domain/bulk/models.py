@@ -29,7 +29,9 @@ __all__ = [
     "ItemState",
     "ItemView",
     "JobCounts",
+    "JobPosition",
     "JobState",
+    "JobsPage",
     "NewJob",
     "NewJobItem",
     "NullBulkListener",
@@ -122,6 +124,20 @@ class EnrichJobView(msgspec.Struct, frozen=True, kw_only=True):
     max_age_s: int | None = None
     min_likelihood: float | None = None
     callback: CallbackView | None = None
+
+
+class JobPosition(msgspec.Struct, frozen=True, kw_only=True):
+    """Where a page of jobs ended: the last job's creation time and id (older jobs come next)."""
+
+    created_at: dt.datetime
+    job_id: UUID
+
+
+class JobsPage(msgspec.Struct, frozen=True, kw_only=True):
+    """A page of the tenant's jobs, newest first; ``next_cursor`` is ``None`` on the last."""
+
+    items: list[EnrichJobView]
+    next_cursor: str | None = None
 
 
 class ItemError(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):

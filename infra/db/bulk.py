@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     import asyncpg
     from asyncpg.pool import PoolConnectionProxy
 
-    from domain.bulk import CallbackSink, ItemOutcome, NewJob
+    from domain.bulk import CallbackSink, ItemOutcome, JobPosition, NewJob
     from domain.callbacks import DeliveryView
 
 __all__ = [
@@ -55,6 +55,7 @@ __all__ = [
     "CLAIM_ITEMS",
     "FINISH_ITEM",
     "INSERT_JOB",
+    "LIST_JOBS",
     "REAP_EXPIRED",
     "PgBulkJobs",
 ]
@@ -91,6 +92,23 @@ SELECT j.id, j.state, j.total, j.open_items, j.n_done, j.n_failed, j.n_not_found
          WHERE r.job_id = j.id AND r.state = 'running') AS running
   FROM core.enrich_jobs j
  WHERE j.id = $1 AND j.tenant = $2
+"""
+
+# $1 tenant; $2 state or NULL; $3 timestamptz, $4 uuid: the last job of the previous page (NULL:
+# the newest first); $5 limit. Newest first, answered by idx_enrich_jobs_listing; the shape of
+# GET_JOB's rows.
+LIST_JOBS: Final = """
+SELECT j.id, j.state, j.total, j.open_items, j.n_done, j.n_failed, j.n_not_found, j.n_cancelled,
+       j.created_at, j.started_at, j.finished_at, j.cancel_requested_at, j.max_age_s,
+       j.min_likelihood, j.callback_url,
+       (SELECT count(*) FROM core.enrich_job_items r
+         WHERE r.job_id = j.id AND r.state = 'running') AS running
+  FROM core.enrich_jobs j
+ WHERE j.tenant = $1
+   AND ($2::text IS NULL OR j.state = $2)
+   AND ($3::timestamptz IS NULL OR (j.created_at, j.id) < ($3, $4::uuid))
+ ORDER BY j.created_at DESC, j.id DESC
+ LIMIT $5
 """
 
 # $1 uuid; $2 tenant; $3 after seq; $4 limit.
@@ -343,6 +361,15 @@ class PgBulkJobs(PooledStore):
             if row is not None and row["state"] == "cancelled":
                 await self._job_ended(conn, row)
         return await self.get(tenant, job_id)
+
+    async def list_jobs(
+        self, tenant: str, *, state: str | None, before: JobPosition | None, limit: int
+    ) -> list[EnrichJobView]:
+        """The tenant's jobs, newest first (one statement)."""
+        at, job_id = (before.created_at, before.job_id) if before is not None else (None, None)
+        async with self._connection() as conn:
+            rows = await conn.fetch(LIST_JOBS, tenant, state, at, job_id, limit)
+        return [self._view(row) for row in rows]
 
     # --- BulkQueue -------------------------------------------------------------------------------
 

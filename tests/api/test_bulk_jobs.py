@@ -197,3 +197,58 @@ async def test_a_read_only_key_cannot_submit_but_can_read(
     assert refused.status_code == 403
     created = (await submit(client, acme, {"items": [{"cpf": new_cpf()}]})).json()
     assert (await client.get(f"{JOBS}/{created['id']}", headers=reader)).status_code == 200
+
+
+async def test_the_tenants_jobs_are_listed_newest_first_page_by_page(
+    client: AsyncTestClient[Litestar], database_url: str, beta: dict[str, str]
+) -> None:
+    tenant = f"bulk-list-{uuid.uuid4().hex[:8]}"
+    plaintext, _ = await issue_key(database_url, tenant=tenant, scopes="read,enrich")
+    own = {"Authorization": f"Bearer {plaintext}"}
+    ids = [
+        (await submit(client, own, {"items": [{"cpf": new_cpf()} for _ in range(n)]})).json()["id"]
+        for n in (1, 2, 3, 4, 5)
+    ]
+    cancelled = ids[1]
+    assert (await client.delete(f"{JOBS}/{cancelled}", headers=own)).status_code == 200
+    beta_job = (await submit(client, beta, {"items": [{"cpf": new_cpf()}]})).json()["id"]
+
+    seen: list[dict[str, Any]] = []
+    cursor: str | None = None
+    for _ in range(5):
+        params: dict[str, Any] = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+        answer = await client.get(JOBS, params=params, headers=own)
+        assert answer.status_code == 200, answer.text
+        page = answer.json()
+        assert len(page["items"]) <= 2
+        seen.extend(page["items"])
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert [job["id"] for job in seen] == ids[::-1]  # newest first, no gap, no duplicate
+    assert [job["counts"]["total"] for job in seen] == [5, 4, 3, 2, 1]
+    assert beta_job not in {job["id"] for job in seen}
+
+    only = (await client.get(JOBS, params={"state": "cancelled"}, headers=own)).json()
+    assert [(job["id"], job["state"]) for job in only["items"]] == [(cancelled, "cancelled")]
+    assert only["next_cursor"] is None
+    queued = (await client.get(JOBS, params={"state": "queued"}, headers=own)).json()
+    assert {job["id"] for job in queued["items"]} == set(ids) - {cancelled}
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"state": "finished"}, "state"),
+        ({"cursor": "bm90LWEtY3Vyc29y"}, "cursor"),
+        ({"limit": 0}, "limit"),
+        ({"limit": 101}, "limit"),
+    ],
+)
+async def test_a_bad_listing_is_a_400_naming_the_parameter(
+    client: AsyncTestClient[Litestar], acme: dict[str, str], params: dict[str, Any], field: str
+) -> None:
+    answer = await client.get(JOBS, params=params, headers=acme)
+    assert answer.status_code == 400, answer.text
+    assert answer.headers["content-type"].startswith("application/problem+json")
+    assert [error["field"] for error in answer.json()["errors"]] == [field]

@@ -103,6 +103,10 @@ SEMANTIC_RULES: dict[str, tuple[str, str]] = {
         "positive_data_acceptance",
         "every item: at least one non-empty identifier, CPF check digits, phone numbering plan",
     ),
+    "GET /api/v1/enrich/jobs": (
+        "positive_data_acceptance",
+        "the cursor is opaque: only a next_cursor the API returned is valid",
+    ),
     "GET /api/v1/enrich/jobs/{job_id}/results": (
         "positive_data_acceptance",
         "the cursor is opaque: only a next_cursor the API returned is valid",

@@ -26,6 +26,7 @@ from domain.bulk import (
     ItemOutcome,
     ItemView,
     JobCounts,
+    JobPosition,
     NewJob,
 )
 from domain.customers import CustomerQuery, UnifiedCustomer
@@ -755,9 +756,11 @@ class FakeBulkJobs:
     ended: list[tuple[uuid.UUID, str]] = field(default_factory=list)
     claims: list[list[tuple[str, int]]] = field(default_factory=list)
     clock: FakeClock = field(default_factory=FakeClock)
+    created: dict[uuid.UUID, dt.datetime] = field(default_factory=dict)
 
     async def create(self, job: NewJob) -> EnrichJobView:
         self.jobs[job.id] = job
+        self.created[job.id] = dt.datetime.fromtimestamp(self.clock.now(), dt.UTC)
         self.states[job.id] = "queued"
         self.items[job.id] = [
             _BulkItem(job_id=job.id, seq=i, ref=item.ref, query=item.query)
@@ -787,6 +790,21 @@ class FakeBulkJobs:
                     item.state = "cancelled"
             self._maybe_end(job_id)
         return self._view(job_id)
+
+    async def list_jobs(
+        self, tenant: str, *, state: str | None, before: JobPosition | None, limit: int
+    ) -> list[EnrichJobView]:
+        keys = sorted(
+            (
+                (self.created[j.id], j.id)
+                for j in self.jobs.values()
+                if j.tenant == tenant and state in (None, self.states[j.id])
+            ),
+            reverse=True,
+        )
+        if before is not None:
+            keys = [k for k in keys if k < (before.created_at, before.job_id)]
+        return [self._view(job_id) for _, job_id in keys[:limit]]
 
     async def claim(
         self, worker: uuid.UUID, *, limit: int, tenant_limit: int, lease_s: float
@@ -888,7 +906,7 @@ class FakeBulkJobs:
             id=job_id,
             state=self.states[job_id],  # type: ignore[arg-type]
             counts=JobCounts(total=len(rows), **count),
-            created_at=dt.datetime.fromtimestamp(self.clock.now(), dt.UTC),
+            created_at=self.created[job_id],
             max_age_s=job.max_age_s,
             min_likelihood=job.min_likelihood,
             callback=CallbackView(url=job.callback_url, state="waiting")

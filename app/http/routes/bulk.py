@@ -7,18 +7,27 @@ other bodies (``BULK_MAX_BODY_BYTES``, set on this controller's router in ``app.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, Literal
 from uuid import UUID
 
 import msgspec
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.datastructures import ResponseHeader
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Example
 from litestar.params import Body, FromPath, QueryParameter
 
 from app.http.problems import problem_responses
 from app.http.routes import API_KEY_SECURITY, BulkJobsDep, may_spend
-from domain.bulk import DEFAULT_PAGE, MAX_PAGE, EnrichJobView, ResultsPage
+from domain.bulk import (
+    DEFAULT_JOBS_PAGE,
+    DEFAULT_PAGE,
+    MAX_JOBS_PAGE,
+    MAX_PAGE,
+    EnrichJobView,
+    JobsPage,
+    ResultsPage,
+)
 from domain.customers import CustomerQuery
 from domain.errors import Forbidden
 from domain.tenancy import Caller, current_caller
@@ -63,6 +72,46 @@ _EXAMPLE: Final = Example(
         ],
         "max_age": 86400,
     },
+)
+
+
+_JOBS_EXAMPLE: Final = ResponseSpec(
+    data_container=JobsPage,
+    description="A page of the tenant's jobs, newest first; `next_cursor` null on the last page",
+    generate_examples=False,
+    examples=[
+        Example(
+            summary="First page of ?limit=1",
+            value={
+                "items": [
+                    {
+                        "id": "0b6f7c1e-5a7d-4e0a-9a51-3c2d1e0f9a8b",
+                        "state": "running",
+                        "counts": {
+                            "total": 10000,
+                            "queued": 6200,
+                            "running": 8,
+                            "done": 3650,
+                            "failed": 2,
+                            "not_found": 140,
+                            "cancelled": 0,
+                        },
+                        "created_at": "2026-12-07T10:00:00Z",
+                        "started_at": "2026-12-07T10:00:01Z",
+                        "finished_at": None,
+                        "cancel_requested_at": None,
+                        "max_age_s": 86400,
+                        "min_likelihood": None,
+                        "callback": {
+                            "url": "https://crm.example.com/hooks/c2s",
+                            "state": "waiting",
+                        },
+                    }
+                ],
+                "next_cursor": "ajE6MjAyNi0xMi0wN1QxMDowMDowMCswMDowMHwwYjZmN2MxZQ",
+            },
+        )
+    ],
 )
 
 
@@ -130,6 +179,42 @@ class BulkController(Controller):
             min_likelihood=data.min_likelihood,
         )
         return Response(view, status_code=202, headers={"Location": f"{JOBS_PATH}/{view.id}"})
+
+    @get(
+        "/",
+        operation_id="listEnrichJobs",
+        summary="The tenant's jobs, newest first (keyset pages, opaque cursor)",
+        description=(
+            "Every job of the API key's tenant, newest first, optionally of one `state`; each "
+            "as `GET /api/v1/enrich/jobs/{id}` shows it (there, the callback's delivery "
+            "attempts too). Pass `next_cursor` as `cursor` for the next page (`null` on the "
+            "last). Jobs are kept `BULK_RETENTION_DAYS` after they end."
+        ),
+        responses={200: _JOBS_EXAMPLE, **problem_responses(400, 401, 403, 429, 503)},
+        opt={"scope": "read"},
+    )
+    async def list_jobs(
+        self,
+        bulk_jobs: BulkJobsDep,
+        # `state` is a reserved name of Litestar's handler arguments: the query key is aliased.
+        job_state: Annotated[
+            Literal["queued", "running", "done", "cancelled"] | None,
+            QueryParameter(name="state", required=False, description="only jobs in this state"),
+        ] = None,
+        cursor: Annotated[
+            str | None,
+            QueryParameter(
+                required=False,
+                max_length=128,
+                pattern=r"^[A-Za-z0-9_-]+$",
+                description="`next_cursor` of the previous page",
+            ),
+        ] = None,
+        limit: Annotated[
+            int, QueryParameter(ge=1, le=MAX_JOBS_PAGE, required=False)
+        ] = DEFAULT_JOBS_PAGE,
+    ) -> JobsPage:
+        return await bulk_jobs.jobs(_tenant(), state=job_state, cursor=cursor, limit=limit)
 
     @get(
         "/{job_id:uuid}",

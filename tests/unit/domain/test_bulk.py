@@ -4,6 +4,7 @@ and crash recovery, and who each lookup is accounted to."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime as dt
 import uuid
 
@@ -15,8 +16,11 @@ from domain.bulk import (
     BulkRunner,
     ClaimedItem,
     InvalidItems,
+    JobPosition,
     decode_cursor,
+    decode_jobs_cursor,
     encode_cursor,
+    encode_jobs_cursor,
     run_item,
     summary_body,
 )
@@ -107,6 +111,43 @@ def test_cursors_round_trip_and_foreign_ones_are_a_400() -> None:
         with pytest.raises(InvalidInput) as raised:
             decode_cursor(bad)
         assert raised.value.field == "cursor"
+
+
+def test_job_listing_cursors_round_trip_to_the_microsecond_and_others_are_a_400() -> None:
+    at = JobPosition(created_at=NOW.replace(microsecond=123456), job_id=uuid.uuid4())
+    assert decode_jobs_cursor(encode_jobs_cursor(at)) == at
+    assert decode_jobs_cursor(None) is None
+    naive = base64.urlsafe_b64encode(f"j1:2026-12-07T12:00:00|{at.job_id}".encode()).decode()
+    for bad in ("abc", encode_cursor(3), naive, encode_cursor(1)[:-1] + "!"):
+        with pytest.raises(InvalidInput) as raised:
+            decode_jobs_cursor(bad)
+        assert raised.value.field == "cursor"
+
+
+async def test_jobs_are_listed_newest_first_ties_by_id_page_by_page() -> None:
+    store = FakeBulkJobs()
+    submitted = []
+    for n in range(5):
+        if n % 2:
+            store.clock.advance(1)  # pairs of jobs created at the same instant
+        view = await jobs(store).submit(
+            [(None, CustomerQuery(cpf=new_cpf()))], caller=ACME, may_fetch=True
+        )
+        submitted.append((view.created_at, view.id))
+    other = Caller(tenant="other", key_id="key-2", request_id="req-2")
+    await jobs(store).submit([(None, CustomerQuery(cpf=new_cpf()))], caller=other, may_fetch=True)
+    listed: list[tuple[dt.datetime, uuid.UUID]] = []
+    cursor: str | None = None
+    while True:
+        page = await jobs(store).jobs("acme", state=None, cursor=cursor, limit=2)
+        listed.extend((job.created_at, job.id) for job in page.items)
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    assert listed == sorted(submitted, reverse=True)
+    with pytest.raises(InvalidInput) as raised:
+        await jobs(store).jobs("acme", state="finished", cursor=None, limit=2)
+    assert raised.value.field == "state"
 
 
 async def test_jobs_are_visible_to_their_tenant_only() -> None:
