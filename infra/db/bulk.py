@@ -83,27 +83,23 @@ items AS (
 SELECT created_at FROM job
 """
 
-# $1 uuid; $2 tenant.
-GET_JOB: Final = """
+# A job as its view shows it (PgBulkJobs._view), from core.enrich_jobs j: GET_JOB and LIST_JOBS.
+_JOB_VIEW: Final = """
 SELECT j.id, j.state, j.total, j.open_items, j.n_done, j.n_failed, j.n_not_found, j.n_cancelled,
        j.created_at, j.started_at, j.finished_at, j.cancel_requested_at, j.max_age_s,
        j.min_likelihood, j.callback_url,
        (SELECT count(*) FROM core.enrich_job_items r
          WHERE r.job_id = j.id AND r.state = 'running') AS running
-  FROM core.enrich_jobs j
+  FROM core.enrich_jobs j"""
+
+# $1 uuid; $2 tenant.
+GET_JOB: Final = f"""{_JOB_VIEW}
  WHERE j.id = $1 AND j.tenant = $2
 """
 
 # $1 tenant; $2 state or NULL; $3 timestamptz, $4 uuid: the last job of the previous page (NULL:
-# the newest first); $5 limit. Newest first, answered by idx_enrich_jobs_listing; the shape of
-# GET_JOB's rows.
-LIST_JOBS: Final = """
-SELECT j.id, j.state, j.total, j.open_items, j.n_done, j.n_failed, j.n_not_found, j.n_cancelled,
-       j.created_at, j.started_at, j.finished_at, j.cancel_requested_at, j.max_age_s,
-       j.min_likelihood, j.callback_url,
-       (SELECT count(*) FROM core.enrich_job_items r
-         WHERE r.job_id = j.id AND r.state = 'running') AS running
-  FROM core.enrich_jobs j
+# the newest first); $5 limit. Newest first, answered by idx_enrich_jobs_listing.
+LIST_JOBS: Final = f"""{_JOB_VIEW}
  WHERE j.tenant = $1
    AND ($2::text IS NULL OR j.state = $2)
    AND ($3::timestamptz IS NULL OR (j.created_at, j.id) < ($3, $4::uuid))
