@@ -5,6 +5,7 @@
 #   scripts/pg-replica.sh stop [port]     stop it (fast) and delete its directory
 #   scripts/pg-replica.sh kill [port]     stop it at once (-m immediate), keep its directory
 #   scripts/pg-replica.sh status [port]   "running" / "stopped" (exit 0 / 3)
+#   scripts/pg-replica.sh drop-slot [port] drop its replication slot on the primary (if inactive)
 #
 # The port defaults to 5433; the replica lives in $PG_REPLICA_DIR (default
 # /tmp/c2s-pg-replica-<port>) and answers on postgresql://postgres@127.0.0.1:<port>/<database>
@@ -18,9 +19,16 @@
 #   host replication all 127.0.0.1/32 trust # c2s-api local replica
 # to the primary's hba_file (as root, or through sudo) and reloads its configuration; it is done
 # once (the comment marks it) and only when no rule of pg_hba_file_rules already covers it.
-# wal_level=replica and max_wal_senders=10 are PostgreSQL's defaults: nothing else changes on the
-# primary. The replica copies the whole cluster (every database); databases created later
-# arrive by streaming.
+# wal_level=replica and max_wal_senders=10 are PostgreSQL's defaults. The replica copies the
+# whole cluster (every database); databases created later arrive by streaming.
+#
+# The replica streams through a physical replication slot on the primary, c2s_replica_<port>,
+# created with the base backup: while the replica is down (`kill`, a chaos test) the primary
+# keeps the WAL it has not received yet. Without it, a checkpoint on the primary (every DROP
+# DATABASE forces one) recycles those segments and the replica, started again, can never catch
+# up ("requested WAL segment ... has already been removed"). `stop` drops the slot; a replica
+# that was never stopped leaves its slot behind, holding WAL: `start` on the same port drops an
+# inactive leftover first, and `scripts/pg-replica.sh drop-slot <port>` drops one by hand.
 #
 # PostgreSQL refuses to run as root: as root every server command runs as the `postgres` user.
 set -euo pipefail
@@ -31,6 +39,7 @@ primary_host=${PG_PRIMARY_HOST:-127.0.0.1}
 primary_port=${PG_PRIMARY_PORT:-5432}
 dir=${PG_REPLICA_DIR:-/tmp/c2s-pg-replica-$port}
 marker="# c2s-api local replica"
+slot="c2s_replica_$port"
 
 log() { printf 'pg-replica: %s\n' "$*" >&2; }
 
@@ -105,6 +114,22 @@ EOF
     as_owner touch "$dir/data/pg_ident.conf"
 }
 
+drop_slot() {
+    # The slot is active until the primary's walsender for the stopped replica has exited.
+    local attempt
+    for attempt in $(seq 1 50); do
+        case "$(primary_sql "SELECT coalesce((SELECT active::text FROM pg_replication_slots
+                WHERE slot_name = '$slot'), 'absent')" 2>/dev/null || echo unreachable)" in
+            absent | unreachable) return ;;
+            false)
+                primary_sql "SELECT pg_drop_replication_slot('$slot')" >/dev/null 2>&1 || true
+                ;;
+        esac
+        sleep 0.1
+    done
+    log "replication slot $slot still active: not dropped"
+}
+
 running() {
     [ -f "$dir/data/postmaster.pid" ] && as_owner "$(bindir)/pg_ctl" -D "$dir/data" status >/dev/null 2>&1
 }
@@ -118,6 +143,7 @@ start() {
     fi
     if [ ! -f "$dir/data/PG_VERSION" ]; then
         allow_replication
+        drop_slot # an inactive leftover of a replica on this port that was never stopped
         mkdir -p "$dir"
         if [ "$(id -u)" -eq 0 ]; then chown postgres: "$dir"; fi
         chmod 700 "$dir"
@@ -125,11 +151,13 @@ start() {
         local attempt
         for attempt in 1 2 3 4 5; do
             log "base backup of $primary_host:$primary_port into $dir/data (attempt $attempt)"
-            if as_owner "$bin/pg_basebackup" -R -D "$dir/data" -h "$primary_host" \
-                -p "$primary_port" -U postgres -X stream --checkpoint=fast --no-sync; then
+            if as_owner "$bin/pg_basebackup" -R -C -S "$slot" -D "$dir/data" \
+                -h "$primary_host" -p "$primary_port" -U postgres -X stream --checkpoint=fast \
+                --no-sync; then
                 break
             fi
             rm -rf "$dir/data"
+            drop_slot
             if [ "$attempt" -eq 5 ]; then
                 log "base backup failed"
                 exit 1
@@ -148,7 +176,8 @@ stop() {
         as_owner "$(bindir)/pg_ctl" -D "$dir/data" -m fast -w -t 30 stop >/dev/null || true
     fi
     rm -rf "$dir"
-    log "replica on port $port stopped and removed"
+    drop_slot
+    log "replica on port $port stopped and removed (slot $slot dropped)"
 }
 
 kill_now() {
@@ -161,11 +190,12 @@ case "$command" in
     start) start ;;
     stop) stop ;;
     kill) kill_now ;;
+    drop-slot) drop_slot ;;
     status)
         if running; then echo running; else echo stopped; exit 3; fi
         ;;
     *)
-        echo "usage: $0 start|stop|kill|status [port]" >&2
+        echo "usage: $0 start|stop|kill|status|drop-slot [port]" >&2
         exit 2
         ;;
 esac

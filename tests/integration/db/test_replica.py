@@ -317,3 +317,27 @@ async def test_a_replica_without_the_schema_yet_is_not_an_error(database_url: st
     finally:
         await behind.close()
         await primary.close()
+
+
+async def test_a_replica_down_while_the_primary_checkpoints_catches_up_when_back(
+    replica: PgReplica, database_url: str
+) -> None:
+    """The primary keeps the WAL a stopped replica has not received (its replication slot):
+    segments switched and a checkpoint while it is down (a DROP DATABASE forces one, and the
+    tests drop databases all the time) do not strand it."""
+    import asyncpg
+
+    await asyncio.to_thread(replica.kill)
+    primary = await asyncpg.connect(database_url, timeout=5)
+    table = f"wal_filler_{new_cpf()}"
+    try:
+        await primary.execute(f"CREATE TABLE {table} (n int)")
+        for _ in range(3):  # three segments with WAL in them, switched, then a checkpoint
+            await primary.execute(f"INSERT INTO {table} SELECT generate_series(1, 20000)")
+            await primary.execute("SELECT pg_switch_wal()")
+        await primary.execute("CHECKPOINT")
+    finally:
+        await primary.execute(f"DROP TABLE IF EXISTS {table}")
+        await primary.close()
+    await asyncio.to_thread(replica.start)
+    await replica.wait_caught_up()

@@ -12,7 +12,10 @@ After a bounded drain, for the leads a scenario delivered webhooks for:
   least one when any of its events completed; none for failed ones, no duplicates. The one
   exception is an event failed as "send outcome unknown" (its send may or may not have reached
   C2S, so it is not resent): it may account for at most one message; such events are counted and
-  printed.
+  printed. When its send did not reach C2S, the lead's later events still find it messaged (the
+  unknown send holds the lead's claim) and complete as "already messaged": such a lead may have
+  no message at all. That is the price of at-most-once (docs/chaos.md, known issue 2); those
+  leads are listed (``unmessaged_after_unknown``), not counted as a broken invariant.
 """
 
 from __future__ import annotations
@@ -87,6 +90,7 @@ class Ledger:
     failed_without_reason: list[str] = field(default_factory=list)
     completed_without_sent_mark: list[str] = field(default_factory=list)
     message_mismatches: list[str] = field(default_factory=list)
+    unmessaged_after_unknown: list[str] = field(default_factory=list)
 
     def problems(self) -> list[str]:
         """Every broken invariant, one line each (empty when the ledger balances)."""
@@ -127,6 +131,11 @@ class Ledger:
             f"message_mismatches={len(self.message_mismatches)} "
             f"failed_without_reason={len(self.failed_without_reason)}",
         ]
+        if self.unmessaged_after_unknown:
+            lines.append(
+                f"ledger: {len(self.unmessaged_after_unknown)} leads left without a message after "
+                f"a send outcome unknown: {self.unmessaged_after_unknown[:5]}"
+            )
         for reason, count in self.failure_reasons.most_common(5):
             lines.append(f"ledger: failed x{count}: {reason}")
         for problem in self.problems():
@@ -224,6 +233,11 @@ async def check_ledger(
         f"unknown={unknown[lead]}"
         for lead in lead_ids
         if not sent[lead] <= messages[lead] <= sent[lead] + unknown[lead]
-        or (completed[lead] and not messages[lead])
+        or (completed[lead] and not messages[lead] and not unknown[lead])
+    ]
+    ledger.unmessaged_after_unknown = [
+        f"{lead} completed={completed[lead]} unknown={unknown[lead]}"
+        for lead in lead_ids
+        if unknown[lead] and not messages[lead]
     ]
     return ledger
