@@ -8,8 +8,6 @@ path (batched, flushed on drain), and never updated or deleted by the applicatio
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime as dt
 import hashlib
 from contextlib import contextmanager
@@ -18,6 +16,7 @@ from typing import TYPE_CHECKING, Final, Literal, get_args
 
 import msgspec
 
+from domain.cursors import decode_position, encode_position
 from domain.documents import normalize_cpf
 from domain.errors import InvalidInput
 from domain.tenancy import current_caller, current_tenant
@@ -259,9 +258,12 @@ class AuditPage(msgspec.Struct, frozen=True, kw_only=True):
     next: AuditCursor | None = None
 
 
+_NOT_A_CURSOR: Final = "not a cursor returned by this endpoint"
+
+
 def encode_cursor(cursor: AuditCursor) -> str:
     """The opaque text form of a cursor (URL-safe)."""
-    return base64.urlsafe_b64encode(msgspec.json.encode(cursor)).decode().rstrip("=")
+    return encode_position(cursor)
 
 
 def decode_cursor(text: str) -> AuditCursor:
@@ -270,13 +272,9 @@ def decode_cursor(text: str) -> AuditCursor:
     Raises:
         InvalidInput: Not such a cursor.
     """
-    try:
-        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-        cursor = msgspec.json.decode(raw, type=AuditCursor)
-    except (binascii.Error, ValueError, msgspec.DecodeError):
-        raise InvalidInput("cursor", "not a cursor returned by this endpoint") from None
+    cursor = decode_position(text, AuditCursor, detail=_NOT_A_CURSOR)
     if cursor.at.tzinfo is None:
-        raise InvalidInput("cursor", "not a cursor returned by this endpoint")
+        raise InvalidInput("cursor", _NOT_A_CURSOR)
     return cursor
 
 

@@ -21,8 +21,6 @@ Every stored person matching the criteria, page by page:
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime as dt  # runtime: a field type of SearchHit
 import hashlib
 from typing import TYPE_CHECKING, Final
@@ -30,6 +28,7 @@ from uuid import UUID
 
 import msgspec
 
+from domain.cursors import decode_position, encode_position
 from domain.errors import InvalidInput
 from domain.freshness import data_age_s
 from domain.models import Party
@@ -49,6 +48,7 @@ __all__ = [
     "CustomerSearch",
     "SearchHit",
     "SearchPosition",
+    "name_words",
     "search_customers",
 ]
 
@@ -66,15 +66,13 @@ class CustomerSearch(msgspec.Struct, frozen=True, kw_only=True):
     """Normalised criteria (at least one set).
 
     Attributes:
-        name: The folded name the hits are ranked by, or ``None``.
-        words: The words of ``name`` each hit must contain, fuzzily (:func:`name_words`; empty
-            without a name).
+        name: The folded name to match fuzzily (each of its :func:`name_words`) and rank by, or
+            ``None``.
         city: The folded city an address of the person must be in, or ``None``.
         uf: The UF an address of the person must be in, or ``None``.
     """
 
     name: str | None = None
-    words: tuple[str, ...] = ()
     city: str | None = None
     uf: str | None = None
 
@@ -88,7 +86,7 @@ def name_words(name_key: str) -> tuple[str, ...]:
         return (name_key,)
     if len(words) > MAX_NAME_WORDS:
         kept = set(sorted(words, key=len, reverse=True)[:MAX_NAME_WORDS])
-        words = [w for w in words if w in kept][:MAX_NAME_WORDS]
+        words = [w for w in words if w in kept]
     return tuple(words)
 
 
@@ -157,12 +155,7 @@ def _criteria(name: str | None, city: str | None, uf: str | None) -> CustomerSea
             raise InvalidInput("uf", "uf must be a Brazilian federative unit (e.g. SP)")
     if not (name_key or city_key or state):
         raise InvalidInput("name", "Give a name (at least 2 characters), a city or a uf")
-    return CustomerSearch(
-        name=name_key or None,
-        words=name_words(name_key) if name_key else (),
-        city=city_key or None,
-        uf=state,
-    )
+    return CustomerSearch(name=name_key or None, city=city_key or None, uf=state)
 
 
 def _search_id(search: CustomerSearch) -> str:
@@ -172,19 +165,14 @@ def _search_id(search: CustomerSearch) -> str:
 
 
 def _encode_cursor(hit: SearchHit, search: CustomerSearch) -> str:
-    raw = msgspec.json.encode(_Cursor(hit.rank, hit.party.id, _search_id(search)))
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+    return encode_position(_Cursor(hit.rank, hit.party.id, _search_id(search)))
 
 
 def _decode_cursor(cursor: str, search: CustomerSearch) -> SearchPosition:
-    invalid = InvalidInput("cursor", "cursor is not one of this search's pages")
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        decoded = msgspec.json.decode(raw, type=_Cursor)
-    except (binascii.Error, ValueError, msgspec.MsgspecError):
-        raise invalid from None
+    detail = "cursor is not one of this search's pages"
+    decoded = decode_position(cursor, _Cursor, detail=detail)
     if decoded.search != _search_id(search):
-        raise invalid
+        raise InvalidInput("cursor", detail)
     return SearchPosition(rank=decoded.rank, party_id=decoded.party_id)
 
 

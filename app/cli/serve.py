@@ -97,6 +97,17 @@ def embedded_upstreams(settings: Settings) -> Settings:
     )
 
 
+def _stop_child(child: subprocess.Popen[bytes], *, timeout_s: float) -> None:
+    """SIGTERM ``child`` (if it still runs), wait up to ``timeout_s`` for it, then SIGKILL it."""
+    if child.poll() is None:
+        child.terminate()
+    try:
+        child.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait(timeout=10)
+
+
 @contextlib.contextmanager
 def embedded_sandbox(settings: Settings) -> Iterator[str | None]:
     """Run the sandbox in a child process while the block runs, when the settings call for it."""
@@ -125,11 +136,7 @@ def embedded_sandbox(settings: Settings) -> Iterator[str | None]:
         )
         yield url
     finally:
-        child.terminate()
-        try:
-            child.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            child.kill()
+        _stop_child(child, timeout_s=10)
 
 
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -170,13 +177,7 @@ def embedded_worker(settings: Settings, *, enabled: bool = True) -> Iterator[int
     try:
         yield child.pid
     finally:
-        if child.poll() is None:
-            child.terminate()
-        try:
-            child.wait(timeout=settings.worker_grace_s + 5)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait(timeout=10)
+        _stop_child(child, timeout_s=settings.worker_grace_s + 5)
 
 
 async def _prepare_development(settings: Settings) -> None:

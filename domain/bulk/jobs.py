@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import datetime as dt
 from typing import TYPE_CHECKING, Final
 from uuid import UUID, uuid4
 
@@ -20,6 +19,7 @@ from domain.bulk.models import (
     ResultsPage,
 )
 from domain.callbacks import validate_callback_url
+from domain.cursors import decode_position, encode_position
 from domain.customers import validate_query
 from domain.errors import InvalidInput, NotFound
 
@@ -54,7 +54,6 @@ _CURSOR_PREFIX: Final = "s1:"
 # The listing of a tenant's jobs (GET /api/v1/enrich/jobs), newest first.
 DEFAULT_JOBS_PAGE: Final = 20
 MAX_JOBS_PAGE: Final = 100
-_JOBS_CURSOR_PREFIX: Final = "j1:"
 
 
 def validate_items(
@@ -114,18 +113,9 @@ def decode_cursor(cursor: str | None) -> int:
     return seq
 
 
-def _b64(text: str) -> str:
-    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
-
-
-def _unb64(cursor: str) -> str:
-    return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-
-
 def encode_jobs_cursor(position: JobPosition) -> str:
     """The opaque cursor of the page of jobs older than ``position``."""
-    stamp = position.created_at.astimezone(dt.UTC).isoformat()
-    return _b64(f"{_JOBS_CURSOR_PREFIX}{stamp}|{position.job_id}")
+    return encode_position(position)
 
 
 def decode_jobs_cursor(cursor: str | None) -> JobPosition | None:
@@ -136,17 +126,10 @@ def decode_jobs_cursor(cursor: str | None) -> JobPosition | None:
     """
     if cursor is None or not cursor.strip():
         return None
-    try:
-        text = _unb64(cursor)
-        if not text.startswith(_JOBS_CURSOR_PREFIX):
-            raise ValueError(cursor)
-        stamp, job_id = text.removeprefix(_JOBS_CURSOR_PREFIX).split("|")
-        created_at = dt.datetime.fromisoformat(stamp)
-        if created_at.tzinfo is None:
-            raise ValueError(cursor)
-        return JobPosition(created_at=created_at, job_id=UUID(job_id))
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise InvalidInput("cursor", "Invalid cursor") from None
+    position = decode_position(cursor, JobPosition, detail="Invalid cursor")
+    if position.created_at.tzinfo is None:
+        raise InvalidInput("cursor", "Invalid cursor")
+    return position
 
 
 def summary_body(view: EnrichJobView, *, results_url: str) -> bytes:

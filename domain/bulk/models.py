@@ -126,8 +126,9 @@ class EnrichJobView(msgspec.Struct, frozen=True, kw_only=True):
     callback: CallbackView | None = None
 
 
-class JobPosition(msgspec.Struct, frozen=True, kw_only=True):
-    """Where a page of jobs ended: the last job's creation time and id (older jobs come next)."""
+class JobPosition(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
+    """Where a page of jobs ended: the last job's creation time and id (older jobs come next;
+    an array in its cursor, ``domain.cursors``)."""
 
     created_at: dt.datetime
     job_id: UUID

@@ -33,7 +33,7 @@ from domain.emails import normalize_email
 from domain.errors import InvalidInput
 from domain.models import Contact, Party, PartyWithContacts, StoredDossier, StoredEnrichment
 from domain.phones import storage_digits
-from domain.search import SearchHit
+from domain.search import SearchHit, name_words
 from domain.tenancy import current_tenant
 from domain.text import fold, parse_cep, parse_uf
 from infra.db import sql
@@ -463,7 +463,7 @@ class PgPartyRepository:
         Raises:
             DependencyUnavailable: PostgreSQL cannot serve now.
         """
-        words = search.words if search.name is not None else ()
+        words = name_words(search.name) if search.name is not None else ()
         query = sql.search_customers_query(
             words=len(words),
             city=search.city is not None,

@@ -45,7 +45,7 @@ from domain.models import (
     StoredEnrichment,
 )
 from domain.pipeline import Enricher, PipelineSettings
-from domain.search import SearchHit
+from domain.search import SearchHit, name_words
 from domain.subjects import ErasedData, ErasureCounts, SubjectRecords, Tombstone
 from domain.tenancy import current_tenant
 from domain.text import fold
@@ -248,10 +248,11 @@ class FakeRepository:
         self._check()
         if search.city is not None or search.uf is not None:
             return []
+        words = name_words(search.name) if search.name is not None else ()
         hits: list[SearchHit] = []
         for row in self.rows.values():
             key = fold(row.party.full_name)
-            if row.party.party_type != "person" or not all(w in key for w in search.words):
+            if row.party.party_type != "person" or not all(w in key for w in words):
                 continue
             rank = len(search.name or "") / len(key) if search.name else 0.0
             hits.append(SearchHit(party=row.party, rank=rank, enriched_at=row.enriched_at))

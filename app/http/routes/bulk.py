@@ -7,7 +7,7 @@ other bodies (``BULK_MAX_BODY_BYTES``, set on this controller's router in ``app.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final
 from uuid import UUID
 
 import msgspec
@@ -26,6 +26,7 @@ from domain.bulk import (
     MAX_PAGE,
     EnrichJobView,
     JobsPage,
+    JobState,
     ResultsPage,
 )
 from domain.customers import CustomerQuery
@@ -108,7 +109,9 @@ _JOBS_EXAMPLE: Final = ResponseSpec(
                         },
                     }
                 ],
-                "next_cursor": "ajE6MjAyNi0xMi0wN1QxMDowMDowMCswMDowMHwwYjZmN2MxZQ",
+                "next_cursor": (
+                    "WyIyMDI2LTEyLTA3VDEwOjAwOjAwWiIsIjBiNmY3YzFlLTVhN2QtNGUwYS05YTUxLTNjMmQxZTBmOWE4YiJd"
+                ),
             },
         )
     ],
@@ -198,7 +201,7 @@ class BulkController(Controller):
         bulk_jobs: BulkJobsDep,
         # `state` is a reserved name of Litestar's handler arguments: the query key is aliased.
         job_state: Annotated[
-            Literal["queued", "running", "done", "cancelled"] | None,
+            JobState | None,
             QueryParameter(name="state", required=False, description="only jobs in this state"),
         ] = None,
         cursor: Annotated[

@@ -11,6 +11,7 @@ import asyncio
 import time
 from typing import TYPE_CHECKING
 
+import asyncpg
 import pytest
 
 from domain.dossier import decode_dossier
@@ -325,8 +326,6 @@ async def test_a_replica_down_while_the_primary_checkpoints_catches_up_when_back
     """The primary keeps the WAL a stopped replica has not received (its replication slot):
     segments switched and a checkpoint while it is down (a DROP DATABASE forces one, and the
     tests drop databases all the time) do not strand it."""
-    import asyncpg
-
     await asyncio.to_thread(replica.kill)
     primary = await asyncpg.connect(database_url, timeout=5)
     table = f"wal_filler_{new_cpf()}"
