@@ -178,6 +178,18 @@ async def test_the_admin_search_pages_its_own_tenant_only(
     assert too_many.status_code == 400
     assert (await client.get(AUDIT, headers=auth(reader))).status_code == 403
 
+    # from/to are RFC 3339 times (an offset or none: UTC); a number is not one.
+    window = {"from": min(stamps), "to": "2999-01-01T00:00:00"}
+    within = await client.get(AUDIT, params={**window, "limit": "10"}, headers=auth(admin))
+    assert within.status_code == 200, within.text
+    assert len(within.json()["records"]) == 5
+    later = await client.get(AUDIT, params={"from": "2999-01-01T00:00:00Z"}, headers=auth(admin))
+    assert later.json()["records"] == []
+    for field, value in (("from", "12"), ("from", "-4.5e-231"), ("to", "2026-13-01T00:00:00Z")):
+        answer = await client.get(AUDIT, params={field: value}, headers=auth(admin))
+        assert answer.status_code == 400, (field, value, answer.text)
+        assert [e["field"] for e in answer.json()["errors"]] == [field]
+
 
 @pytest.mark.slow
 async def test_a_webhook_job_records_the_person_it_enriched(

@@ -23,6 +23,7 @@ from litestar.params import FromPath, JSONBody, PathParameter, QueryParameter
 from app.http.problems import problem_responses
 from app.http.routes import API_KEY_SECURITY, FlagStoreDep, JobAdminDep, ServicesDep
 from domain.audit import AUDIT_PAGE_DEFAULT, AUDIT_PAGE_MAX, AccessRecord, AuditLog, encode_cursor
+from domain.errors import InvalidInput
 from domain.flags import Flag, spec_of
 from domain.tenancy import current_tenant
 from domain.webhooks.jobs import JobView, RedriveOutcome
@@ -40,6 +41,24 @@ __all__ = [
     "RedriveAll",
     "flag_view",
 ]
+
+# A time in a query string, as RFC 3339 writes it. Typed as text: decoded as a datetime, the query
+# string would also take a bare number as a Unix time, which the documented format is not.
+RFC3339_PATTERN = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})?$"
+)
+
+
+def _moment(value: str | None, field: str) -> dt.datetime | None:
+    """The time of a query parameter matching :data:`RFC3339_PATTERN` (a 400 naming ``field``
+    when it is no real time, such as a 13th month)."""
+    if value is None:
+        return None
+    try:
+        return dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidInput(field, f"{field} must be an RFC 3339 time") from None
+
 
 FlagName = Annotated[Flag, PathParameter(description="The feature flag's name")]
 
@@ -289,12 +308,20 @@ class AdminController(Controller):
             str | None, QueryParameter(description="Only the records of this API key id")
         ] = None,
         since: Annotated[
-            dt.datetime | None,
-            QueryParameter(name="from", description="At or after this time (RFC 3339)"),
+            str | None,
+            QueryParameter(
+                name="from",
+                pattern=RFC3339_PATTERN,
+                description="At or after this time (RFC 3339; without an offset: UTC)",
+            ),
         ] = None,
         until: Annotated[
-            dt.datetime | None,
-            QueryParameter(name="to", description="Before this time (RFC 3339)"),
+            str | None,
+            QueryParameter(
+                name="to",
+                pattern=RFC3339_PATTERN,
+                description="Before this time (RFC 3339; without an offset: UTC)",
+            ),
         ] = None,
         cursor: Annotated[
             str | None, QueryParameter(description="`next_cursor` of the previous page")
@@ -306,8 +333,8 @@ class AdminController(Controller):
             current_tenant.get() or "",
             subject_cpf=subject_cpf,
             key_id=key_id,
-            since=since,
-            until=until,
+            since=_moment(since, "from"),
+            until=_moment(until, "to"),
             cursor=cursor,
             limit=limit,
         )
